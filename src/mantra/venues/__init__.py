@@ -1,0 +1,1 @@
+"""Venue protocols (sans-IO state machines), simulators and instrument metadata, one package per venue."""
