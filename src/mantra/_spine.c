@@ -1,0 +1,785 @@
+/* The only C in Mantra: what CPython cannot do safely or quickly itself.
+ *
+ *  - seqlocked slot writes and reads with acquire/release ordering (correct on ARM64 too),
+ *  - the ring's write counter (plain store for one producer, fetch_add for many),
+ *  - futex wait/wake so idle consumers park instead of spinning,
+ *  - clock reads, and the per-message timing record written straight into a timing ring.
+ *
+ * Layout (shared with spine/layout.py, which creates and validates headers):
+ *   header, 4096 bytes: static fields on line 0, the write counter alone on line 1 (offset 64),
+ *   the park word (epoch u32, waiters u32) on line 2 (offset 128), consumer cursors from offset 512.
+ *   slots from offset 4096, each `slot_size` bytes (a multiple of 64):
+ *     u64 version | u64 origin_ns | u64 publish_ns | u32 publisher | u32 flags | payload
+ *   Ring slot holding sequence s: version 2s+1 while written, 2s+2 when complete.
+ *   Array slot: version odd while written, +2 per write, 0 = never written.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HDR_SIZE 4096
+#define OFF_KIND 12
+#define OFF_SLOT_SIZE 20
+#define OFF_CAPACITY 24
+#define OFF_COUNT 64
+#define OFF_EPOCH 128
+#define OFF_WAITERS 132
+#define OFF_CURSORS 512
+#define CURSOR_SIZE 64
+#define N_CURSORS ((HDR_SIZE - OFF_CURSORS) / CURSOR_SIZE)
+#define TRACK 24 /* origin, publish, publisher+flags */
+#define KIND_SPMC 1
+#define KIND_MPMC 2
+#define KIND_ARRAY 3
+
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+
+static inline uint64_t clock_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *ts) {
+    return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
+}
+
+/* ---------------------------------------------------------------- shared mapping handle */
+
+typedef struct {
+    Py_buffer view;
+    char *base;
+    uint64_t capacity, mask, slot_size, kind;
+    uint64_t *count;
+    uint32_t *epoch, *waiters;
+} Map;
+
+static int map_open(Map *m, PyObject *buffer, int writable) {
+    if (PyObject_GetBuffer(buffer, &m->view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
+    m->base = (char *)m->view.buf;
+    if (((uintptr_t)m->base & 63) != 0 || m->view.len < HDR_SIZE) {
+        PyBuffer_Release(&m->view);
+        m->base = NULL;
+        PyErr_SetString(PyExc_ValueError, "spine mapping must be 64-byte aligned and hold a header");
+        return -1;
+    }
+    m->kind = *(uint32_t *)(m->base + OFF_KIND);
+    m->slot_size = *(uint32_t *)(m->base + OFF_SLOT_SIZE);
+    m->capacity = *(uint64_t *)(m->base + OFF_CAPACITY);
+    m->mask = m->capacity - 1;
+    m->count = (uint64_t *)(m->base + OFF_COUNT);
+    m->epoch = (uint32_t *)(m->base + OFF_EPOCH);
+    m->waiters = (uint32_t *)(m->base + OFF_WAITERS);
+    if (m->slot_size < 64 || (m->slot_size & 63) || m->capacity == 0 ||
+        (m->kind != KIND_ARRAY && (m->capacity & m->mask)) ||
+        (Py_ssize_t)(HDR_SIZE + m->capacity * m->slot_size) > m->view.len) {
+        PyBuffer_Release(&m->view);
+        m->base = NULL;
+        PyErr_SetString(PyExc_ValueError, "spine header does not match the mapping size");
+        return -1;
+    }
+    return 0;
+}
+
+static void map_close(Map *m) {
+    if (m->base) PyBuffer_Release(&m->view);
+    m->base = NULL;
+}
+
+static inline char *slot_at(Map *m, uint64_t i) { return m->base + HDR_SIZE + i * m->slot_size; }
+
+/* Wake parked consumers; the caller has already made its slot write visible with a full fence. */
+static inline void wake_if_parked(Map *m) {
+    if (LOAD_RLX(m->waiters)) {
+        __atomic_fetch_add(m->epoch, 1, __ATOMIC_SEQ_CST);
+        futex(m->epoch, FUTEX_WAKE, INT32_MAX, NULL);
+    }
+}
+
+static inline int get_buf(PyObject *o, Py_buffer *b, int writable) {
+    return PyObject_GetBuffer(o, b, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE);
+}
+
+/* ---------------------------------------------------------------- Writer (ring producer) */
+
+typedef struct {
+    PyObject_HEAD Map m;
+    uint64_t recovered; /* slots found half-written (odd) by a dead producer and finished by us */
+} Writer;
+
+static int Writer_init(Writer *self, PyObject *args, PyObject *kw) {
+    PyObject *buffer;
+    if (!PyArg_ParseTuple(args, "O", &buffer)) return -1;
+    map_close(&self->m);
+    if (map_open(&self->m, buffer, 1) < 0) return -1;
+    if (self->m.kind != KIND_SPMC && self->m.kind != KIND_MPMC) {
+        map_close(&self->m);
+        PyErr_SetString(PyExc_ValueError, "not a ring");
+        return -1;
+    }
+    self->recovered = 0;
+    if (self->m.kind == KIND_SPMC) {
+        /* A dead producer may have completed slots without advancing the counter (it stores the
+         * counter last): adopt them, so no consumer sees a sequence number reused. */
+        uint64_t c = LOAD_ACQ(self->m.count);
+        for (;;) {
+            uint64_t v = LOAD_ACQ((uint64_t *)slot_at(&self->m, c & self->m.mask));
+            if (v == 2 * c + 2) c++;
+            else {
+                if (v == 2 * c + 1) self->recovered++; /* finished by our next publish */
+                break;
+            }
+        }
+        __atomic_store_n(self->m.count, c, __ATOMIC_SEQ_CST);
+    }
+    return 0;
+}
+
+static void Writer_dealloc(Writer *self) {
+    map_close(&self->m);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Write one message: header fields and `n` payload bytes.  Returns the sequence number. */
+static inline uint64_t ring_write(Map *m, uint64_t origin, uint64_t now, uint32_t publisher,
+                                  const void *payload, size_t n, uint32_t flags) {
+    uint64_t s;
+    if (m->kind == KIND_MPMC) s = __atomic_fetch_add(m->count, 1, __ATOMIC_ACQ_REL);
+    else s = LOAD_RLX(m->count);
+    char *slot = slot_at(m, s & m->mask);
+    uint64_t *ver = (uint64_t *)slot;
+    STORE_RLX(ver, 2 * s + 1);
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* odd version visible before any payload byte */
+    uint64_t *h = (uint64_t *)(slot + 8);
+    h[0] = origin;
+    h[1] = now ? now : clock_ns();
+    *(uint32_t *)(slot + 24) = publisher;
+    *(uint32_t *)(slot + 28) = flags;
+    memcpy(slot + 8 + TRACK, payload, n);
+    STORE_REL(ver, 2 * s + 2);
+    if (m->kind == KIND_MPMC) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    else __atomic_store_n(m->count, s + 1, __ATOMIC_SEQ_CST); /* full barrier before reading waiters */
+    wake_if_parked(m);
+    return s;
+}
+
+/* publish(payload, origin, publisher, now=0) -> seq.  now=0: stamp the publish time here. */
+static PyObject *Writer_publish(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 3 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "publish(payload, origin, publisher, now=0)");
+        return NULL;
+    }
+    Py_buffer b;
+    if (get_buf(args[0], &b, 0) < 0) return NULL;
+    uint64_t origin = PyLong_AsUnsignedLongLong(args[1]);
+    uint32_t publisher = (uint32_t)PyLong_AsUnsignedLong(args[2]);
+    uint64_t now = nargs > 3 ? PyLong_AsUnsignedLongLong(args[3]) : 0;
+    if (PyErr_Occurred()) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    if ((uint64_t)b.len > self->m.slot_size - 8 - TRACK) {
+        PyBuffer_Release(&b);
+        PyErr_Format(PyExc_ValueError, "payload of %zd bytes does not fit a %llu-byte slot", b.len,
+                     (unsigned long long)self->m.slot_size);
+        return NULL;
+    }
+    uint64_t s = ring_write(&self->m, origin, now, publisher, b.buf, (size_t)b.len, 0);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(s);
+}
+
+/* publish_record(record, now=0): republish a whole record (tracking header + payload, as read by
+ * Reader.read_into) keeping its origin and publisher; used by replay. */
+static PyObject *Writer_publish_record(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "publish_record(record, now=0)");
+        return NULL;
+    }
+    Py_buffer b;
+    if (get_buf(args[0], &b, 0) < 0) return NULL;
+    uint64_t now = nargs > 1 ? PyLong_AsUnsignedLongLong(args[1]) : 0;
+    if (PyErr_Occurred() || b.len < TRACK || (uint64_t)b.len > self->m.slot_size - 8) {
+        PyBuffer_Release(&b);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "record size does not fit this ring");
+        return NULL;
+    }
+    const char *r = (const char *)b.buf;
+    uint64_t origin = *(const uint64_t *)r;
+    uint32_t publisher = *(const uint32_t *)(r + 16), flags = *(const uint32_t *)(r + 20);
+    uint64_t s = ring_write(&self->m, origin, now, publisher, r + TRACK, (size_t)b.len - TRACK, flags);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(s);
+}
+
+/* stamp(key, origin, start): the runtime's per-message timing record (payload: key u32, pad,
+ * start u64, end u64), end read here so the hot path pays one call. */
+static PyObject *Writer_stamp(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "stamp(key, origin, start)");
+        return NULL;
+    }
+    uint32_t key = (uint32_t)PyLong_AsUnsignedLong(args[0]);
+    uint64_t origin = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t start = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t end = clock_ns();
+    struct {
+        uint32_t key, pad;
+        uint64_t start, end;
+    } rec = {key, 0, start, end};
+    ring_write(&self->m, origin, end, key, &rec, sizeof rec, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Writer_count(Writer *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(LOAD_ACQ(self->m.count));
+}
+
+static PyObject *Writer_recovered(Writer *self, void *c) { return PyLong_FromUnsignedLongLong(self->recovered); }
+
+static PyObject *Writer_close(Writer *self, PyObject *unused) {
+    map_close(&self->m);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Writer_methods[] = {
+    {"publish", (PyCFunction)(void (*)(void))Writer_publish, METH_FASTCALL, "publish(payload, origin, publisher, now=0) -> seq"},
+    {"publish_record", (PyCFunction)(void (*)(void))Writer_publish_record, METH_FASTCALL, "publish_record(record, now=0) -> seq"},
+    {"stamp", (PyCFunction)(void (*)(void))Writer_stamp, METH_FASTCALL, "stamp(key, origin, start): timing record"},
+    {"count", (PyCFunction)Writer_count, METH_NOARGS, "messages published so far"},
+    {"close", (PyCFunction)Writer_close, METH_NOARGS, "release the mapping"},
+    {NULL}};
+
+static PyGetSetDef Writer_getset[] = {{"recovered", (getter)Writer_recovered, NULL, "half-written slots finished", NULL}, {NULL}};
+
+static PyTypeObject WriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mantra._spine.Writer",
+    .tp_basicsize = sizeof(Writer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Writer_init,
+    .tp_dealloc = (destructor)Writer_dealloc,
+    .tp_methods = Writer_methods,
+    .tp_getset = Writer_getset,
+    .tp_doc = "Writer(mapping): producer end of a seqlocked broadcast ring",
+};
+
+/* ---------------------------------------------------------------- Reader (ring consumer) */
+
+typedef struct {
+    PyObject_HEAD Map m;
+    uint64_t seq;      /* next sequence number to read */
+    uint64_t lost;     /* messages overwritten before we read them */
+    uint64_t laps;     /* times we were lapped */
+    uint64_t *cursor;  /* our published position in the header, or NULL */
+} Reader;
+
+static int Reader_init(Reader *self, PyObject *args, PyObject *kw) {
+    PyObject *buffer;
+    long long start = -1;
+    int cursor = -1;
+    if (!PyArg_ParseTuple(args, "O|Li", &buffer, &start, &cursor)) return -1;
+    map_close(&self->m);
+    if (map_open(&self->m, buffer, 1) < 0) return -1;
+    if (self->m.kind != KIND_SPMC && self->m.kind != KIND_MPMC) {
+        map_close(&self->m);
+        PyErr_SetString(PyExc_ValueError, "not a ring");
+        return -1;
+    }
+    self->seq = start < 0 ? LOAD_ACQ(self->m.count) : (uint64_t)start;
+    self->lost = self->laps = 0;
+    self->cursor = NULL;
+    if (cursor >= 0) {
+        if (cursor >= N_CURSORS) {
+            map_close(&self->m);
+            PyErr_SetString(PyExc_ValueError, "cursor index out of range");
+            return -1;
+        }
+        self->cursor = (uint64_t *)(self->m.base + OFF_CURSORS + cursor * CURSOR_SIZE);
+        STORE_RLX(&self->cursor[1], self->seq);
+    }
+    return 0;
+}
+
+static void Reader_dealloc(Reader *self) {
+    map_close(&self->m);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Lapped: jump to head - capacity/2 (not the oldest slot, which the producer overwrites next). */
+static inline void resync(Reader *r) {
+    uint64_t head = LOAD_ACQ(r->m.count), half = r->m.capacity / 2;
+    uint64_t to = head > half ? head - half : 0;
+    if (to <= r->seq) to = r->seq + 1;
+    r->lost += to - r->seq;
+    r->laps++;
+    r->seq = to;
+}
+
+/* Copy the next record (tracking header + payload, slot_size-8 bytes at most) into dst.
+ * Returns 1 on success, 0 when nothing new.  Never returns torn data. */
+static inline int ring_read(Reader *r, char *dst, size_t cap) {
+    Map *m = &r->m;
+    size_t n = m->slot_size - 8 < cap ? m->slot_size - 8 : cap;
+    for (;;) {
+        const char *slot = slot_at(m, r->seq & m->mask);
+        const uint64_t *ver = (const uint64_t *)slot;
+        uint64_t want = 2 * r->seq + 2, v = LOAD_ACQ(ver);
+        if (v < want) return 0;
+        if (v == want) {
+            memcpy(dst, slot + 8, n);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE); /* payload loads complete before the re-check */
+            if (LOAD_RLX(ver) == want) {
+                r->seq++;
+                if (r->cursor) STORE_RLX(&r->cursor[1], r->seq);
+                return 1;
+            }
+        }
+        resync(r);
+        if (r->cursor) STORE_RLX(&r->cursor[2], r->lost);
+    }
+}
+
+static inline int ready(Reader *r) {
+    const uint64_t *ver = (const uint64_t *)slot_at(&r->m, r->seq & r->m.mask);
+    return LOAD_ACQ(ver) >= 2 * r->seq + 2;
+}
+
+/* read_into(buf) -> origin_ns of the record copied into buf, or 0 when there is none. */
+static PyObject *Reader_read_into(Reader *self, PyObject *arg) {
+    Py_buffer b;
+    if (get_buf(arg, &b, 1) < 0) return NULL;
+    int ok = ring_read(self, (char *)b.buf, (size_t)b.len);
+    uint64_t origin = ok ? *(uint64_t *)b.buf : 0;
+    PyBuffer_Release(&b);
+    if (ok && origin == 0) origin = 1; /* a record is never reported as "none" */
+    return PyLong_FromUnsignedLongLong(origin);
+}
+
+/* Park until `ready_fn` holds for any of the readers or the timeout passes.  Returns 1 if ready. */
+static int park(Reader **rs, int n, int64_t timeout_ns) {
+    struct futex_waitv {
+        uint64_t val, uaddr;
+        uint32_t flags, reserved;
+    } w[16];
+    if (n > 16) n = 16;
+    for (int i = 0; i < n; i++) __atomic_fetch_add(rs[i]->m.waiters, 1, __ATOMIC_SEQ_CST);
+    int got = 0;
+    for (int i = 0; i < n; i++) {
+        w[i].val = __atomic_load_n(rs[i]->m.epoch, __ATOMIC_SEQ_CST);
+        w[i].uaddr = (uint64_t)(uintptr_t)rs[i]->m.epoch;
+        w[i].flags = 2; /* FUTEX2_SIZE_U32, shared */
+        w[i].reserved = 0;
+    }
+    for (int i = 0; i < n && !got; i++) got = ready(rs[i]);
+    if (!got && timeout_ns > 0) {
+        struct timespec ts;
+        Py_BEGIN_ALLOW_THREADS
+        if (n == 1) {
+            ts.tv_sec = timeout_ns / 1000000000;
+            ts.tv_nsec = timeout_ns % 1000000000;
+            futex((uint32_t *)(uintptr_t)w[0].uaddr, FUTEX_WAIT, (uint32_t)w[0].val, &ts);
+        } else {
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t t = (int64_t)ts.tv_nsec + timeout_ns;
+            ts.tv_sec += t / 1000000000;
+            ts.tv_nsec = t % 1000000000;
+            if (syscall(SYS_futex_waitv, w, n, 0, &ts, CLOCK_MONOTONIC) < 0 && errno == ENOSYS) {
+                /* old kernel: wait on the first, with a short timeout so the others are polled */
+                struct timespec s = {0, timeout_ns < 1000000 ? timeout_ns : 1000000};
+                futex((uint32_t *)(uintptr_t)w[0].uaddr, FUTEX_WAIT, (uint32_t)w[0].val, &s);
+            }
+        }
+        Py_END_ALLOW_THREADS
+        for (int i = 0; i < n && !got; i++) got = ready(rs[i]);
+    }
+    for (int i = 0; i < n; i++) __atomic_fetch_sub(rs[i]->m.waiters, 1, __ATOMIC_SEQ_CST);
+    return got;
+}
+
+static inline int spin_until_ready(Reader *r, int64_t spin_ns) {
+    if (ready(r)) return 1;
+    if (spin_ns <= 0) return 0;
+    uint64_t until = clock_ns() + (uint64_t)spin_ns;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (ready(r)) return 1;
+            cpu_relax();
+        }
+        if (clock_ns() >= until) return 0;
+    }
+}
+
+/* wait_into(buf, timeout_ns, spin_ns=0) -> origin or 0 on timeout.  Spins in C for spin_ns
+ * (no Python per poll), then parks on the futex for the rest of the timeout. */
+static PyObject *Reader_wait_into(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "wait_into(buf, timeout_ns, spin_ns=0)");
+        return NULL;
+    }
+    long long timeout = PyLong_AsLongLong(args[1]);
+    long long spin = nargs > 2 ? PyLong_AsLongLong(args[2]) : 0;
+    if (PyErr_Occurred()) return NULL;
+    if (spin > timeout) spin = timeout;
+    uint64_t deadline = clock_ns() + (uint64_t)(timeout > 0 ? timeout : 0);
+    Reader *me = self;
+    if (!spin_until_ready(self, spin)) {
+        for (;;) {
+            int64_t left = (int64_t)(deadline - clock_ns());
+            if (left <= 0 || park(&me, 1, left)) break;
+            if (PyErr_CheckSignals() < 0) return NULL;
+        }
+    }
+    return Reader_read_into(self, args[0]);
+}
+
+/* read_batch(buf, max_n) -> n: copy up to max_n records back to back (slot_size-8 bytes each)
+ * into buf, e.g. a numpy structured array's memory. */
+static PyObject *Reader_read_batch(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read_batch(buf, max_n)");
+        return NULL;
+    }
+    Py_buffer b;
+    if (get_buf(args[0], &b, 1) < 0) return NULL;
+    Py_ssize_t max_n = PyLong_AsSsize_t(args[1]);
+    size_t rec = self->m.slot_size - 8;
+    if (max_n < 0 || PyErr_Occurred()) {
+        PyBuffer_Release(&b);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "max_n < 0");
+        return NULL;
+    }
+    if ((size_t)b.len / rec < (size_t)max_n) max_n = (Py_ssize_t)((size_t)b.len / rec);
+    Py_ssize_t n = 0;
+    char *dst = (char *)b.buf;
+    while (n < max_n && ring_read(self, dst + n * rec, rec)) n++;
+    PyBuffer_Release(&b);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *Reader_head(Reader *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(LOAD_ACQ(self->m.count));
+}
+
+static PyObject *Reader_ready(Reader *self, PyObject *unused) { return PyBool_FromLong(ready(self)); }
+
+static PyObject *Reader_close(Reader *self, PyObject *unused) {
+    map_close(&self->m);
+    self->cursor = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Reader_get_seq(Reader *self, void *c) { return PyLong_FromUnsignedLongLong(self->seq); }
+static int Reader_set_seq(Reader *self, PyObject *v, void *c) {
+    unsigned long long s = PyLong_AsUnsignedLongLong(v);
+    if (PyErr_Occurred()) return -1;
+    self->seq = s;
+    if (self->cursor) STORE_RLX(&self->cursor[1], s);
+    return 0;
+}
+static PyObject *Reader_get_lost(Reader *self, void *c) { return PyLong_FromUnsignedLongLong(self->lost); }
+static PyObject *Reader_get_laps(Reader *self, void *c) { return PyLong_FromUnsignedLongLong(self->laps); }
+
+static PyMethodDef Reader_methods[] = {
+    {"read_into", (PyCFunction)Reader_read_into, METH_O, "read_into(buf) -> origin_ns, 0 if none"},
+    {"wait_into", (PyCFunction)(void (*)(void))Reader_wait_into, METH_FASTCALL, "wait_into(buf, timeout_ns, spin_ns=0) -> origin_ns, 0 on timeout"},
+    {"read_batch", (PyCFunction)(void (*)(void))Reader_read_batch, METH_FASTCALL, "read_batch(buf, max_n) -> records copied"},
+    {"head", (PyCFunction)Reader_head, METH_NOARGS, "the ring's write counter"},
+    {"ready", (PyCFunction)Reader_ready, METH_NOARGS, "a record is waiting"},
+    {"close", (PyCFunction)Reader_close, METH_NOARGS, "release the mapping"},
+    {NULL}};
+
+static PyGetSetDef Reader_getset[] = {
+    {"seq", (getter)Reader_get_seq, (setter)Reader_set_seq, "next sequence number to read", NULL},
+    {"lost", (getter)Reader_get_lost, NULL, "messages lost to lapping", NULL},
+    {"laps", (getter)Reader_get_laps, NULL, "times lapped", NULL},
+    {NULL}};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mantra._spine.Reader",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Reader_init,
+    .tp_dealloc = (destructor)Reader_dealloc,
+    .tp_methods = Reader_methods,
+    .tp_getset = Reader_getset,
+    .tp_doc = "Reader(mapping, start=-1, cursor=-1): consumer end of a ring; start -1 = current head",
+};
+
+/* wait_any(readers, timeout_ns) -> bool: park on several rings at once (futex_waitv). */
+static PyObject *wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "wait_any(list_of_readers, timeout_ns)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(args[0]);
+    if (n > 16) n = 16;
+    Reader *rs[16];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(args[0], i);
+        if (!PyObject_TypeCheck(o, &ReaderType) || !((Reader *)o)->m.base) {
+            PyErr_SetString(PyExc_TypeError, "wait_any takes open Readers");
+            return NULL;
+        }
+        rs[i] = (Reader *)o;
+    }
+    long long timeout = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    if (n == 0) {
+        struct timespec ts = {timeout / 1000000000, timeout % 1000000000};
+        Py_BEGIN_ALLOW_THREADS nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS Py_RETURN_FALSE;
+    }
+    int got = park(rs, (int)n, timeout);
+    if (PyErr_CheckSignals() < 0) return NULL;
+    return PyBool_FromLong(got);
+}
+
+/* ---------------------------------------------------------------- Array (seqlock array) */
+
+typedef struct {
+    PyObject_HEAD Map m;
+} Array;
+
+static int Array_init(Array *self, PyObject *args, PyObject *kw) {
+    PyObject *buffer;
+    if (!PyArg_ParseTuple(args, "O", &buffer)) return -1;
+    map_close(&self->m);
+    if (map_open(&self->m, buffer, 1) < 0) return -1;
+    if (self->m.kind != KIND_ARRAY) {
+        map_close(&self->m);
+        PyErr_SetString(PyExc_ValueError, "not a seqlock array");
+        return -1;
+    }
+    return 0;
+}
+
+static void Array_dealloc(Array *self) {
+    map_close(&self->m);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline int check_index(Array *a, PyObject *o, uint64_t *i) {
+    *i = PyLong_AsUnsignedLongLong(o);
+    if (PyErr_Occurred()) return -1;
+    if (*i >= a->m.capacity) {
+        PyErr_Format(PyExc_IndexError, "slot %llu out of range (%llu slots)", (unsigned long long)*i,
+                     (unsigned long long)a->m.capacity);
+        return -1;
+    }
+    return 0;
+}
+
+/* write(index, payload, origin, publisher, now=0) -> new version.  One writer per slot; a slot
+ * left odd by a dead writer is simply completed by the next write. */
+static PyObject *Array_write(Array *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 4 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "write(index, payload, origin, publisher, now=0)");
+        return NULL;
+    }
+    uint64_t i;
+    if (check_index(self, args[0], &i) < 0) return NULL;
+    Py_buffer b;
+    if (get_buf(args[1], &b, 0) < 0) return NULL;
+    uint64_t origin = PyLong_AsUnsignedLongLong(args[2]);
+    uint32_t publisher = (uint32_t)PyLong_AsUnsignedLong(args[3]);
+    uint64_t now = nargs > 4 ? PyLong_AsUnsignedLongLong(args[4]) : 0;
+    if (PyErr_Occurred() || (uint64_t)b.len > self->m.slot_size - 8 - TRACK) {
+        PyBuffer_Release(&b);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "payload does not fit the slot");
+        return NULL;
+    }
+    char *slot = slot_at(&self->m, i);
+    uint64_t *ver = (uint64_t *)slot;
+    uint64_t v = __atomic_fetch_or(ver, 1, __ATOMIC_ACQ_REL) | 1; /* odd: writing */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    uint64_t *h = (uint64_t *)(slot + 8);
+    h[0] = origin;
+    h[1] = now ? now : clock_ns();
+    *(uint32_t *)(slot + 24) = publisher;
+    *(uint32_t *)(slot + 28) = 0;
+    memcpy(slot + 8 + TRACK, b.buf, (size_t)b.len);
+    memset(slot + 8 + TRACK + b.len, 0, self->m.slot_size - 8 - TRACK - (size_t)b.len);
+    STORE_REL(ver, v + 1);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(v + 1);
+}
+
+/* read_into(index, buf) -> version (0: never written).  Retries while a write is in progress. */
+static PyObject *Array_read_into(Array *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read_into(index, buf)");
+        return NULL;
+    }
+    uint64_t i;
+    if (check_index(self, args[0], &i) < 0) return NULL;
+    Py_buffer b;
+    if (get_buf(args[1], &b, 1) < 0) return NULL;
+    const char *slot = slot_at(&self->m, i);
+    const uint64_t *ver = (const uint64_t *)slot;
+    size_t n = self->m.slot_size - 8 < (size_t)b.len ? self->m.slot_size - 8 : (size_t)b.len;
+    uint64_t v;
+    for (unsigned spins = 0;; spins++) {
+        v = LOAD_ACQ(ver);
+        if (!(v & 1)) {
+            if (v == 0) break;
+            memcpy(b.buf, slot + 8, n);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (LOAD_RLX(ver) == v) break;
+        }
+        if (spins > 1000000) { /* a writer died mid-write: report, never hand out torn data */
+            PyBuffer_Release(&b);
+            PyErr_Format(PyExc_RuntimeError, "seqlock slot %llu stuck mid-write", (unsigned long long)i);
+            return NULL;
+        }
+        cpu_relax();
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *Array_version(Array *self, PyObject *arg) {
+    uint64_t i;
+    if (check_index(self, arg, &i) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(LOAD_ACQ((uint64_t *)slot_at(&self->m, i)));
+}
+
+static PyObject *Array_close(Array *self, PyObject *unused) {
+    map_close(&self->m);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Array_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))Array_write, METH_FASTCALL, "write(index, payload, origin, publisher, now=0) -> version"},
+    {"read_into", (PyCFunction)(void (*)(void))Array_read_into, METH_FASTCALL, "read_into(index, buf) -> version"},
+    {"version", (PyCFunction)Array_version, METH_O, "version(index): changes on every write"},
+    {"close", (PyCFunction)Array_close, METH_NOARGS, "release the mapping"},
+    {NULL}};
+
+static PyTypeObject ArrayType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mantra._spine.Array",
+    .tp_basicsize = sizeof(Array),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Array_init,
+    .tp_dealloc = (destructor)Array_dealloc,
+    .tp_methods = Array_methods,
+    .tp_doc = "Array(mapping): seqlocked latest-value slots",
+};
+
+/* ---------------------------------------------------------------- module functions */
+
+static PyObject *m_now(PyObject *m, PyObject *unused) { return PyLong_FromUnsignedLongLong(clock_ns()); }
+
+static PyObject *m_monotonic(PyObject *m, PyObject *unused) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return PyLong_FromUnsignedLongLong((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+}
+
+/* Atomic 64-bit words in a mapping, for header fields written by several processes. */
+static uint64_t *word_at(PyObject *buf, PyObject *off, Py_buffer *b) {
+    if (get_buf(buf, b, 1) < 0) return NULL;
+    Py_ssize_t o = PyLong_AsSsize_t(off);
+    if (PyErr_Occurred() || o < 0 || (o & 7) || o + 8 > b->len) {
+        PyBuffer_Release(b);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad word offset");
+        return NULL;
+    }
+    return (uint64_t *)((char *)b->buf + o);
+}
+
+static PyObject *m_load(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer b;
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "load(buf, offset)");
+    uint64_t *w = word_at(args[0], args[1], &b);
+    if (!w) return NULL;
+    uint64_t v = LOAD_ACQ(w);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *m_store(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer b;
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "store(buf, offset, value)");
+    uint64_t v = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t *w = word_at(args[0], args[1], &b);
+    if (!w) return NULL;
+    __atomic_store_n(w, v, __ATOMIC_SEQ_CST);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_cas(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer b;
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "cas(buf, offset, expected, new)");
+    uint64_t exp = PyLong_AsUnsignedLongLong(args[2]), nv = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t *w = word_at(args[0], args[1], &b);
+    if (!w) return NULL;
+    int ok = __atomic_compare_exchange_n(w, &exp, nv, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *m_add(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer b;
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "add(buf, offset, delta) -> old");
+    long long d = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t *w = word_at(args[0], args[1], &b);
+    if (!w) return NULL;
+    uint64_t old = __atomic_fetch_add(w, (uint64_t)d, __ATOMIC_SEQ_CST);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(old);
+}
+
+static PyMethodDef module_methods[] = {
+    {"now", m_now, METH_NOARGS, "wall-clock time in ns (CLOCK_REALTIME), the spine's timestamps"},
+    {"monotonic", m_monotonic, METH_NOARGS, "CLOCK_MONOTONIC in ns"},
+    {"wait_any", (PyCFunction)(void (*)(void))wait_any, METH_FASTCALL, "wait_any(readers, timeout_ns) -> bool"},
+    {"load", (PyCFunction)(void (*)(void))m_load, METH_FASTCALL, "load(buf, offset): acquire-load a u64"},
+    {"store", (PyCFunction)(void (*)(void))m_store, METH_FASTCALL, "store(buf, offset, value)"},
+    {"cas", (PyCFunction)(void (*)(void))m_cas, METH_FASTCALL, "cas(buf, offset, expected, new) -> bool"},
+    {"add", (PyCFunction)(void (*)(void))m_add, METH_FASTCALL, "add(buf, offset, delta) -> old value"},
+    {NULL}};
+
+static struct PyModuleDef spine_module = {PyModuleDef_HEAD_INIT, "_spine", "Mantra's atomics, futexes and clock", -1, module_methods};
+
+PyMODINIT_FUNC PyInit__spine(void) {
+    if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ArrayType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&spine_module);
+    if (!m) return NULL;
+    Py_INCREF(&WriterType);
+    Py_INCREF(&ReaderType);
+    Py_INCREF(&ArrayType);
+    PyModule_AddObject(m, "Writer", (PyObject *)&WriterType);
+    PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType);
+    PyModule_AddObject(m, "Array", (PyObject *)&ArrayType);
+    PyModule_AddIntConstant(m, "HEADER_SIZE", HDR_SIZE);
+    PyModule_AddIntConstant(m, "TRACK_SIZE", TRACK);
+    PyModule_AddIntConstant(m, "CURSORS_OFFSET", OFF_CURSORS);
+    PyModule_AddIntConstant(m, "CURSOR_SIZE", CURSOR_SIZE);
+    PyModule_AddIntConstant(m, "N_CURSORS", N_CURSORS);
+    return m;
+}

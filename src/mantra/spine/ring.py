@@ -1,0 +1,225 @@
+"""Broadcast rings of seqlocked slots: one producer (or several), any number of consumers.
+
+Producers never wait.  Each consumer keeps its own cursor; a consumer the producer laps notices it
+from the slot version, counts what it lost and resyncs to ``head - capacity/2``.  Consumers that
+register publish their position in the header so lag is visible from outside (``mantra inspect``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import _spine
+from . import layout as L
+from .messages import REGISTRY, TRACK
+from .shm import create_file, map_file, pid_alive
+
+_HDR = TRACK.size
+
+
+class Ring:
+    def __init__(self, path: Path, mm, header: dict, msg_type):
+        self.path, self.mm, self.header, self.msg_type = path, mm, header, msg_type
+        self.capacity = header["capacity"]
+        self.slot_size = header["slot_size"]
+        self.name = path.name
+        self._handles = []
+
+    # ------------------------------------------------------------------ create / attach
+    @classmethod
+    def create(cls, path, msg_type, capacity: int = 1 << 16, *, mpmc: bool = False,
+               recreate: bool = False) -> "Ring":
+        """Create the ring, or attach to an identical existing one.  An existing ring of another
+        type or size is a LayoutError unless ``recreate`` (which replaces it)."""
+        path = Path(path)
+        if capacity < 2 or capacity & (capacity - 1):
+            raise ValueError(f"capacity must be a power of two, got {capacity}")
+        kind = L.KIND_MPMC if mpmc else L.KIND_SPMC
+        if path.exists():
+            try:
+                ring = cls.attach(path, msg_type)
+                if ring.capacity != capacity or ring.header["kind"] != kind:
+                    ring.close()
+                    raise L.LayoutError(f"{path}: exists with capacity {ring.capacity} "
+                                        f"({L.KIND_NAMES[ring.header['kind']]}), asked for {capacity}")
+                return ring
+            except L.LayoutError:
+                if not recreate:
+                    raise
+                path.unlink()
+
+        def init(m):
+            L.write_header(m, kind=kind, type_id=msg_type.TYPE_ID, slot_size=msg_type.SLOT_SIZE,
+                           capacity=capacity, type_hash=msg_type.TYPE_HASH,
+                           payload_size=msg_type.STRUCT.size, name=msg_type.__name__)
+
+        mm = create_file(path, L.HEADER_SIZE + capacity * msg_type.SLOT_SIZE, init)
+        return cls(path, mm, L.read_header(mm), msg_type)
+
+    @classmethod
+    def attach(cls, path, msg_type=None) -> "Ring":
+        path = Path(path)
+        mm = map_file(path)
+        h = L.read_header(mm)
+        try:
+            if msg_type is None:
+                msg_type = REGISTRY.get(h["type_id"])
+                if msg_type is None:
+                    raise L.LayoutError(f"{path}: unknown message type id {h['type_id']} ({h['type_name']})")
+            L.validate(h, path=path, kind=L.KIND_SPMC, type_id=msg_type.TYPE_ID,
+                       type_hash=msg_type.TYPE_HASH, slot_size=msg_type.SLOT_SIZE)
+            if len(mm) < L.HEADER_SIZE + h["capacity"] * h["slot_size"]:
+                raise L.LayoutError(f"{path}: file shorter than its header says")
+        except Exception:
+            mm.close()
+            raise
+        return cls(path, mm, h, msg_type)
+
+    # ------------------------------------------------------------------ ends
+    def writer(self) -> "Producer":
+        p = Producer(self)
+        self._handles.append(p)
+        return p
+
+    def reader(self, label: str = "", start: int | None = None, register: bool = True) -> "Consumer":
+        c = Consumer(self, label, start, register)
+        self._handles.append(c)
+        return c
+
+    # ------------------------------------------------------------------ introspection
+    def count(self) -> int:
+        return _spine.load(self.mm, L.OFF_COUNT)
+
+    def consumers(self) -> list[dict]:
+        """Registered consumers: pid, label, next seq, lost, lag, alive."""
+        out, head = [], self.count()
+        for i in range(L.N_CURSORS):
+            off = L.OFF_CURSORS + i * L.CURSOR_SIZE
+            pid = _spine.load(self.mm, off)
+            if not pid:
+                continue
+            seq, lost = _spine.load(self.mm, off + 8), _spine.load(self.mm, off + 16)
+            label = bytes(self.mm[off + 24:off + 24 + L.LABEL_SIZE]).rstrip(b"\0").decode(errors="replace")
+            out.append(dict(pid=pid, label=label, seq=seq, lost=lost, lag=max(head - seq, 0),
+                            alive=pid_alive(pid)))
+        return out
+
+    def _claim_cursor(self, label: str) -> int:
+        me = os.getpid()
+        for i in range(L.N_CURSORS):
+            off = L.OFF_CURSORS + i * L.CURSOR_SIZE
+            pid = _spine.load(self.mm, off)
+            if (pid == 0 or not pid_alive(pid)) and _spine.cas(self.mm, off, pid, me):
+                _spine.store(self.mm, off + 16, 0)
+                self.mm[off + 24:off + 24 + L.LABEL_SIZE] = label.encode()[:L.LABEL_SIZE].ljust(L.LABEL_SIZE, b"\0")
+                return i
+        return -1  # table full: the consumer still works, it is just not visible from outside
+
+    def _release_cursor(self, i: int) -> None:
+        if i >= 0 and self.mm is not None and not self.mm.closed:
+            _spine.cas(self.mm, L.OFF_CURSORS + i * L.CURSOR_SIZE, os.getpid(), 0)
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.close()
+        self._handles.clear()
+        if self.mm is not None and not self.mm.closed:
+            self.mm.close()
+
+    def __repr__(self) -> str:
+        return f"<Ring {self.name} {self.msg_type.__name__} x{self.capacity}>"
+
+
+class Producer:
+    """Publishes messages of the ring's type; the tracking header is filled here."""
+
+    __slots__ = ("ring", "msg_type", "_w", "_pack", "publish_record")
+
+    def __init__(self, ring: Ring):
+        self.ring, self.msg_type = ring, ring.msg_type
+        self._w = _spine.Writer(ring.mm)
+        self._pack = ring.msg_type.STRUCT.pack
+        self.publish_record = self._w.publish_record
+
+    def send(self, msg, origin: int = 0, publisher: int = 0, now: int = 0) -> int:
+        """Publish; ``origin`` 0 means this message is itself the origin (stamped now)."""
+        return self._w.publish(self._pack(*msg), origin or _spine.now(), publisher, now)
+
+    @property
+    def recovered(self) -> int:
+        """Half-written slots left by a dead producer that this producer finished."""
+        return self._w.recovered
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class Consumer:
+    """One reader's cursor.  ``read()`` returns the next message (a NamedTuple) or None; the
+    tracking header of the last record read is in ``origin`` / ``record``."""
+
+    def __init__(self, ring: Ring, label: str, start: int | None, register: bool):
+        self.ring, self.msg_type = ring, ring.msg_type
+        self._cursor = ring._claim_cursor(label or f"pid{os.getpid()}") if register else -1
+        self._r = _spine.Reader(ring.mm, -1 if start is None else start, self._cursor)
+        self.record = bytearray(ring.slot_size - 8)
+        self._unpack = ring.msg_type.STRUCT.unpack_from
+        self._make = ring.msg_type._make
+        self._batch = None
+        self.origin = 0
+
+    def read(self):
+        o = self._r.read_into(self.record)
+        if not o:
+            return None
+        self.origin = o
+        return self._make(self._unpack(self.record, _HDR))
+
+    def wait(self, timeout: float, spin: float = 0.0):
+        """Block up to ``timeout`` seconds (spinning ``spin`` seconds first, then parked on a futex)."""
+        o = self._r.wait_into(self.record, int(timeout * 1e9), int(spin * 1e9))
+        if not o:
+            return None
+        self.origin = o
+        return self._make(self._unpack(self.record, _HDR))
+
+    def tracking(self) -> tuple:
+        """(origin_ns, publish_ns, publisher, flags) of the last record read."""
+        return TRACK.unpack_from(self.record, 0)
+
+    def read_batch(self, max_n: int = 4096) -> np.ndarray:
+        """Up to ``max_n`` records as a structured array (tracking fields + payload fields).
+        The array is reused by the next call: copy it to keep it."""
+        if self._batch is None or len(self._batch) < max_n:
+            self._batch = np.zeros(max_n, dtype=self.msg_type.DTYPE)
+        n = self._r.read_batch(self._batch, max_n)
+        return self._batch[:n]
+
+    @property
+    def reader(self):
+        """The C reader (``read_into``/``wait_into``/``read_batch``), for runtime hot loops."""
+        return self._r
+
+    @property
+    def lost(self) -> int:
+        return self._r.lost
+
+    @property
+    def seq(self) -> int:
+        return self._r.seq
+
+    @seq.setter
+    def seq(self, v: int) -> None:
+        self._r.seq = v
+
+    @property
+    def lag(self) -> int:
+        return max(self._r.head() - self._r.seq, 0)
+
+    def close(self) -> None:
+        self.ring._release_cursor(self._cursor)
+        self._cursor = -1
+        self._r.close()
