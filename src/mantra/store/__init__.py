@@ -1,0 +1,1 @@
+"""Recordings: reading captures (cryptofeed format), segment files, persister, replayer, exports."""
