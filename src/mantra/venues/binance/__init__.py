@@ -1,0 +1,1 @@
+"""Binance spot: sans-IO market-data protocol and instrument metadata."""

@@ -1,0 +1,304 @@
+"""Binance spot market data, sans-IO: REST depth snapshot + ``<symbol>@depth@100ms`` diffs, trades.
+
+Book sync follows Binance's "How to manage a local order book correctly" (../shared/research/
+exchanges.md 1.3): buffer diff events, GET the snapshot once the first event is in (or after
+``sync_wait_s`` for a quiet symbol), drop buffered events with ``u <= lastUpdateId``; the first
+applied event must straddle ``lastUpdateId + 1``; afterwards ``U > prev_u + 1`` is a gap (counted,
+status GAP, snapshot fetched again) and ``u <= prev_u`` is an old or repeated event and is ignored.
+A snapshot older than the first buffered event (``lastUpdateId < U``) is fetched again.
+
+One connection carries every stream, combined (``/stream?streams=...``): the ``url`` attribute is
+what the runner connects to, so nothing needs sending after connect.  WebSocket ping/pong is the
+runner's job (the server pings every 20 s and drops a client that has not answered within 60 s).
+``serverShutdown`` asks for a ``Reconnect``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from ..base import VenueProtocol, fx
+from ..events import Fetch, Level, Reconnect, Side, Status, Trade
+
+BID, ASK = int(Side.BID), int(Side.ASK)
+
+log = logging.getLogger(__name__)
+
+WS_URL = "wss://stream.binance.com:9443"
+REST_URL = "https://api.binance.com"
+
+Levels = list[tuple[str, str]]
+
+
+class DepthUpdate(msgspec.Struct):
+    s: str  # symbol
+    U: int  # first update id in the event
+    u: int  # last update id in the event
+    b: Levels
+    a: Levels
+    E: int = 0  # event time, ms
+
+
+class TradeMsg(msgspec.Struct):
+    s: str
+    p: str
+    q: str
+    m: bool  # buyer is the maker: the seller was the aggressor
+    t: int = 0  # trade id (@trade)
+    a: int = 0  # aggregate trade id (@aggTrade)
+    T: int = 0  # trade time, ms
+
+
+class Event(msgspec.Struct):
+    e: str = ""
+
+
+class Envelope(msgspec.Struct):
+    """Combined-stream wrapper, or the fields of a raw event / control reply we look at."""
+
+    stream: str = ""
+    data: msgspec.Raw = msgspec.Raw()
+    e: str = ""  # raw (uncombined) event type
+    id: int | str | None = None  # reply to SUBSCRIBE & co.
+    code: int | None = None  # control error
+    msg: str = ""
+
+
+class Snapshot(msgspec.Struct):
+    lastUpdateId: int
+    bids: Levels
+    asks: Levels
+
+
+class RestError(msgspec.Struct):
+    code: int
+    msg: str = ""
+
+
+class _Sync:
+    """Per-instrument sync state."""
+
+    __slots__ = ("update_id", "buffer", "fetching", "fetched_at", "first_seen")
+
+    def __init__(self) -> None:
+        self.update_id: int | None = None  # last applied u; None until synced
+        self.buffer: list[tuple] = []  # (U, u, levels, exch_ts), levels already converted
+        self.fetching = False
+        self.fetched_at = 0  # ts of the last Fetch, ns
+        self.first_seen = 0  # ts the connection (re)started waiting for this book, ns
+
+
+class BinanceProtocol(VenueProtocol):
+    venue = "binance"
+
+    def __init__(
+        self,
+        registry,
+        symbols,
+        depth: int = 0,
+        *,
+        snapshot_limit: int = 1000,
+        ws_url: str = WS_URL,
+        rest_url: str = REST_URL,
+        speed: str = "100ms",
+        trades: str = "trade",
+        sync_wait_s: float = 3.0,
+        refetch_s: float = 10.0,
+        max_buffer: int = 10_000,
+    ):
+        super().__init__(registry, symbols, depth)
+        self.snapshot_limit = snapshot_limit
+        self.sync_wait_ns = int(sync_wait_s * 1e9)
+        self.refetch_ns = int(refetch_s * 1e9)
+        self.max_buffer = max_buffer
+        self._iid = {}  # "BTCUSDT" -> iid
+        self._url_iid = {}  # snapshot url -> iid
+        self._snap_url = {}  # iid -> snapshot url
+        self._sync = {}
+        streams = []
+        for iid in self.books:
+            sym = self.registry[iid].symbol
+            self._iid[sym.upper()] = iid
+            url = f"{rest_url}/api/v3/depth?symbol={sym.upper()}&limit={snapshot_limit}"
+            self._url_iid[url] = iid
+            self._snap_url[iid] = url
+            self._sync[iid] = _Sync()
+            low = sym.lower()
+            streams.append(f"{low}@depth@{speed}" if speed else f"{low}@depth")
+            if trades:
+                streams.append(f"{low}@{trades}")
+        self.url = f"{ws_url}/stream?streams={'/'.join(streams)}"
+        self._env = msgspec.json.Decoder(Envelope)
+        self._depth = msgspec.json.Decoder(DepthUpdate)
+        self._trade = msgspec.json.Decoder(TradeMsg)
+        self._event = msgspec.json.Decoder(Event)
+        self._snapshot = msgspec.json.Decoder(Snapshot)
+
+    # -- connection ---------------------------------------------------------------------------
+    def on_connect(self, ts: int) -> None:
+        super().on_connect(ts)
+        for st in self._sync.values():
+            st.update_id = None
+            st.buffer.clear()
+            st.fetching = False
+            st.first_seen = ts
+
+    def on_timer(self, ts: int) -> None:
+        super().on_timer(ts)
+        for iid, st in self._sync.items():
+            if st.update_id is not None or not self.connected:
+                continue
+            # A quiet symbol may send no diff for a long time: fetch anyway after sync_wait_s.
+            # A failed or unanswered fetch is retried every refetch_s.
+            if not st.fetching and ts - st.first_seen >= self.sync_wait_ns:
+                self._fetch(iid, ts)
+            elif st.fetching and ts - st.fetched_at >= self.refetch_ns:
+                self._fetch(iid, ts)
+
+    def _fetch(self, iid: int, ts: int) -> None:
+        st = self._sync[iid]
+        st.fetching = True
+        st.fetched_at = ts
+        self.events.append(Fetch(self._snap_url[iid]))
+
+    # -- frames -------------------------------------------------------------------------------
+    def on_frame(self, data, ts: int) -> None:
+        self.frames += 1
+        self._busy = None  # the book a failure leaves untrustworthy, once known
+        try:
+            env = self._env.decode(data)
+            if env.stream:
+                stream, raw = env.stream, env.data
+                if "@depth" in stream:
+                    self._on_depth(self._depth.decode(raw), ts)
+                elif stream.endswith("@trade") or stream.endswith("@aggTrade"):
+                    self._on_trade(self._trade.decode(raw))
+                elif raw and self._event.decode(raw).e == "serverShutdown":
+                    self._shutdown()
+                # other streams (bookTicker, kline, ...) are not ours to interpret
+            elif env.e:
+                self._on_raw(env.e, data, ts)
+            elif env.code is not None:
+                log.warning("binance control error %s: %s", env.code, env.msg)
+            # else: {"result": null, "id": n} acknowledges a SUBSCRIBE
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            self.bad_frame(data, e, self._busy)
+
+    def _on_raw(self, kind: str, data, ts: int) -> None:
+        if kind == "depthUpdate":
+            self._on_depth(self._depth.decode(data), ts)
+        elif kind in ("trade", "aggTrade"):
+            self._on_trade(self._trade.decode(data))
+        elif kind == "serverShutdown":
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.events.append(Reconnect("binance serverShutdown"))
+
+    def _on_depth(self, ev: DepthUpdate, ts: int) -> None:
+        iid = self._iid.get(ev.s)
+        if iid is None:
+            return  # a stream we did not ask for
+        st = self._sync[iid]
+        self._busy = iid
+        inst = self.registry[iid]
+        ps, ss = inst.price_scale, inst.size_scale
+        # Convert every level first: a bad string must not leave a half-applied message.
+        levels = [(BID, fx(p, ps), fx(q, ss)) for p, q in ev.b]
+        levels += [(ASK, fx(p, ps), fx(q, ss)) for p, q in ev.a]
+        item = (ev.U, ev.u, levels, ev.E * 1_000_000)
+        if st.update_id is None:
+            if len(st.buffer) >= self.max_buffer:
+                # The snapshot is not coming; start over rather than grow without bound.
+                st.buffer.clear()
+                st.fetching = False
+            st.buffer.append(item)
+            if not st.fetching:
+                self._fetch(iid, ts)
+            return
+        if ev.u <= st.update_id:
+            return  # already applied (repeated or old event)
+        if ev.U > st.update_id + 1:
+            self._gap(iid, item, f"U={ev.U} > last u+1={st.update_id + 1}")
+            return
+        self._apply(iid, levels, item[3])
+        st.update_id = ev.u
+        self.check_crossed(iid)
+
+    def _gap(self, iid: int, item: tuple, why: str) -> None:
+        self.stats[iid].gaps += 1
+        self.set_status(iid, Status.GAP, why)
+        self.resync(iid, why)
+        self._sync[iid].buffer.append(item)  # the event after the gap is the first of the next sync
+
+    def resync(self, iid: int, why: str) -> None:
+        """Forget the book's sync point and fetch a new snapshot (gap, crossed book, bad frame)."""
+        st = self._sync[iid]
+        self.stats[iid].resyncs += 1
+        self.set_status(iid, Status.RESYNCING, why)
+        st.update_id = None
+        st.buffer.clear()
+        self._fetch(iid, self.last_ts)
+
+    def _apply(self, iid: int, levels: list, exch_ts: int) -> None:
+        book, events, n = self.books[iid], self.events, len(levels)
+        for i, (side, price, size) in enumerate(levels, 1):
+            book.apply(side, price, size)
+            events.append(Level(iid, side, price, size, i == n, exch_ts))
+        self.stats[iid].messages += 1
+
+    def _on_trade(self, t: TradeMsg) -> None:
+        iid = self._iid.get(t.s)
+        if iid is None:
+            return
+        inst = self.registry[iid]
+        side = -1 if t.m else 1
+        self.events.append(
+            Trade(iid, side, fx(t.p, inst.price_scale), fx(t.q, inst.size_scale), t.t or t.a, t.T * 1_000_000)
+        )
+
+    # -- REST ---------------------------------------------------------------------------------
+    def on_rest(self, url: str, body: bytes, ts: int) -> None:
+        iid = self._url_iid.get(url)
+        if iid is None:
+            log.warning("binance: REST body for an unknown url %s", url)
+            return
+        st = self._sync[iid]
+        st.fetching = False
+        try:
+            snap = self._snapshot.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self.bad_rest(iid, url, body, e)
+            return  # on_timer fetches again after refetch_s
+        if st.update_id is not None:
+            return  # a late answer to a fetch we no longer need
+        if st.buffer and snap.lastUpdateId < st.buffer[0][0]:
+            self._fetch(iid, ts)  # the snapshot predates the first buffered event: too old
+            return
+        inst = self.registry[iid]
+        try:
+            bids = _levels(snap.bids, inst)
+            asks = _levels(snap.asks, inst)
+        except ValueError as e:
+            self.bad_rest(iid, url, body, e)
+            return
+        self.apply_snapshot(iid, bids, asks, 0)
+        last = st.update_id = snap.lastUpdateId
+        buffered, st.buffer = st.buffer, []
+        for U, u, levels, exch_ts in buffered:
+            if u <= st.update_id:
+                continue
+            if U > st.update_id + 1:
+                self._gap(iid, (U, u, levels, exch_ts), f"event U={U} after snapshot {last} (applied to {st.update_id})")
+                return
+            self._apply(iid, levels, exch_ts)
+            st.update_id = u
+        if not self.check_crossed(iid):
+            self.set_status(iid, Status.SYNCED, f"snapshot {last}")
+
+
+def _levels(rows: Levels, inst) -> list[tuple[int, int]]:
+    ps, ss = inst.price_scale, inst.size_scale
+    return [(fx(p, ps), fx(q, ss)) for p, q in rows]

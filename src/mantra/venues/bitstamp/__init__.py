@@ -1,0 +1,1 @@
+"""Bitstamp: sans-IO market-data protocol and instrument metadata."""

@@ -1,0 +1,285 @@
+"""Bitstamp market data, sans-IO: REST snapshot + ``diff_order_book_<pair>``, ``live_trades_<pair>``.
+
+Bitstamp sends no sequence numbers (../shared/research/exchanges.md 5.2), so:
+
+* Sync: subscribe, and once ``bts:subscription_succeeded`` confirms the diff channel (diffs are then
+  being buffered) GET ``/api/v2/order_book/<pair>/``.  Buffered diffs not newer than the
+  snapshot's ``microtimestamp`` are dropped, the rest applied; afterwards a diff not newer than the
+  last applied one is dropped (microtimestamps compared as integers).
+* Gaps cannot be seen, so the book is audited: every ``audit_s`` seconds (``on_timer``) the snapshot
+  is fetched again and compared with the local book *at the same point*: diffs received since the
+  fetch that are newer than the snapshot are replayed onto it, and if the local book is still behind
+  the snapshot the comparison waits for the first diff past it (or the next timer tick).  A
+  difference counts as ``checksum_failed`` (status CHECKSUM) and the fresh book replaces the local
+  one; agreement counts as ``checksum_ok``.
+* ``bts:request_reconnect`` asks for a ``Reconnect``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import msgspec
+
+from ...book import L2Book
+from ..base import VenueProtocol, fx
+from ..events import Fetch, Level, Reconnect, Send, Side, Status, Trade
+
+log = logging.getLogger(__name__)
+
+WS_URL = "wss://ws.bitstamp.net"
+REST_URL = "https://www.bitstamp.net"
+
+Levels = list[tuple[str, str]]
+
+
+class Frame(msgspec.Struct):
+    event: str
+    channel: str = ""
+    data: msgspec.Raw = msgspec.Raw()
+
+
+class BookData(msgspec.Struct):
+    """Body of a ``diff_order_book`` frame and of the REST snapshot alike."""
+
+    microtimestamp: str
+    bids: Levels
+    asks: Levels
+    timestamp: str = ""
+
+
+class TradeData(msgspec.Struct):
+    id: int
+    amount_str: str
+    price_str: str
+    type: int  # taker side: 0 buy, 1 sell
+    microtimestamp: str = "0"
+
+
+class _Sync:
+    __slots__ = ("micro", "buffer", "fetching", "fetched_at", "audit", "audit_at", "audit_due")
+
+    def __init__(self) -> None:
+        self.micro: int | None = None  # microtimestamp of the last applied state; None until synced
+        self.buffer: list[BookData] | None = None  # diffs kept since a fetch (sync or audit)
+        self.fetching = False
+        self.fetched_at = 0
+        self.audit: tuple[L2Book, int] | None = None  # fresh book waiting for the local one to catch up
+        self.audit_at = 0  # ts the audit snapshot arrived
+        self.audit_due = 0  # ts of the next audit
+
+
+class BitstampProtocol(VenueProtocol):
+    venue = "bitstamp"
+
+    def __init__(
+        self,
+        registry,
+        symbols,
+        depth: int = 0,
+        *,
+        audit_s: float = 60.0,
+        refetch_s: float = 10.0,
+        trades: bool = True,
+        ws_url: str = WS_URL,
+        rest_url: str = REST_URL,
+        max_buffer: int = 10_000,
+    ):
+        super().__init__(registry, symbols, depth)
+        self.url = ws_url
+        self.audit_ns = int(audit_s * 1e9)
+        self.refetch_ns = int(refetch_s * 1e9)
+        self.trades = trades
+        self.max_buffer = max_buffer
+        self._book_iid = {}  # "diff_order_book_btcusd" -> iid
+        self._trade_iid = {}  # "live_trades_btcusd" -> iid
+        self._url_iid = {}
+        self._snap_url = {}
+        self._sync = {}
+        for iid in self.books:
+            pair = self.registry[iid].symbol.lower()
+            self._book_iid[f"diff_order_book_{pair}"] = iid
+            self._trade_iid[f"live_trades_{pair}"] = iid
+            url = f"{rest_url}/api/v2/order_book/{pair}/"
+            self._url_iid[url] = iid
+            self._snap_url[iid] = url
+            self._sync[iid] = _Sync()
+        self._frame = msgspec.json.Decoder(Frame)
+        self._book = msgspec.json.Decoder(BookData)
+        self._trade = msgspec.json.Decoder(TradeData)
+
+    # -- connection ---------------------------------------------------------------------------
+    def on_connect(self, ts: int) -> None:
+        super().on_connect(ts)
+        channels = list(self._book_iid) + (list(self._trade_iid) if self.trades else [])
+        for ch in channels:
+            self.events.append(Send(json.dumps({"event": "bts:subscribe", "data": {"channel": ch}})))
+        for st in self._sync.values():
+            st.micro = None
+            st.buffer = []  # buffer from the start: the subscription may be confirmed late
+            st.fetching = False
+            st.audit = None
+
+    def on_timer(self, ts: int) -> None:
+        super().on_timer(ts)
+        if not self.connected:
+            return
+        for iid, st in self._sync.items():
+            if st.audit is not None and ts > st.audit_at:
+                self._compare(iid, *st.audit)  # no diff past the snapshot came: compare as we are
+            elif st.fetching:
+                if ts - st.fetched_at >= self.refetch_ns:
+                    self._fetch(iid, ts)  # lost or failed answer
+            elif st.micro is not None and self.audit_ns and ts >= st.audit_due:
+                self._fetch(iid, ts)
+
+    def _fetch(self, iid: int, ts: int) -> None:
+        st = self._sync[iid]
+        st.fetching = True
+        st.fetched_at = ts
+        if st.buffer is None:
+            st.buffer = []
+        self.events.append(Fetch(self._snap_url[iid]))
+
+    def resync(self, iid: int, why: str) -> None:
+        st = self._sync[iid]
+        self.stats[iid].resyncs += 1
+        self.set_status(iid, Status.RESYNCING, why)
+        st.micro = None
+        st.audit = None
+        st.buffer = []
+        self._fetch(iid, self.last_ts)
+
+    # -- frames -------------------------------------------------------------------------------
+    def on_frame(self, data, ts: int) -> None:
+        self.frames += 1
+        try:
+            f = self._frame.decode(data)
+            ev = f.event
+            if ev == "data":
+                iid = self._book_iid.get(f.channel)
+                if iid is not None:
+                    self._on_diff(iid, self._book.decode(f.data), ts)
+            elif ev == "trade":
+                iid = self._trade_iid.get(f.channel)
+                if iid is not None:
+                    self._on_trade(iid, self._trade.decode(f.data))
+            elif ev == "bts:subscription_succeeded":
+                iid = self._book_iid.get(f.channel)
+                if iid is not None and self._sync[iid].micro is None and not self._sync[iid].fetching:
+                    self._fetch(iid, ts)
+            elif ev == "bts:request_reconnect":
+                self.events.append(Reconnect("bitstamp bts:request_reconnect"))
+            elif ev == "bts:error":
+                log.warning("bitstamp error on %r: %s", f.channel, bytes(f.data or b"").decode(errors="replace"))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            self.bad_frame(data, e, self._book_iid.get(getattr(f, "channel", None)) if "f" in locals() else None)
+
+    def _on_diff(self, iid: int, d: BookData, ts: int) -> None:
+        st = self._sync[iid]
+        micro = int(d.microtimestamp)
+        if st.buffer is not None:
+            if len(st.buffer) >= self.max_buffer:
+                st.buffer.clear()
+                st.fetching = False
+                if st.micro is None:
+                    self._fetch(iid, ts)
+            st.buffer.append(d)
+        if st.micro is None:
+            return
+        if st.audit is not None and micro > st.audit[1]:
+            self._compare(iid, *st.audit)  # the local book has reached the snapshot's point
+            if st.micro is None:
+                return
+        if micro <= st.micro:
+            return  # not newer than the state we hold
+        self._apply(iid, d, micro)
+        st.micro = micro
+        self.check_crossed(iid)
+
+    def _apply(self, iid: int, d: BookData, micro: int) -> None:
+        inst = self.registry[iid]
+        ps, ss = inst.price_scale, inst.size_scale
+        levels = [(Side.BID, fx(p, ps), fx(q, ss)) for p, q in d.bids]
+        levels += [(Side.ASK, fx(p, ps), fx(q, ss)) for p, q in d.asks]
+        book, events, n = self.books[iid], self.events, len(levels)
+        exch_ts = micro * 1000
+        for i, (side, price, size) in enumerate(levels, 1):
+            book.apply(side, price, size)
+            events.append(Level(iid, side, price, size, i == n, exch_ts))
+        self.stats[iid].messages += 1
+
+    def _on_trade(self, iid: int, t: TradeData) -> None:
+        inst = self.registry[iid]
+        side = 1 if t.type == 0 else -1
+        self.events.append(
+            Trade(iid, side, fx(t.price_str, inst.price_scale), fx(t.amount_str, inst.size_scale), t.id, int(t.microtimestamp) * 1000)
+        )
+
+    # -- REST ---------------------------------------------------------------------------------
+    def on_rest(self, url: str, body: bytes, ts: int) -> None:
+        iid = self._url_iid.get(url)
+        if iid is None:
+            log.warning("bitstamp: REST body for an unknown url %s", url)
+            return
+        st = self._sync[iid]
+        if not st.fetching:
+            return  # an answer nobody is waiting for
+        st.fetching = False
+        inst = self.registry[iid]
+        try:
+            snap = self._book.decode(body)
+            micro = int(snap.microtimestamp)
+            fresh = L2Book(self.depth)
+            for side, rows in ((Side.BID, snap.bids), (Side.ASK, snap.asks)):
+                for p, q in rows:
+                    fresh.apply(side, fx(p, inst.price_scale), fx(q, inst.size_scale))
+            # Replay the diffs that arrived since the fetch and are newer than the snapshot.
+            at = micro
+            for d in st.buffer or ():
+                m = int(d.microtimestamp)
+                if m > at:
+                    for side, rows in ((Side.BID, d.bids), (Side.ASK, d.asks)):
+                        for p, q in rows:
+                            fresh.apply(side, fx(p, inst.price_scale), fx(q, inst.size_scale))
+                    at = m
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            self.bad_rest(iid, url, body, e)
+            return
+        st.buffer = None
+        st.audit_due = ts + self.audit_ns
+        if st.micro is None:
+            self._install(iid, fresh, at, f"snapshot {micro}")
+        elif st.micro >= at:
+            self._compare(iid, fresh, at)
+        else:
+            st.audit = (fresh, at)  # local book is behind the snapshot: compare once it catches up
+            st.audit_at = ts
+
+    def _install(self, iid: int, fresh: L2Book, micro: int, why: str) -> None:
+        self.apply_snapshot(iid, fresh.levels(Side.BID), fresh.levels(Side.ASK), micro * 1000)
+        self._sync[iid].micro = micro
+        if not self.check_crossed(iid):
+            self.set_status(iid, Status.SYNCED, why)
+
+    def _compare(self, iid: int, fresh: L2Book, micro: int) -> None:
+        st = self._sync[iid]
+        st.audit = None
+        local = self.books[iid]
+        if _same(local, fresh, self.depth):
+            self.stats[iid].checksum_ok += 1
+            return
+        self.stats[iid].checksum_failed += 1
+        self.set_status(iid, Status.CHECKSUM, "local book differs from the REST snapshot")
+        self.stats[iid].resyncs += 1
+        self._install(iid, fresh, max(micro, st.micro or 0), "replaced by the REST snapshot")
+
+
+def _same(local: L2Book, fresh: L2Book, depth: int) -> bool:
+    """Equal over the snapshot's levels (levels deeper than the REST book are not compared)."""
+    for side, rows in ((Side.BID, fresh.bids), (Side.ASK, fresh.asks)):
+        n = min(len(rows), depth) if depth else len(rows)
+        if local.top(side, n) != fresh.top(side, n):
+            return False
+    return True

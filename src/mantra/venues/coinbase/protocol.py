@@ -1,0 +1,336 @@
+"""Coinbase market data, sans-IO, in either of Coinbase's two public feed formats.
+
+``api="advanced"`` (Advanced Trade, ``wss://advanced-trade-ws.coinbase.com``): one channel per
+subscribe; ``level2`` arrives as channel ``l2_data`` with ``snapshot``/``update`` events (ask side
+spelled ``offer``), ``market_trades`` and ``heartbeats`` (subscribed so that quiet channels are not
+closed).  ``sequence_num`` counts every message of the connection: a jump is a gap (every book of
+the connection: GAP, then level2 is unsubscribed and subscribed again, which brings new snapshots);
+a smaller number is late or repeated and is ignored.
+
+``api="exchange"`` (the Exchange feed, ``wss://ws-feed.exchange.coinbase.com``, the format of the
+recorded captures): ``snapshot`` / ``l2update`` (``changes`` of ``[buy|sell, price, size]``),
+``match`` / ``last_match``.  Level2 messages carry no sequence number, so book gaps cannot be seen
+on this feed; the per-product ``sequence`` of matches only orders trades (an older or repeated one
+is dropped).  ``level2_batch`` is the default channel because plain ``level2`` requires
+authentication there since 2023.
+
+Trades: both formats give the *maker's* side, so the aggressor is the opposite one.  Trades that
+happened before the subscription (the ``market_trades`` snapshot, ``last_match``) are not emitted.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+
+import msgspec
+
+from ..base import VenueProtocol, fx
+from ..events import Level, Send, Side, Status, Trade
+
+log = logging.getLogger(__name__)
+
+ADVANCED_URL = "wss://advanced-trade-ws.coinbase.com"
+EXCHANGE_URL = "wss://ws-feed.exchange.coinbase.com"
+
+
+# -- Advanced Trade ---------------------------------------------------------------------------
+class Envelope(msgspec.Struct):
+    channel: str
+    sequence_num: int = -1
+    timestamp: str = ""
+    events: msgspec.Raw = msgspec.Raw()
+    type: str = ""  # {"type": "error", "message": ...}
+    message: str = ""
+
+
+class L2Update(msgspec.Struct):
+    side: str  # "bid" | "offer"
+    price_level: str
+    new_quantity: str
+    event_time: str = ""
+
+
+class L2Event(msgspec.Struct):
+    type: str  # "snapshot" | "update"
+    product_id: str
+    updates: list[L2Update]
+
+
+class MarketTrade(msgspec.Struct):
+    product_id: str
+    price: str
+    size: str
+    side: str  # maker side: BUY | SELL
+    trade_id: str = "0"
+    time: str = ""
+
+
+class TradesEvent(msgspec.Struct):
+    type: str
+    trades: list[MarketTrade]
+
+
+# -- Exchange ---------------------------------------------------------------------------------
+class ExSnapshot(msgspec.Struct, tag="snapshot", tag_field="type"):
+    product_id: str
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+
+
+class ExL2Update(msgspec.Struct, tag="l2update", tag_field="type"):
+    product_id: str
+    changes: list[tuple[str, str, str]]
+    time: str = ""
+
+
+class ExMatch(msgspec.Struct, tag="match", tag_field="type"):
+    product_id: str
+    price: str
+    size: str
+    side: str  # maker side: buy | sell
+    trade_id: int = 0
+    sequence: int = -1
+    time: str = ""
+
+
+class ExLastMatch(ExMatch, tag="last_match"):
+    pass
+
+
+class ExOther(msgspec.Struct):
+    type: str
+    message: str = ""
+    reason: str = ""
+    product_id: str = ""
+    sequence: int = -1
+
+
+ExMessage = ExL2Update | ExSnapshot | ExMatch | ExLastMatch
+_BOOK_TYPES = {"snapshot", "l2update"}
+
+_SIDES = {"bid": Side.BID, "buy": Side.BID, "offer": Side.ASK, "ask": Side.ASK, "sell": Side.ASK}
+_DAY_CACHE: dict[str, int] = {}
+
+
+def rfc3339_ns(text: str) -> int:
+    """``"2023-02-09T20:32:50.714964855Z" -> ns since the epoch`` (UTC "Z" only; "" -> 0)."""
+    if not text:
+        return 0
+    day = text[:10]
+    base = _DAY_CACHE.get(day)
+    if base is None:
+        y, m, d = int(day[:4]), int(day[5:7]), int(day[8:10])
+        base = _DAY_CACHE[day] = calendar.timegm((y, m, d, 0, 0, 0))
+    if text[10] not in "T " or text[-1] != "Z":
+        raise ValueError(f"unsupported time {text!r}")
+    secs = base + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+    frac = text[20:-1] if text[19] == "." else ""
+    return secs * 1_000_000_000 + (int(frac[:9].ljust(9, "0")) if frac else 0)
+
+
+class CoinbaseProtocol(VenueProtocol):
+    venue = "coinbase"
+
+    def __init__(
+        self,
+        registry,
+        symbols,
+        depth: int = 0,
+        *,
+        api: str = "advanced",
+        url: str | None = None,
+        trades: bool = True,
+        l2_channel: str | None = None,
+    ):
+        if api not in ("advanced", "exchange"):
+            raise ValueError(f"api must be 'advanced' or 'exchange', not {api!r}")
+        super().__init__(registry, symbols, depth)
+        self.api = api
+        self.url = url or (ADVANCED_URL if api == "advanced" else EXCHANGE_URL)
+        self.trades = trades
+        self.l2_channel = l2_channel or ("level2" if api == "advanced" else "level2_batch")
+        self._iid = {self.registry[i].symbol: i for i in self.books}
+        self.products = list(self._iid)
+        self._seq = -1  # last sequence_num of this connection (advanced)
+        self._trade_seq: dict[int, int] = {}  # per product (exchange)
+        self._synced = set()  # iids that have had their snapshot on this subscription
+        self._env = msgspec.json.Decoder(Envelope)
+        self._l2 = msgspec.json.Decoder(list[L2Event])
+        self._trades = msgspec.json.Decoder(list[TradesEvent])
+        self._ex = msgspec.json.Decoder(ExMessage)
+        self._ex_other = msgspec.json.Decoder(ExOther)
+
+    # -- connection ---------------------------------------------------------------------------
+    def on_connect(self, ts: int) -> None:
+        super().on_connect(ts)
+        self._seq = -1
+        self._trade_seq.clear()
+        self._synced.clear()
+        if self.api == "advanced":
+            self._subscribe("subscribe", self.l2_channel)
+            if self.trades:
+                self._subscribe("subscribe", "market_trades")
+            self._subscribe("subscribe", "heartbeats")
+        else:
+            channels = [self.l2_channel, "heartbeat"] + (["matches"] if self.trades else [])
+            msg = {"type": "subscribe", "product_ids": self.products, "channels": channels}
+            self.events.append(Send(json.dumps(msg)))
+
+    def _subscribe(self, kind: str, channel: str, products: list[str] | None = None) -> None:
+        msg = {"type": kind, "channel": channel}
+        if channel != "heartbeats":
+            msg["product_ids"] = self.products if products is None else products
+        self.events.append(Send(json.dumps(msg)))
+
+    def resync(self, iid: int, why: str) -> None:
+        """Ask for a fresh snapshot of this product: unsubscribe and subscribe its level2 again."""
+        self.stats[iid].resyncs += 1
+        self.set_status(iid, Status.RESYNCING, why)
+        self._synced.discard(iid)
+        product = [self.registry[iid].symbol]
+        if self.api == "advanced":
+            self._subscribe("unsubscribe", self.l2_channel, product)
+            self._subscribe("subscribe", self.l2_channel, product)
+        else:
+            for kind in ("unsubscribe", "subscribe"):
+                self.events.append(Send(json.dumps({"type": kind, "product_ids": product, "channels": [self.l2_channel]})))
+
+    # -- frames -------------------------------------------------------------------------------
+    def on_frame(self, data, ts: int) -> None:
+        self.frames += 1
+        if self.api == "advanced":
+            self._on_advanced(data, ts)
+        else:
+            self._on_exchange(data, ts)
+
+    def _on_advanced(self, data, ts: int) -> None:
+        try:
+            env = self._env.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self.bad_frame(data, e)
+            return
+        seq = env.sequence_num
+        if seq >= 0:
+            if self._seq >= 0:
+                if seq <= self._seq:
+                    return  # late or repeated
+                if seq > self._seq + 1:
+                    self._connection_gap(f"sequence_num {seq} after {self._seq}")
+            self._seq = seq
+        ch = env.channel
+        try:
+            if ch == "l2_data":
+                exch_ts = rfc3339_ns(env.timestamp)
+                for ev in self._l2.decode(env.events):
+                    self._on_l2_event(ev, exch_ts)
+            elif ch == "market_trades":
+                for ev in self._trades.decode(env.events):
+                    if ev.type == "update":
+                        for t in ev.trades:
+                            self._trade(t.product_id, t.price, t.size, t.side, _int(t.trade_id), rfc3339_ns(t.time))
+            elif ch == "subscriptions" or ch == "heartbeats":
+                pass
+            elif env.type == "error":
+                log.warning("coinbase error: %s", env.message)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            self.bad_frame(data, e)
+
+    def _connection_gap(self, why: str) -> None:
+        for iid in self.books:
+            if iid in self._synced:
+                self.stats[iid].gaps += 1
+                self.set_status(iid, Status.GAP, why)
+                self.resync(iid, why)
+
+    def _on_l2_event(self, ev: L2Event, exch_ts: int) -> None:
+        iid = self._iid.get(ev.product_id)
+        if iid is None:
+            return
+        inst = self.registry[iid]
+        ps, ss = inst.price_scale, inst.size_scale
+        try:
+            levels = [(_SIDES[u.side], fx(u.price_level, ps), fx(u.new_quantity, ss)) for u in ev.updates]
+        except KeyError as e:
+            raise ValueError(f"unknown side {e}") from None
+        if ev.type == "snapshot":
+            self._snapshot(iid, levels, exch_ts)
+        elif iid in self._synced:
+            self._apply(iid, levels, exch_ts)
+        # updates before the (re)subscription's snapshot belong to the old state: skipped
+
+    def _on_exchange(self, data, ts: int) -> None:
+        try:
+            msg = self._ex.decode(data)
+        except msgspec.ValidationError as e:
+            # A type we do not interpret (ticker, heartbeat, subscriptions, error) is not malformed.
+            try:
+                other = self._ex_other.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.bad_frame(data, e)
+                return
+            if other.type in _BOOK_TYPES or other.type in ("match", "last_match"):
+                self.bad_frame(data, e, self._iid.get(other.product_id))
+            elif other.type == "error":
+                log.warning("coinbase error: %s %s", other.message, other.reason)
+            return
+        except msgspec.DecodeError as e:
+            self.bad_frame(data, e)
+            return
+        iid = self._iid.get(msg.product_id)
+        if iid is None:
+            return
+        inst = self.registry[iid]
+        ps, ss = inst.price_scale, inst.size_scale
+        try:
+            if type(msg) is ExL2Update:
+                if iid in self._synced:
+                    levels = [(_SIDES[s], fx(p, ps), fx(q, ss)) for s, p, q in msg.changes]
+                    self._apply(iid, levels, rfc3339_ns(msg.time))
+            elif type(msg) is ExSnapshot:
+                levels = [(Side.BID, fx(p, ps), fx(q, ss)) for p, q in msg.bids]
+                levels += [(Side.ASK, fx(p, ps), fx(q, ss)) for p, q in msg.asks]
+                self._snapshot(iid, levels, 0)
+            else:
+                last = self._trade_seq.get(iid, -1)
+                if msg.sequence >= 0:
+                    if msg.sequence <= last:
+                        return  # older or repeated trade
+                    self._trade_seq[iid] = msg.sequence
+                if type(msg) is ExMatch:
+                    self._trade(msg.product_id, msg.price, msg.size, msg.side, msg.trade_id, rfc3339_ns(msg.time))
+        except (KeyError, ValueError) as e:
+            self.bad_frame(data, e, iid)
+
+    # -- book ---------------------------------------------------------------------------------
+    def _snapshot(self, iid: int, levels, exch_ts: int) -> None:
+        bids = [(p, q) for s, p, q in levels if s == Side.BID]
+        asks = [(p, q) for s, p, q in levels if s == Side.ASK]
+        self.apply_snapshot(iid, bids, asks, exch_ts)
+        self._synced.add(iid)
+        if not self.check_crossed(iid):
+            self.set_status(iid, Status.SYNCED, "snapshot")
+
+    def _apply(self, iid: int, levels, exch_ts: int) -> None:
+        book, events, n = self.books[iid], self.events, len(levels)
+        for i, (side, price, size) in enumerate(levels, 1):
+            book.apply(side, price, size)
+            events.append(Level(iid, side, price, size, i == n, exch_ts))
+        self.stats[iid].messages += 1
+        self.check_crossed(iid)
+
+    def _trade(self, product: str, price: str, size: str, maker_side: str, trade_id: int, exch_ts: int) -> None:
+        iid = self._iid.get(product)
+        if iid is None:
+            return
+        inst = self.registry[iid]
+        side = -1 if maker_side in ("BUY", "buy") else 1  # the taker is on the other side
+        self.events.append(Trade(iid, side, fx(price, inst.price_scale), fx(size, inst.size_scale), trade_id, exch_ts))
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0  # Advanced Trade ids are strings; a non-numeric one has no integer form
