@@ -37,7 +37,7 @@ EXCHANGE_URL = "wss://ws-feed.exchange.coinbase.com"
 
 # -- Advanced Trade ---------------------------------------------------------------------------
 class Envelope(msgspec.Struct):
-    channel: str
+    channel: str = ""
     sequence_num: int = -1
     timestamp: str = ""
     events: msgspec.Raw = msgspec.Raw()
