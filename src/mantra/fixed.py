@@ -18,6 +18,11 @@ _POW10 = [10**i for i in range(40)]
 
 def to_fixed(text: str, scale: int) -> int:
     """``"123.4500", 2 -> 12345``; raises FixedPointError on inexact or malformed input."""
+    whole, _, frac = text.partition(".")
+    if len(frac) <= scale:  # hot path: a plain non-negative decimal that fits the scale
+        digits = whole + frac
+        if digits.isdigit() and digits.isascii():
+            return int(digits) * _POW10[scale - len(frac)]
     s = text.strip()
     if "e" in s or "E" in s:
         return _from_exponent(s, scale)
