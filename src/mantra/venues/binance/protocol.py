@@ -19,7 +19,8 @@ import logging
 
 import msgspec
 
-from ..base import VenueProtocol, fx
+from ...fixed import to_fixed as fx
+from ..base import VenueProtocol
 from ..events import Fetch, Level, Reconnect, Side, Status, Trade
 
 BID, ASK = int(Side.BID), int(Side.ASK)
@@ -130,6 +131,8 @@ class BinanceProtocol(VenueProtocol):
             if trades:
                 streams.append(f"{low}@{trades}")
         self.url = f"{ws_url}/stream?streams={'/'.join(streams)}"
+        # (price_scale, size_scale) per instrument, looked up once per message
+        self._scales = {i: (self.registry[i].price_scale, self.registry[i].size_scale) for i in self.books}
         self._env = msgspec.json.Decoder(Envelope)
         self._depth = msgspec.json.Decoder(DepthUpdate)
         self._trade = msgspec.json.Decoder(TradeMsg)
@@ -203,8 +206,7 @@ class BinanceProtocol(VenueProtocol):
             return  # a stream we did not ask for
         st = self._sync[iid]
         self._busy = iid
-        inst = self.registry[iid]
-        ps, ss = inst.price_scale, inst.size_scale
+        ps, ss = self._scales[iid]
         # Convert every level first: a bad string must not leave a half-applied message.
         levels = [(BID, fx(p, ps), fx(q, ss)) for p, q in ev.b]
         levels += [(ASK, fx(p, ps), fx(q, ss)) for p, q in ev.a]

@@ -23,7 +23,8 @@ import logging
 import msgspec
 
 from ...book import L2Book
-from ..base import VenueProtocol, fx
+from ...fixed import to_fixed as fx
+from ..base import VenueProtocol
 from ..events import Fetch, Level, Reconnect, Send, Side, Status, Trade
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,6 @@ WS_URL = "wss://ws.bitstamp.net"
 REST_URL = "https://www.bitstamp.net"
 
 Levels = list[tuple[str, str]]
-
-
-class Frame(msgspec.Struct):
-    event: str
-    channel: str = ""
-    data: msgspec.Raw = msgspec.Raw()
 
 
 class BookData(msgspec.Struct):
@@ -55,6 +50,23 @@ class TradeData(msgspec.Struct):
     price_str: str
     type: int  # taker side: 0 buy, 1 sell
     microtimestamp: str = "0"
+
+
+# The two hot frame kinds decode in one pass, by their "event"; anything else falls back to Frame.
+class DataFrame(msgspec.Struct, tag="data", tag_field="event"):
+    channel: str
+    data: BookData
+
+
+class TradeFrame(msgspec.Struct, tag="trade", tag_field="event"):
+    channel: str
+    data: TradeData
+
+
+class Frame(msgspec.Struct):
+    event: str
+    channel: str = ""
+    data: msgspec.Raw = msgspec.Raw()
 
 
 class _Sync:
@@ -105,9 +117,11 @@ class BitstampProtocol(VenueProtocol):
             self._url_iid[url] = iid
             self._snap_url[iid] = url
             self._sync[iid] = _Sync()
+        # (price_scale, size_scale) per instrument, looked up once per message
+        self._scales = {i: (self.registry[i].price_scale, self.registry[i].size_scale) for i in self.books}
+        self._hot = msgspec.json.Decoder(DataFrame | TradeFrame)
         self._frame = msgspec.json.Decoder(Frame)
         self._book = msgspec.json.Decoder(BookData)
-        self._trade = msgspec.json.Decoder(TradeData)
 
     # -- connection ---------------------------------------------------------------------------
     def on_connect(self, ts: int) -> None:
@@ -155,26 +169,42 @@ class BitstampProtocol(VenueProtocol):
     def on_frame(self, data, ts: int) -> None:
         self.frames += 1
         try:
-            f = self._frame.decode(data)
-            ev = f.event
-            if ev == "data":
+            f = self._hot.decode(data)
+        except msgspec.ValidationError:
+            self._on_control(data, ts)
+            return
+        except msgspec.DecodeError as e:
+            self.bad_frame(data, e)
+            return
+        try:
+            if type(f) is DataFrame:
                 iid = self._book_iid.get(f.channel)
                 if iid is not None:
-                    self._on_diff(iid, self._book.decode(f.data), ts)
-            elif ev == "trade":
+                    self._on_diff(iid, f.data, ts)
+            else:
                 iid = self._trade_iid.get(f.channel)
                 if iid is not None:
-                    self._on_trade(iid, self._trade.decode(f.data))
-            elif ev == "bts:subscription_succeeded":
-                iid = self._book_iid.get(f.channel)
-                if iid is not None and self._sync[iid].micro is None and not self._sync[iid].fetching:
-                    self._fetch(iid, ts)
-            elif ev == "bts:request_reconnect":
-                self.events.append(Reconnect("bitstamp bts:request_reconnect"))
-            elif ev == "bts:error":
-                log.warning("bitstamp error on %r: %s", f.channel, bytes(f.data or b"").decode(errors="replace"))
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            self.bad_frame(data, e, self._book_iid.get(getattr(f, "channel", None)) if "f" in locals() else None)
+                    self._on_trade(iid, f.data)
+        except ValueError as e:  # a bad number: the book missed a change it cannot recover
+            self.bad_frame(data, e, self._book_iid.get(f.channel))
+
+    def _on_control(self, data, ts: int) -> None:
+        try:
+            f = self._frame.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self.bad_frame(data, e)
+            return
+        ev = f.event
+        if ev == "bts:subscription_succeeded":
+            iid = self._book_iid.get(f.channel)
+            if iid is not None and self._sync[iid].micro is None and not self._sync[iid].fetching:
+                self._fetch(iid, ts)
+        elif ev == "bts:request_reconnect":
+            self.events.append(Reconnect("bitstamp bts:request_reconnect"))
+        elif ev == "bts:error":
+            log.warning("bitstamp error on %r: %s", f.channel, bytes(f.data).decode(errors="replace"))
+        elif ev in ("data", "trade"):
+            self.bad_frame(data, ValueError(f"{ev} frame of an unexpected shape"), self._book_iid.get(f.channel))
 
     def _on_diff(self, iid: int, d: BookData, ts: int) -> None:
         st = self._sync[iid]
@@ -199,8 +229,7 @@ class BitstampProtocol(VenueProtocol):
         self.check_crossed(iid)
 
     def _apply(self, iid: int, d: BookData, micro: int) -> None:
-        inst = self.registry[iid]
-        ps, ss = inst.price_scale, inst.size_scale
+        ps, ss = self._scales[iid]
         levels = [(Side.BID, fx(p, ps), fx(q, ss)) for p, q in d.bids]
         levels += [(Side.ASK, fx(p, ps), fx(q, ss)) for p, q in d.asks]
         book, events, n = self.books[iid], self.events, len(levels)

@@ -26,7 +26,8 @@ import logging
 
 import msgspec
 
-from ..base import VenueProtocol, fx
+from ...fixed import to_fixed as fx
+from ..base import VenueProtocol
 from ..events import Level, Send, Side, Status, Trade
 
 log = logging.getLogger(__name__)
@@ -111,23 +112,31 @@ ExMessage = ExL2Update | ExSnapshot | ExMatch | ExLastMatch
 _BOOK_TYPES = {"snapshot", "l2update"}
 
 _SIDES = {"bid": Side.BID, "buy": Side.BID, "offer": Side.ASK, "ask": Side.ASK, "sell": Side.ASK}
-_DAY_CACHE: dict[str, int] = {}
+_SECOND_CACHE: dict[str, int] = {}
 
 
 def rfc3339_ns(text: str) -> int:
     """``"2023-02-09T20:32:50.714964855Z" -> ns since the epoch`` (UTC "Z" only; "" -> 0)."""
     if not text:
         return 0
-    day = text[:10]
-    base = _DAY_CACHE.get(day)
-    if base is None:
-        y, m, d = int(day[:4]), int(day[5:7]), int(day[8:10])
-        base = _DAY_CACHE[day] = calendar.timegm((y, m, d, 0, 0, 0))
-    if text[10] not in "T " or text[-1] != "Z":
-        raise ValueError(f"unsupported time {text!r}")
-    secs = base + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-    frac = text[20:-1] if text[19] == "." else ""
-    return secs * 1_000_000_000 + (int(frac[:9].ljust(9, "0")) if frac else 0)
+    head = text[:19]
+    secs = _SECOND_CACHE.get(head)
+    if secs is None:
+        # Messages of the same second share the calendar work; the cache is reset, not grown.
+        if text[10] not in "T " or text[-1] != "Z" or not head[:4].isdigit():
+            raise ValueError(f"unsupported time {text!r}")
+        y, mo, d = int(head[:4]), int(head[5:7]), int(head[8:10])
+        secs = calendar.timegm((y, mo, d, int(head[11:13]), int(head[14:16]), int(head[17:19])))
+        if len(_SECOND_CACHE) > 4096:
+            _SECOND_CACHE.clear()
+        _SECOND_CACHE[head] = secs
+    if len(text) > 21 and text[19] == ".":
+        frac = text[20:-1]
+        return secs * 1_000_000_000 + int(frac[:9]) * _POW10[9 - len(frac[:9])]
+    return secs * 1_000_000_000
+
+
+_POW10 = [10**i for i in range(10)]
 
 
 class CoinbaseProtocol(VenueProtocol):
@@ -156,6 +165,8 @@ class CoinbaseProtocol(VenueProtocol):
         self._seq = -1  # last sequence_num of this connection (advanced)
         self._trade_seq: dict[int, int] = {}  # per product (exchange)
         self._synced = set()  # iids that have had their snapshot on this subscription
+        # (price_scale, size_scale) per instrument, looked up once per message
+        self._scales = {i: (self.registry[i].price_scale, self.registry[i].size_scale) for i in self.books}
         self._env = msgspec.json.Decoder(Envelope)
         self._l2 = msgspec.json.Decoder(list[L2Event])
         self._trades = msgspec.json.Decoder(list[TradesEvent])
@@ -248,8 +259,7 @@ class CoinbaseProtocol(VenueProtocol):
         iid = self._iid.get(ev.product_id)
         if iid is None:
             return
-        inst = self.registry[iid]
-        ps, ss = inst.price_scale, inst.size_scale
+        ps, ss = self._scales[iid]
         try:
             levels = [(_SIDES[u.side], fx(u.price_level, ps), fx(u.new_quantity, ss)) for u in ev.updates]
         except KeyError as e:
@@ -281,8 +291,7 @@ class CoinbaseProtocol(VenueProtocol):
         iid = self._iid.get(msg.product_id)
         if iid is None:
             return
-        inst = self.registry[iid]
-        ps, ss = inst.price_scale, inst.size_scale
+        ps, ss = self._scales[iid]
         try:
             if type(msg) is ExL2Update:
                 if iid in self._synced:
