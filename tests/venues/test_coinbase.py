@@ -134,13 +134,30 @@ def test_market_trades_updates_give_the_aggressor_side():
     assert drain(p) == [Trade(iid, -1, inst.price("1260.01"), inst.size("0.3"), 0, exch)]
 
 
-def test_malformed_advanced_frames_are_counted():
+def test_malformed_advanced_frames_are_counted_and_resync_their_book():
     p, iid = make()
     p.on_frame(l2(0, "snapshot", [("bid", "10.00", "1")]), T0)
     p.on_frame("not json", T0)
+    assert p.malformed == 1 and p.status[iid] == Status.SYNCED  # nothing says a book missed data
+    drain(p)
     p.on_frame(l2(1, "update", [("middle", "10.00", "1")]), T0)
-    assert p.malformed == 2
-    p.on_frame(l2(2, "update", [("bid", "10.00", "3")]), T0)  # the feed goes on
+    assert p.malformed == 2 and p.status[iid] != Status.SYNCED
+    assert {"type": "subscribe", "channel": "level2", "product_ids": ["BTC-USD"]} in [
+        json.loads(e.text) for e in drain(p) if type(e) is Send]
+    p.on_frame(l2(2, "snapshot", [("bid", "10.00", "3")]), T0)  # the feed goes on
+    assert p.status[iid] == Status.SYNCED and as_text(p, iid)["b"] == {D("10"): D("3")}
+
+
+def test_unreadable_l2_message_resyncs_every_book():
+    p, iid = make(symbols=("BTC-USD", "ETH-USD"))
+    p.on_frame(l2(0, "snapshot", [("bid", "10.00", "1")]), T0)
+    p.on_frame(l2(1, "snapshot", [("bid", "20.00", "1")], product="ETH-USD"), T0)
+    drain(p)
+    p.on_frame('{"channel":"l2_data","timestamp":"2023-02-09T20:32:51Z","sequence_num":2,"events":{"x":1}}', T0)
+    assert p.malformed == 1 and all(p.status[i] != Status.SYNCED for i in p.books)
+    sends = [json.loads(e.text) for e in drain(p) if type(e) is Send]
+    assert sends == [{"type": "unsubscribe", "channel": "level2", "product_ids": ["BTC-USD", "ETH-USD"]},
+                     {"type": "subscribe", "channel": "level2", "product_ids": ["BTC-USD", "ETH-USD"]}]
 
 
 # -- Exchange format ------------------------------------------------------------------------

@@ -44,11 +44,11 @@ def _binance(opened, sent, http):
     syms = []
     for url in opened:
         for s in parse_qs(urlsplit(url).query).get("streams", [""])[0].split("/"):
-            if "@depth" in s:
+            if "@depth@" in s or s.endswith("@depth"):
                 syms.append(s.split("@")[0].upper())
     for m in sent:
         if isinstance(m, dict) and m.get("method") == "SUBSCRIBE":
-            syms += [p.split("@")[0].upper() for p in m.get("params", []) if "@depth" in p]
+            syms += [p.split("@")[0].upper() for p in m.get("params", []) if "@depth@" in p or p.endswith("@depth")]
     opts = {}
     for url in http:
         q = parse_qs(urlsplit(url).query)

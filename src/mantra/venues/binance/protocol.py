@@ -174,11 +174,11 @@ class BinanceProtocol(VenueProtocol):
             env = self._env.decode(data)
             if env.stream:
                 stream, raw = env.stream, env.data
-                if "@depth" in stream:
+                if "@depth@" in stream or stream.endswith("@depth"):  # not the partial "@depth5"
                     self._on_depth(self._depth.decode(raw), ts)
                 elif stream.endswith("@trade") or stream.endswith("@aggTrade"):
                     self._on_trade(self._trade.decode(raw))
-                elif raw and self._event.decode(raw).e == "serverShutdown":
+                elif stream[0] == "!" and self._event.decode(raw).e == "serverShutdown":
                     self._shutdown()
                 # other streams (bookTicker, kline, ...) are not ours to interpret
             elif env.e:

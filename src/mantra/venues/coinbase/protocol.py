@@ -197,16 +197,21 @@ class CoinbaseProtocol(VenueProtocol):
 
     def resync(self, iid: int, why: str) -> None:
         """Ask for a fresh snapshot of this product: unsubscribe and subscribe its level2 again."""
-        self.stats[iid].resyncs += 1
-        self.set_status(iid, Status.RESYNCING, why)
-        self._synced.discard(iid)
-        product = [self.registry[iid].symbol]
-        if self.api == "advanced":
-            self._subscribe("unsubscribe", self.l2_channel, product)
-            self._subscribe("subscribe", self.l2_channel, product)
-        else:
-            for kind in ("unsubscribe", "subscribe"):
-                self.events.append(Send(json.dumps({"type": kind, "product_ids": product, "channels": [self.l2_channel]})))
+        self._resubscribe([iid], why)
+
+    def _resubscribe(self, iids: list[int], why: str) -> None:
+        products = []
+        for iid in iids:
+            self.stats[iid].resyncs += 1
+            self.set_status(iid, Status.RESYNCING, why)
+            self._synced.discard(iid)
+            products.append(self.registry[iid].symbol)
+        # One unsubscribe and one subscribe for all of them: the venue limits client messages.
+        for kind in ("unsubscribe", "subscribe"):
+            if self.api == "advanced":
+                self._subscribe(kind, self.l2_channel, products)
+            else:
+                self.events.append(Send(json.dumps({"type": kind, "product_ids": products, "channels": [self.l2_channel]})))
 
     # -- frames -------------------------------------------------------------------------------
     def on_frame(self, data, ts: int) -> None:
@@ -231,6 +236,7 @@ class CoinbaseProtocol(VenueProtocol):
                     self._connection_gap(f"sequence_num {seq} after {self._seq}")
             self._seq = seq
         ch = env.channel
+        self._busy = None  # the book a failure leaves untrustworthy, once known
         try:
             if ch == "l2_data":
                 exch_ts = rfc3339_ns(env.timestamp)
@@ -246,19 +252,26 @@ class CoinbaseProtocol(VenueProtocol):
             elif env.type == "error":
                 log.warning("coinbase error: %s", env.message)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            self.bad_frame(data, e)
+            self.bad_frame(data, e, self._busy)
+            if ch == "l2_data" and self._busy is None:
+                # Some book missed this update and we cannot tell which: resync them all.
+                hit = [iid for iid in self.books if iid in self._synced]
+                if hit:
+                    self._resubscribe(hit, "unreadable l2_data message")
 
     def _connection_gap(self, why: str) -> None:
-        for iid in self.books:
-            if iid in self._synced:
-                self.stats[iid].gaps += 1
-                self.set_status(iid, Status.GAP, why)
-                self.resync(iid, why)
+        hit = [iid for iid in self.books if iid in self._synced]
+        for iid in hit:
+            self.stats[iid].gaps += 1
+            self.set_status(iid, Status.GAP, why)
+        if hit:
+            self._resubscribe(hit, why)
 
     def _on_l2_event(self, ev: L2Event, exch_ts: int) -> None:
         iid = self._iid.get(ev.product_id)
         if iid is None:
             return
+        self._busy = iid
         ps, ss = self._scales[iid]
         try:
             levels = [(_SIDES[u.side], fx(u.price_level, ps), fx(u.new_quantity, ss)) for u in ev.updates]
