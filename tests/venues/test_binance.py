@@ -396,3 +396,19 @@ def test_exchange_info_gives_exact_scales_ticks_and_minimums():
     reg = InstrumentRegistry()
     inst = reg.add("binance", **b)
     assert inst.price("67000.05000000") % inst.tick == 0
+
+
+@settings(max_examples=100)
+@given(st.integers(1, 10**8), st.integers(0, 8), st.integers(1, 10**8), st.integers(0, 8))
+def test_exchange_info_filters_round_trip(tick_units, tick_exp, step_units, step_exp):
+    """Any tick/step written Binance-style (8 decimals) comes back exactly as scale and integer increment."""
+    tick = Decimal(tick_units).scaleb(-tick_exp)
+    step = Decimal(step_units).scaleb(-step_exp)
+    body = {"symbols": [{"symbol": "XY", "baseAsset": "X", "quoteAsset": "Y", "filters": [
+        {"filterType": "PRICE_FILTER", "tickSize": f"{tick:.8f}"},
+        {"filterType": "LOT_SIZE", "stepSize": f"{step:.8f}", "minQty": f"{step:.8f}"}]}]}
+    (spec,) = parse_instruments(json.dumps(body).encode())
+    assert Decimal(spec["tick"]).scaleb(-spec["price_scale"]) == tick
+    assert Decimal(spec["lot"]).scaleb(-spec["size_scale"]) == step
+    assert spec["min_size"] == spec["lot"]
+    assert spec["tick"] % 10 != 0 or spec["price_scale"] == 0  # the scale is the smallest exact one

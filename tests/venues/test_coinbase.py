@@ -280,3 +280,15 @@ def test_products_in_both_api_shapes():
         min_notional=100, price_decimals=2, size_decimals=8)]
     (e,) = parse_instruments(json.dumps(ex).encode())
     assert (e["symbol"], e["price_scale"], e["tick"], e["min_notional"]) == ("ETH-BTC", 5, 1, 10)
+
+
+@settings(max_examples=100)
+@given(st.integers(1, 10**6), st.integers(0, 10), st.integers(1, 10**6), st.integers(0, 10))
+def test_product_increments_round_trip(q_units, q_exp, b_units, b_exp):
+    quote = Decimal(q_units).scaleb(-q_exp)
+    base = Decimal(b_units).scaleb(-b_exp)
+    body = [{"id": "X-Y", "quote_increment": f"{quote:f}", "base_increment": f"{base:f}", "base_min_size": f"{base:f}"}]
+    (spec,) = parse_instruments(json.dumps(body).encode())
+    assert Decimal(spec["tick"]).scaleb(-spec["price_scale"]) == quote
+    assert Decimal(spec["lot"]).scaleb(-spec["size_scale"]) == base
+    assert (spec["base"], spec["quote"]) == ("X", "Y")
