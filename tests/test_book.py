@@ -1,0 +1,120 @@
+"""L2Book against a naive reference model (a sorted list of levels per side)."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mantra.book import L2Book
+
+BID, ASK = 1, -1
+
+
+class NaiveBook:
+    """Levels as plain lists, sorted on every question: obviously right, slow."""
+
+    def __init__(self):
+        self.side = {BID: {}, ASK: {}}
+
+    def apply(self, side, price, size):
+        if size:
+            self.side[side][price] = size
+        else:
+            self.side[side].pop(price, None)
+
+    def sorted(self, side):
+        return sorted(self.side[side].items(), reverse=(side == BID))
+
+    def truncate(self, depth):
+        for side in (BID, ASK):
+            self.side[side] = dict(self.sorted(side)[:depth])
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from([BID, ASK]), st.integers(1, 40), st.integers(0, 5)),
+    max_size=200,
+)
+
+
+def check_same(book, ref):
+    for side in (BID, ASK):
+        want = ref.sorted(side)
+        assert list(book.levels(side)) == want
+        assert book.top(side, 3) == want[:3]
+        assert book.top_prices(side, 5) == [p for p, _ in want[:5]]
+    bb, ba = ref.sorted(BID), ref.sorted(ASK)
+    assert book.best_bid() == (bb[0][0] if bb else None)
+    assert book.best_ask() == (ba[0][0] if ba else None)
+    assert book.crossed() == bool(bb and ba and bb[0][0] >= ba[0][0])
+    assert len(book) == len(bb) + len(ba)
+    assert book.bids == ref.side[BID] and book.asks == ref.side[ASK]
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+def test_matches_reference_after_every_op(seq):
+    book, ref = L2Book(), NaiveBook()
+    for side, price, size in seq:
+        book.apply(side, price, size)
+        ref.apply(side, price, size)
+        check_same(book, ref)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops, st.integers(1, 8), st.integers(1, 30))
+def test_truncation_matches_reference(seq, depth, every):
+    """Truncating at arbitrary message boundaries keeps exactly the best `depth` levels."""
+    book, ref = L2Book(depth), NaiveBook()
+    for i, (side, price, size) in enumerate(seq):
+        book.apply(side, price, size)
+        ref.apply(side, price, size)
+        if i % every == every - 1:
+            before = {s: dict(ref.side[s]) for s in (BID, ASK)}
+            dropped = book.truncate()
+            ref.truncate(depth)
+            gone = {(s, p) for s in (BID, ASK) for p in before[s] if p not in ref.side[s]}
+            assert set(dropped) == gone and len(dropped) == len(gone)
+            check_same(book, ref)
+    book.truncate()
+    ref.truncate(depth)
+    check_same(book, ref)
+
+
+def test_delete_missing_level_is_noop_and_best_recomputed():
+    book = L2Book()
+    book.apply(BID, 100, 1)
+    book.apply(BID, 99, 2)
+    book.apply(BID, 101, 0)  # missing: no-op
+    assert book.best_bid() == 100
+    book.apply(BID, 100, 0)  # best deleted: next best takes over
+    assert book.best_bid() == 99 and len(book) == 1
+
+
+def test_crossed_and_locked():
+    book = L2Book()
+    book.apply(BID, 100, 1)
+    book.apply(ASK, 101, 1)
+    assert not book.crossed()
+    book.apply(ASK, 100, 1)  # locked counts as crossed: best_bid >= best_ask
+    assert book.crossed()
+
+
+def test_truncate_explicit_depth_and_clear():
+    book = L2Book()
+    for p in range(1, 11):
+        book.apply(BID, p, 1)
+        book.apply(ASK, 100 + p, 1)
+    assert book.truncate() == []  # depth 0 keeps everything
+    dropped = book.truncate(2)
+    assert sorted(dropped) == sorted([(BID, p) for p in range(1, 9)] + [(ASK, 100 + p) for p in range(3, 11)])
+    assert book.top(BID, 5) == [(10, 1), (9, 1)] and book.top(ASK, 5) == [(101, 1), (102, 1)]
+    book.clear()
+    assert len(book) == 0 and book.best_bid() is None and book.best_ask() is None and not book.crossed()
+
+
+def test_bad_input_is_an_error():
+    book = L2Book()
+    with pytest.raises(ValueError):
+        book.apply(BID, 100, -1)
+    with pytest.raises(ValueError):
+        L2Book(-1)
+    assert len(book) == 0
