@@ -1,0 +1,238 @@
+"""Machinery every sans-IO venue protocol shares: books, counters, trust status, events.
+
+A protocol takes frames in (``on_frame``), REST bodies in (``on_rest``), connection changes and a
+~1/s tick (``on_timer``), and appends event tuples to ``events`` for the caller to drain.
+
+Conventions every venue follows (see ``venues/events.py`` for the tuples):
+
+* Levels are emitted *after* being applied to ``books[iid]``; the last ``Level`` of one exchange
+  message has ``last=True``, so consumers act only on a consistent book.
+* **Snapshots are diffs.**  ``apply_snapshot`` emits ``BookState(SYNCING, "snapshot")`` (always,
+  even if the status already was SYNCING), then a deletion (size 0) for every held level the
+  snapshot no longer has, then every level of the snapshot; the venue sets SYNCED afterwards.  A
+  consumer that applies all ``Level``s in order therefore always holds the venue's book, and one
+  that starts from an empty book at a ``BookState(SYNCING)`` gets the whole snapshot.
+* Subscribed-depth books (``depth > 0``) are truncated at each message boundary, and the levels
+  that fall out of scope are emitted as deletions (the venue sends none for them).
+* Anything that makes a book untrustworthy (gap, checksum mismatch, crossed at a message boundary,
+  malformed frame for that book, stale feed) sets the reason status with ``set_status``, is
+  counted in ``stats``, and triggers the venue's ``resync`` (which counts ``resyncs``).
+* ``on_frame`` never raises: unreadable frames are counted in ``malformed`` and logged with an
+  excerpt (``bad_frame``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..book import L2Book
+from ..instruments import Instrument, InstrumentRegistry
+from .events import BookState, Level, Reconnect, Status
+
+log = logging.getLogger(__name__)
+
+SEC = 1_000_000_000
+_SYNCED = Status.SYNCED
+
+
+@dataclass
+class BookStats:
+    """Per-instrument counters."""
+
+    checksum_ok: int = 0
+    checksum_failed: int = 0
+    gaps: int = 0
+    resyncs: int = 0
+    crossed: int = 0
+    messages: int = 0  # exchange messages applied to this book
+    malformed: int = 0  # frames (or REST bodies) for this book that could not be used
+    stale: int = 0  # times the watchdog found the feed silent
+
+
+def excerpt(data, limit: int = 160) -> str:
+    """A short printable piece of a frame for logs."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data[: limit + 1]).decode("utf-8", "replace")
+    else:
+        data = str(data)
+    return repr(data[:limit]) + ("..." if len(data) > limit else "")
+
+
+class VenueProtocol:
+    venue: str = ""
+    default_depth: int = 0
+    stale_after_s: float | None = None  # silent feed for this long -> STALE + Reconnect; None: off
+
+    def __init__(self, registry: InstrumentRegistry, symbols: list[str], depth: int | None = None):
+        self.registry = registry
+        self.symbols = list(symbols)
+        self.depth = self.default_depth if depth is None else depth
+        self.events: list = []
+        self.books: dict[int, L2Book] = {}
+        self.stats: dict[int, BookStats] = {}
+        self.status: dict[int, Status] = {}
+        self.frames = 0
+        self.malformed = 0
+        self.connected = False
+        self.last_ts = 0  # latest time handed to us (frame, tick, connect), ns
+        self._seen_frames = 0  # frames count at the last watchdog look
+        self._active_at = 0  # when the watchdog last saw frames arrive
+        self._stale_reported = False
+        for sym in self.symbols:
+            try:
+                inst = registry.get(self.venue, sym)
+            except KeyError:
+                spec = self.default_spec(sym)
+                if spec is None:
+                    continue  # the venue registers it once its precision is known
+                inst = registry.add(self.venue, sym, **spec)
+            self.track(inst)
+
+    # -- instruments ------------------------------------------------------------------------
+    def default_spec(self, symbol: str) -> dict | None:
+        """Spec for a symbol missing from the registry; ``None`` defers registration to the venue."""
+        return {}
+
+    def track(self, inst: Instrument) -> int:
+        """Give an instrument a book, counters and a status (idempotent)."""
+        iid = inst.id
+        if iid not in self.books:
+            self.books[iid] = L2Book(self.depth)
+            self.stats[iid] = BookStats()
+            self.status[iid] = Status.SYNCING if self.connected else Status.DISCONNECTED
+        return iid
+
+    # -- connection -------------------------------------------------------------------------
+    def on_connect(self, ts: int) -> None:
+        """(Re)connected.  Venues extend this to emit their subscriptions."""
+        self.connected = True
+        self.last_ts = self._active_at = ts
+        self._seen_frames = self.frames
+        self._stale_reported = False
+        for iid in self.books:
+            self.set_status(iid, Status.SYNCING, "connected")
+
+    def on_disconnect(self, ts: int) -> None:
+        self.connected = False
+        self.last_ts = ts
+        for iid in self.books:
+            self.set_status(iid, Status.DISCONNECTED, "disconnected")
+
+    def on_frame(self, data: str | bytes, ts: int) -> None:
+        """One text frame.  Venues override ``handle``; a failure is a counted malformed frame."""
+        self.frames += 1
+        self.last_ts = ts
+        self._busy = None  # the book a failure would leave untrustworthy, once known
+        try:
+            self.handle(data, ts)
+        except Exception as e:  # noqa: BLE001 - a frame must never take the feed down
+            self.bad_frame(data, e, self._busy)
+
+    def handle(self, data: str | bytes, ts: int) -> None:
+        raise NotImplementedError
+
+    def on_rest(self, url: str, body: bytes, ts: int) -> None:
+        log.warning("%s: unexpected REST body for %s: %s", self.venue, url, excerpt(body))
+
+    def on_timer(self, ts: int) -> None:
+        """Stale-feed watchdog.  It counts frames, so it works whoever overrides ``on_frame``."""
+        self.last_ts = ts
+        if self.frames != self._seen_frames:
+            self._seen_frames = self.frames
+            self._active_at = ts
+            self._stale_reported = False
+            return
+        if self.stale_after_s is None or not self.connected or self._stale_reported:
+            return
+        silent = ts - self._active_at
+        if silent > self.stale_after_s * SEC:
+            self._stale_reported = True
+            why = f"no data for {silent / SEC:.1f} s"
+            for iid in self.books:
+                self.stats[iid].stale += 1
+                self.stats[iid].resyncs += 1
+                self.set_status(iid, Status.STALE, why)
+            self.events.append(Reconnect(f"{self.venue}: {why}"))
+
+    # -- status -----------------------------------------------------------------------------
+    def set_status(self, iid: int, status: Status, reason: str) -> None:
+        """Record a book's trust status; emits ``BookState`` only when it changes."""
+        if self.status.get(iid) != status:
+            self.status[iid] = status
+            self.events.append(BookState(iid, int(status), reason))
+
+    def resync(self, iid: int, why: str) -> None:
+        """Get a fresh, trustworthy book.  Venues override with their cheapest way."""
+        self.stats[iid].resyncs += 1
+        self.set_status(iid, Status.RESYNCING, why)
+        self.events.append(Reconnect(f"{self.venue}: {why}"))
+
+    # -- books ------------------------------------------------------------------------------
+    def apply_levels(self, iid: int, levels: list[tuple[int, int, int]], exch_ts: int) -> None:
+        """Apply one exchange message's ``(side, price, size)`` levels, in order, and emit them.
+
+        Truncates to the subscribed depth afterwards (emitting deletions for the dropped levels)
+        and flags the message's final ``Level`` with ``last``.  Crossed/checksum checks are the
+        caller's, at the same message boundary.
+        """
+        book = self.books[iid]
+        events = self.events
+        apply = book.apply
+        for side, price, size in levels:
+            apply(side, price, size)
+            events.append(Level(iid, side, price, size, False, exch_ts))
+        if book.depth:
+            for side, price in book.truncate():
+                events.append(Level(iid, side, price, 0, False, exch_ts))
+        if levels:
+            e = events[-1]
+            events[-1] = Level(iid, e[1], e[2], e[3], True, exch_ts)
+        self.stats[iid].messages += 1
+
+    def apply_snapshot(self, iid: int, bids, asks, exch_ts: int) -> None:
+        """Replace a book by a snapshot (``(price, size)`` pairs per side), following the convention above."""
+        book = self.books[iid]
+        self.status[iid] = Status.SYNCING
+        self.events.append(BookState(iid, int(Status.SYNCING), "snapshot"))
+        bids = [(p, s) for p, s in bids if s]
+        asks = [(p, s) for p, s in asks if s]
+        keep_b = {p for p, _ in bids}
+        keep_a = {p for p, _ in asks}
+        levels = [(1, p, 0) for p in book.bids if p not in keep_b]
+        levels += [(-1, p, 0) for p in book.asks if p not in keep_a]
+        levels += [(1, p, s) for p, s in bids]
+        levels += [(-1, p, s) for p, s in asks]
+        self.apply_levels(iid, levels, exch_ts)
+
+    def check_crossed(self, iid: int) -> bool:
+        """At a message boundary: a crossed book is counted, flagged and resynchronised."""
+        book = self.books[iid]
+        if not book.crossed():
+            return False
+        self.stats[iid].crossed += 1
+        why = f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}"
+        self.set_status(iid, Status.CROSSED, why)
+        self.resync(iid, why)
+        return True
+
+    # -- bad input --------------------------------------------------------------------------
+    def bad_frame(self, data, error: BaseException | str, iid: int | None = None) -> None:
+        """Count and log a frame we cannot use; if it was for a book, that book is resynced."""
+        self.malformed += 1
+        name = self.registry[iid].symbol if iid is not None else "-"
+        why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        # Unexpected exception types are bugs or new formats: keep their traceback.
+        tb = not isinstance(error, (str, ValueError, KeyError, IndexError, TypeError))
+        log.warning("%s %s: malformed frame (%s): %s", self.venue, name, why, excerpt(data), exc_info=tb and error)
+        if iid is not None:
+            self.stats[iid].malformed += 1
+            self.set_status(iid, Status.MALFORMED, why)
+            self.resync(iid, f"malformed frame: {why}")
+
+    def bad_rest(self, iid: int, url: str, body: bytes, error: BaseException | str) -> None:
+        """Count and log a REST body we cannot use (the venue retries its fetch)."""
+        self.malformed += 1
+        self.stats[iid].malformed += 1
+        why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        log.warning("%s: unusable REST body from %s (%s): %s", self.venue, url, why, excerpt(body))
