@@ -169,12 +169,12 @@ class VenueProtocol:
         self.events.append(Reconnect(f"{self.venue}: {why}"))
 
     # -- books ------------------------------------------------------------------------------
-    def apply_levels(self, iid: int, levels: list[tuple[int, int, int]], exch_ts: int) -> None:
+    def apply_levels(self, iid: int, levels: list[tuple[int, int, int]], exch_ts: int) -> list[tuple[int, int]]:
         """Apply one exchange message's ``(side, price, size)`` levels, in order, and emit them.
 
         Truncates to the subscribed depth afterwards (emitting deletions for the dropped levels)
         and flags the message's final ``Level`` with ``last``.  Crossed/checksum checks are the
-        caller's, at the same message boundary.
+        caller's, at the same message boundary.  Returns the ``(side, price)`` levels truncated.
         """
         book = self.books[iid]
         events = self.events
@@ -182,15 +182,16 @@ class VenueProtocol:
         for side, price, size in levels:
             apply(side, price, size)
             events.append(Level(iid, side, price, size, False, exch_ts))
-        if book.depth:
-            for side, price in book.truncate():
-                events.append(Level(iid, side, price, 0, False, exch_ts))
+        dropped = book.truncate() if book.depth else []
+        for side, price in dropped:
+            events.append(Level(iid, side, price, 0, False, exch_ts))
         if levels:
             e = events[-1]
             events[-1] = Level(iid, e[1], e[2], e[3], True, exch_ts)
         self.stats[iid].messages += 1
+        return dropped
 
-    def apply_snapshot(self, iid: int, bids, asks, exch_ts: int) -> None:
+    def apply_snapshot(self, iid: int, bids, asks, exch_ts: int) -> list[tuple[int, int]]:
         """Replace a book by a snapshot (``(price, size)`` pairs per side), following the convention above."""
         book = self.books[iid]
         self.status[iid] = Status.SYNCING
@@ -203,7 +204,7 @@ class VenueProtocol:
         levels += [(-1, p, 0) for p in book.asks if p not in keep_a]
         levels += [(1, p, s) for p, s in bids]
         levels += [(-1, p, s) for p, s in asks]
-        self.apply_levels(iid, levels, exch_ts)
+        return self.apply_levels(iid, levels, exch_ts)
 
     def check_crossed(self, iid: int) -> bool:
         """At a message boundary: a crossed book is counted, flagged and resynchronised."""

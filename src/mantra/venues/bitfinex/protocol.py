@@ -1,0 +1,357 @@
+"""Bitfinex market data over WebSocket v2, sans-IO: aggregated ``book`` (P0..P4) and ``trades``.
+
+(../shared/research/exchanges.md 3.1-3.3.)  On connect we send ``conf`` with ``SEQ_ALL`` (every
+message of the connection carries a sequence number that grows by 1) and ``OB_CHECKSUM`` (a
+``[chan,"cs",crc]`` frame after each book change), then subscribe.  Which flags are in force is
+read from the venue's ``conf`` answer, so a recording made with other flags replays correctly.
+
+* Book entries ``[PRICE, COUNT, AMOUNT]``: COUNT > 0 sets the level (AMOUNT > 0 bid, < 0 ask);
+  COUNT = 0 deletes it (AMOUNT 1 bid, -1 ask).  The first data message after ``subscribed`` is the
+  snapshot; later array-of-arrays messages are bulk updates (``BULK_UPDATES`` flag).
+* A sequence number other than last + 1 is a gap on the connection: every book is flagged GAP
+  and resubscribed (unsubscribe, then subscribe when the venue confirms).
+* Checksum: signed CRC32 of ``bid0.price:bid0.amount:ask0.price:ask0.amount:...`` over the top 25
+  per side, numbers in JavaScript's form.  The venue's own number text is kept per level for this
+  (prices in exponent form written out in fixed notation, as the venue's reference code does).
+* Info codes: 20051 -> Reconnect; 20060 -> books untrusted (maintenance); 20061 -> resubscribe all.
+* Trades: ``te`` is emitted, ``tu`` only if its id was not seen; the snapshot of a resubscription
+  emits only the trades newer than the last one seen.
+
+Prices and amounts are JSON numbers, read as their exact text (never float).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+
+import msgspec
+
+from ...fixed import from_fixed
+from ...fixed import to_fixed as fx
+from ..base import VenueProtocol
+from ..events import Reconnect, Send, Side, Status, Trade
+
+log = logging.getLogger(__name__)
+
+BID, ASK = int(Side.BID), int(Side.ASK)
+PUBLIC_URL = "wss://api-pub.bitfinex.com/ws/2"
+SEQ_ALL = 65536
+OB_CHECKSUM = 131072
+TIMESTAMP = 32768
+BULK_UPDATES = 536870912
+LENGTHS = (1, 25, 100, 250)
+CHECKSUM_LEVELS = 25
+
+
+def checksum_string(bids: list[str], asks: list[str]) -> str:
+    """Interleave ``"price:amount"`` fragments (best first) as bid0, ask0, bid1, ... skipping missing ones."""
+    n = min(len(bids), len(asks))
+    parts = [x for pair in zip(bids[:n], asks[:n]) for x in pair]
+    parts += bids[n:] or asks[n:]
+    return ":".join(parts)
+
+
+def signed_crc32(text: str) -> int:
+    z = zlib.crc32(text.encode())
+    return z - 0x100000000 if z >= 0x80000000 else z
+
+
+def _txt(v) -> str:
+    return v if type(v) is str else str(v)
+
+
+class BitfinexProtocol(VenueProtocol):
+    venue = "bitfinex"
+    default_depth = 25
+    stale_after_s = 30.0  # every idle channel sends "hb" after 15 s
+    resync_timeout_s = 15.0
+
+    def __init__(self, registry, symbols, depth: int | None = None, *, trades: bool = True,
+                 checksum: bool = True, prec: str = "P0", freq: str = "F0", url: str = PUBLIC_URL):
+        super().__init__(registry, symbols, depth)
+        if self.depth not in LENGTHS:
+            raise ValueError(f"Bitfinex book length must be one of {LENGTHS}, not {self.depth}")
+        if prec not in ("P0", "P1", "P2", "P3", "P4"):
+            raise ValueError(f"aggregated book precision P0..P4 expected, not {prec!r}")
+        self.trades = trades
+        self.checksum = checksum
+        self.prec, self.freq, self.url = prec, freq, url
+        self._iid = {self.registry[i].symbol: i for i in self.books}
+        self._scales = {i: (self.registry[i].price_scale, self.registry[i].size_scale) for i in self.books}
+        self._chan: dict[int, tuple[str, int]] = {}  # chanId -> ("book" | "trades", iid)
+        self._book_chan: dict[int, int] = {}  # iid -> book chanId
+        self._await_snapshot: set[int] = set()  # chanIds whose next data message is the snapshot
+        self._frag: dict[int, tuple[dict, dict]] = {i: ({}, {}) for i in self.books}  # checksum text per level
+        self._live: set[int] = set()
+        self._resub: dict[int, tuple[str, int, int]] = {}  # old chanId -> (channel, iid, ts asked)
+        self._last_trade: dict[int, int] = {}
+        self._flags = 0
+        self._seq: int | None = None
+        self._dec = msgspec.json.Decoder(float_hook=str)
+
+    def default_spec(self, symbol: str) -> dict:
+        # Bitfinex prices have 5 significant digits and at most 8 decimals; amounts 8 decimals.
+        pair = symbol[1:] if symbol[:1] in ("t", "f") else symbol
+        base, sep, quote = pair.partition(":")
+        if not sep:
+            base, quote = pair[:3], pair[3:]
+        return dict(base=base, quote=quote, price_scale=8, size_scale=8)
+
+    # -- connection -------------------------------------------------------------------------
+    def on_connect(self, ts: int) -> None:
+        super().on_connect(ts)
+        self._chan.clear()
+        self._book_chan.clear()
+        self._await_snapshot.clear()
+        self._live.clear()
+        self._resub.clear()
+        self._flags = 0
+        self._seq = None
+        self._send({"event": "conf", "flags": SEQ_ALL | (OB_CHECKSUM if self.checksum else 0)})
+        for iid in self.books:
+            self._subscribe("book", iid)
+        if self.trades:
+            for iid in self.books:
+                self._subscribe("trades", iid)
+
+    def _subscribe(self, channel: str, iid: int) -> None:
+        msg = {"event": "subscribe", "channel": channel, "symbol": self.registry[iid].symbol}
+        if channel == "book":
+            msg.update(prec=self.prec, freq=self.freq, len=str(self.depth))
+        self._send(msg)
+
+    def _send(self, msg: dict) -> None:
+        self.events.append(Send(json.dumps(msg, separators=(",", ":"))))
+
+    def _unsubscribe(self, chan: int) -> None:
+        kind, iid = self._chan.pop(chan)
+        if kind == "book":
+            self._book_chan.pop(iid, None)
+        self._await_snapshot.discard(chan)
+        self._resub[chan] = (kind, iid, self.last_ts)
+        self._send({"event": "unsubscribe", "chanId": chan})
+
+    def resync(self, iid: int, why: str) -> None:
+        """Unsubscribe the book's channel; the confirmation triggers a new subscription (and snapshot)."""
+        self.stats[iid].resyncs += 1
+        self.set_status(iid, Status.RESYNCING, why)
+        self._live.discard(iid)
+        chan = self._book_chan.get(iid)
+        if chan is not None and self.connected:
+            self._unsubscribe(chan)
+        # else: not subscribed (yet); its coming snapshot resynchronises it
+
+    def on_timer(self, ts: int) -> None:
+        super().on_timer(ts)
+        if self._resub and self.connected:
+            if ts - min(t for _, _, t in self._resub.values()) > self.resync_timeout_s * 1_000_000_000:
+                self._resub.clear()
+                self.events.append(Reconnect(f"bitfinex: resubscribe unanswered for {self.resync_timeout_s:.0f} s"))
+
+    # -- frames -----------------------------------------------------------------------------
+    def handle(self, data, ts: int) -> None:
+        m = self._dec.decode(data)
+        if type(m) is dict:
+            self._event(m)
+            return
+        if type(m) is not list or len(m) < 2 or type(m[0]) is not int:
+            raise ValueError("not a channel message")
+        flags = self._flags
+        if flags & SEQ_ALL:
+            seq = m[-1]
+            if type(seq) is not int:
+                raise ValueError("sequence number missing")
+            last = self._seq
+            self._seq = seq
+            if last is not None and seq != last + 1:
+                self._gap(f"sequence {seq} after {last}")
+        body = m[1]
+        if type(body) is str:
+            if body == "hb":
+                return
+            sub = self._chan.get(m[0])
+            if sub is None:
+                return
+            if body == "cs":
+                if sub[0] == "book":
+                    self._verify(sub[1], m[2])
+            elif body == "te" or body == "tu":
+                if sub[0] == "trades":
+                    self._trade(sub[1], m[2], body == "te")
+            return
+        sub = self._chan.get(m[0])
+        if sub is None:
+            return  # a channel we did not ask for (or are leaving)
+        kind, iid = sub
+        if kind == "book":
+            self._busy = iid
+            if m[0] in self._await_snapshot:
+                self._await_snapshot.discard(m[0])
+                self._snapshot(iid, body)
+            elif iid in self._live:
+                self._update(iid, body if body and type(body[0]) is list else (body,))
+        elif kind == "trades":
+            if body and type(body[0]) is list:
+                self._trade_snapshot(iid, body)
+            elif body:
+                self._trade(iid, body, True)
+
+    def _entry(self, e, ps: int, ss: int):
+        """``[PRICE, COUNT, AMOUNT]`` -> (side, price, size, checksum fragment or None)."""
+        ptxt, count, atxt = _txt(e[0]), e[1], _txt(e[2])
+        price = fx(ptxt, ps)
+        if count == 0:
+            if atxt == "1":
+                return BID, price, 0, None
+            if atxt == "-1":
+                return ASK, price, 0, None
+            raise ValueError(f"delete with amount {atxt!r}")
+        if atxt[0] == "-":
+            side, size = ASK, fx(atxt[1:], ss)
+        else:
+            side, size = BID, fx(atxt, ss)
+        if size == 0 or price <= 0:
+            raise ValueError(f"level {e!r} has no size or price")
+        if "e" in ptxt or "E" in ptxt:
+            ptxt = from_fixed(price, ps)  # the reference checksum writes prices in fixed notation
+        return side, price, size, f"{ptxt}:{atxt}"
+
+    def _snapshot(self, iid: int, rows: list) -> None:
+        ps, ss = self._scales[iid]
+        bids, asks = [], []
+        fb, fa = {}, {}
+        for e in rows:
+            side, price, size, frag = self._entry(e, ps, ss)
+            if size:
+                if side == BID:
+                    bids.append((price, size))
+                    fb[price] = frag
+                else:
+                    asks.append((price, size))
+                    fa[price] = frag
+        self._frag[iid] = (fb, fa)
+        for side, price in self.apply_snapshot(iid, bids, asks, 0):
+            (fb if side == BID else fa).pop(price, None)
+        if not self.check_crossed(iid):
+            self._live.add(iid)
+            self.set_status(iid, Status.SYNCED, "snapshot")
+
+    def _update(self, iid: int, rows) -> None:
+        ps, ss = self._scales[iid]
+        fb, fa = self._frag[iid]
+        levels = []
+        for e in rows:
+            side, price, size, frag = self._entry(e, ps, ss)
+            levels.append((side, price, size))
+            f = fb if side == BID else fa
+            if size:
+                f[price] = frag
+            else:
+                f.pop(price, None)
+        for side, price in self.apply_levels(iid, levels, 0):
+            (fb if side == BID else fa).pop(price, None)
+        self.check_crossed(iid)
+
+    def _gap(self, why: str) -> None:
+        for iid in self.books:
+            if self.status[iid] in (Status.SYNCED, Status.SYNCING):
+                self.stats[iid].gaps += 1
+                self.set_status(iid, Status.GAP, why)
+                self.resync(iid, why)
+
+    # -- checksum ---------------------------------------------------------------------------
+    def book_checksum(self, iid: int) -> int:
+        book = self.books[iid]
+        fb, fa = self._frag[iid]
+        bids = [fb[p] for p in book.top_prices(BID, CHECKSUM_LEVELS)]
+        asks = [fa[p] for p in book.top_prices(ASK, CHECKSUM_LEVELS)]
+        return signed_crc32(checksum_string(bids, asks))
+
+    def _verify(self, iid: int, expected) -> None:
+        if iid not in self._live:
+            return  # no snapshot yet (or being resynchronised): nothing to compare
+        if type(expected) is not int:
+            raise ValueError(f"checksum {expected!r} is not an integer")
+        got = self.book_checksum(iid)
+        st = self.stats[iid]
+        if got == expected:
+            st.checksum_ok += 1
+            return
+        st.checksum_failed += 1
+        why = f"checksum {got} != {expected}"
+        self.set_status(iid, Status.CHECKSUM, why)
+        self.resync(iid, why)
+
+    # -- trades -----------------------------------------------------------------------------
+    def _trade(self, iid: int, t: list, executed: bool) -> None:
+        tid = t[0]
+        last = self._last_trade.get(iid, 0)
+        if tid == last or (not executed and tid < last):
+            return  # the "tu" of a "te" already emitted
+        ps, ss = self._scales[iid]
+        atxt = _txt(t[2])
+        neg = atxt[0] == "-"
+        size = fx(atxt[1:] if neg else atxt, ss)
+        self.events.append(Trade(iid, ASK if neg else BID, fx(_txt(t[3]), ps), size, tid, t[1] * 1_000_000))
+        if tid > last:
+            self._last_trade[iid] = tid
+
+    def _trade_snapshot(self, iid: int, rows: list) -> None:
+        last = self._last_trade.get(iid)
+        if last is None:
+            self._last_trade[iid] = max(r[0] for r in rows)  # history before we came: not re-emitted
+            return
+        for r in sorted((r for r in rows if r[0] > last), key=lambda r: r[0]):
+            self._trade(iid, r, True)
+
+    # -- events -----------------------------------------------------------------------------
+    def _event(self, m: dict) -> None:
+        ev = m.get("event")
+        if ev == "subscribed":
+            iid = self._iid.get(m.get("symbol", ""))
+            chan = m.get("chanId")
+            if iid is None or type(chan) is not int:
+                return
+            kind = m.get("channel")
+            if kind == "book":
+                self._chan[chan] = ("book", iid)
+                self._book_chan[iid] = chan
+                self._await_snapshot.add(chan)
+            elif kind == "trades":
+                self._chan[chan] = ("trades", iid)
+        elif ev == "unsubscribed":
+            old = self._resub.pop(m.get("chanId"), None)
+            if old is not None:
+                self._subscribe(old[0], old[1])
+        elif ev == "conf":
+            if m.get("status", "OK") == "OK" and "flags" in m:
+                self._flags = int(m["flags"])
+            else:
+                log.warning("bitfinex: conf refused: %s", m)
+        elif ev == "info":
+            self._info(m)
+        elif ev == "error":
+            log.warning("bitfinex: error %s: %s", m.get("code"), m.get("msg"))
+        # pong and others: nothing to do
+
+    def _info(self, m: dict) -> None:
+        code = m.get("code")
+        platform = m.get("platform") or {}
+        if code == 20051:
+            for iid in self.books:
+                self.stats[iid].resyncs += 1
+                self._live.discard(iid)
+                self.set_status(iid, Status.RESYNCING, "venue restarts its server (20051)")
+            self.events.append(Reconnect("bitfinex: server restart (20051)"))
+        elif code == 20060 or platform.get("status") == 0:
+            for iid in self.books:
+                self._live.discard(iid)
+                self.set_status(iid, Status.RESYNCING, "venue maintenance (20060)")
+        elif code == 20061:
+            for iid in self.books:
+                self.stats[iid].resyncs += 1
+                self.set_status(iid, Status.RESYNCING, "maintenance ended (20061)")
+            for chan in list(self._chan):
+                self._unsubscribe(chan)
