@@ -32,6 +32,7 @@ from ...fixed import from_fixed
 from ...fixed import to_fixed as fx
 from ..base import VenueProtocol
 from ..events import Reconnect, Send, Side, Status, Trade
+from .instruments import split_pair
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,7 @@ class BitfinexProtocol(VenueProtocol):
 
     def default_spec(self, symbol: str) -> dict:
         # Bitfinex prices have 5 significant digits and at most 8 decimals; amounts 8 decimals.
-        pair = symbol[1:] if symbol[:1] in ("t", "f") else symbol
-        base, sep, quote = pair.partition(":")
-        if not sep:
-            base, quote = pair[:3], pair[3:]
+        base, quote = split_pair(symbol[1:] if symbol[:1] in ("t", "f") else symbol)
         return dict(base=base, quote=quote, price_scale=8, size_scale=8)
 
     # -- connection -------------------------------------------------------------------------

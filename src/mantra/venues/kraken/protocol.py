@@ -128,16 +128,18 @@ class KrakenProtocol(VenueProtocol):
         if inst.price_decimals >= 0 and inst.size_decimals >= 0:
             self._ck[iid] = (_POW10[inst.price_scale - inst.price_decimals], _POW10[inst.size_scale - inst.size_decimals])
 
-    def _learn(self, symbol: str, price_text: str | None, size_text: str | None) -> int | None:
-        """The iid of a wanted symbol, registering it from its precisions if needed."""
+    def _learn(self, symbol: str, prices: list[str], sizes: list[str]) -> int | None:
+        """The iid of a wanted symbol, registering it if needed: with the precisions of the v2
+        instrument channel, or else with the most decimals its first strings show (v1 strings all
+        carry full precision; trimmed v2 numbers may fool the guess, which the checksum catches)."""
         iid = self._iid.get(symbol)
         if iid is not None or symbol not in self._wanted:
             return iid
         prec = self._prec.get(symbol)
         if prec is None:
-            if price_text is None or size_text is None:
+            if not prices or not sizes:
                 return None
-            prec = (decimals_of(price_text), decimals_of(size_text))
+            prec = (max(map(decimals_of, prices)), max(map(decimals_of, sizes)))
         pd, qd = prec
         base, _, quote = symbol.partition("/")
         inst = self.registry.add(self.venue, symbol, base=base, quote=quote, price_scale=pd, size_scale=qd,
@@ -146,16 +148,15 @@ class KrakenProtocol(VenueProtocol):
         self._index(iid)
         return iid
 
-    def _checksum_divisors(self, iid: int, price_text: str, size_text: str) -> tuple[int, int]:
-        ck = self._ck.get(iid)
-        if ck is None:
-            # Registered elsewhere without precisions: the v2 instrument channel or the v1 strings tell.
-            ps, ss = self._scales[iid]
-            pd, qd = self._prec.get(self.registry[iid].symbol) or (decimals_of(price_text), decimals_of(size_text))
-            if pd > ps or qd > ss:
-                raise ValueError(f"precision {pd}/{qd} finer than the instrument's scales {ps}/{ss}")
-            ck = self._ck[iid] = (_POW10[ps - pd], _POW10[ss - qd])
-        return ck
+    def _checksum_divisors(self, iid: int, prices: list[str], sizes: list[str]) -> None:
+        if iid in self._ck or not prices or not sizes:
+            return
+        # Registered elsewhere without precisions: the v2 instrument channel or the strings tell.
+        ps, ss = self._scales[iid]
+        pd, qd = self._prec.get(self.registry[iid].symbol) or (max(map(decimals_of, prices)), max(map(decimals_of, sizes)))
+        if pd > ps or qd > ss:
+            raise ValueError(f"precision {pd}/{qd} finer than the instrument's scales {ps}/{ss}")
+        self._ck[iid] = (_POW10[ps - pd], _POW10[ss - qd])
 
     # -- connection -------------------------------------------------------------------------
     def on_connect(self, ts: int) -> None:
@@ -262,14 +263,14 @@ class KrakenProtocol(VenueProtocol):
         for part in m[1:-2]:
             asks = part.get("as", asks)
             bids = part.get("bs", bids)
-        sample = (asks or bids or ((None, None),))[0]
-        iid = self._learn(pair, sample[0], sample[1])
+        prices = [r[0] for r in asks[:1]] + [r[0] for r in bids[:1]]
+        sizes = [r[1] for r in asks[:1]] + [r[1] for r in bids[:1]]  # v1: every string has full precision
+        iid = self._learn(pair, prices, sizes)
         if iid is None:
             return
         self._busy = iid
         ps, ss = self._scales[iid]
-        if sample[0] is not None:
-            self._checksum_divisors(iid, sample[0], sample[1])
+        self._checksum_divisors(iid, prices, sizes)
         b = [(fx(r[0], ps), fx(r[1], ss)) for r in bids]
         a = [(fx(r[0], ps), fx(r[1], ss)) for r in asks]
         stamps = [r[2] for r in bids] + [r[2] for r in asks]
@@ -309,7 +310,7 @@ class KrakenProtocol(VenueProtocol):
     def _v1_trades(self, pair: str, rows: list) -> None:
         if not rows:
             return
-        iid = self._learn(pair, rows[0][0], rows[0][1])
+        iid = self._learn(pair, [rows[0][0]], [rows[0][1]])
         if iid is None:
             return
         ps, ss = self._scales[iid]
@@ -355,13 +356,13 @@ class KrakenProtocol(VenueProtocol):
         sym = d["symbol"]
         bids, asks = d.get("bids", ()), d.get("asks", ())
         if snapshot:
-            sample = (asks or bids or ({"price": None, "qty": None},))[0]
-            iid = self._learn(sym, sample["price"] and _txt(sample["price"]), sample["qty"] and _txt(sample["qty"]))
+            prices = [_txt(x["price"]) for x in bids] + [_txt(x["price"]) for x in asks]
+            sizes = [_txt(x["qty"]) for x in bids] + [_txt(x["qty"]) for x in asks]
+            iid = self._learn(sym, prices, sizes)
             if iid is None:
                 return
             self._busy = iid
-            if sample["price"] is not None:
-                self._checksum_divisors(iid, _txt(sample["price"]), _txt(sample["qty"]))
+            self._checksum_divisors(iid, prices, sizes)
         else:
             iid = self._iid.get(sym)
             if iid is None or iid not in self._live:
@@ -389,7 +390,7 @@ class KrakenProtocol(VenueProtocol):
         self.check_crossed(iid)
 
     def _v2_trade(self, d: dict) -> None:
-        iid = self._learn(d["symbol"], _txt(d["price"]), _txt(d["qty"]))
+        iid = self._learn(d["symbol"], [_txt(d["price"])], [_txt(d["qty"])])
         if iid is None:
             return
         ps, ss = self._scales[iid]
