@@ -32,7 +32,7 @@ from ...fixed import from_fixed
 from ...fixed import to_fixed as fx
 from ..base import VenueProtocol
 from ..events import Reconnect, Send, Side, Status, Trade
-from .instruments import split_pair
+from .instruments import PRICE_SCALE, SIZE_SCALE, split_pair
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,8 @@ class BitfinexProtocol(VenueProtocol):
         self._dec = msgspec.json.Decoder(float_hook=str)
 
     def default_spec(self, symbol: str) -> dict:
-        # Bitfinex prices have 5 significant digits and at most 8 decimals; amounts 8 decimals.
         base, quote = split_pair(symbol[1:] if symbol[:1] in ("t", "f") else symbol)
-        return dict(base=base, quote=quote, price_scale=8, size_scale=8)
+        return dict(base=base, quote=quote, price_scale=PRICE_SCALE, size_scale=SIZE_SCALE)
 
     # -- connection -------------------------------------------------------------------------
     def on_connect(self, ts: int) -> None:
@@ -253,11 +252,11 @@ class BitfinexProtocol(VenueProtocol):
         self.check_crossed(iid)
 
     def _gap(self, why: str) -> None:
-        for iid in self.books:
-            if self.status[iid] in (Status.SYNCED, Status.SYNCING):
-                self.stats[iid].gaps += 1
-                self.set_status(iid, Status.GAP, why)
-                self.resync(iid, why)
+        # The lost message may have belonged to any book channel, its snapshot included.
+        for iid in list(self._book_chan):
+            self.stats[iid].gaps += 1
+            self.set_status(iid, Status.GAP, why)
+            self.resync(iid, why)
 
     # -- checksum ---------------------------------------------------------------------------
     def book_checksum(self, iid: int) -> int:
