@@ -92,11 +92,13 @@ def _kraken(opened, sent, http):
         sub = m.get("subscription") or {}
         if m.get("event") == "subscribe" and sub.get("name") == "book":  # v1
             syms += m.get("pair", [])
+            opts["version"] = 1
             if "depth" in sub:
                 opts["depth"] = sub["depth"]
         params = m.get("params") or {}
         if m.get("method") == "subscribe" and params.get("channel") == "book":  # v2
             syms += params.get("symbol", [])
+            opts["version"] = 2
             if "depth" in params:
                 opts["depth"] = params["depth"]
     return syms, opts
@@ -258,6 +260,7 @@ def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None 
                 "gaps": st.gaps,
                 "resyncs": st.resyncs,
                 "crossed": st.crossed,
+                "malformed": st.malformed,
                 "best_bid": None if bid is None else inst.price_str(bid),
                 "best_ask": None if ask is None else inst.price_str(ask),
                 "bid_levels": len(book.bids),

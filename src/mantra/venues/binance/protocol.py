@@ -93,12 +93,14 @@ class _Sync:
 
 class BinanceProtocol(VenueProtocol):
     venue = "binance"
+    # No stale watchdog: the server's 20 s pings (answered by the runner) prove the connection,
+    # and a quiet symbol legitimately sends no diff for minutes.
 
     def __init__(
         self,
         registry,
         symbols,
-        depth: int = 0,
+        depth: int | None = None,
         *,
         snapshot_limit: int = 1000,
         ws_url: str = WS_URL,
@@ -139,6 +141,10 @@ class BinanceProtocol(VenueProtocol):
         self._event = msgspec.json.Decoder(Event)
         self._snapshot = msgspec.json.Decoder(Snapshot)
 
+    def default_spec(self, symbol: str) -> dict:
+        # Without exchangeInfo: Binance writes every price and quantity with 8 decimals.
+        return dict(price_scale=8, size_scale=8, price_decimals=8, size_decimals=8)
+
     # -- connection ---------------------------------------------------------------------------
     def on_connect(self, ts: int) -> None:
         super().on_connect(ts)
@@ -167,27 +173,22 @@ class BinanceProtocol(VenueProtocol):
         self.events.append(Fetch(self._snap_url[iid]))
 
     # -- frames -------------------------------------------------------------------------------
-    def on_frame(self, data, ts: int) -> None:
-        self.frames += 1
-        self._busy = None  # the book a failure leaves untrustworthy, once known
-        try:
-            env = self._env.decode(data)
-            if env.stream:
-                stream, raw = env.stream, env.data
-                if "@depth@" in stream or stream.endswith("@depth"):  # not the partial "@depth5"
-                    self._on_depth(self._depth.decode(raw), ts)
-                elif stream.endswith("@trade") or stream.endswith("@aggTrade"):
-                    self._on_trade(self._trade.decode(raw))
-                elif stream[0] == "!" and self._event.decode(raw).e == "serverShutdown":
-                    self._shutdown()
-                # other streams (bookTicker, kline, ...) are not ours to interpret
-            elif env.e:
-                self._on_raw(env.e, data, ts)
-            elif env.code is not None:
-                log.warning("binance control error %s: %s", env.code, env.msg)
-            # else: {"result": null, "id": n} acknowledges a SUBSCRIBE
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            self.bad_frame(data, e, self._busy)
+    def handle(self, data, ts: int) -> None:
+        env = self._env.decode(data)
+        if env.stream:
+            stream, raw = env.stream, env.data
+            if "@depth@" in stream or stream.endswith("@depth"):  # not the partial "@depth5"
+                self._on_depth(self._depth.decode(raw), ts)
+            elif stream.endswith("@trade") or stream.endswith("@aggTrade"):
+                self._on_trade(self._trade.decode(raw))
+            elif stream[0] == "!" and self._event.decode(raw).e == "serverShutdown":
+                self._shutdown()
+            # other streams (bookTicker, kline, ...) are not ours to interpret
+        elif env.e:
+            self._on_raw(env.e, data, ts)
+        elif env.code is not None:
+            log.warning("binance control error %s: %s", env.code, env.msg)
+        # else: {"result": null, "id": n} acknowledges a SUBSCRIBE
 
     def _on_raw(self, kind: str, data, ts: int) -> None:
         if kind == "depthUpdate":
@@ -225,7 +226,7 @@ class BinanceProtocol(VenueProtocol):
         if ev.U > st.update_id + 1:
             self._gap(iid, item, f"U={ev.U} > last u+1={st.update_id + 1}")
             return
-        self._apply(iid, levels, item[3])
+        self.apply_levels(iid, levels, item[3])
         st.update_id = ev.u
         self.check_crossed(iid)
 
@@ -243,13 +244,6 @@ class BinanceProtocol(VenueProtocol):
         st.update_id = None
         st.buffer.clear()
         self._fetch(iid, self.last_ts)
-
-    def _apply(self, iid: int, levels: list, exch_ts: int) -> None:
-        book, events, n = self.books[iid], self.events, len(levels)
-        for i, (side, price, size) in enumerate(levels, 1):
-            book.apply(side, price, size)
-            events.append(Level(iid, side, price, size, i == n, exch_ts))
-        self.stats[iid].messages += 1
 
     def _on_trade(self, t: TradeMsg) -> None:
         iid = self._iid.get(t.s)
@@ -295,7 +289,7 @@ class BinanceProtocol(VenueProtocol):
             if U > st.update_id + 1:
                 self._gap(iid, (U, u, levels, exch_ts), f"event U={U} after snapshot {last} (applied to {st.update_id})")
                 return
-            self._apply(iid, levels, exch_ts)
+            self.apply_levels(iid, levels, exch_ts)
             st.update_id = u
         if not self.check_crossed(iid):
             self.set_status(iid, Status.SYNCED, f"snapshot {last}")

@@ -25,7 +25,9 @@ import msgspec
 from ...book import L2Book
 from ...fixed import to_fixed as fx
 from ..base import VenueProtocol
-from ..events import Fetch, Level, Reconnect, Send, Side, Status, Trade
+from ..events import Fetch, Reconnect, Send, Side, Status, Trade
+
+BID, ASK = int(Side.BID), int(Side.ASK)
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +86,13 @@ class _Sync:
 
 class BitstampProtocol(VenueProtocol):
     venue = "bitstamp"
+    # No stale watchdog: Bitstamp sends nothing on a quiet pair, and has no server heartbeat.
 
     def __init__(
         self,
         registry,
         symbols,
-        depth: int = 0,
+        depth: int | None = None,
         *,
         audit_s: float = 60.0,
         refetch_s: float = 10.0,
@@ -122,6 +125,10 @@ class BitstampProtocol(VenueProtocol):
         self._hot = msgspec.json.Decoder(DataFrame | TradeFrame)
         self._frame = msgspec.json.Decoder(Frame)
         self._book = msgspec.json.Decoder(BookData)
+
+    def default_spec(self, symbol: str) -> dict:
+        # Without pair metadata: Bitstamp writes at most 8 decimals for prices and amounts.
+        return dict(price_scale=8, size_scale=8)
 
     # -- connection ---------------------------------------------------------------------------
     def on_connect(self, ts: int) -> None:
@@ -166,34 +173,24 @@ class BitstampProtocol(VenueProtocol):
         self._fetch(iid, self.last_ts)
 
     # -- frames -------------------------------------------------------------------------------
-    def on_frame(self, data, ts: int) -> None:
-        self.frames += 1
+    def handle(self, data, ts: int) -> None:
         try:
             f = self._hot.decode(data)
         except msgspec.ValidationError:
             self._on_control(data, ts)
             return
-        except msgspec.DecodeError as e:
-            self.bad_frame(data, e)
-            return
-        try:
-            if type(f) is DataFrame:
-                iid = self._book_iid.get(f.channel)
-                if iid is not None:
-                    self._on_diff(iid, f.data, ts)
-            else:
-                iid = self._trade_iid.get(f.channel)
-                if iid is not None:
-                    self._on_trade(iid, f.data)
-        except ValueError as e:  # a bad number: the book missed a change it cannot recover
-            self.bad_frame(data, e, self._book_iid.get(f.channel))
+        if type(f) is DataFrame:
+            iid = self._book_iid.get(f.channel)
+            if iid is not None:
+                self._busy = iid  # a bad number: the book missed a change it cannot recover
+                self._on_diff(iid, f.data, ts)
+        else:
+            iid = self._trade_iid.get(f.channel)
+            if iid is not None:
+                self._on_trade(iid, f.data)
 
     def _on_control(self, data, ts: int) -> None:
-        try:
-            f = self._frame.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            self.bad_frame(data, e)
-            return
+        f = self._frame.decode(data)
         ev = f.event
         if ev == "bts:subscription_succeeded":
             iid = self._book_iid.get(f.channel)
@@ -204,7 +201,8 @@ class BitstampProtocol(VenueProtocol):
         elif ev == "bts:error":
             log.warning("bitstamp error on %r: %s", f.channel, bytes(f.data).decode(errors="replace"))
         elif ev in ("data", "trade"):
-            self.bad_frame(data, ValueError(f"{ev} frame of an unexpected shape"), self._book_iid.get(f.channel))
+            self._busy = self._book_iid.get(f.channel)
+            raise ValueError(f"{ev} frame of an unexpected shape")
 
     def _on_diff(self, iid: int, d: BookData, ts: int) -> None:
         st = self._sync[iid]
@@ -230,14 +228,9 @@ class BitstampProtocol(VenueProtocol):
 
     def _apply(self, iid: int, d: BookData, micro: int) -> None:
         ps, ss = self._scales[iid]
-        levels = [(Side.BID, fx(p, ps), fx(q, ss)) for p, q in d.bids]
-        levels += [(Side.ASK, fx(p, ps), fx(q, ss)) for p, q in d.asks]
-        book, events, n = self.books[iid], self.events, len(levels)
-        exch_ts = micro * 1000
-        for i, (side, price, size) in enumerate(levels, 1):
-            book.apply(side, price, size)
-            events.append(Level(iid, side, price, size, i == n, exch_ts))
-        self.stats[iid].messages += 1
+        levels = [(BID, fx(p, ps), fx(q, ss)) for p, q in d.bids]
+        levels += [(ASK, fx(p, ps), fx(q, ss)) for p, q in d.asks]
+        self.apply_levels(iid, levels, micro * 1000)
 
     def _on_trade(self, iid: int, t: TradeData) -> None:
         inst = self.registry[iid]

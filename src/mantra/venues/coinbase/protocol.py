@@ -28,7 +28,7 @@ import msgspec
 
 from ...fixed import to_fixed as fx
 from ..base import VenueProtocol
-from ..events import Level, Send, Side, Status, Trade
+from ..events import Send, Side, Status, Trade
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class ExOther(msgspec.Struct):
 ExMessage = ExL2Update | ExSnapshot | ExMatch | ExLastMatch
 _BOOK_TYPES = {"snapshot", "l2update"}
 
-_SIDES = {"bid": Side.BID, "buy": Side.BID, "offer": Side.ASK, "ask": Side.ASK, "sell": Side.ASK}
+BID, ASK = int(Side.BID), int(Side.ASK)
+_SIDES = {"bid": BID, "buy": BID, "offer": ASK, "ask": ASK, "sell": ASK}
 _SECOND_CACHE: dict[str, int] = {}
 
 
@@ -141,12 +142,13 @@ _POW10 = [10**i for i in range(10)]
 
 class CoinbaseProtocol(VenueProtocol):
     venue = "coinbase"
+    stale_after_s = 5.0  # heartbeats arrive every second on both feeds
 
     def __init__(
         self,
         registry,
         symbols,
-        depth: int = 0,
+        depth: int | None = None,
         *,
         api: str = "advanced",
         url: str | None = None,
@@ -172,6 +174,10 @@ class CoinbaseProtocol(VenueProtocol):
         self._trades = msgspec.json.Decoder(list[TradesEvent])
         self._ex = msgspec.json.Decoder(ExMessage)
         self._ex_other = msgspec.json.Decoder(ExOther)
+
+    def default_spec(self, symbol: str) -> dict:
+        # Without product metadata: Coinbase writes at most 8 decimals for prices and sizes.
+        return dict(price_scale=8, size_scale=8)
 
     # -- connection ---------------------------------------------------------------------------
     def on_connect(self, ts: int) -> None:
@@ -214,19 +220,14 @@ class CoinbaseProtocol(VenueProtocol):
                 self.events.append(Send(json.dumps({"type": kind, "product_ids": products, "channels": [self.l2_channel]})))
 
     # -- frames -------------------------------------------------------------------------------
-    def on_frame(self, data, ts: int) -> None:
-        self.frames += 1
+    def handle(self, data, ts: int) -> None:
         if self.api == "advanced":
             self._on_advanced(data, ts)
         else:
             self._on_exchange(data, ts)
 
     def _on_advanced(self, data, ts: int) -> None:
-        try:
-            env = self._env.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            self.bad_frame(data, e)
-            return
+        env = self._env.decode(data)
         seq = env.sequence_num
         if seq >= 0:
             if self._seq >= 0:
@@ -236,28 +237,26 @@ class CoinbaseProtocol(VenueProtocol):
                     self._connection_gap(f"sequence_num {seq} after {self._seq}")
             self._seq = seq
         ch = env.channel
-        self._busy = None  # the book a failure leaves untrustworthy, once known
-        try:
-            if ch == "l2_data":
+        if ch == "l2_data":
+            try:
                 exch_ts = rfc3339_ns(env.timestamp)
                 for ev in self._l2.decode(env.events):
                     self._on_l2_event(ev, exch_ts)
-            elif ch == "market_trades":
-                for ev in self._trades.decode(env.events):
-                    if ev.type == "update":
-                        for t in ev.trades:
-                            self._trade(t.product_id, t.price, t.size, t.side, _int(t.trade_id), rfc3339_ns(t.time))
-            elif ch == "subscriptions" or ch == "heartbeats":
-                pass
-            elif env.type == "error":
-                log.warning("coinbase error: %s", env.message)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            self.bad_frame(data, e, self._busy)
-            if ch == "l2_data" and self._busy is None:
-                # Some book missed this update and we cannot tell which: resync them all.
-                hit = [iid for iid in self.books if iid in self._synced]
-                if hit:
-                    self._resubscribe(hit, "unreadable l2_data message")
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError):
+                if self._busy is None:
+                    # Some book missed this update and we cannot tell which: resync them all.
+                    hit = [iid for iid in self.books if iid in self._synced]
+                    if hit:
+                        self._resubscribe(hit, "unreadable l2_data message")
+                raise
+        elif ch == "market_trades":
+            for ev in self._trades.decode(env.events):
+                if ev.type == "update":
+                    for t in ev.trades:
+                        self._trade(t.product_id, t.price, t.size, t.side, _int(t.trade_id), rfc3339_ns(t.time))
+        elif env.type == "error":
+            log.warning("coinbase error: %s", env.message)
+        # subscriptions, heartbeats: nothing to do beyond the sequence check
 
     def _connection_gap(self, why: str) -> None:
         hit = [iid for iid in self.books if iid in self._synced]
@@ -273,10 +272,7 @@ class CoinbaseProtocol(VenueProtocol):
             return
         self._busy = iid
         ps, ss = self._scales[iid]
-        try:
-            levels = [(_SIDES[u.side], fx(u.price_level, ps), fx(u.new_quantity, ss)) for u in ev.updates]
-        except KeyError as e:
-            raise ValueError(f"unknown side {e}") from None
+        levels = [(_SIDES[u.side], fx(u.price_level, ps), fx(u.new_quantity, ss)) for u in ev.updates]
         if ev.type == "snapshot":
             self._snapshot(iid, levels, exch_ts)
         elif iid in self._synced:
@@ -286,60 +282,49 @@ class CoinbaseProtocol(VenueProtocol):
     def _on_exchange(self, data, ts: int) -> None:
         try:
             msg = self._ex.decode(data)
-        except msgspec.ValidationError as e:
+        except msgspec.ValidationError:
             # A type we do not interpret (ticker, heartbeat, subscriptions, error) is not malformed.
-            try:
-                other = self._ex_other.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.bad_frame(data, e)
-                return
+            other = self._ex_other.decode(data)
             if other.type in _BOOK_TYPES or other.type in ("match", "last_match"):
-                self.bad_frame(data, e, self._iid.get(other.product_id))
-            elif other.type == "error":
+                self._busy = self._iid.get(other.product_id) if other.type in _BOOK_TYPES else None
+                raise
+            if other.type == "error":
                 log.warning("coinbase error: %s %s", other.message, other.reason)
-            return
-        except msgspec.DecodeError as e:
-            self.bad_frame(data, e)
             return
         iid = self._iid.get(msg.product_id)
         if iid is None:
             return
         ps, ss = self._scales[iid]
-        try:
-            if type(msg) is ExL2Update:
-                if iid in self._synced:
-                    levels = [(_SIDES[s], fx(p, ps), fx(q, ss)) for s, p, q in msg.changes]
-                    self._apply(iid, levels, rfc3339_ns(msg.time))
-            elif type(msg) is ExSnapshot:
-                levels = [(Side.BID, fx(p, ps), fx(q, ss)) for p, q in msg.bids]
-                levels += [(Side.ASK, fx(p, ps), fx(q, ss)) for p, q in msg.asks]
-                self._snapshot(iid, levels, 0)
-            else:
-                last = self._trade_seq.get(iid, -1)
-                if msg.sequence >= 0:
-                    if msg.sequence <= last:
-                        return  # older or repeated trade
-                    self._trade_seq[iid] = msg.sequence
-                if type(msg) is ExMatch:
-                    self._trade(msg.product_id, msg.price, msg.size, msg.side, msg.trade_id, rfc3339_ns(msg.time))
-        except (KeyError, ValueError) as e:
-            self.bad_frame(data, e, iid)
+        if type(msg) is ExL2Update:
+            if iid in self._synced:
+                self._busy = iid
+                levels = [(_SIDES[s], fx(p, ps), fx(q, ss)) for s, p, q in msg.changes]
+                self._apply(iid, levels, rfc3339_ns(msg.time))
+        elif type(msg) is ExSnapshot:
+            self._busy = iid
+            levels = [(BID, fx(p, ps), fx(q, ss)) for p, q in msg.bids]
+            levels += [(ASK, fx(p, ps), fx(q, ss)) for p, q in msg.asks]
+            self._snapshot(iid, levels, 0)
+        else:
+            last = self._trade_seq.get(iid, -1)
+            if msg.sequence >= 0:
+                if msg.sequence <= last:
+                    return  # older or repeated trade
+                self._trade_seq[iid] = msg.sequence
+            if type(msg) is ExMatch:
+                self._trade(msg.product_id, msg.price, msg.size, msg.side, msg.trade_id, rfc3339_ns(msg.time))
 
     # -- book ---------------------------------------------------------------------------------
     def _snapshot(self, iid: int, levels, exch_ts: int) -> None:
-        bids = [(p, q) for s, p, q in levels if s == Side.BID]
-        asks = [(p, q) for s, p, q in levels if s == Side.ASK]
+        bids = [(p, q) for s, p, q in levels if s == BID]
+        asks = [(p, q) for s, p, q in levels if s == ASK]
         self.apply_snapshot(iid, bids, asks, exch_ts)
         self._synced.add(iid)
         if not self.check_crossed(iid):
             self.set_status(iid, Status.SYNCED, "snapshot")
 
     def _apply(self, iid: int, levels, exch_ts: int) -> None:
-        book, events, n = self.books[iid], self.events, len(levels)
-        for i, (side, price, size) in enumerate(levels, 1):
-            book.apply(side, price, size)
-            events.append(Level(iid, side, price, size, i == n, exch_ts))
-        self.stats[iid].messages += 1
+        self.apply_levels(iid, levels, exch_ts)
         self.check_crossed(iid)
 
     def _trade(self, product: str, price: str, size: str, maker_side: str, trade_id: int, exch_ts: int) -> None:
