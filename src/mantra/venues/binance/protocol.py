@@ -77,6 +77,26 @@ class RestError(msgspec.Struct):
     code: int
     msg: str = ""
 
+_P10 = [10**i for i in range(40)]
+
+
+def _rows(side: int, rows: Levels, ps: int, ss: int) -> list[tuple[int, int, int]]:
+    """``[[price, size], ...]`` strings -> ``(side, price, size)`` ints, exactly.
+
+    ``to_fixed`` inlined for the common case (no more decimals than the scale): one function
+    call per side instead of two per level is a third of a typical frame's cost.
+    """
+    out = []
+    for p, q in rows:
+        w, _, f = p.partition(".")
+        d = w + f
+        price = int(d) * _P10[ps - len(f)] if len(f) <= ps and d.isdigit() and d.isascii() else fx(p, ps)
+        w, _, f = q.partition(".")
+        d = w + f
+        size = int(d) * _P10[ss - len(f)] if len(f) <= ss and d.isdigit() and d.isascii() else fx(q, ss)
+        out.append((side, price, size))
+    return out
+
 
 class _Sync:
     """Per-instrument sync state."""
@@ -209,8 +229,9 @@ class BinanceProtocol(VenueProtocol):
         self._busy = iid
         ps, ss = self._scales[iid]
         # Convert every level first: a bad string must not leave a half-applied message.
-        levels = [(BID, fx(p, ps), fx(q, ss)) for p, q in ev.b]
-        levels += [(ASK, fx(p, ps), fx(q, ss)) for p, q in ev.a]
+        levels = _rows(BID, ev.b, ps, ss)
+        if ev.a:
+            levels += _rows(ASK, ev.a, ps, ss)
         item = (ev.U, ev.u, levels, ev.E * 1_000_000)
         if st.update_id is None:
             if len(st.buffer) >= self.max_buffer:

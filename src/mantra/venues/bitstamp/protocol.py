@@ -70,6 +70,26 @@ class Frame(msgspec.Struct):
     channel: str = ""
     data: msgspec.Raw = msgspec.Raw()
 
+_P10 = [10**i for i in range(40)]
+
+
+def _rows(side: int, rows: Levels, ps: int, ss: int) -> list[tuple[int, int, int]]:
+    """``[[price, size], ...]`` strings -> ``(side, price, size)`` ints, exactly.
+
+    ``to_fixed`` inlined for the common case (no more decimals than the scale): one function
+    call per side instead of two per level is a third of a typical frame's cost.
+    """
+    out = []
+    for p, q in rows:
+        w, _, f = p.partition(".")
+        d = w + f
+        price = int(d) * _P10[ps - len(f)] if len(f) <= ps and d.isdigit() and d.isascii() else fx(p, ps)
+        w, _, f = q.partition(".")
+        d = w + f
+        size = int(d) * _P10[ss - len(f)] if len(f) <= ss and d.isdigit() and d.isascii() else fx(q, ss)
+        out.append((side, price, size))
+    return out
+
 
 class _Sync:
     __slots__ = ("micro", "buffer", "fetching", "fetched_at", "audit", "audit_at", "audit_due")
@@ -228,8 +248,9 @@ class BitstampProtocol(VenueProtocol):
 
     def _apply(self, iid: int, d: BookData, micro: int) -> None:
         ps, ss = self._scales[iid]
-        levels = [(BID, fx(p, ps), fx(q, ss)) for p, q in d.bids]
-        levels += [(ASK, fx(p, ps), fx(q, ss)) for p, q in d.asks]
+        levels = _rows(BID, d.bids, ps, ss)
+        if d.asks:
+            levels += _rows(ASK, d.asks, ps, ss)
         self.apply_levels(iid, levels, micro * 1000)
 
     def _on_trade(self, iid: int, t: TradeData) -> None:
