@@ -158,9 +158,14 @@ def test_first_event_must_straddle_the_snapshot():
     p.on_connect(T0)
     p.on_frame(depth(90, 95), T0)
     p.on_frame(depth(103, 104), T0)  # after a snapshot at 100, 101..102 are missing
+    p.on_frame(depth(105, 106, [["1.5", "7"]]), T0)
     p.on_rest(SNAP_URL, snapshot(100, [["1.0", "2"]]), T0)
     assert p.stats[iid].gaps == 1 and p.status[iid] != Status.SYNCED
     assert Fetch(SNAP_URL) in drain(p)
+    # Events buffered after the gap still count for the next snapshot.
+    p.on_rest(SNAP_URL, snapshot(104, [["1.0", "2"]]), T0)
+    assert p.status[iid] == Status.SYNCED and p.stats[iid].gaps == 1
+    assert book_as_text(p, iid)["b"] == {Decimal("1.0"): Decimal("2"), Decimal("1.5"): Decimal("7")}
 
 
 def test_snapshot_older_than_first_event_is_fetched_again_without_gap():

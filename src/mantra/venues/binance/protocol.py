@@ -21,7 +21,7 @@ import msgspec
 
 from ...fixed import to_fixed as fx
 from ..base import VenueProtocol
-from ..events import Fetch, Level, Reconnect, Side, Status, Trade
+from ..events import Fetch, Reconnect, Side, Status, Trade
 
 BID, ASK = int(Side.BID), int(Side.ASK)
 
@@ -287,9 +287,14 @@ class BinanceProtocol(VenueProtocol):
         try:
             snap = self._snapshot.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            try:  # Binance's own error body says more than the decode failure
+                err = msgspec.json.decode(body, type=RestError)
+                e = f"Binance error {err.code}: {err.msg}"
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
             self.bad_rest(iid, url, body, e)
             return  # on_timer fetches again after refetch_s
-        if st.update_id is not None:
+        if st.update_id is not None or not self.connected:
             return  # a late answer to a fetch we no longer need
         if st.buffer and snap.lastUpdateId < st.buffer[0][0]:
             self._fetch(iid, ts)  # the snapshot predates the first buffered event: too old
@@ -304,11 +309,12 @@ class BinanceProtocol(VenueProtocol):
         self.apply_snapshot(iid, bids, asks, 0)
         last = st.update_id = snap.lastUpdateId
         buffered, st.buffer = st.buffer, []
-        for U, u, levels, exch_ts in buffered:
+        for i, (U, u, levels, exch_ts) in enumerate(buffered):
             if u <= st.update_id:
                 continue
             if U > st.update_id + 1:
-                self._gap(iid, (U, u, levels, exch_ts), f"event U={U} after snapshot {last} (applied to {st.update_id})")
+                self._gap(iid, buffered[i], f"event U={U} after snapshot {last} (applied to {st.update_id})")
+                st.buffer += buffered[i + 1 :]  # still needed after the next snapshot
                 return
             self.apply_levels(iid, levels, exch_ts)
             st.update_id = u
