@@ -417,3 +417,19 @@ def test_exchange_info_filters_round_trip(tick_units, tick_exp, step_units, step
     assert Decimal(spec["lot"]).scaleb(-spec["size_scale"]) == step
     assert spec["min_size"] == spec["lot"]
     assert spec["tick"] % 10 != 0 or spec["price_scale"] == 0  # the scale is the smallest exact one
+
+
+def test_reconnect_starts_a_fresh_sync():
+    p, iid = synced(100)
+    p.on_disconnect(T0)
+    assert p.status[iid] == Status.DISCONNECTED
+    p.on_rest(SNAP_URL, snapshot(500, [["9.0", "1"]]), T0)  # a late answer: ignored
+    assert p.status[iid] == Status.DISCONNECTED
+    p.on_connect(T0 + 1)
+    assert p.status[iid] == Status.SYNCING
+    drain(p)
+    p.on_frame(depth(700, 702), T0 + 2)  # ids restart anywhere: no gap, just a new sync
+    assert drain(p) == [Fetch(SNAP_URL)]
+    p.on_rest(SNAP_URL, snapshot(701, [["1.0", "5"]]), T0 + 3)
+    assert p.status[iid] == Status.SYNCED and p.stats[iid].gaps == 0
+    assert book_as_text(p, iid)["b"] == {Decimal("1.0"): Decimal("5")}

@@ -292,3 +292,18 @@ def test_product_increments_round_trip(q_units, q_exp, b_units, b_exp):
     assert Decimal(spec["tick"]).scaleb(-spec["price_scale"]) == quote
     assert Decimal(spec["lot"]).scaleb(-spec["size_scale"]) == base
     assert (spec["base"], spec["quote"]) == ("X", "Y")
+
+
+def test_silent_feed_is_stale_and_reconnects():
+    p, iid = make()
+    p.on_frame(l2(0, "snapshot", [("bid", "10.00", "1")]), T0)
+    drain(p)
+    p.on_timer(T0 + 10**9)
+    p.on_timer(T0 + 4 * 10**9)
+    assert p.status[iid] == Status.SYNCED
+    p.on_timer(T0 + 7 * 10**9)  # no heartbeat for more than 5 s
+    ev = drain(p)
+    assert p.status[iid] == Status.STALE
+    assert [type(e).__name__ for e in ev].count("Reconnect") == 1
+    p.on_connect(T0 + 8 * 10**9)
+    assert p.status[iid] == Status.SYNCING  # a new connection starts with new snapshots
