@@ -83,6 +83,14 @@ def text(b: bytes) -> str:
 
 # ------------------------------------------------------------------------------------------ enums
 
+class ActorState(IntEnum):
+    STOPPED = 0
+    STARTING = 1
+    RUNNING = 2
+    STOPPING = 3
+    CRASHED = 4
+
+
 class L2Flags(IntFlag):
     LAST = 1  # last level of an exchange message: the book is consistent after it
     SNAPSHOT = 2  # level belongs to a snapshot
@@ -146,6 +154,9 @@ Fill = message(
 BalanceUpdate = message(
     "BalanceUpdate", 8, "total:q available:q exch_ts:q scale:I venue:B 3x asset:8s", 128,
     "A venue balance for one asset, fixed-point at `scale` decimals.")
+ActorStatus = message(
+    "ActorStatus", 10, "handled:Q loops:Q busy_ns:Q since_ns:Q errors:Q updated_ns:Q pid:I state:B", 128,
+    "Runtime: one actor's counters, in the system's `status` array at the actor's id.")
 Timing = message(
-    "Timing", 9, "start:Q end:Q key:I 4x", 64,
+    "Timing", 9, "key:I 4x start:Q end:Q", 64,
     "Runtime timing record: key = actor << 16 | stream; origin is in the tracking header.")

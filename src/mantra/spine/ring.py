@@ -107,16 +107,25 @@ class Ring:
                             alive=pid_alive(pid)))
         return out
 
-    def _claim_cursor(self, label: str) -> int:
-        me = os.getpid()
+    def _claim_cursor(self, label: str) -> tuple[int, int | None]:
+        """Take a cursor entry: preferably the one a dead consumer of the same label left (so a
+        restarted actor resumes where it stopped: returns its position), else a free one."""
+        me, raw = os.getpid(), label.encode()[:L.LABEL_SIZE].ljust(L.LABEL_SIZE, b"\0")
+        free = []
         for i in range(L.N_CURSORS):
             off = L.OFF_CURSORS + i * L.CURSOR_SIZE
             pid = _spine.load(self.mm, off)
-            if (pid == 0 or not pid_alive(pid)) and _spine.cas(self.mm, off, pid, me):
+            if pid and pid_alive(pid):
+                continue
+            if pid and self.mm[off + 24:off + 24 + L.LABEL_SIZE] == raw and _spine.cas(self.mm, off, pid, me):
+                return i, _spine.load(self.mm, off + 8)
+            free.append((i, off, pid))
+        for i, off, pid in free:
+            if _spine.cas(self.mm, off, pid, me):
                 _spine.store(self.mm, off + 16, 0)
-                self.mm[off + 24:off + 24 + L.LABEL_SIZE] = label.encode()[:L.LABEL_SIZE].ljust(L.LABEL_SIZE, b"\0")
-                return i
-        return -1  # table full: the consumer still works, it is just not visible from outside
+                self.mm[off + 24:off + 24 + L.LABEL_SIZE] = raw
+                return i, None
+        return -1, None  # table full: the consumer still works, it is just not visible from outside
 
     def _release_cursor(self, i: int) -> None:
         if i >= 0 and self.mm is not None and not self.mm.closed:
@@ -136,13 +145,14 @@ class Ring:
 class Producer:
     """Publishes messages of the ring's type; the tracking header is filled here."""
 
-    __slots__ = ("ring", "msg_type", "_w", "_pack", "publish_record")
+    __slots__ = ("ring", "msg_type", "_w", "_pack", "publish_record", "stamp")
 
     def __init__(self, ring: Ring):
         self.ring, self.msg_type = ring, ring.msg_type
         self._w = _spine.Writer(ring.mm)
         self._pack = ring.msg_type.STRUCT.pack
         self.publish_record = self._w.publish_record
+        self.stamp = self._w.stamp  # timing rings: stamp(key, origin, start), end read in C
 
     def send(self, msg, origin: int = 0, publisher: int = 0, now: int = 0) -> int:
         """Publish; ``origin`` 0 means this message is itself the origin (stamped now)."""
@@ -163,7 +173,9 @@ class Consumer:
 
     def __init__(self, ring: Ring, label: str, start: int | None, register: bool):
         self.ring, self.msg_type = ring, ring.msg_type
-        self._cursor = ring._claim_cursor(label or f"pid{os.getpid()}") if register else -1
+        self._cursor, resume = ring._claim_cursor(label or f"pid{os.getpid()}") if register else (-1, None)
+        if start is None:
+            start = resume
         self._r = _spine.Reader(ring.mm, -1 if start is None else start, self._cursor)
         self.record = bytearray(ring.slot_size - 8)
         self._unpack = ring.msg_type.STRUCT.unpack_from

@@ -1,0 +1,152 @@
+"""The `mantra` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def cmd_run(a) -> int:
+    from .runtime.config import load
+    from .runtime.supervisor import Supervisor, run_deterministic
+
+    spec = load(a.config)
+    if a.deterministic or spec.mode == "deterministic":
+        runner = run_deterministic(spec, keep=a.keep)
+        for s in runner.slots:
+            print(f"{s.spec.name}: handled {s.handled}, loops {s.loops}, errors {s.errors}")
+        return 0
+    return 1 if Supervisor(spec, keep=a.keep).run(duration=a.duration) else 0
+
+
+def cmd_demo(a) -> int:
+    """Until the full demo lands: the hello system live for a few seconds, with `top` figures."""
+    from .runtime.config import load
+    from .runtime.supervisor import Supervisor
+    from .telemetry import top
+
+    spec = load(CONFIGS / "hello.toml")
+    sup = Supervisor(spec)
+    last = [0.0]
+
+    def show():
+        if time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            print("\033[2J\033[H" + top.render(spec.name, top.read(spec.name)), flush=True)
+
+    sup.on_tick = show
+    failures = sup.run(duration=a.duration)
+    print(top.render(spec.name, sup.final_telemetry))
+    return 1 if failures else 0
+
+
+def cmd_inspect(a) -> int:
+    from .runtime import inspect
+
+    s = inspect.snapshot(inspect.find_system(a.system), sample=a.sample)
+    print(json.dumps(s, indent=1) if a.json else inspect.render(s))
+    return 0
+
+
+def cmd_tail(a) -> int:
+    from .runtime import inspect
+
+    inspect.tail(inspect.find_system(a.system), a.stream, limit=a.n, timeout=a.timeout)
+    return 0
+
+
+def cmd_top(a) -> int:
+    from .runtime.inspect import find_system
+    from .telemetry import top
+
+    system = find_system(a.system)
+    if a.json:
+        print(json.dumps(top.read(system)))
+    elif a.once:
+        print(top.render(system, top.read(system)))
+    else:
+        top.watch(system, a.interval)
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from importlib import import_module
+
+    mod = import_module(f"mantra.bench.{a.what.replace('-', '_')}")
+    result = mod.run(**{k: v for k, v in vars(a).items() if k in mod.OPTIONS and v is not None})
+    print(json.dumps(result, indent=None if a.json else 1))
+    return 0
+
+
+def cmd_venues(a, rest) -> int:
+    from .venues import check
+
+    return check.main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["venues", "check"]:
+        return cmd_venues(None, argv[2:])
+    ap = argparse.ArgumentParser(prog="mantra", description="Low-latency crypto trading engine")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="run a system described in TOML")
+    p.add_argument("config")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--deterministic", action="store_true", help="one process, simulated clock")
+    p.add_argument("--keep", action="store_true", help="keep the shared-memory files after stopping")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("demo", help="the live demo on local simulators")
+    p.add_argument("--duration", type=float, default=10.0)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("inspect", help="queues and actors of a running system")
+    p.add_argument("system", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--sample", type=float, default=0.5, help="seconds between the two rate samples")
+    p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser("tail", help="decoded messages of one queue as they arrive")
+    p.add_argument("system")
+    p.add_argument("stream")
+    p.add_argument("-n", type=int, default=0, help="stop after n messages")
+    p.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds")
+    p.set_defaults(fn=cmd_tail)
+
+    p = sub.add_parser("top", help="live per-actor timing histograms")
+    p.add_argument("system", nargs="?")
+    p.add_argument("--json", action="store_true", help="print one snapshot as JSON")
+    p.add_argument("--once", action="store_true")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.set_defaults(fn=cmd_top)
+
+    p = sub.add_parser("bench", help="benchmarks (print JSON)")
+    p.add_argument("what", choices=["ring", "telemetry"])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--messages", type=int)
+    p.add_argument("--rate", type=int)
+    p.set_defaults(fn=cmd_bench)
+
+    sub.add_parser("venues", help="venue tools: `mantra venues check --venue NAME --format cryptofeed FILE... --json`")
+
+    a = ap.parse_args(argv)
+    _setup_logging(a.verbose)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

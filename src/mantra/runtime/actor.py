@@ -1,0 +1,116 @@
+"""The Actor API.  Actors never call each other: they read their input queues and write outputs.
+
+    class Counter(Actor):
+        inputs = ("ticks",)            # handler: on_ticks(msg), called per message
+        outputs = ("out",)             # self.out.send(msg): tracking stamped by the runtime
+
+        def on_start(self): ...
+        def on_ticks(self, msg): self.out.send(msg)
+        def loop(self) -> bool: ...    # optional step each pass; True if it did work
+        def on_stop(self): ...
+
+Which queue a port reads or writes, which process runs the actor and how it waits are all
+configuration (see runtime.config).  ``self.wakeup`` (ns, 0 = none) asks to be stepped again by
+then, which bounds how long a parked process sleeps and drives the simulated clock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+class Tracking:
+    """Per-process tracking state: the origin of the message being handled."""
+
+    __slots__ = ("origin",)
+
+    def __init__(self):
+        self.origin = 0
+
+
+class Output:
+    """An actor's output port: ``send(msg)`` publishes with origin, publish time and publisher
+    filled in by the runtime."""
+
+    __slots__ = ("_publish", "_pack", "_track", "_clock", "_id", "queue", "sent")
+
+    def __init__(self, producer, track: Tracking, clock, actor_id: int, queue: str):
+        self._publish = producer._w.publish
+        self._pack = producer.msg_type.STRUCT.pack
+        self._track, self._clock, self._id, self.queue = track, clock, actor_id, queue
+        self.sent = 0
+
+    def send(self, msg) -> int:
+        self.sent += 1
+        return self._publish(self._pack(*msg), self._track.origin or self._clock.now(), self._id,
+                             self._clock.stamp())
+
+
+class ArrayPort:
+    """A seqlock-array port: ``write(i, msg)`` (tracked like Output.send) and ``read(i)``."""
+
+    __slots__ = ("array", "_track", "_clock", "_id")
+
+    def __init__(self, array, track: Tracking, clock, actor_id: int):
+        self.array, self._track, self._clock, self._id = array, track, clock, actor_id
+
+    def write(self, index: int, msg) -> int:
+        return self.array.write(index, msg, self._track.origin or self._clock.now(), self._id,
+                                self._clock.stamp())
+
+    def read(self, index: int):
+        return self.array.read(index)
+
+    def version(self, index: int) -> int:
+        return self.array.version(index)
+
+    @property
+    def size(self) -> int:
+        return self.array.size
+
+
+class Actor:
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    arrays: tuple[str, ...] = ()
+
+    background = False  # True: wake-ups alone do not keep a deterministic run going
+
+    # Set by the runtime before on_start.
+    system: str = ""  # the system's name
+    name: str = ""
+    id: int = 0
+    clock = None
+    log: logging.Logger
+    wakeup: int = 0
+    _track: Tracking
+
+    def __init__(self, **params):
+        for k, v in params.items():
+            setattr(self, k, v)
+
+    def on_start(self) -> None:
+        pass
+
+    def on_stop(self) -> None:
+        pass
+
+    def loop(self) -> bool:
+        """Called every pass of the process loop; return True if it did work."""
+        return False
+
+    def set_origin(self, ts: int) -> None:
+        """Ingestion actors: the data now being turned into messages entered the box at ``ts``."""
+        self._track.origin = ts
+
+    @property
+    def origin(self) -> int:
+        """Origin of the message being handled (copied into everything sent while handling it)."""
+        return self._track.origin
+
+    def stop_system(self) -> None:
+        """Ask the whole system to stop (e.g. a replay reached its end)."""
+        self._request_stop()
+
+    def _request_stop(self) -> None:  # replaced by the runner
+        raise SystemExit(0)

@@ -1,0 +1,102 @@
+"""`mantra inspect` and `mantra tail`: look at a running system from outside, attaching read-only
+by name (queues' write counters and published consumer cursors, the actors' status array)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ..spine import Ring, SeqArray
+from ..spine.messages import ActorState, ActorStatus, text
+from ..spine.shm import systems
+from . import paths
+
+
+def find_system(name: str | None) -> str:
+    names = systems()
+    if name:
+        if name not in names:
+            raise SystemExit(f"no running system {name!r} (running: {', '.join(names) or 'none'})")
+        return name
+    if len(names) != 1:
+        raise SystemExit(f"name a system: running are {', '.join(names) or 'none'}")
+    return names[0]
+
+
+def snapshot(system: str, sample: float = 0.5) -> dict:
+    """Queues (writes, rate, consumers' lag and losses) and actors (state, counters, utilisation)."""
+    d = paths.system_dir(system)
+    man = json.loads(paths.manifest(d).read_text())
+    rings = {q: Ring.attach(paths.queue(d, q)) for q in man["queues"]}
+    status = SeqArray.attach(paths.status(d), ActorStatus)
+    try:
+        c0 = {q: r.count() for q, r in rings.items()}
+        a0 = {a: status.read(v["id"])[1] for a, v in man["actors"].items()}
+        t0 = time.monotonic()
+        time.sleep(sample)
+        dt = time.monotonic() - t0
+        queues = {}
+        for q, r in rings.items():
+            c = r.count()
+            queues[q] = {"type": man["queues"][q]["type"], "capacity": r.capacity, "writes": c,
+                         "rate": round((c - c0[q]) / dt, 1), "consumers": r.consumers()}
+        actors = {}
+        for a, v in man["actors"].items():
+            st = status.read(v["id"])[1]
+            if st is None:
+                actors[a] = {"state": "UNKNOWN"}
+                continue
+            before = a0[a] or st
+            util = (st.busy_ns - before.busy_ns) / max(st.updated_ns - before.updated_ns, 1) \
+                if st.updated_ns != before.updated_ns else None
+            actors[a] = {"state": ActorState(st.state).name, "pid": st.pid, "handled": st.handled,
+                         "loops": st.loops, "errors": st.errors,
+                         "utilisation": round(util, 4) if util is not None else None}
+        return {"system": system, "queues": queues, "actors": actors}
+    finally:
+        for r in rings.values():
+            r.close()
+        status.close()
+
+
+def render(s: dict) -> str:
+    out = [f"system {s['system']}", "", f"{'queue':<16}{'type':<14}{'writes':>12}{'msg/s':>12}  consumers (lag/lost)"]
+    for q, v in s["queues"].items():
+        cons = ", ".join(f"{c['label']}{'' if c['alive'] else '(dead)'} {c['lag']}/{c['lost']}" for c in v["consumers"])
+        out.append(f"{q:<16}{v['type']:<14}{v['writes']:>12}{v['rate']:>12.0f}  {cons}")
+    out += ["", f"{'actor':<16}{'state':<10}{'pid':>8}{'handled':>12}{'loops':>10}{'errors':>8}{'util':>8}"]
+    for a, v in s["actors"].items():
+        if "pid" not in v:
+            out.append(f"{a:<16}{v['state']:<10}")
+            continue
+        u = "-" if v["utilisation"] is None else f"{v['utilisation'] * 100:.1f}%"
+        out.append(f"{a:<16}{v['state']:<10}{v['pid']:>8}{v['handled']:>12}{v['loops']:>10}{v['errors']:>8}{u:>8}")
+    return "\n".join(out)
+
+
+def tail(system: str, stream: str, limit: int = 0, timeout: float = 0.0, out=print) -> int:
+    """Print decoded messages of one queue as they arrive (from now on).  Returns the count."""
+    d = paths.system_dir(system)
+    path = paths.queue(d, stream)
+    if not path.exists():
+        raise SystemExit(f"system {system} has no queue {stream!r}")
+    ring = Ring.attach(path)
+    c = ring.reader("tail", register=False)
+    n, deadline = 0, time.monotonic() + timeout if timeout else None
+    try:
+        while not limit or n < limit:
+            m = c.wait(0.2)
+            if m is None:
+                if deadline and time.monotonic() >= deadline:
+                    break
+                continue
+            origin, publish, publisher, _ = c.tracking()
+            fields = {k: (text(v) if isinstance(v, bytes) else v) for k, v in m._asdict().items()}
+            out(json.dumps({"type": type(m).__name__, "origin": origin, "publish": publish,
+                            "publisher": publisher, **fields}))
+            n += 1
+        if c.lost:
+            out(json.dumps({"lost": c.lost}))
+    finally:
+        ring.close()
+    return n

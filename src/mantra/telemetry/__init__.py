@@ -1,0 +1,1 @@
+"""Telemetry: log-bucket histograms of the runtime's timing records, `mantra top`."""
