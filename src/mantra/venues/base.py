@@ -33,6 +33,7 @@ from .events import BookState, Level, Reconnect, Status
 log = logging.getLogger(__name__)
 
 SEC = 1_000_000_000
+_new = tuple.__new__  # builds a Level without the NamedTuple's Python-level __new__ (hot path)
 _SYNCED = Status.SYNCED
 
 
@@ -177,17 +178,27 @@ class VenueProtocol:
         caller's, at the same message boundary.  Returns the ``(side, price)`` levels truncated.
         """
         book = self.books[iid]
-        events = self.events
         apply = book.apply
         for side, price, size in levels:
             apply(side, price, size)
-            events.append(Level(iid, side, price, size, False, exch_ts))
         dropped = book.truncate() if book.depth else []
-        for side, price in dropped:
-            events.append(Level(iid, side, price, 0, False, exch_ts))
-        if levels:
-            e = events[-1]
-            events[-1] = Level(iid, e[1], e[2], e[3], True, exch_ts)
+        # Emitted after the whole message is applied: a level that fails to apply (bad size) raises
+        # before anything of the message went out.
+        push = self.events.append
+        n = len(levels)
+        if n and not dropped:
+            for i in range(n - 1):
+                side, price, size = levels[i]
+                push(_new(Level, (iid, side, price, size, False, exch_ts)))
+            side, price, size = levels[-1]
+            push(_new(Level, (iid, side, price, size, True, exch_ts)))
+        elif n:
+            for side, price, size in levels:
+                push(_new(Level, (iid, side, price, size, False, exch_ts)))
+            for side, price in dropped[:-1]:
+                push(_new(Level, (iid, side, price, 0, False, exch_ts)))
+            side, price = dropped[-1]
+            push(_new(Level, (iid, side, price, 0, True, exch_ts)))
         self.stats[iid].messages += 1
         return dropped
 

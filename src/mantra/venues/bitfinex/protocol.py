@@ -49,7 +49,9 @@ CHECKSUM_LEVELS = 25
 def checksum_string(bids: list[str], asks: list[str]) -> str:
     """Interleave ``"price:amount"`` fragments (best first) as bid0, ask0, bid1, ... skipping missing ones."""
     n = min(len(bids), len(asks))
-    parts = [x for pair in zip(bids[:n], asks[:n]) for x in pair]
+    parts = [""] * (2 * n)
+    parts[0::2] = bids[:n]  # slice assignment: the interleave happens in C
+    parts[1::2] = asks[:n]
     parts += bids[n:] or asks[n:]
     return ":".join(parts)
 
@@ -86,6 +88,7 @@ class BitfinexProtocol(VenueProtocol):
         self._await_snapshot: set[int] = set()  # chanIds whose next data message is the snapshot
         self._frag: dict[int, tuple[dict, dict]] = {i: ({}, {}) for i in self.books}  # checksum text per level
         self._live: set[int] = set()
+        self._crc: dict[int, tuple] = {}  # iid -> (25th bid, 25th ask, checksum) while the top is unchanged
         self._resub: dict[int, tuple[str, int, int]] = {}  # old chanId -> (channel, iid, ts asked)
         self._last_trade: dict[int, int] = {}
         self._flags = 0
@@ -229,6 +232,7 @@ class BitfinexProtocol(VenueProtocol):
                     asks.append((price, size))
                     fa[price] = frag
         self._frag[iid] = (fb, fa)
+        self._crc.pop(iid, None)
         for side, price in self.apply_snapshot(iid, bids, asks, 0):
             (fb if side == BID else fa).pop(price, None)
         if not self.check_crossed(iid):
@@ -249,6 +253,15 @@ class BitfinexProtocol(VenueProtocol):
                 f.pop(price, None)
         for side, price in self.apply_levels(iid, levels, 0):
             (fb if side == BID else fa).pop(price, None)
+        cached = self._crc.get(iid)
+        if cached is not None:
+            # The checksum covers the top 25 per side: levels beyond both 25th prices leave it as is
+            # (truncation removes only levels further out).
+            edge_b, edge_a = cached[0], cached[1]
+            for side, price, _ in levels:
+                if (price >= edge_b) if side == BID else (price <= edge_a):
+                    del self._crc[iid]
+                    break
         self.check_crossed(iid)
 
     def _gap(self, why: str) -> None:
@@ -260,11 +273,19 @@ class BitfinexProtocol(VenueProtocol):
 
     # -- checksum ---------------------------------------------------------------------------
     def book_checksum(self, iid: int) -> int:
+        cached = self._crc.get(iid)
+        if cached is not None:
+            return cached[2]
         book = self.books[iid]
         fb, fa = self._frag[iid]
-        bids = [fb[p] for p in book.top_prices(BID, CHECKSUM_LEVELS)]
-        asks = [fa[p] for p in book.top_prices(ASK, CHECKSUM_LEVELS)]
-        return signed_crc32(checksum_string(bids, asks))
+        top_b = book.top_prices(BID, CHECKSUM_LEVELS)
+        top_a = book.top_prices(ASK, CHECKSUM_LEVELS)
+        crc = signed_crc32(checksum_string([fb[p] for p in top_b], [fa[p] for p in top_a]))
+        # A side with fewer than 25 levels is changed by any level of that side.
+        edge_b = top_b[-1] if len(top_b) == CHECKSUM_LEVELS else -1
+        edge_a = top_a[-1] if len(top_a) == CHECKSUM_LEVELS else float("inf")
+        self._crc[iid] = (edge_b, edge_a, crc)
+        return crc
 
     def _verify(self, iid: int, expected) -> None:
         if iid not in self._live:

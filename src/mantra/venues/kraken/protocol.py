@@ -47,39 +47,65 @@ CHECKSUM_LEVELS = 10
 _POW10 = [10**i for i in range(40)]
 
 
-def book_checksum(book, pdiv: int = 1, sdiv: int = 1) -> int:
-    """Kraken's CRC32 of a book whose ints are at (pair precision) * ``pdiv`` / ``sdiv``."""
-    asks, bids = book.asks, book.bids
+def side_text(book, side: int, pdiv: int = 1, sdiv: int = 1) -> tuple[bytes, int | None]:
+    """One side's part of Kraken's checksum text, and the price of its 10th level (None if fewer).
+
+    Ints at the pair's precision (divisors 1) are exactly the digits Kraken hashes: the written
+    number without its ``.`` and leading zeros.
+    """
+    d = book.asks if side == ASK else book.bids
+    top = book.top_prices(side, CHECKSUM_LEVELS)
     if pdiv == 1 and sdiv == 1:
-        parts = [f"{p}{asks[p]}" for p in book.top_prices(ASK, CHECKSUM_LEVELS)]
-        parts += [f"{p}{bids[p]}" for p in book.top_prices(BID, CHECKSUM_LEVELS)]
+        text = "".join([f"{p}{d[p]}" for p in top])
     else:
-        parts = [f"{p // pdiv}{asks[p] // sdiv}" for p in book.top_prices(ASK, CHECKSUM_LEVELS)]
-        parts += [f"{p // pdiv}{bids[p] // sdiv}" for p in book.top_prices(BID, CHECKSUM_LEVELS)]
-    return zlib.crc32("".join(parts).encode())
+        text = "".join([f"{p // pdiv}{d[p] // sdiv}" for p in top])
+    return text.encode(), (top[-1] if len(top) == CHECKSUM_LEVELS else None)
+
+
+def book_checksum(book, pdiv: int = 1, sdiv: int = 1) -> int:
+    """Kraken's CRC32 of a book: asks ascending, then bids descending, top 10 each."""
+    return zlib.crc32(side_text(book, BID, pdiv, sdiv)[0], zlib.crc32(side_text(book, ASK, pdiv, sdiv)[0]))
 
 
 def _v1_time(text: str) -> int:
     """``"1534614248.456738"`` -> ns, exactly."""
+    if len(text) > 7 and text[-7] == "." and text[0] != "-":  # the usual microseconds
+        return int(text.replace(".", "", 1)) * 1000
     whole, _, frac = text.partition(".")
     return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
-_day_cache: dict[str, int] = {}
+def _v1_num(text: str, scale: int) -> int:
+    """A v1 decimal string -> fixed point.  v1 writes exactly the pair's decimals, which are our
+    scale when we registered the pair: splicing the dot out is then exact (and twice as fast)."""
+    if scale and len(text) > scale and text[-scale - 1] == "." and text[0] != "-":
+        return int(text.replace(".", "", 1))
+    return fx(text, scale)
+
+
+_second_cache: dict[str, int] = {}
 
 
 def _rfc3339(text: str) -> int:
-    """``"2023-10-06T17:35:55.440295Z"`` -> ns since the epoch (UTC), without float."""
-    if len(text) < 20 or text[10] != "T" or text[-1] != "Z":
+    """``"2023-10-06T17:35:55.440295Z"`` -> ns since the epoch (UTC), without float.
+
+    The whole-second prefix is parsed once and remembered: one message after another shares it.
+    """
+    if len(text) < 20 or text[-1] != "Z":
         raise ValueError(f"not an RFC3339 UTC time: {text!r}")
-    day = text[:10]
-    base = _day_cache.get(day)
+    key = text[:19]
+    base = _second_cache.get(key)
     if base is None:
-        d = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc)
-        base = _day_cache[day] = int(d.timestamp()) * 1_000_000_000
-    secs = int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-    frac = text[20:-1] if text[19] == "." else ""
-    return base + secs * 1_000_000_000 + (int((frac + "000000000")[:9]) if frac else 0)
+        d = datetime.strptime(key, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        if len(_second_cache) > 10_000:
+            _second_cache.clear()
+        base = _second_cache[key] = int(d.timestamp()) * 1_000_000_000
+    frac = text[20:-1]
+    if text[19] == "." and frac.isdigit() and len(frac) <= 9:
+        return base + int(frac) * _POW10[9 - len(frac)]
+    if len(text) == 20:
+        return base
+    raise ValueError(f"not an RFC3339 UTC time: {text!r}")
 
 
 def _txt(v) -> str:
@@ -111,6 +137,7 @@ class KrakenProtocol(VenueProtocol):
         for iid in self.books:
             self._index(iid)
         self._live: set[int] = set()  # books holding a snapshot whose updates we apply
+        self._text: dict[int, list] = {}  # iid -> [ask text, 10th ask, bid text, 10th bid] (checksum cache)
         self._resub: dict[str, int] = {}  # symbol -> ts an unsubscribe for a resync was sent
         self._waiting_instruments = False
         self._system = "online"
@@ -274,6 +301,7 @@ class KrakenProtocol(VenueProtocol):
         b = [(fx(r[0], ps), fx(r[1], ss)) for r in bids]
         a = [(fx(r[0], ps), fx(r[1], ss)) for r in asks]
         stamps = [r[2] for r in bids] + [r[2] for r in asks]
+        self._text.pop(iid, None)
         self.apply_snapshot(iid, b, a, _v1_time(max(stamps)) if stamps else 0)
         self._resub.pop(pair, None)
         if not self.check_crossed(iid):
@@ -300,10 +328,12 @@ class KrakenProtocol(VenueProtocol):
                 else:
                     continue
                 for r in rows:
-                    levels.append((side, fx(r[0], ps), fx(r[1], ss)))
+                    levels.append((side, _v1_num(r[0], ps), _v1_num(r[1], ss)))
                     stamp = r[2]
         self.apply_levels(iid, levels, _v1_time(stamp) if stamp else 0)
-        if checksum is not None and not self._verify(iid, int(checksum)):
+        if checksum is None:
+            self._text.pop(iid, None)  # the checksum cache no longer follows the book
+        elif not self._verify(iid, int(checksum), levels):
             return
         self.check_crossed(iid)
 
@@ -374,6 +404,7 @@ class KrakenProtocol(VenueProtocol):
         if snapshot:
             b = [(fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in bids]
             a = [(fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in asks]
+            self._text.pop(iid, None)
             self.apply_snapshot(iid, b, a, stamp)
             self._resub.pop(sym, None)
             if checksum is not None and not self._verify(iid, int(checksum)):
@@ -385,7 +416,9 @@ class KrakenProtocol(VenueProtocol):
         levels = [(BID, fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in bids]
         levels += [(ASK, fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in asks]
         self.apply_levels(iid, levels, stamp)
-        if checksum is not None and not self._verify(iid, int(checksum)):
+        if checksum is None:
+            self._text.pop(iid, None)
+        elif not self._verify(iid, int(checksum), levels):
             return
         self.check_crossed(iid)
 
@@ -431,9 +464,32 @@ class KrakenProtocol(VenueProtocol):
             self._resubscribed(res.get("symbol", ""))
 
     # -- checksum ---------------------------------------------------------------------------
-    def _verify(self, iid: int, expected: int) -> bool:
+    def _verify(self, iid: int, expected: int, levels=None) -> bool:
+        """Compare the book with the venue's checksum after a message (``levels``: its changes).
+
+        Each side's text is kept with the price of its 10th level: a message whose levels all lie
+        beyond it leaves that side's top 10 as it was (truncation only removes levels further
+        out), so most updates of a deep book rehash nothing but the cached bytes.
+        """
         pdiv, sdiv = self._ck[iid]
-        got = book_checksum(self.books[iid], pdiv, sdiv)
+        book = self.books[iid]
+        c = self._text.get(iid)
+        if c is None or levels is None:
+            c = self._text[iid] = [*side_text(book, ASK, pdiv, sdiv), *side_text(book, BID, pdiv, sdiv)]
+        else:
+            edge_a, edge_b = c[1], c[3]
+            dirty_a = dirty_b = False
+            for side, price, _ in levels:
+                if side == ASK:
+                    if edge_a is None or price <= edge_a:
+                        dirty_a = True
+                elif edge_b is None or price >= edge_b:
+                    dirty_b = True
+            if dirty_a:
+                c[0], c[1] = side_text(book, ASK, pdiv, sdiv)
+            if dirty_b:
+                c[2], c[3] = side_text(book, BID, pdiv, sdiv)
+        got = zlib.crc32(c[2], zlib.crc32(c[0]))
         st = self.stats[iid]
         if got == expected:
             st.checksum_ok += 1
