@@ -13,6 +13,8 @@ read from the venue's ``conf`` answer, so a recording made with other flags repl
 * Checksum: signed CRC32 of ``bid0.price:bid0.amount:ask0.price:ask0.amount:...`` over the top 25
   per side, numbers in JavaScript's form.  The venue's own number text is kept per level for this
   (prices in exponent form written out in fixed notation, as the venue's reference code does).
+* Other flags: fields are read from the front of each array and the sequence number from its end,
+  so a trailing timestamp (``TIMESTAMP``) is ignored; ``BULK_UPDATES`` is handled as above.
 * Info codes: 20051 -> Reconnect; 20060 -> books untrusted (maintenance); 20061 -> resubscribe all.
 * Trades: ``te`` is emitted, ``tu`` only if its id was not seen; the snapshot of a resubscription
   emits only the trades newer than the last one seen.
@@ -346,6 +348,9 @@ class BitfinexProtocol(VenueProtocol):
         elif ev == "conf":
             if m.get("status", "OK") == "OK" and "flags" in m:
                 self._flags = int(m["flags"])
+                if self._flags & TIMESTAMP and self._flags & SEQ_ALL:
+                    # No recording shows where the timestamp goes then; the venue's SDK reads seq last.
+                    log.warning("bitfinex: TIMESTAMP with SEQ_ALL: sequence numbers assumed to come last")
             else:
                 log.warning("bitfinex: conf refused: %s", m)
         elif ev == "info":
