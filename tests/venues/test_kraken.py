@@ -519,3 +519,13 @@ def test_v2_pair_spec_roundtrips_the_venue_strings(pp, qp, tick_units, min_units
                               "qty_min": str(Decimal(min_units).scaleb(-qp)), "cost_min": "0"})
     assert spec["tick"] == tick_units and spec["min_size"] == min_units
     assert (spec["price_scale"], spec["size_scale"]) == (pp, qp)
+
+
+def test_pair_registered_meanwhile_by_another_connection_is_reused():
+    reg = InstrumentRegistry()
+    book_conn = KrakenProtocol(reg, ["XBT/USD"], 10, version=1)
+    trade_conn = KrakenProtocol(reg, ["XBT/USD"], 10, version=1)
+    trade_conn.on_frame(json.dumps([0, [["5541.20000", "0.15850568", "1534614057.321597", "s", "l", ""]], "trade", "XBT/USD"]), T0)
+    book_conn.on_frame(v1_snapshot([("5541.30000", "1.00000000")], [("5541.20000", "1.00000000")]), T0)
+    iid = reg.get("kraken", "XBT/USD").id
+    assert len(reg) == 1 and book_conn.status[iid] == Status.SYNCED and book_conn.malformed == 0

@@ -162,6 +162,12 @@ class KrakenProtocol(VenueProtocol):
         iid = self._iid.get(symbol)
         if iid is not None or symbol not in self._wanted:
             return iid
+        try:  # registered since we started (another connection sharing the registry, metadata)
+            iid = self.track(self.registry.get(self.venue, symbol))
+            self._index(iid)
+            return iid
+        except KeyError:
+            pass
         prec = self._prec.get(symbol)
         if prec is None:
             if not prices or not sizes:
