@@ -1,0 +1,181 @@
+"""Actor runtime: configuration, deterministic placement, supervision, tools attaching from outside."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mantra.runtime.config import ConfigError, parse
+from mantra.runtime.supervisor import run_deterministic
+
+HERE = Path(__file__).resolve().parent
+
+
+def env():
+    """The environment for spawned systems (read at call time: MANTRA_SHM is per test)."""
+    return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def hello_doc(name="det", count=3000, seed=5):
+    return {
+        "system": {"name": name, "mode": "deterministic"},
+        "queues": {"l2": {"type": "L2Update", "capacity": 1 << 14}, "top": {"type": "L2Update", "capacity": 1 << 14}},
+        "arrays": {"quotes": {"type": "IdealOrder", "size": 2}},
+        "actors": {
+            "ticker": {"class": "mantra.examples.hello:Ticker", "params": {"rate": 1000, "count": count, "seed": seed},
+                       "outputs": {"out": "l2"}},
+            "book": {"class": "mantra.examples.hello:BookKeeper", "inputs": {"l2": "l2"}, "outputs": {"top": "top"},
+                     "arrays": {"quotes": "quotes"}},
+            "sink": {"class": "mantra.examples.hello:Sink", "inputs": {"top": "top"}},
+            "telemetry": {"class": "mantra.telemetry.actor:Telemetry"},
+        },
+    }
+
+
+def _sink(runner):
+    return next(s.actor for s in runner.slots if s.spec.name == "sink")
+
+
+def test_deterministic_placement_gives_identical_output_twice(shm_root):
+    a = run_deterministic(parse(hello_doc()), start_ns=1_700_000_000_000_000_000)
+    b = run_deterministic(parse(hello_doc()), start_ns=1_700_000_000_000_000_000)
+    sa, sb = _sink(a), _sink(b)
+    assert sa.received > 500 and sa.crossed == 0
+    assert sa.digest.hexdigest() == sb.digest.hexdigest()
+    c = run_deterministic(parse(hello_doc(seed=6)), start_ns=1_700_000_000_000_000_000)
+    assert _sink(c).digest.hexdigest() != sa.digest.hexdigest()  # the digest does see the data
+    ticker = next(s for s in a.slots if s.spec.name == "ticker")
+    assert ticker.actor.sent == 3000  # the run ended because the input ended, not early
+    assert not (shm_root / "det").exists()
+
+
+@pytest.mark.parametrize("doc,match", [
+    ({"queues": {"q": {"type": "Nope"}}}, "unknown message type"),
+    ({"queues": {"q": {"type": "L2Update", "capacity": 1000}}}, "power of two"),
+    ({"actors": {"a": {"class": "x:Y", "inputs": {"p": "missing"}}}}, "unknown queue"),
+    ({"actors": {"a": {"class": "x:Y"}}, "processes": {"p1": {"actors": ["a"]}, "p2": {"actors": ["a"]}}},
+     "placed in both"),
+    ({"actors": {f"a{i}": {"class": "x:Y"} for i in range(3)},
+      "processes": {f"p{i}": {"actors": [f"a{i}"], "mode": "spin"} for i in range(3)}}, "at most two busy"),
+    ({"queues": {"q": {"type": "L2Update"}},
+      "actors": {"a": {"class": "x:Y", "outputs": {"o": "q"}}, "b": {"class": "x:Y", "outputs": {"o": "q"}}}},
+     "mpmc"),
+    ({"system": {"name": "bad/name"}}, "bad name"),
+])
+def test_config_errors_are_clear(doc, match):
+    with pytest.raises((ConfigError, ValueError), match=match):
+        parse(doc)
+
+
+def test_handler_exceptions_are_counted_not_fatal(shm_root):
+    doc = hello_doc("faulty", count=300)
+    doc["actors"] = {"ticker": doc["actors"]["ticker"],
+                     "faulty": {"class": "actors:Faulty", "inputs": {"l2": "l2"}}}
+    sys.path.insert(0, str(HERE))
+    try:
+        r = run_deterministic(parse(doc))
+    finally:
+        sys.path.remove(str(HERE))
+    slot = next(s for s in r.slots if s.spec.name == "faulty")
+    assert slot.errors > 0 and slot.actor.ok > 0 and slot.errors + slot.actor.ok == slot.handled
+
+
+def write_cfg(tmp_path, name, extra_actor, restart="on-failure"):
+    cfg = tmp_path / f"{name}.toml"
+    cfg.write_text(f"""
+[system]
+name = "{name}"
+[queues.l2]
+type = "L2Update"
+capacity = 16384
+[actors.ticker]
+class = "mantra.examples.hello:Ticker"
+params = {{ rate = 5000 }}
+outputs = {{ out = "l2" }}
+{extra_actor}
+[actors.telemetry]
+class = "mantra.telemetry.actor:Telemetry"
+[processes.feed]
+actors = ["ticker"]
+mode = "park"
+[processes.work]
+actors = ["worker"]
+mode = "park"
+restart = "{restart}"
+[processes.back]
+actors = ["telemetry"]
+""")
+    return cfg
+
+
+def wait_for(pred, timeout=15.0):
+    t = time.monotonic() + timeout
+    while time.monotonic() < t:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_run_signal_stop_and_tools_from_outside(tmp_path, shm_root):
+    out = tmp_path / "rec.json"
+    cfg = write_cfg(tmp_path, "live", f"""
+[actors.worker]
+class = "actors:Recorder"
+params = {{ out = "{out}" }}
+inputs = {{ l2 = "l2" }}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "mantra.cli", "run", str(cfg)], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        sysd = shm_root / "live"
+        assert wait_for(lambda: (sysd / "telemetry.json").exists()), "system did not come up"
+        time.sleep(0.6)
+        ins = subprocess.run([sys.executable, "-m", "mantra.cli", "inspect", "live", "--json"], env=env(),
+                             capture_output=True, text=True, timeout=30)
+        snap = json.loads(ins.stdout)
+        assert snap["queues"]["l2"]["rate"] > 1000
+        cons = {c["label"]: c for c in snap["queues"]["l2"]["consumers"]}
+        assert cons["worker.l2"]["alive"] and cons["worker.l2"]["lost"] == 0
+        assert snap["actors"]["worker"]["state"] == "RUNNING" and snap["actors"]["worker"]["handled"] > 0
+        tail = subprocess.run([sys.executable, "-m", "mantra.cli", "tail", "live", "l2", "-n", "5"], env=env(),
+                              capture_output=True, text=True, timeout=30)
+        rows = [json.loads(x) for x in tail.stdout.splitlines()]
+        assert len(rows) == 5 and all(r["type"] == "L2Update" and r["origin"] > 0 for r in rows)
+        top = subprocess.run([sys.executable, "-m", "mantra.cli", "top", "live", "--json"], env=env(),
+                             capture_output=True, text=True, timeout=30)
+        timers = json.loads(top.stdout)["timers"]
+        assert timers["worker.l2"]["processing_us"]["count"] > 100
+        assert 0 < timers["worker.l2"]["processing_us"]["p50"] < 1000
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rec = json.loads(out.read_text())  # the stop hook ran
+    assert rec["n"] > 1000
+    assert not (shm_root / "live").exists(), "shared memory left behind"
+
+
+def test_crashed_process_is_reported_and_restarted(tmp_path, shm_root):
+    marker = tmp_path / "crashed"
+    cfg = write_cfg(tmp_path, "crashy", f"""
+[actors.worker]
+class = "actors:CrashOnce"
+params = {{ marker = "{marker}", after = 500 }}
+inputs = {{ l2 = "l2" }}
+""")
+    res = subprocess.run([sys.executable, "-m", "mantra.cli", "run", str(cfg), "--duration", "3"], env=env(),
+                         capture_output=True, text=True, timeout=60)
+    log = res.stdout + res.stderr
+    assert marker.exists()
+    assert "process work" in log and "died: exit code 3" in log
+    assert "restarting work" in log
+    assert log.count("process work started") == 2
+    assert res.returncode == 1  # a failure happened during the run, and the exit code says so
+    assert not (shm_root / "crashy").exists()
