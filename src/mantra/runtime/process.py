@@ -166,16 +166,18 @@ class Runner:
                     if not o:
                         break
                     track.origin = o
-                    t0 = now()
                     try:
-                        handler(make(unpack(rec, 24)))
+                        if stamp is None:
+                            handler(make(unpack(rec, 24)))
+                        else:
+                            t0 = now()
+                            handler(make(unpack(rec, 24)))
+                            stamp(key, o, t0)
                     except Exception:
                         s.errors += 1
                         if s.errors <= 10 or s.errors % 1000 == 0:
                             log.exception("actor %s: handler on_%s failed (%d errors)", s.spec.name,
                                           inp.port, s.errors)
-                    if stamp:
-                        stamp(key, o, t0)
                     n += 1
                 if n:
                     s.handled += n
