@@ -171,3 +171,32 @@ def test_wait_any_parks_on_several_rings(sysdir):
     child.join()
     assert time.monotonic() - t < 2.0
     assert readers[2].read() == checked(42) and readers[0].read() is None
+
+
+def _burst_producer(path, tag, n):
+    p = Ring.attach(path).writer()
+    for i in range(n):
+        p.send(L2Update(i, tag, 0, tag, 1, 0))
+        if i % 500 == 499:
+            time.sleep(0.001)  # bursts, so the three processes never all spin at once
+    os._exit(0)
+
+
+def test_multi_producer_ring_delivers_everything_in_per_producer_order(sysdir):
+    path = sysdir / "q"
+    ring = Ring.create(path, L2Update, 1 << 16, mpmc=True)
+    c = ring.reader("all")
+    n = 20_000
+    kids = [FORK.Process(target=_burst_producer, args=(path, tag, n)) for tag in (1, 2)]
+    for k in kids:
+        k.start()
+    seen = {1: [], 2: []}
+    deadline = time.monotonic() + 20
+    while len(seen[1]) + len(seen[2]) < 2 * n and time.monotonic() < deadline:
+        m = c.wait(0.5)
+        if m is not None:
+            seen[m.size].append(m.price)
+    for k in kids:
+        k.join()
+    assert c.lost == 0 and ring.count() == 2 * n
+    assert seen[1] == list(range(n)) and seen[2] == list(range(n))
