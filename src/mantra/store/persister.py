@@ -1,0 +1,107 @@
+"""The persister actor: records every spine queue into segment files.
+
+It drains each queue with ``read_batch`` (no per-message Python), and appends a chunk per queue every
+``flush_ms`` or ``chunk_records`` records, whichever first; so after kill -9 at most the last flush
+interval is missing.  Files rotate every ``rotate_s`` seconds of publish time:
+``<dir>/<queue>/<first publish ns>.seg``.  A consumer lapped by a burst counts its loss, and the
+persister reports it (loss is logged, never silent).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime import paths
+from ..runtime.actor import Actor
+from ..spine import Ring
+from .segments import SegmentWriter
+
+
+class Persister(Actor):
+    background = True
+    dir = "data/session"  # where segments go
+    queues: list | str = "*"  # queue names, or "*" for every queue of the system
+    flush_ms = 100
+    chunk_records = 65536
+    rotate_s = 3600
+    level = 9  # zstd level: ~12x on market data at ~2.8 M records/s, far above what queues carry
+
+    def on_start(self) -> None:
+        man = json.loads(paths.manifest(paths.system_dir(self.system)).read_text())
+        names = list(man["queues"]) if self.queues == "*" else list(self.queues)
+        self.out = Path(self.dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "system.json").write_text(json.dumps(man, indent=1))
+        inst = paths.system_dir(self.system) / "instruments.json"
+        if inst.exists():
+            (self.out / "instruments.json").write_text(inst.read_text())
+        d = paths.system_dir(self.system)
+        self.rings = {q: Ring.attach(paths.queue(d, q)) for q in names}
+        # start from the oldest message still in each ring: a persister started late keeps what it can
+        self.readers = {q: r.reader(f"{self.name}", start=max(r.count() - r.capacity // 2, 0))
+                        for q, r in self.rings.items()}
+        self.pending: dict[str, list] = {q: [] for q in names}
+        self.npending = dict.fromkeys(names, 0)
+        self.writers: dict[str, SegmentWriter] = {}
+        self.opened: dict[str, int] = {}
+        self.lost_reported = dict.fromkeys(names, 0)
+        self.next_flush = self.clock.now() + self.flush_ms * 1_000_000
+        self.wakeup = self.next_flush
+
+    def _writer(self, q: str, first_ns: int) -> SegmentWriter:
+        w = self.writers.get(q)
+        if w is not None and first_ns - self.opened[q] >= self.rotate_s * 1_000_000_000:
+            w.close()
+            w = None
+        if w is None:
+            w = SegmentWriter(self.out / q / f"{first_ns}.seg", q, self.rings[q].msg_type, level=self.level)
+            self.writers[q], self.opened[q] = w, first_ns
+        return w
+
+    def drain(self) -> int:
+        n = 0
+        for q, c in self.readers.items():
+            while True:
+                b = c.read_batch(8192)
+                if not len(b):
+                    break
+                self.pending[q].append(b.copy())
+                self.npending[q] += len(b)
+                n += len(b)
+                if self.npending[q] >= self.chunk_records:
+                    self.flush(q)
+            if c.lost > self.lost_reported[q]:
+                self.log.error("persister lapped on %s: %d messages not recorded", q, c.lost - self.lost_reported[q])
+                self.lost_reported[q] = c.lost
+        return n
+
+    def flush(self, q: str | None = None) -> None:
+        for name in [q] if q else list(self.pending):
+            parts = self.pending[name]
+            if not parts:
+                continue
+            recs = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            self._writer(name, int(recs["publish"][0])).append(recs)
+            self.pending[name], self.npending[name] = [], 0
+
+    def loop(self) -> bool:
+        did = self.drain() > 0
+        now = self.clock.now()
+        if now >= self.next_flush:
+            self.flush()
+            self.next_flush = now + self.flush_ms * 1_000_000
+            self.wakeup = self.next_flush
+        return did
+
+    @property
+    def lost(self) -> int:
+        return sum(c.lost for c in self.readers.values())
+
+    def on_stop(self) -> None:
+        self.drain()
+        self.flush()
+        for w in self.writers.values():
+            w.close()

@@ -1,0 +1,48 @@
+"""Import of the reference L2 stream (``../shared/bench/gen_l2_dataset.py``) as spine records.
+
+The generator writes one row per event (ts, kind, side, price_tk, qty_lt, last); kinds 0/1/2/4 are
+level adds/updates/deletes/snapshot levels, kind 3 a trade.  They become ``L2Update`` and
+``TradeUpdate`` record arrays (tracking fields included, origin = publish = exchange time) ready for
+the segment writer or the replayer.  Prices are in ticks of 0.01 and sizes in lots of 0.001, so the
+instrument is registered with price scale 2 and size scale 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..spine.messages import L2Flags, L2Update, TradeUpdate
+
+KIND_TRADE, KIND_SNAPSHOT, KIND_DELETE = 3, 4, 2
+SPEC = dict(base="BTC", quote="USDT", price_scale=2, size_scale=3, tick=1, lot=1)
+
+
+def convert(rows: np.ndarray, instrument: int = 1, publisher: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(L2Update records, TradeUpdate records) from the generator's rows."""
+    trade = rows["kind"] == KIND_TRADE
+    d, t = rows[~trade], rows[trade]
+    l2 = np.zeros(len(d), L2Update.DTYPE)
+    l2["origin"] = l2["publish"] = l2["exch_ts"] = d["ts"]
+    l2["publisher"] = publisher
+    l2["price"] = d["price_tk"]
+    l2["size"] = np.where(d["kind"] == KIND_DELETE, 0, d["qty_lt"])
+    l2["instrument"] = instrument
+    l2["side"] = d["side"]
+    l2["flags"] = (d["last"].astype(np.uint8) * int(L2Flags.LAST)) | \
+        np.where(d["kind"] == KIND_SNAPSHOT, int(L2Flags.SNAPSHOT), 0).astype(np.uint8)
+    # a message's trades come before its deltas: the delta after them closes the message
+    tr = np.zeros(len(t), TradeUpdate.DTYPE)
+    tr["origin"] = tr["publish"] = tr["exch_ts"] = t["ts"]
+    tr["publisher"] = publisher
+    tr["price"], tr["size"], tr["side"], tr["instrument"] = t["price_tk"], t["qty_lt"], t["side"], instrument
+    tr["trade_id"] = np.arange(1, len(t) + 1)
+    return l2, tr
+
+
+def load(path: str | Path, instrument: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, L2Update records, TradeUpdate records) of a generated ``.npy`` file."""
+    rows = np.load(path)
+    l2, tr = convert(rows, instrument)
+    return rows, l2, tr
