@@ -1,0 +1,424 @@
+"""The blocking connection runner: one WebSocket driving one sans-IO venue protocol.
+
+No asyncio: websockets' sync client reads the socket in its own thread, and ``poll`` takes what
+has arrived.  Each message's receipt time is stamped in that reader thread the moment the frame is
+parsed (``mantra._spine.now()``, ns, CLOCK_REALTIME) and handed to the protocol as ``ts``, so time
+spent queued behind a slow REST fetch shows up as latency instead of disappearing.
+
+The runner does what the protocol asks (``Send``, ``Fetch``, ``Reconnect``), calls ``on_timer``
+about once a second, and looks after the connection itself:
+
+* reconnect with exponential backoff and jitter when the socket drops, the handshake fails, or the
+  protocol asks; a connection that lived ``stable_s`` resets the backoff; ``on_connect`` makes the
+  protocol resubscribe and resync;
+* keepalive pings (websockets answers the venue's pings itself), a silent-socket watchdog
+  (nothing at all, not even a pong, for ``silent_s``), and planned reconnects before a venue's
+  connection age limit (``max_age_s``, e.g. Binance's 24 h);
+* REST GETs with a timeout: errors and non-200 answers (429/418 included, ``Retry-After``
+  honoured) are counted, logged and retried with backoff, never passed to the protocol.  A fetch
+  blocks the loop (frames wait in the socket meanwhile); snapshots are rare and the protocols
+  buffer diffs while they sync.
+
+``poll(max_frames, timeout)`` serves what is available and returns, so one thread (an actor's
+``loop``) can host several runners; ``run()`` loops until ``stop()`` for a runner of its own
+thread.  A :class:`Doorbell` shared by the runners of a process lets it sleep until any of them has
+a frame, without busy-waiting.
+
+Market events (``Level``, ``Trade``, ``BookState``) go to ``sink(events, ts)`` together with the
+control events the runner has already acted on; a sink ignores types it does not know and must
+not keep the list.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections import deque
+from email.utils import parsedate_to_datetime
+
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import DATA_OPCODES, Frame
+from websockets.sync.client import ClientConnection, connect
+
+from .. import _spine
+from ..venues.events import Fetch, Level, Reconnect, Send, Trade
+
+log = logging.getLogger(__name__)
+
+_now = _spine.now
+_mono = time.monotonic
+# websockets >= 15 warns unless a directly used connection says so; older ones lack the flag.
+_LEGACY = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+
+class Doorbell:
+    """Lets one thread sleep until any of several runners has a frame, a dead socket or a due job."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._runners = weakref.WeakSet()
+
+    def add(self, runner: "FeedRunner") -> None:
+        with self._cond:
+            self._runners.add(runner)
+
+    def ring(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s (less if a runner has a job due sooner); True if a runner has input."""
+        with self._cond:
+            runners = list(self._runners)
+            if any(r.pending() for r in runners):
+                return True
+            due = min((r.next_due() for r in runners), default=_mono() + timeout)
+            timeout = min(timeout, max(due - _mono(), 0.0))
+            if timeout <= 0:
+                return False
+            return self._cond.wait_for(lambda: any(r.pending() for r in runners), timeout)
+
+
+DOORBELL = Doorbell()  # the one every Feed of a process shares
+
+
+class _Connection(ClientConnection):
+    """websockets' client connection, stamping receipt times in its reader thread."""
+
+    def __init__(self, *args, doorbell: Doorbell | None = None, **kwargs):
+        self.rx_times: deque[int] = deque()  # receipt time of each message not yet taken by recv()
+        self.last_rx = _mono()  # last frame of any kind (pings and pongs too)
+        self.dead = False
+        self.doorbell = doorbell
+        super().__init__(*args, **kwargs)
+
+    def process_event(self, event) -> None:
+        if isinstance(event, Frame):
+            self.last_rx = _mono()
+            if event.fin and event.opcode in DATA_OPCODES:
+                self.rx_times.append(_now())  # before the message becomes readable
+                super().process_event(event)
+                if self.doorbell is not None:
+                    self.doorbell.ring()
+                return
+        super().process_event(event)
+
+    def close_socket(self) -> None:
+        super().close_socket()
+        self.dead = True
+        if self.doorbell is not None:
+            self.doorbell.ring()
+
+
+def _retry_after(headers) -> float:
+    """Seconds a 429/418/503 answer asks us to wait (0 if it does not say)."""
+    value = headers.get("Retry-After") if headers else None
+    if not value:
+        return 0.0
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        try:
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            return 0.0
+
+
+class FeedRunner:
+    """One connection of one protocol.  Not thread-safe: use it from one thread."""
+
+    MAX_RETRY_AFTER_S = 3600.0
+
+    def __init__(self, protocol, sink=None, *, url: str | None = None, capture=None, headers: dict | None = None,
+                 ping_interval: float | None = 15.0, ping_timeout: float | None = 15.0,
+                 open_timeout: float = 10.0, close_timeout: float = 1.0, silent_s: float | None = 60.0,
+                 max_age_s: float | None = None, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
+                 stable_s: float = 30.0, fetch_timeout: float = 10.0, fetch_backoff_s: float = 1.0,
+                 fetch_backoff_max_s: float = 60.0, timer_s: float = 1.0, max_size: int = 1 << 25,
+                 max_queue: int = 4096, compression: str | None = None, proxy: str | bool | None = None,
+                 doorbell: Doorbell | None = None, seed: int | None = None):
+        self.proto = protocol
+        self.sink = sink
+        self.url = url or protocol.url
+        self.capture = capture
+        self.headers = dict(headers or {})
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
+        self.open_timeout, self.close_timeout = open_timeout, close_timeout
+        self.silent_s, self.max_age_s = silent_s, max_age_s
+        self.backoff_s, self.backoff_max_s, self.stable_s = backoff_s, backoff_max_s, stable_s
+        self.fetch_timeout, self.fetch_backoff_s, self.fetch_backoff_max_s = fetch_timeout, fetch_backoff_s, fetch_backoff_max_s
+        self.timer_s = timer_s
+        self.max_size, self.max_queue, self.compression, self.proxy = max_size, max_queue, compression, proxy
+        self.doorbell = doorbell
+        self._rng = random.Random(seed)
+        handlers = [] if proxy is True else [urllib.request.ProxyHandler({} if not proxy else {"http": proxy, "https": proxy})]
+        self._opener = urllib.request.build_opener(*handlers)
+        self.ws: _Connection | None = None
+        self.conn = 0  # id of the current connection (the capture's, when capturing)
+        self._connected_at = 0.0
+        self._connect_at = 0.0  # monotonic time of the next connection attempt
+        self._failures = 0  # consecutive failed or short-lived connections
+        self._reconnect: str | None = None  # the protocol asked for a new connection (why)
+        self._planned: str | None = None
+        self._next_timer = _mono() + timer_s
+        self._fetch_due: dict[str, float] = {}  # url -> monotonic time to GET it
+        self._fetch_fails: dict[str, int] = {}
+        self._fetch_not_before: dict[str, float] = {}  # 429/418 cool-down, kept across reconnects
+        self._stop = threading.Event()
+        self.closed = False
+        # counters
+        self.frames = self.bytes = self.connects = self.reconnects = self.connect_errors = 0
+        self.drops = self.sent = self.send_errors = self.fetches = self.fetch_errors = self.bad_frames = 0
+        self.http_status: dict[int, int] = {}
+        if doorbell is not None:
+            doorbell.add(self)
+
+    # -- driving ----------------------------------------------------------------------------
+    def poll(self, max_frames: int = 256, timeout: float = 0.0) -> int:
+        """Handle up to ``max_frames`` frames (waiting up to ``timeout`` s for the first), then
+        due jobs: (re)connect, timer, fetches, watchdogs.  Returns the number of frames handled."""
+        if self.closed:
+            return 0
+        ws = self.ws
+        if ws is None:
+            now = _mono()
+            if now >= self._connect_at:
+                self._connect()
+                ws = self.ws
+            if ws is None:
+                self._service(_mono())
+                if timeout > 0:
+                    self._stop.wait(min(timeout, max(self._connect_at - _mono(), 0.0)))
+                return 0
+        n = 0
+        rx, recv, proto, cap, conn = ws.rx_times, ws.recv, self.proto, self.capture, self.conn
+        wait = timeout
+        while n < max_frames:
+            try:
+                data = recv(wait)
+            except TimeoutError:
+                break
+            except ConnectionClosed as e:
+                self._drop(f"closed by peer: {e}")
+                break
+            except UnicodeDecodeError as e:  # a text frame that is not UTF-8: the venue's fault
+                self.bad_frames += 1
+                log.warning("%s: undecodable text frame: %s", self.proto.venue, e)
+                continue
+            wait = 0
+            ts = rx.popleft() if rx else _now()
+            n += 1
+            self.bytes += len(data)
+            if cap is not None:
+                cap.recv(conn, ts, data)
+            proto.on_frame(data, ts)
+            if proto.events:
+                self._drain(ts)
+            if self._reconnect is not None or self.ws is not ws:
+                break
+        self.frames += n
+        self._service(_mono())
+        return n
+
+    def run(self, max_frames: int = 256, timeout: float = 0.1) -> None:
+        """Poll until :meth:`stop` (from any thread), then close."""
+        try:
+            while not self._stop.is_set():
+                self.poll(max_frames, timeout)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self, reason: str = "stopped") -> None:
+        """Close the connection for good (the protocol hears ``on_disconnect``)."""
+        if self.closed:
+            return
+        if self.ws is not None:
+            self._drop(reason, planned=True)
+        self.closed = True
+
+    def pending(self) -> bool:
+        """A frame (or a dead socket) is waiting to be handled."""
+        ws = self.ws
+        return ws is not None and (bool(ws.rx_times) or ws.dead)
+
+    def next_due(self) -> float:
+        """Monotonic time of the next scheduled job (timer, connection attempt, fetch)."""
+        due = self._next_timer
+        if self.ws is None and not self.closed:
+            due = min(due, self._connect_at)
+        if self._fetch_due:
+            due = min(due, min(self._fetch_due.values()))
+        return due
+
+    def stats(self) -> dict:
+        return {"frames": self.frames, "bytes": self.bytes, "connects": self.connects,
+                "reconnects": self.reconnects, "connect_errors": self.connect_errors, "drops": self.drops,
+                "sent": self.sent, "send_errors": self.send_errors, "fetches": self.fetches,
+                "fetch_errors": self.fetch_errors, "bad_frames": self.bad_frames,
+                "http_status": dict(self.http_status), "connected": self.ws is not None}
+
+    # -- events -----------------------------------------------------------------------------
+    def _drain(self, ts: int) -> None:
+        ev = self.proto.events
+        for e in ev:
+            t = type(e)
+            if t is Level or t is Trade:
+                continue
+            if t is Send:
+                self._send(e.text, ts)
+            elif t is Fetch:
+                self._want(e.url)
+            elif t is Reconnect and self._reconnect is None:
+                self._reconnect = e.reason
+        if self.sink is not None:
+            self.sink(ev, ts)
+        ev.clear()
+
+    def _send(self, text: str, ts: int) -> None:
+        ws = self.ws
+        if ws is None:
+            self.send_errors += 1  # asked while disconnected: on_connect will subscribe again
+            return
+        try:
+            ws.send(text)
+        except ConnectionClosed:
+            self.send_errors += 1
+            return  # the next recv() reports the drop
+        self.sent += 1
+        if self.capture is not None:
+            self.capture.sent(self.conn, _now(), text)
+
+    # -- connection -------------------------------------------------------------------------
+    def _backoff(self, failures: int, base: float, cap: float) -> float:
+        if failures <= 0:
+            return 0.0
+        d = min(cap, base * 2 ** min(failures - 1, 30))
+        return d * (0.5 + 0.5 * self._rng.random())  # jitter: reconnecting clients do not stampede
+
+    def _connect(self) -> None:
+        bell = self.doorbell
+        try:
+            ws = connect(self.url, open_timeout=self.open_timeout, ping_interval=self.ping_interval,
+                         ping_timeout=self.ping_timeout, close_timeout=self.close_timeout,
+                         max_size=self.max_size, max_queue=self.max_queue, compression=self.compression,
+                         additional_headers=self.headers or None, proxy=self.proxy,
+                         create_connection=lambda *a, **k: _Connection(*a, doorbell=bell, **k), **_LEGACY)
+        except Exception as e:  # noqa: BLE001 - refused, DNS, TLS, handshake status: all retried
+            self.connect_errors += 1
+            self._failures += 1
+            delay = self._backoff(self._failures, self.backoff_s, self.backoff_max_s)
+            self._connect_at = _mono() + delay
+            log.warning("%s: cannot connect to %s (%s: %s); retry in %.2f s", self.proto.venue, self.url,
+                        type(e).__name__, e, delay)
+            return
+        self.ws = ws
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+        self._connected_at = _mono()
+        ts = _now()
+        self.conn = self.capture.open(ts, self.url, self.headers) if self.capture is not None else self.connects
+        log.info("%s: connected to %s", self.proto.venue, self.url)
+        self.proto.on_connect(ts)
+        self._drain(ts)
+
+    def _drop(self, reason: str, planned: bool = False) -> None:
+        """Forget the connection and schedule the next one."""
+        ws, self.ws = self.ws, None
+        now = _mono()
+        self.drops += 1
+        if planned:
+            self._failures = 0
+        elif now - self._connected_at >= self.stable_s:
+            self._failures = 1
+        else:
+            self._failures += 1
+        delay = self._backoff(self._failures, self.backoff_s, self.backoff_max_s)
+        self._connect_at = now + delay
+        self._reconnect = None
+        self._fetch_due.clear()  # the protocol asks again once it resyncs
+        (log.info if planned else log.warning)("%s: connection dropped (%s); reconnect in %.2f s",
+                                               self.proto.venue, reason, delay)
+        try:
+            ws.close()
+        except Exception:  # noqa: BLE001 - the socket is going away either way
+            pass
+        ts = _now()
+        if self.capture is not None:
+            self.capture.closed(self.conn, ts, reason)
+        self.proto.on_disconnect(ts)
+        self._drain(ts)
+
+    # -- jobs -------------------------------------------------------------------------------
+    def _service(self, now: float) -> None:
+        ws = self.ws
+        if ws is not None:
+            if self._reconnect is not None:
+                self._drop(f"protocol: {self._reconnect}")
+            elif self.silent_s is not None and now - ws.last_rx > self.silent_s:
+                self._drop(f"silent socket: nothing for {now - ws.last_rx:.1f} s")
+            elif self.max_age_s is not None and now - self._connected_at >= self.max_age_s:
+                self._drop(f"planned: connection age {now - self._connected_at:.0f} s", planned=True)
+        if now >= self._next_timer:
+            self._next_timer = max(self._next_timer + self.timer_s, now)
+            ts = _now()
+            self.proto.on_timer(ts)
+            if self.proto.events:
+                self._drain(ts)
+        if self._fetch_due and self.ws is not None:
+            for url, due in list(self._fetch_due.items()):
+                if due <= now and self.ws is not None:
+                    del self._fetch_due[url]
+                    self._get(url)
+        if self.capture is not None:
+            self.capture.tick(_now())
+
+    def _want(self, url: str) -> None:
+        if url not in self._fetch_due:  # one GET per url at a time
+            self._fetch_due[url] = max(_mono(), self._fetch_not_before.get(url, 0.0))
+
+    def _get(self, url: str) -> None:
+        self.fetches += 1
+        status, body, wait, err = 0, b"", 0.0, ""
+        try:
+            req = urllib.request.Request(url, headers=self.headers)
+            with self._opener.open(req, timeout=self.fetch_timeout) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, wait = e.code, _retry_after(e.headers)
+            try:
+                body = e.read()
+            except Exception:  # noqa: BLE001 - the error body is only for the log
+                body = b""
+        except Exception as e:  # noqa: BLE001 - timeouts, resets, DNS: counted and retried
+            err = f"{type(e).__name__}: {e}"
+        ts = _now()
+        if status:
+            self.http_status[status] = self.http_status.get(status, 0) + 1
+        if self.capture is not None:
+            self.capture.rest(self.conn, ts, url, body, status)
+        if status == 200:
+            self._fetch_fails.pop(url, None)
+            self._fetch_not_before.pop(url, None)
+            self.proto.on_rest(url, body, ts)
+            if self.proto.events:
+                self._drain(ts)
+            return
+        self.fetch_errors += 1
+        fails = self._fetch_fails[url] = self._fetch_fails.get(url, 0) + 1
+        delay = max(self._backoff(fails, self.fetch_backoff_s, self.fetch_backoff_max_s),
+                    min(wait, self.MAX_RETRY_AFTER_S))
+        if status in (418, 429) or wait:
+            self._fetch_not_before[url] = _mono() + delay
+        self._fetch_due[url] = _mono() + delay
+        why = err or f"HTTP {status} {body[:120]!r}"
+        log.warning("%s: GET %s failed (%s); retry %d in %.2f s", self.proto.venue, url, why, fails, delay)

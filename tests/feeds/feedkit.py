@@ -1,0 +1,165 @@
+"""Test helpers for feeds: a tiny scripted WebSocket server, a REST server, test actors.
+
+Imported by the tests through ``sys.path`` (like ``tests/runtime/actors.py``), also by the
+processes a Supervisor forks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import serve
+
+from mantra.book import L2Book
+from mantra.runtime.actor import Actor
+from mantra.spine.messages import L2Flags
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+CAPTURES = SHARED / "data" / "captures"
+
+
+class WsServer:
+    """Sends ``frames`` to every client; ``drop_after``: close the connection after that many.
+
+    ``connections`` records (monotonic time, path) of each accepted connection, ``received`` what
+    clients sent.  ``hold``: keep connections open (silently) after the frames are sent.
+    """
+
+    def __init__(self, frames=(), drop_after: int | None = None, hold: bool = True, wait_for_client: int = 0):
+        self.frames = list(frames)
+        self.drop_after = drop_after
+        self.hold = hold
+        self.wait_for_client = wait_for_client  # messages to receive before sending the frames
+        self.connections: list[tuple[float, str]] = []
+        self.received: list[str] = []
+        self._stop = threading.Event()
+        self.server = serve(self._handler, "127.0.0.1", 0, compression=None, max_size=None)
+        self.port = self.server.socket.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _handler(self, ws):
+        self.connections.append((time.monotonic(), ws.request.path))
+        try:
+            for _ in range(self.wait_for_client):
+                self.received.append(ws.recv(timeout=5))
+            for i, f in enumerate(self.frames):
+                if self.drop_after is not None and i >= self.drop_after:
+                    return  # leaving the handler closes the connection
+                ws.send(f)
+            while self.hold and not self._stop.is_set():
+                try:
+                    self.received.append(ws.recv(timeout=0.05))
+                except TimeoutError:
+                    pass
+        except ConnectionClosed:
+            pass
+
+    def close(self):
+        self._stop.set()
+        self.server.shutdown()
+        self.thread.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RestServer:
+    """Answers GETs from ``bodies`` (path with query -> bytes); the first ``fail`` answers per path
+    are ``status`` (with ``Retry-After: retry_after`` when given)."""
+
+    def __init__(self, bodies: dict, fail: int = 0, status: int = 429, retry_after: str | None = None):
+        self.bodies, self.fail, self.status, self.retry_after = bodies, fail, status, retry_after
+        self.requests: list[tuple[float, str, int]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                n = sum(1 for _, p, _ in outer.requests if p == self.path)
+                body = outer.bodies.get(self.path)
+                code = outer.status if n < outer.fail else 200 if body is not None else 404
+                outer.requests.append((time.monotonic(), self.path, code))
+                payload = body if code == 200 else b'{"code":-1003,"msg":"Too many requests"}'
+                self.send_response(code)
+                if code != 200 and outer.retry_after:
+                    self.send_header("Retry-After", outer.retry_after)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class BookBuilder(Actor):
+    """Rebuilds every instrument's book from the spine; stops the system once it has ``expect``
+    LAST-flagged levels and ``expect_trades`` trades, or after ``deadline_s`` of real time."""
+
+    inputs = ("l2", "trades", "status")
+    expect = 0
+    expect_trades = 0
+    deadline_s = 20.0
+    honour_clear = False  # clear the book at CLEAR instead of relying on the deletions
+
+    def on_start(self):
+        self.books: dict[int, L2Book] = {}
+        self.messages = 0
+        self.levels = 0
+        self.trade_list = []
+        self.statuses = []
+        self.origins = []
+        self.flags = []
+        self.deadline = time.monotonic() + self.deadline_s
+        self.wakeup = self.clock.now()
+
+    def on_l2(self, m):
+        book = self.books.setdefault(m.instrument, L2Book())
+        if self.honour_clear and m.flags & L2Flags.CLEAR:
+            book.clear()
+        book.apply(m.side, m.price, m.size)
+        self.levels += 1
+        self.flags.append(m.flags)
+        self.origins.append(self.origin)
+        if m.flags & L2Flags.LAST:
+            self.messages += 1
+            self._maybe_done()
+
+    def on_trades(self, m):
+        self.trade_list.append(m)
+        self._maybe_done()
+
+    def on_status(self, m):
+        self.statuses.append(m)
+
+    def _maybe_done(self):
+        if self.messages >= self.expect and len(self.trade_list) >= self.expect_trades:
+            self.stop_system()
+
+    def loop(self):
+        if time.monotonic() > self.deadline:
+            self.stop_system()
+        self.wakeup = self.clock.now() + 1_000_000
+        return False

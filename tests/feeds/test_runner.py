@@ -1,0 +1,247 @@
+"""The connection runner against local servers: timestamps, reconnects with backoff, REST retries,
+watchdogs, stopping, and the doorbell that lets one thread wait for several connections."""
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from feedkit import RestServer, WsServer  # noqa: E402
+
+from mantra import _spine  # noqa: E402
+from mantra.feeds.runner import Doorbell, FeedRunner  # noqa: E402
+from mantra.store.capture import CaptureReader, CaptureWriter, Kind  # noqa: E402
+from mantra.venues.events import Fetch, Reconnect, Send  # noqa: E402
+
+
+class Script:
+    """A stand-in protocol: records what the runner hands it; asks for what it is told to."""
+
+    venue = "test"
+
+    def __init__(self, url, subscribe="sub", fetch=None, reconnect_on=None):
+        self.url = url
+        self.events = []
+        self.frames, self.rest, self.timers, self.log = [], [], [], []
+        self.subscribe, self.fetch, self.reconnect_on = subscribe, fetch, reconnect_on
+
+    def on_connect(self, ts):
+        self.log.append(("connect", ts))
+        if self.subscribe:
+            self.events.append(Send(self.subscribe))
+        if self.fetch:
+            self.events.append(Fetch(self.fetch))
+
+    def on_disconnect(self, ts):
+        self.log.append(("disconnect", ts))
+
+    def on_frame(self, data, ts):
+        self.frames.append((data, ts))
+        if data == self.reconnect_on:
+            self.events.append(Reconnect("asked"))
+
+    def on_rest(self, url, body, ts):
+        self.rest.append((url, body, ts))
+
+    def on_timer(self, ts):
+        self.timers.append(ts)
+
+
+def pump(runner, until, timeout_s=10.0):
+    end = time.monotonic() + timeout_s
+    while not until():
+        assert time.monotonic() < end, "timed out"
+        runner.poll(64, 0.01)
+
+
+def test_frames_reach_the_protocol_in_order_with_receipt_times_after_the_subscription():
+    frames = [f'{{"n":{i}}}' for i in range(200)]
+    with WsServer(frames, wait_for_client=1) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, ping_interval=None)
+        t0 = _spine.now()
+        pump(r, lambda: len(proto.frames) == 200)
+        t1 = _spine.now()
+        r.close()
+    assert srv.received[0] == "sub"  # sent on connect, before the server sent anything
+    assert [d for d, _ in proto.frames] == frames
+    ts = [t for _, t in proto.frames]
+    assert ts == sorted(ts) and t0 <= ts[0] and ts[-1] <= t1
+    assert proto.log[0][0] == "connect" and proto.log[0][1] <= ts[0]
+    assert proto.log[-1][0] == "disconnect"
+    assert r.frames == 200 and r.bytes == sum(map(len, frames)) and r.sent == 1
+
+
+def test_reconnects_with_growing_backoff_and_resubscribes_when_the_server_drops():
+    with WsServer(["a", "b", "c"], drop_after=1, wait_for_client=1) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, ping_interval=None, backoff_s=0.04, backoff_max_s=0.4, stable_s=30, seed=1)
+        pump(r, lambda: len(srv.connections) >= 6)
+        r.close()
+    starts = [t for t, _ in srv.connections]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    # Jittered doubling: 0.02-0.04, 0.04-0.08, 0.08-0.16, 0.16-0.32, then capped at 0.2-0.4.
+    assert gaps[0] < 0.2 and gaps[3] > 0.15 and gaps[3] > gaps[0]
+    assert max(gaps) < 0.4 + 0.3  # bounded by backoff_max_s (plus scheduling slack)
+    assert srv.received.count("sub") >= 6  # every connection subscribed again
+    kinds = [k for k, _ in proto.log]
+    assert kinds[:4] == ["connect", "disconnect", "connect", "disconnect"]
+    assert [d for d, _ in proto.frames] == ["a"] * len(proto.frames) and len(proto.frames) >= 5
+    assert r.reconnects >= 5 and r.drops >= 5
+
+
+def test_a_protocol_reconnect_request_gives_a_new_connection():
+    with WsServer(["x", "resync", "y"], wait_for_client=1) as srv:
+        proto = Script(srv.url, reconnect_on="resync")
+        r = FeedRunner(proto, ping_interval=None, backoff_s=0.01)
+        pump(r, lambda: len(srv.connections) >= 2 and proto.frames[-1][0] == "resync" and len(proto.frames) >= 4)
+        r.close()
+    # "y" after the request was never handled on the old connection: the runner dropped it at once.
+    assert [d for d, _ in proto.frames][:3] == ["x", "resync", "x"]
+    assert r.reconnects >= 1
+
+
+def test_connection_refused_is_retried_not_fatal():
+    with WsServer() as srv:
+        url = srv.url
+    proto = Script(url)  # nothing listens there any more
+    r = FeedRunner(proto, backoff_s=0.01, backoff_max_s=0.02)
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        r.poll(64, 0.01)
+    assert r.connect_errors >= 5 and r.connects == 0 and proto.log == []
+
+
+def test_rest_errors_are_counted_and_retried_with_backoff_then_the_body_is_delivered():
+    with RestServer({"/snap?x=1": b'{"ok":1}'}, fail=3, status=429) as rest, WsServer() as srv:
+        proto = Script(srv.url, fetch=rest.url + "/snap?x=1")
+        r = FeedRunner(proto, ping_interval=None, fetch_backoff_s=0.05, fetch_backoff_max_s=1.0, seed=3)
+        pump(r, lambda: proto.rest)
+        r.close()
+    assert [c for _, _, c in rest.requests] == [429, 429, 429, 200]
+    assert [b for _, b, _ in proto.rest] == [b'{"ok":1}']  # error bodies never reach the protocol
+    assert r.fetch_errors == 3 and r.http_status == {429: 3, 200: 1}
+    t = [t for t, _, _ in rest.requests]
+    assert t[3] - t[2] > t[1] - t[0] and t[3] - t[2] >= 0.1  # 0.025-0.05, ..., 0.1-0.2
+
+
+def test_retry_after_is_honoured():
+    with RestServer({"/s": b"{}"}, fail=1, status=418, retry_after="0.4") as rest, WsServer() as srv:
+        proto = Script(srv.url, fetch=rest.url + "/s")
+        r = FeedRunner(proto, ping_interval=None, fetch_backoff_s=0.01)
+        pump(r, lambda: proto.rest)
+        r.close()
+    t = [t for t, _, _ in rest.requests]
+    assert len(t) == 2 and t[1] - t[0] >= 0.39
+
+
+def test_unreachable_rest_is_counted_and_retried():
+    with WsServer() as srv:
+        proto = Script(srv.url, fetch="http://127.0.0.1:9/none")  # discard port: refused
+        r = FeedRunner(proto, ping_interval=None, fetch_backoff_s=0.01, fetch_backoff_max_s=0.02, fetch_timeout=1)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            r.poll(64, 0.01)
+        r.close()
+    assert r.fetch_errors >= 3 and proto.rest == []
+
+
+def test_timer_ticks_and_silent_socket_watchdog():
+    with WsServer(["hello"]) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, ping_interval=None, silent_s=0.3, timer_s=0.05, backoff_s=0.01)
+        pump(r, lambda: len(srv.connections) >= 2)
+        r.close()
+    assert len(proto.timers) >= 4  # ~0.3 s of 50 ms ticks
+    starts = [t for t, _ in srv.connections]
+    assert starts[1] - starts[0] >= 0.3  # dropped for silence, not earlier
+
+
+def test_keepalive_pings_keep_a_quiet_connection_alive():
+    with WsServer(["hello"]) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, ping_interval=0.05, ping_timeout=0.5, silent_s=0.3)
+        end = time.monotonic() + 0.8
+        while time.monotonic() < end:
+            r.poll(64, 0.01)
+        r.close()
+    assert len(srv.connections) == 1  # the pongs count as traffic for the watchdog
+
+
+def test_planned_reconnect_before_the_age_limit_is_immediate():
+    with WsServer(["hello"]) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, ping_interval=None, max_age_s=0.2, backoff_s=5.0)
+        pump(r, lambda: len(srv.connections) >= 3)
+        r.close()
+    starts = [t for t, _ in srv.connections]
+    assert all(0.19 <= b - a < 0.5 for a, b in zip(starts, starts[1:]))  # no backoff for planned ones
+
+
+def test_run_in_a_thread_stops_promptly_connected_or_backing_off():
+    with WsServer(["a"]) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, ping_interval=None)
+        th = threading.Thread(target=r.run)
+        th.start()
+        time.sleep(0.2)
+        t = time.monotonic()
+        r.stop()
+        th.join(2)
+        assert not th.is_alive() and time.monotonic() - t < 0.5
+        assert proto.log[-1][0] == "disconnect" and r.closed
+        url = srv.url
+    r = FeedRunner(Script(url), backoff_s=30.0, backoff_max_s=30.0)  # refused, then a long backoff
+    th = threading.Thread(target=r.run)
+    th.start()
+    time.sleep(0.2)
+    t = time.monotonic()
+    r.stop()
+    th.join(2)
+    assert not th.is_alive() and time.monotonic() - t < 0.5 and r.connect_errors >= 1
+
+
+def test_doorbell_wakes_a_waiting_thread_for_either_connection():
+    bell = Doorbell()
+    with WsServer(hold=True, wait_for_client=1) as quiet, WsServer(["late"], wait_for_client=2) as loud:
+        pa, pb = Script(quiet.url), Script(loud.url)
+        ra = FeedRunner(pa, ping_interval=None, doorbell=bell, timer_s=10)
+        rb = FeedRunner(pb, ping_interval=None, doorbell=bell, timer_s=10)
+        ra.poll(64, 0)
+        rb.poll(64, 0)  # both connected and subscribed; loud waits for one more message
+        t = time.monotonic()
+        assert bell.wait(0.2) is False and time.monotonic() - t >= 0.15  # nothing to do: it slept
+        rb.ws.send("go")
+        t = time.monotonic()
+        assert bell.wait(2.0) is True and time.monotonic() - t < 1.0
+        assert rb.pending() and not ra.pending()
+        rb.poll(64, 0)
+        assert [d for d, _ in pb.frames] == ["late"] and not rb.pending()
+        ra.close()
+        rb.close()
+
+
+def test_capture_records_both_directions_rest_and_connections(tmp_path):
+    with RestServer({"/s?apiKey=k1": b'{"x":1}'}) as rest, WsServer(["f1", b"\x00bin"]) as srv:
+        w = CaptureWriter(tmp_path, "t")
+        proto = Script(srv.url, subscribe='{"op":"auth","signature":"s3cr3t"}', fetch=rest.url + "/s?apiKey=k1")
+        r = FeedRunner(proto, capture=w, ping_interval=None, backoff_s=5)
+        pump(r, lambda: len(proto.frames) == 2 and proto.rest)
+        r.close()  # records the CLOSE
+        w.close()
+    recs = list(CaptureReader(tmp_path))
+    kinds = [x.kind for x in recs]
+    assert kinds[0] == Kind.OPEN and recs[0].meta == srv.url and Kind.CLOSE in kinds
+    assert [x.data for x in recs if x.kind == Kind.RECV] == ["f1", b"\x00bin"]
+    assert [x.ts for x in recs if x.kind == Kind.RECV] == [t for _, t in proto.frames]
+    (sent,) = [x for x in recs if x.kind == Kind.SENT]
+    assert "s3cr3t" not in sent.data and '"op":"auth"' in sent.data
+    (got,) = [x for x in recs if x.kind == Kind.REST]
+    assert got.data == b'{"x":1}' and got.status == 200 and "k1" not in got.meta
+    assert {x.conn for x in recs} == {1}
+    raw = b"".join(p.read_bytes() for p in w.files)
+    assert b"s3cr3t" not in raw  # compressed bytes too (the chunks hold no plain copy)
