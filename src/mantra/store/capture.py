@@ -130,6 +130,7 @@ class CaptureWriter:
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._buf = bytearray()
         self._first_ts = 0  # ts of the oldest record in the buffer
+        self._last_ts = 0
         self._fd = -1
         self._opened_ns = 0
         self._size = 0
@@ -174,6 +175,7 @@ class CaptureWriter:
         buf = self._buf
         if not buf:
             self._first_ts = ts
+        self._last_ts = ts
         buf += HEAD.pack(ts, conn, len(body), len(m), status, kind)
         buf += m
         buf += body
@@ -189,7 +191,7 @@ class CaptureWriter:
     def flush(self, now: int | None = None) -> None:
         if not self._buf:
             return
-        now = time.time_ns() if now is None else now
+        now = self._last_ts if now is None else now  # records' own clock: rotation follows their times
         if self._fd >= 0 and (self._size >= self.rotate_bytes or now - self._opened_ns >= self.rotate_ns):
             self._close_file()
         if self._fd < 0:
