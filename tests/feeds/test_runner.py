@@ -223,6 +223,10 @@ def test_doorbell_wakes_a_waiting_thread_for_either_connection():
         assert [d for d, _ in pb.frames] == ["late"] and not rb.pending()
         ra.close()
         rb.close()
+    # Closed runners no longer count: their stale timers must not turn the wait into a spin.
+    time.sleep(0.05)
+    t = time.monotonic()
+    assert bell.wait(0.2) is False and time.monotonic() - t >= 0.15
 
 
 def test_capture_records_both_directions_rest_and_connections(tmp_path):

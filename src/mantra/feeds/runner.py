@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import random
 import threading
 import time
@@ -68,6 +69,15 @@ class Doorbell:
         with self._cond:
             self._runners.add(runner)
 
+    def remove(self, runner: "FeedRunner") -> None:
+        with self._cond:
+            self._runners.discard(runner)
+
+    def _forget(self) -> None:
+        # A forked child inherits the parent's runners but not their reader threads.
+        self._cond = threading.Condition()
+        self._runners = weakref.WeakSet()
+
     def ring(self) -> None:
         with self._cond:
             self._cond.notify_all()
@@ -86,6 +96,7 @@ class Doorbell:
 
 
 DOORBELL = Doorbell()  # the one every Feed of a process shares
+os.register_at_fork(after_in_child=DOORBELL._forget)
 
 
 class _Connection(ClientConnection):
@@ -244,6 +255,8 @@ class FeedRunner:
         if self.ws is not None:
             self._drop(reason, planned=True)
         self.closed = True
+        if self.doorbell is not None:
+            self.doorbell.remove(self)
 
     def pending(self) -> bool:
         """A frame (or a dead socket) is waiting to be handled."""
@@ -252,6 +265,8 @@ class FeedRunner:
 
     def next_due(self) -> float:
         """Monotonic time of the next scheduled job (timer, connection attempt, fetch)."""
+        if self.closed:
+            return float("inf")
         due = self._next_timer
         if self.ws is None and not self.closed:
             due = min(due, self._connect_at)
