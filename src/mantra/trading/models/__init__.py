@@ -1,0 +1,1 @@
+"""Trade models (each an Actor writing ideal orders; see ``trading.model``)."""

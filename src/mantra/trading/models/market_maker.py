@@ -1,0 +1,70 @@
+"""A market maker: a bid and an ask around the mid, skewed against inventory."""
+
+from __future__ import annotations
+
+from ...spine.messages import IdealOrder, OrderFlags
+from ..model import TradeModel
+
+_POST_ONLY = int(OrderFlags.POST_ONLY)
+
+
+class MarketMaker(TradeModel):
+    """Quotes ``bid = mid - spread/2 - skew * position`` and ``ask = mid + spread/2 - skew *
+    position`` (rounded away from the mid to the tick, never crossing the touch: post-only), so a
+    long position lowers both quotes (sell more readily, buy less).  Sizes shrink so that
+    |position| stays within ``max_inventory``; a side with no room is withdrawn.  A quote is only
+    moved when its price changes by ``refresh`` or more (keeps its queue place, no churn), or after
+    a fill.  Slots: 0 bid, 1 ask.
+
+    Params (decimal text at the instrument's scales): ``instrument``, ``spread`` (full width),
+    ``size``, ``skew`` (price per 1.0 of position), ``max_inventory``, ``refresh`` (default: one
+    tick).
+    """
+
+    instrument = ""
+    spread = "0"
+    size = "0"
+    skew = "0"
+    max_inventory = "0"
+    refresh = ""
+
+    def on_start(self) -> None:
+        super().on_start()
+        i = self.inst = self.follow(self.instrument)
+        self.spread_i = i.price(str(self.spread))
+        self.size_i = i.size(str(self.size))
+        self.skew_i = i.price(str(self.skew))
+        self.max_inv = i.size(str(self.max_inventory))
+        self.refresh_i = i.price(str(self.refresh)) if self.refresh else i.tick
+        if self.size_i <= 0 or self.max_inv <= 0 or self.spread_i < 0:
+            raise ValueError(f"{self.name}: size and max_inventory must be > 0, spread >= 0")
+
+    def on_book(self, iid: int, book, exch_ts: int) -> None:
+        bb, ba = book.best_bid(), book.best_ask()
+        if bb is None or ba is None:
+            self.withdraw(0)
+            self.withdraw(1)
+            return
+        i = self.inst
+        tick, lot = i.tick, i.lot
+        pos = self.position(iid)
+        shift = self.skew_i * pos // 10**i.size_scale
+        bid = (bb + ba - self.spread_i) // 2 - shift
+        ask = -(-(bb + ba + self.spread_i) // 2) - shift
+        bid = min(bid - bid % tick, ba - tick)
+        ask = max(ask + -ask % tick, bb + tick)
+        bsize = min(self.size_i, self.max_inv - pos)
+        asize = min(self.size_i, self.max_inv + pos)
+        self._side(0, iid, 1, bid, bsize - bsize % lot, ba)
+        self._side(1, iid, -1, ask, asize - asize % lot, bb)
+
+    def _side(self, slot: int, iid: int, side: int, price: int, size: int, touch: int) -> None:
+        i = self.inst
+        if size <= 0 or size < i.min_size or price <= 0 or price * size // 10**i.size_scale < i.min_notional:
+            self.withdraw(slot)
+            return
+        w = self.written[slot]
+        if (isinstance(w, IdealOrder) and w.size == size and abs(w.price - price) < self.refresh_i
+                and (w.price < touch if side > 0 else w.price > touch)):
+            return  # close enough, still passive: keep the queue place
+        self.quote(slot, iid, side, price, size, _POST_ONLY)

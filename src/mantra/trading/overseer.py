@@ -1,0 +1,329 @@
+"""The overseer: turns every model's ideal orders into requests, within balances and risk limits.
+
+Each pass it looks at the ideal slots whose seqlock version changed (and at slots whose order just
+changed state) and compares them with our orders there, open or in flight:
+
+- one order per slot at a time; nothing is sent for a slot while a request for it is in flight;
+- a new ideal (any write, even of the same content) is placed at most once: fills consume it, the
+  model re-arms a slot by writing it again.  So an IOC is sent once, and a fully filled quote is
+  not silently re-placed before the model has seen the fill;
+- a changed price/size is an AMEND where the venue has it (new total = filled + ideal size), else
+  a CANCEL, and the NEW follows once the cancel is confirmed (never two live orders per slot);
+- size 0 cancels the slot's order.
+
+Before a NEW or an AMEND that adds exposure: kill switch, venue filters, no crossing one of our own
+orders (self-trade), position and notional limits on the worst case, balance free of every order
+we have out (in flight included) and the venue's order-rate limit.  A refusal is counted per
+reason and logged when a slot's reason changes; the slot is retried when the account changes
+(rate refusals: when the window frees).  Cancels are never held back (risk reduction first) but
+count toward the rate window.
+
+Params: ``models`` (array ports, one per model, bound in config), ``instruments``,
+``venues = { binance = { fee_bps = 10, amend = true, rate = 10, rate_window_ms = 1000 } }``
+(``fee_bps``: the venue's highest fee, reserved on buys), ``limits = { "binance:BTCUSDT" =
+{ max_position = "0.5", max_notional = "30000" } }``, ``kill_file`` (path; its existence trips the
+kill switch, which cancels everything and refuses every new order), ``order_id_base``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..instruments import Instrument
+from ..spine.messages import BalanceUpdate, Fill, IdealOrder, OrderAction, OrderFlags, OrderRequest, OrderStatus
+from ..spine.messages import OrderUpdate
+from ..runtime.actor import Actor
+from .accounts import Balances, Order, Orders, Reject
+from .common import asset_scales, buy_lock, load_registry
+from .risk import KillSwitch, Limits, RateLimit, Refusal
+
+_NEW, _CANCEL, _AMEND = int(OrderAction.NEW), int(OrderAction.CANCEL), int(OrderAction.AMEND)
+_FLAGS = int(OrderFlags.POST_ONLY | OrderFlags.IOC | OrderFlags.REDUCE_ONLY)
+
+
+class _Venue:
+    __slots__ = ("fee_bps", "amend", "rate")
+
+    def __init__(self, fee_bps=0, amend=False, rate=10, rate_window_ms=1000):
+        self.fee_bps, self.amend = int(fee_bps), bool(amend)
+        self.rate = RateLimit(int(rate), int(rate_window_ms) * 1_000_000)
+
+
+class _Slot:
+    __slots__ = ("port", "index", "seen", "ideal", "model", "order", "placed", "refused")
+
+    def __init__(self, port: int, index: int):
+        self.port, self.index = port, index
+        self.seen = 0  # seqlock version last read
+        self.ideal: IdealOrder | None = None  # None: no order wanted
+        self.model = 0  # the writing model's actor id
+        self.order: Order | None = None  # the slot's live (or in-flight) order
+        self.placed = 0  # the version an order was placed for (consumed)
+        self.refused: Refusal | None = None
+
+
+class Overseer(Actor):
+    inputs = ("updates", "fills", "balances")
+    outputs = ("requests",)
+    models = ()
+    instruments = ()
+    venues: dict = {}
+    limits: dict = {}
+    kill_file = ""
+    order_id_base = 0
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.models = tuple(self.models)
+        for p in self.models:
+            if not p.isidentifier() or hasattr(self, p):
+                raise ValueError(f"overseer: model port name {p!r} is not usable")
+        self.arrays = self.models
+
+    def on_start(self) -> None:
+        self.registry = reg = load_registry(self.instruments)
+        self.v = {name: _Venue(**(cfg or {})) for name, cfg in dict(self.venues).items()}
+        self.lim = Limits.parse(reg, self.limits)
+        self.orders = Orders()
+        self.balances = Balances(asset_scales(reg))
+        self.kill_switch = KillSwitch(self.kill_file)
+        self.refusals: Counter = Counter()  # Refusal name -> count
+        self.venue_rejects: Counter = Counter()  # Reject name -> count
+        self.sent: Counter = Counter()  # NEW / CANCEL / AMEND -> count
+        self.ports = [getattr(self, p) for p in self.models]
+        self.slots = [[_Slot(m, i) for i in range(p.size)] for m, p in enumerate(self.ports)]
+        self.by_key: dict[tuple[int, int], _Slot] = {}  # (model id, slot) -> slot
+        self.dirty: set[_Slot] = set()
+        self.refused: set[_Slot] = set()
+        self.retry_at = 0
+        self.next_id = max(int(self.order_id_base), self.clock.now())
+
+    # ------------------------------------------------------------------ venue answers
+    def on_updates(self, u: OrderUpdate) -> None:
+        o = self.orders.on_update(u)
+        if o is None:
+            return
+        if u.status in (OrderStatus.REJECTED, OrderStatus.CANCEL_REJECTED):
+            why = Reject(u.reason).name if u.reason in Reject._value2member_map_ else str(u.reason)
+            what = "order" if u.status == OrderStatus.REJECTED else "change of order"
+            self.venue_rejects[why if u.status == OrderStatus.REJECTED else f"CANCEL_{why}"] += 1
+            self.log.warning("%s: %s %d rejected by the venue: %s", self.name, what, o.order_id, why)
+        self._touched(o)
+
+    def on_fills(self, f: Fill) -> None:
+        o = self.orders.on_fill(f)
+        if o is None:
+            return
+        self.balances.on_fill(self.registry.by_id[o.instrument], f)
+        self._touched(o)
+
+    def on_balances(self, b: BalanceUpdate) -> None:
+        if self.balances.on_balance(b) is not None:
+            self.dirty |= self.refused
+
+    def _touched(self, o: Order) -> None:
+        st = self.by_key.get((o.model, o.slot))
+        if st is not None:
+            self.dirty.add(st)
+        self.dirty |= self.refused
+
+    # ------------------------------------------------------------------ the pass
+    def loop(self) -> bool:
+        now = self.clock.now()
+        if self.kill_switch.check(now):
+            self._killed()
+        dirty = self.dirty
+        for port, slots in zip(self.ports, self.slots):
+            arr = port.array
+            version = arr.version
+            for st in slots:
+                if version(st.index) != st.seen:
+                    v, msg = arr.read(st.index)
+                    if v & 1 or v == st.seen:
+                        continue
+                    st.seen, st.model = v, arr.tracking()[2]
+                    st.ideal = msg if msg is not None and msg.size > 0 else None
+                    self.by_key[(st.model, st.index)] = st
+                    dirty.add(st)
+        if self.retry_at and now >= self.retry_at:
+            self.retry_at = self.wakeup = 0
+            dirty |= self.refused
+        if not dirty:
+            return False
+        self.dirty = set()
+        for st in sorted(dirty, key=lambda s: (s.port, s.index)):  # fixed order: deterministic runs
+            self._reconcile(st, now)
+        return True
+
+    def _reconcile(self, st: _Slot, now: int) -> None:
+        o = st.order
+        if o is not None and not o.live:
+            o = st.order = None
+        if o is not None and o.pending:
+            return  # wait for the venue's answer
+        ideal = st.ideal
+        if self.kill_switch or ideal is None:
+            if o is not None:
+                self._cancel(o, now)
+            self._clear_refusal(st)
+            return
+        if o is not None:
+            if o.version == st.seen:
+                return
+            if ideal.instrument == o.instrument and ideal.side == o.side and ideal.flags & _FLAGS == o.flags:
+                done = max(o.filled, o.fill_qty)
+                if ideal.price == o.price and ideal.size == o.size - done:
+                    o.version = st.placed = st.seen
+                    return
+                venue = self.v.get(self.registry.by_id[o.instrument].venue)
+                if venue is not None and venue.amend and not o.no_amend:
+                    size = done + ideal.size
+                    why = self._check(o.instrument, o.side, ideal.price, size, o, now)
+                    if why == Refusal.RATE:
+                        return self._refuse(st, why, now)
+                    if why is not None:  # never keep an order the model no longer wants
+                        self._refuse(st, why, now)
+                        return self._cancel(o, now)
+                    self._send(OrderRequest(self._id(), o.order_id, ideal.price, size, o.instrument, o.model,
+                                            o.slot, _AMEND, o.side, o.flags), now)
+                    o.version = st.placed = st.seen
+                    self._clear_refusal(st)
+                    return
+            self._cancel(o, now)  # the NEW follows once the cancel is confirmed
+            return
+        if st.placed == st.seen:
+            return  # this ideal was placed already: fills consumed it
+        why = self._check(ideal.instrument, ideal.side, ideal.price, ideal.size, None, now)
+        if why is not None:
+            return self._refuse(st, why, now)
+        r = OrderRequest(self._id(), 0, ideal.price, ideal.size, ideal.instrument, st.model, st.index, _NEW,
+                         ideal.side, ideal.flags & _FLAGS)
+        o = self._send(r, now)
+        o.version = st.placed = st.seen
+        st.order = o
+        self._clear_refusal(st)
+
+    # ------------------------------------------------------------------ requests
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def _send(self, r: OrderRequest, now: int) -> Order:
+        inst = self.registry.by_id[r.instrument]
+        venue = self.v.get(inst.venue)
+        if venue is not None:
+            venue.rate.record(now)
+        self.requests.send(r)
+        self.sent[OrderAction(r.action).name] += 1
+        return self.orders.sent(r)
+
+    def _cancel(self, o: Order, now: int) -> None:
+        self._send(OrderRequest(self._id(), o.order_id, o.price, o.size, o.instrument, o.model, o.slot, _CANCEL,
+                                o.side, o.flags), now)
+
+    def _refuse(self, st: _Slot, why: Refusal, now: int) -> None:
+        self.refusals[why.name] += 1
+        i = st.ideal
+        if st.refused != why:
+            self.log.warning("%s: %s slot %d: %s %d@%d on instrument %d refused: %s", self.name,
+                             self.models[st.port], st.index, "buy" if i.side > 0 else "sell", i.size, i.price,
+                             i.instrument, why.name)
+        st.refused = why
+        self.refused.add(st)
+        if why == Refusal.RATE:
+            t = self.v[self.registry.by_id[i.instrument].venue].rate.next_free()
+            self.retry_at = min(self.retry_at, t) if self.retry_at else t
+            self.wakeup = self.retry_at
+
+    def _clear_refusal(self, st: _Slot) -> None:
+        if st.refused is not None:
+            st.refused = None
+            self.refused.discard(st)
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, iid: int, side: int, price: int, size: int, amended: Order | None, now: int) -> Refusal | None:
+        """Refusal for a NEW (``amended`` None) or an AMEND to total ``size`` at ``price``."""
+        if self.kill_switch:
+            return Refusal.KILLED
+        inst = self.registry.by_id.get(iid)
+        if inst is None or side not in (1, -1):
+            return Refusal.UNKNOWN_INSTRUMENT
+        venue = self.v.get(inst.venue)
+        if venue is None:
+            return Refusal.NO_VENUE
+        lim = self.lim.get(iid)
+        if lim is None:
+            return Refusal.NO_LIMITS
+        if (price <= 0 or size <= 0 or price % inst.tick or size % inst.lot or size < inst.min_size
+                or price * size // 10**inst.size_scale < inst.min_notional):
+            return Refusal.FILTER
+        live = self.orders.live(iid)
+        buys = sells = 0
+        for o in live:
+            if o.side == -side:
+                p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
+                if (p <= price) if side > 0 else (p >= price):
+                    return Refusal.SELF_TRADE
+            if o is amended:
+                continue
+            if o.side > 0:
+                buys += o.open_qty
+            else:
+                sells += o.open_qty
+        add = size - (max(amended.filled, amended.fill_qty) if amended else 0)
+        if side > 0:
+            buys += add
+        else:
+            sells += add
+        why = lim.refusal(inst, price, self.orders.positions.get(iid, 0), buys, sells)
+        if why is not None:
+            return why
+        if self._need(inst, venue, side, price, size, amended) > self._free(inst, venue, side):
+            return Refusal.BALANCE
+        if not venue.rate.allows(now):
+            return Refusal.RATE
+        return None
+
+    def _lock(self, o: Order, inst: Instrument, venue: _Venue) -> int:
+        """What an order of ours holds, in the locked asset at the instrument's scale."""
+        q = o.lock_qty
+        if o.side < 0:
+            return q
+        price = o.price if o.target is None else max(o.price, o.target[0])
+        return buy_lock(price, q, inst.size_scale, venue.fee_bps)
+
+    def _need(self, inst: Instrument, venue: _Venue, side: int, price: int, size: int, amended: Order | None) -> int:
+        q = size - (amended.fill_qty if amended else 0)
+        need = q if side < 0 else buy_lock(price, q, inst.size_scale, venue.fee_bps)
+        return need - (self._lock(amended, inst, venue) if amended else 0)
+
+    def _free(self, inst: Instrument, venue: _Venue, side: int) -> int:
+        """Balance of the asset an order on this side locks, less everything our orders hold, at
+        the instrument's scale (floored)."""
+        asset, scale = (inst.quote, inst.price_scale) if side > 0 else (inst.base, inst.size_scale)
+        key = (inst.venue, asset)
+        bscale = self.balances.scales[key]
+        free = self.balances.total(*key)
+        reg = self.registry.by_id
+        for o in self.orders.active.values():
+            oi = reg[o.instrument]
+            if oi.venue != inst.venue or (oi.quote if o.side > 0 else oi.base) != asset:
+                continue
+            held = self._lock(o, oi, venue)
+            free -= held * 10**(bscale - (oi.price_scale if o.side > 0 else oi.size_scale))
+        return free // 10**(bscale - scale)
+
+    # ------------------------------------------------------------------ kill switch
+    def kill(self, reason: str) -> None:
+        """Cancel everything and refuse every new order from now on (latched)."""
+        if self.kill_switch.trip(reason):
+            self._killed()
+
+    def _killed(self) -> None:
+        self.log.error("%s: KILL SWITCH: %s: cancelling every order", self.name, self.kill_switch.reason)
+        for slots in self.slots:
+            self.dirty.update(slots)
+        now = self.clock.now()
+        for o in self.orders.live():  # orders of slots not seen since a restart, too
+            if not o.pending and self.by_key.get((o.model, o.slot)) is None:
+                self._cancel(o, now)
