@@ -32,10 +32,12 @@ class Output:
     """An actor's output port: ``send(msg)`` publishes with origin, publish time and publisher
     filled in by the runtime."""
 
-    __slots__ = ("_publish", "_pack", "_track", "_clock", "_id", "queue", "sent")
+    __slots__ = ("_publish", "_pack", "_track", "_clock", "_id", "queue", "sent", "_publish_record", "ring")
 
     def __init__(self, producer, track: Tracking, clock, actor_id: int, queue: str):
         self._publish = producer._w.publish
+        self._publish_record = producer.publish_record
+        self.ring = producer.ring
         self._pack = producer.msg_type.STRUCT.pack
         self._track, self._clock, self._id, self.queue = track, clock, actor_id, queue
         self.sent = 0
@@ -44,6 +46,11 @@ class Output:
         self.sent += 1
         return self._publish(self._pack(*msg), self._track.origin or self._clock.now(), self._id,
                              self._clock.stamp())
+
+    def send_record(self, record) -> int:
+        """Republish a whole recorded record (tracking header kept: replay), stamped now."""
+        self.sent += 1
+        return self._publish_record(record, self._clock.stamp())
 
 
 class ArrayPort:

@@ -230,16 +230,18 @@ class Runner:
 
     def run_deterministic(self) -> None:
         """Single process, simulated clock: step every actor in order until quiescent, then jump
-        the clock to the earliest wake-up; stop when nothing is pending."""
+        the clock to the earliest foreground wake-up (background actors — telemetry, persister —
+        run whenever the clock passes their time but never hold it back); stop when no foreground
+        actor has anything pending."""
         self._since = self.clock.now()
         self.start()
         try:
             while not self.stopping:
                 if self.step():
                     continue
-                if not self.next_wakeup(foreground_only=True):
+                wake = self.next_wakeup(foreground_only=True)
+                if not wake:
                     break
-                wake = self.next_wakeup()
                 if wake <= self.clock.now():
                     wake = self.clock.now() + 1  # an actor asked for "now" and did nothing: move on
                 self.clock.advance_to(wake)
