@@ -89,6 +89,20 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_import(a) -> int:
+    from .store import reference
+
+    print(json.dumps(reference.write_segments(a.file, a.out)))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .store.export import to_parquet
+
+    print(json.dumps(to_parquet(a.data, a.out, a.queues or None)))
+    return 0
+
+
 def cmd_venues(a, rest) -> int:
     from .venues import check
 
@@ -140,6 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int)
     p.add_argument("--rate", type=int)
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("import", help="turn the reference L2 stream (.npy) into backtest data")
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("export", help="persisted streams -> Parquet files")
+    p.add_argument("data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--queues", nargs="*")
+    p.set_defaults(fn=cmd_export)
 
     sub.add_parser("venues", help="venue tools: `mantra venues check --venue NAME --format cryptofeed FILE... --json`")
 

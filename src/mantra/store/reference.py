@@ -46,3 +46,24 @@ def load(path: str | Path, instrument: int = 1) -> tuple[np.ndarray, np.ndarray,
     rows = np.load(path)
     l2, tr = convert(rows, instrument)
     return rows, l2, tr
+
+
+def write_segments(npy: str | Path, out: str | Path, venue: str = "binance", symbol: str = "BTCUSDT") -> dict:
+    """Turn a generated reference stream into backtest data: ``l2`` and ``trades`` segments plus
+    the instrument registry they refer to."""
+    from ..instruments import InstrumentRegistry
+    from .segments import SegmentWriter
+
+    out = Path(out)
+    reg = InstrumentRegistry()
+    inst = reg.add(venue, symbol, **SPEC)
+    _, l2, tr = load(npy, inst.id)
+    t0 = int(min(l2["publish"][0], tr["publish"][0] if len(tr) else l2["publish"][0]))
+    for queue, recs, cls in (("l2", l2, L2Update), ("trades", tr, TradeUpdate)):
+        w = SegmentWriter(out / queue / f"{t0}.seg", queue, cls)
+        for i in range(0, len(recs), 65536):
+            w.append(recs[i:i + 65536])
+        w.close()
+    out.mkdir(parents=True, exist_ok=True)
+    reg.save(out / "instruments.json")
+    return {"l2": len(l2), "trades": len(tr), "instrument": f"{venue}:{symbol}"}
