@@ -269,7 +269,6 @@ class BitstampProtocol(VenueProtocol):
         st = self._sync[iid]
         if not st.fetching:
             return  # an answer nobody is waiting for
-        st.fetching = False
         inst = self.registry[iid]
         try:
             snap = self._book.decode(body)
@@ -289,7 +288,8 @@ class BitstampProtocol(VenueProtocol):
                     at = m
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
             self.bad_rest(iid, url, body, e)
-            return
+            return  # still fetching: on_timer asks again after refetch_s
+        st.fetching = False
         st.buffer = None
         st.audit_due = ts + self.audit_ns
         if st.micro is None:
