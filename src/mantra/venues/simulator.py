@@ -261,6 +261,7 @@ class ReplayMarket:
                 proto.on_frame(rec.payload, rec.ts)
             self._collect(proto, pending, bodies, used, rec.ts)
         self.instruments = [self.registry[i] for i in proto.books]
+        self.protocol = proto  # holds the books as read straight from the recording
         self.malformed = proto.malformed
 
     def _collect(self, proto, pending: dict, bodies: dict, used: Counter, ts: int) -> None:
@@ -443,6 +444,7 @@ class VenueSimulator:
         self.dropped = 0
         self.rest_requests: Counter = Counter()  # path -> requests
         self.steps = 0
+        self.finished = False  # the source has no more steps (a replay has ended)
         self._paused = False
         self._stop = threading.Event()
         self._server = None
@@ -543,6 +545,8 @@ class VenueSimulator:
 
     def reconnect_request(self) -> None:
         """Ask every client to reconnect, as the venue does before a restart."""
+        if type(self).reconnect_message is VenueSimulator.reconnect_message:
+            raise NotImplementedError(f"{self.venue} has no reconnect request")
         with self.lock:
             for c in self.clients:
                 self.send(c, self.reconnect_message(c))
@@ -604,6 +608,7 @@ class VenueSimulator:
                     delay, step = next(steps)
                 except StopIteration:
                     steps = None  # a replay has ended; connections stay up
+                    self.finished = True
                 else:
                     with self.lock:
                         step = step._replace(ts=time.time_ns())
