@@ -384,7 +384,8 @@ class FeedRunner:
             elif self.max_age_s is not None and now - self._connected_at >= self.max_age_s:
                 self._drop(f"planned: connection age {now - self._connected_at:.0f} s", planned=True)
         if now >= self._next_timer:
-            self._next_timer = max(self._next_timer + self.timer_s, now)
+            nxt = self._next_timer + self.timer_s
+            self._next_timer = nxt if nxt > now else now + self.timer_s  # after a stall: no burst of ticks
             ts = _now()
             self.proto.on_timer(ts)
             if self.proto.events:
