@@ -229,6 +229,33 @@ static PyObject *Writer_publish_record(Writer *self, PyObject *const *args, Py_s
     return PyLong_FromUnsignedLongLong(s);
 }
 
+/* publish_batch(records, n): republish n whole records laid back to back (slot_size-8 bytes each,
+ * tracking headers kept verbatim, publish time included): a replay burst in one call. */
+static PyObject *Writer_publish_batch(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "publish_batch(records, n)");
+        return NULL;
+    }
+    Py_buffer b;
+    if (get_buf(args[0], &b, 0) < 0) return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    size_t rec = self->m.slot_size - 8;
+    if (PyErr_Occurred() || n < 0 || (size_t)b.len < (size_t)n * rec) {
+        PyBuffer_Release(&b);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "buffer holds fewer than n records");
+        return NULL;
+    }
+    const char *r = (const char *)b.buf;
+    uint64_t s = 0;
+    for (Py_ssize_t i = 0; i < n; i++, r += rec) {
+        const uint64_t *h = (const uint64_t *)r;
+        s = ring_write(&self->m, h[0], h[1] ? h[1] : 1, *(const uint32_t *)(r + 16), r + TRACK, rec - TRACK,
+                       *(const uint32_t *)(r + 20));
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(s);
+}
+
 /* stamp(key, origin, start): the runtime's per-message timing record (payload: key u32, pad,
  * start u64, end u64), end read here so the hot path pays one call. */
 static PyObject *Writer_stamp(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -263,6 +290,7 @@ static PyObject *Writer_close(Writer *self, PyObject *unused) {
 static PyMethodDef Writer_methods[] = {
     {"publish", (PyCFunction)(void (*)(void))Writer_publish, METH_FASTCALL, "publish(payload, origin, publisher, now=0) -> seq"},
     {"publish_record", (PyCFunction)(void (*)(void))Writer_publish_record, METH_FASTCALL, "publish_record(record, now=0) -> seq"},
+    {"publish_batch", (PyCFunction)(void (*)(void))Writer_publish_batch, METH_FASTCALL, "publish_batch(records, n): whole records, headers kept"},
     {"stamp", (PyCFunction)(void (*)(void))Writer_stamp, METH_FASTCALL, "stamp(key, origin, start): timing record"},
     {"count", (PyCFunction)Writer_count, METH_NOARGS, "messages published so far"},
     {"close", (PyCFunction)Writer_close, METH_NOARGS, "release the mapping"},

@@ -89,6 +89,14 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_backtest(a) -> int:
+    from . import backtest
+
+    r = backtest.run(a.config, a.data, a.out, progress=not a.json and sys.stderr.isatty())
+    print(json.dumps(r) if a.json else backtest.report(r))
+    return 0
+
+
 def cmd_import(a) -> int:
     from .store import reference
 
@@ -154,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int)
     p.add_argument("--rate", type=int)
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("backtest", help="run a system deterministically on recorded market data")
+    p.add_argument("config")
+    p.add_argument("--data", required=True, help="segments directory (mantra import, or a recorded session)")
+    p.add_argument("--out", help="where the run's own messages are recorded (default: a temporary directory)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_backtest)
 
     p = sub.add_parser("import", help="turn the reference L2 stream (.npy) into backtest data")
     p.add_argument("file")

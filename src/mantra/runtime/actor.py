@@ -32,11 +32,13 @@ class Output:
     """An actor's output port: ``send(msg)`` publishes with origin, publish time and publisher
     filled in by the runtime."""
 
-    __slots__ = ("_publish", "_pack", "_track", "_clock", "_id", "queue", "sent", "_publish_record", "ring")
+    __slots__ = ("_publish", "_pack", "_track", "_clock", "_id", "queue", "sent", "_publish_record", "ring",
+                 "_publish_batch")
 
     def __init__(self, producer, track: Tracking, clock, actor_id: int, queue: str):
         self._publish = producer._w.publish
         self._publish_record = producer.publish_record
+        self._publish_batch = producer._w.publish_batch
         self.ring = producer.ring
         self._pack = producer.msg_type.STRUCT.pack
         self._track, self._clock, self._id, self.queue = track, clock, actor_id, queue
@@ -47,10 +49,16 @@ class Output:
         return self._publish(self._pack(*msg), self._track.origin or self._clock.now(), self._id,
                              self._clock.stamp())
 
-    def send_record(self, record) -> int:
-        """Republish a whole recorded record (tracking header kept: replay), stamped now."""
+    def send_records(self, records, n: int) -> int:
+        """Republish n recorded records verbatim (headers and publish times kept): replay bursts."""
+        self.sent += n
+        return self._publish_batch(records, n)
+
+    def send_record(self, record, now: int = 0) -> int:
+        """Republish a whole recorded record (tracking header kept: replay), stamped ``now``
+        (default: the clock)."""
         self.sent += 1
-        return self._publish_record(record, self._clock.stamp())
+        return self._publish_record(record, now or self._clock.stamp())
 
 
 class ArrayPort:
@@ -82,6 +90,7 @@ class Actor:
     arrays: tuple[str, ...] = ()
 
     background = False  # True: wake-ups alone do not keep a deterministic run going
+    source = False  # True: feeds the system from outside (replayer); its wake-ups do not bound the horizon
 
     # Set by the runtime before on_start.
     system: str = ""  # the system's name

@@ -25,7 +25,8 @@ class SimClock:
     simulated = True
 
     def __init__(self, start_ns: int = 0):
-        self.t = start_ns
+        self.t = self.high = start_ns
+        self.horizon = 0  # earliest pending foreground wake-up of non-source actors (0 = none)
 
     def now(self) -> int:
         return self.t
@@ -34,5 +35,10 @@ class SimClock:
         return self.t or 1
 
     def advance_to(self, t: int) -> None:
-        if t > self.t:
-            self.t = t
+        if t > self.high:
+            self.high = t
+        self.t = self.high
+
+    def view(self, t: int) -> None:
+        """While an actor handles a message, "now" is that message's publish time."""
+        self.t = t

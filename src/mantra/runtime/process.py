@@ -155,6 +155,7 @@ class Runner:
         now = _spine.now
         stamp = self.timing.stamp if self.timing else None
         track = self.track
+        view = self.clock.view if self.clock.simulated else None
         for s in self.slots:
             for inp in s.inputs:
                 read, rec, unpack, make, handler, key = (inp.reader.read_into, inp.record, inp.unpack,
@@ -166,6 +167,8 @@ class Runner:
                     if not o:
                         break
                     track.origin = o
+                    if view is not None:
+                        view(int.from_bytes(rec[8:16], "little"))  # simulated: now = its publish time
                     try:
                         if stamp is None:
                             handler(make(unpack(rec, 24)))
@@ -179,6 +182,8 @@ class Runner:
                             log.exception("actor %s: handler on_%s failed (%d errors)", s.spec.name,
                                           inp.port, s.errors)
                     n += 1
+                if view is not None:
+                    self.clock.advance_to(0)  # back to the run's present
                 if n:
                     s.handled += n
                     s.busy += now() - t_first
@@ -228,15 +233,22 @@ class Runner:
         finally:
             self.stop()
 
-    def run_deterministic(self) -> None:
+    def run_deterministic(self, tick=None) -> None:
         """Single process, simulated clock: step every actor in order until quiescent, then jump
         the clock to the earliest foreground wake-up (background actors — telemetry, persister —
         run whenever the clock passes their time but never hold it back); stop when no foreground
         actor has anything pending."""
         self._since = self.clock.now()
         self.start()
+        actors = [s.actor for s in self.slots]
+        n = 0
         try:
             while not self.stopping:
+                n += 1
+                if tick is not None and not n & 1023:
+                    tick()  # e.g. a progress bar
+                w = [a.wakeup for a in actors if a.wakeup and not a.background and not a.source]
+                self.clock.horizon = min(w) if w else 0
                 if self.step():
                     continue
                 wake = self.next_wakeup(foreground_only=True)

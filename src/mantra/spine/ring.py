@@ -104,8 +104,12 @@ class Ring:
             seq, lost = _spine.load(self.mm, off + 8), _spine.load(self.mm, off + 16)
             label = bytes(self.mm[off + 24:off + 24 + L.LABEL_SIZE]).rstrip(b"\0").decode(errors="replace")
             out.append(dict(pid=pid, label=label, seq=seq, lost=lost, lag=max(head - seq, 0),
-                            alive=pid_alive(pid)))
+                            alive=pid_alive(pid), index=i))
         return out
+
+    def cursor_seq(self, index: int) -> int:
+        """Next sequence the consumer in cursor entry ``index`` will read (cheap: one load)."""
+        return _spine.load(self.mm, L.OFF_CURSORS + index * L.CURSOR_SIZE + 8)
 
     def _claim_cursor(self, label: str) -> tuple[int, int | None]:
         """Take a cursor entry: preferably the one a dead consumer of the same label left (so a

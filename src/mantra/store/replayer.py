@@ -26,12 +26,14 @@ BURST = 4096
 
 
 class Replayer(Actor):
+    source = True
     dir = ""  # segments directory
     streams: dict = {}  # output port -> recorded queue name
     speed = 1.0  # real-clock replays: 0 = as fast as possible
     start = 0  # publish-time window (ns), 0 = all
     end = 0
     stop_when_done = False  # ask the system to stop after the last record
+    max_span_ns = 0  # simulated clock: publish at most this much data time ahead (0 = up to the horizon)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -58,8 +60,9 @@ class Replayer(Actor):
             blobs = [p.tobytes() for p in parts]
             sizes = [p.dtype.itemsize for p in parts]
             starts = np.concatenate([np.arange(len(p)) for p in parts])[order]
-            self.rows = [(int(w), int(s)) for w, s in zip(which[order], starts)]
-            self.blobs, self.sizes = blobs, sizes
+            self.which, self.kidx = which[order], starts
+            self.rows = [(int(w), int(s)) for w, s in zip(self.which, starts)]
+            self.blobs, self.sizes = [memoryview(b) for b in blobs], sizes
         else:
             self.times, self.rows = np.zeros(0, np.int64), []
         self.i = 0
@@ -80,31 +83,67 @@ class Replayer(Actor):
         return self.t0_wall + int((t - self.t0_data) / self.speed)
 
     def _room(self) -> int:
-        """How many records may go out now without any consumer falling a quarter ring behind."""
+        """How many records may go out now without any consumer falling a quarter ring behind.
+        Reads the positions consumers publish; the list of live consumers is refreshed rarely."""
+        if self._cursor_check <= 0:
+            self._consumers = [(out.ring, [c["index"] for c in out.ring.consumers() if c["alive"]])
+                               for out in self.outs]
+            self._cursor_check = 256
+        self._cursor_check -= 1
         room = BURST
-        for out in self.outs:
-            head, cap = out.ring.count(), out.ring.capacity
-            for c in out.ring.consumers():
-                if c["alive"]:
-                    room = min(room, cap // 4 - (head - c["seq"]))
+        for ring, idx in self._consumers:
+            if idx:
+                behind = ring.count() - min(ring.cursor_seq(i) for i in idx)
+                room = min(room, ring.capacity // 4 - behind)
         return max(room, 0)
+
+    def _drained(self) -> bool:
+        self._cursor_check = 0  # re-read who consumes
+        return self._room() == min(BURST, min(out.ring.capacity // 4 for out in self.outs))
 
     def loop(self) -> bool:
         if self.i >= self.total:
+            if self.stop_when_done and self._drained():
+                self.stop_system()  # only once every consumer has read everything
+            elif self.stop_when_done and not self.clock.simulated:
+                self.wakeup = self.clock.now() + 1_000_000
             return False
         now = self.clock.now()
-        if now < self._due_time(self.i):
+        sim = self.clock.simulated
+        if sim:
+            # Publish ahead, stamped with the recorded times, up to the first moment another
+            # actor needs the clock (an order taking effect, a timer): handlers see each message's
+            # own time, so a burst costs one step of the whole system instead of one per timestamp.
+            limit = (self.clock.horizon - 1) if self.clock.horizon else 2**63
+            if self.max_span_ns:
+                limit = min(limit, max(now, int(self.times[self.i])) + self.max_span_ns)
+            if int(self.times[self.i]) > limit:
+                self.wakeup = int(self.times[self.i])
+                return False
+        elif now < self._due_time(self.i):
             return False
+        else:
+            limit = now
         room = self._room()
         if room == 0:
-            self.wakeup = now if self.clock.simulated else now + 100_000
+            self.wakeup = now if sim else now + 100_000
             return False
         n = 0
-        rows, blobs, sizes, outs = self.rows, self.blobs, self.sizes, self.outs
-        while self.i < self.total and n < room and self._due_time(self.i) <= now:
+        rows, blobs, sizes, outs, times = self.rows, self.blobs, self.sizes, self.outs, self.times
+        end = min(self.total, self.i + room)
+        if sim:
+            end = min(end, int(np.searchsorted(times, limit, side="right")))
+            # runs of one stream are consecutive records of that stream: one C call per run
+            cuts = (np.flatnonzero(np.diff(self.which[self.i:end])) + self.i + 1).tolist()
+            for a, b in zip([self.i] + cuts, cuts + [end]):
+                w, k = int(self.which[a]), int(self.kidx[a])
+                size = sizes[w]
+                outs[w].send_records(blobs[w][k * size:(k + b - a) * size], b - a)
+            n, self.i = end - self.i, end
+        while self.i < end and not sim and self._due_time(self.i) <= now:
             w, k = rows[self.i]
             size = sizes[w]
-            outs[w].send_record(memoryview(blobs[w])[k * size:(k + 1) * size])
+            outs[w].send_record(blobs[w][k * size:(k + 1) * size])
             self.i += 1
             n += 1
         w, k = rows[self.i - 1]
@@ -112,8 +151,6 @@ class Replayer(Actor):
         if self.i >= self.total:
             self.wakeup = 0
             self.log.info("replay: done, %d records", self.total)
-            if self.stop_when_done:
-                self.stop_system()
         else:
             self.wakeup = self._due_time(self.i)
         return n > 0
