@@ -263,3 +263,118 @@ def test_after_a_disconnect_the_client_reconnects_and_resyncs(venue, name):
     feed.pump(lambda: feed.connects == 2 and synced(feed, syms)())
     converge(feed, sim, syms)
     assert sim.connections == 2
+
+
+# -- shared parts: the synthetic market, depth-limited views, checksums -----------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mantra.book import L2Book  # noqa: E402
+from mantra.venues.bitfinex.simulator import js_number  # noqa: E402
+from mantra.venues.simulator import (  # noqa: E402
+    DepthView,
+    SyntheticMarket,
+    bitfinex_checksum,
+    kraken_checksum,
+)
+
+
+def _replay(market: SyntheticMarket, n: int):
+    """The truth books and, per step, (step, truth before it)."""
+    truth = {i.symbol: L2Book() for i in market.instruments}
+    for step in market.initial():
+        for lv in step.levels:
+            truth[step.symbol].apply(*lv)
+    for _ in range(n):
+        step = market.step()
+        book = truth[step.symbol]
+        before = (book.best_bid(), book.best_ask(), dict(book.bids), dict(book.asks))
+        for lv in step.levels:
+            book.apply(*lv)
+        yield step, before, book
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), levels=st.integers(4, 30))
+def test_synthetic_market_books_never_cross_and_keep_the_instruments_increments(seed, n, levels):
+    market = SyntheticMarket("binance", BinanceSimulator.LISTINGS, seed=seed, levels=levels)
+    inst = {i.symbol: i for i in market.instruments}
+    for step, (bid, ask, bids, asks), book in _replay(market, n):
+        i = inst[step.symbol]
+        for t in step.trades:  # trades happen at the touch of the side they hit, for at most its size
+            hit_price, hit_levels = (bid, bids) if t.side < 0 else (ask, asks)
+            assert t.price == hit_price and 0 < t.size <= hit_levels[t.price]
+        for side, price, size in step.levels:
+            assert price > 0 and price % i.tick == 0 and size >= 0 and size % i.lot == 0
+        assert not book.crossed() and book.bids and book.asks
+        assert len(book.bids) <= 2 * max(levels, 4) + 1 and len(book.asks) <= 2 * max(levels, 4) + 1
+
+
+def test_synthetic_market_is_deterministic_and_its_price_walks():
+    def run(seed):
+        m = SyntheticMarket("binance", BinanceSimulator.LISTINGS, seed=seed)
+        return [m.step() for _ in range(3000)], m
+
+    a, m = run(11)
+    b, _ = run(11)
+    assert a == b and a != run(12)[0]
+    mids = []
+    truth = {i.symbol: L2Book() for i in m.instruments}
+    m2 = SyntheticMarket("binance", BinanceSimulator.LISTINGS, seed=11)
+    for step in m2.initial() + a:
+        for lv in step.levels:
+            truth[step.symbol].apply(*lv)
+        if step.symbol == "BTCUSDT":
+            mids.append(truth["BTCUSDT"].best_bid() + truth["BTCUSDT"].best_ask())
+    assert (max(mids) - min(mids)) // 2 >= 10 * m.instruments[0].tick  # the mid moved at least 10 ticks
+    assert sum(len(s.trades) for s in a) > 100
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), depth=st.sampled_from([1, 2, 5, 10]), per_level=st.booleans())
+def test_a_depth_limited_subscriber_applying_the_views_messages_holds_the_top_of_the_book(seed, depth, per_level):
+    market = SyntheticMarket("kraken", KrakenSimulator.LISTINGS[:1], seed=seed, levels=8)
+    steps = _replay(market, 150)
+    step, _, truth = next(steps)
+    view = DepthView(depth, truth)
+    client = L2Book(depth)
+    for side in (1, -1):
+        for p, q in view.book.top(side, depth):
+            client.apply(side, p, q)
+    for step, _, truth in steps:
+        levels = view.diff(truth, {(s, p) for s, p, _ in step.levels})
+        for side, price, size, _ in levels:
+            have = truth.bids if side == 1 else truth.asks
+            assert size or price not in have  # no delete for a level still in the book (the client truncates)
+        for msg in ([lv] for lv in levels) if per_level else [levels]:  # Bitfinex: one level per message
+            for side, price, size, _ in msg:
+                client.apply(side, price, size)
+            client.truncate()
+            view.apply(msg)
+        for side in (1, -1):
+            assert client.top(side, depth) == truth.top(side, depth) == view.book.top(side, depth)
+
+
+def test_simulator_checksums_match_the_venues_documented_vectors(vectors):
+    checked = []
+    for v in vectors("kraken")["checksum_vectors"]:
+        if "asks" not in v or "expected_checksum" not in v:
+            continue
+        checked.append(v["id"])
+        pd = len(v["asks"][0][0].partition(".")[2])
+        qd = len(v["asks"][0][1].partition(".")[2])
+        book = L2Book()
+        for side, rows in ((1, v["bids"]), (-1, v["asks"])):
+            for row in rows:
+                book.apply(side, int(row[0].replace(".", "")), int(row[1].replace(".", "")))
+        assert kraken_checksum(book, pd, qd) == v["expected_checksum"], v["id"]
+    assert {"kr-v2-btcusd", "kr-v1-doc"} <= set(checked)
+    for v in vectors("bitfinex")["checksum_vectors"]:
+        if v["id"] == "bf-r0":
+            continue  # raw books are not served
+        parts = v["checksum_string"].split(":")
+        frags = [f"{parts[i]}:{parts[i + 1]}" for i in range(0, len(parts), 2)]
+        bids, asks = frags[0::2], frags[1::2]
+        assert bitfinex_checksum(bids, asks) == v["expected_checksum_signed"], v["id"]
+    # The wire keeps JavaScript's exponent form; the checksum writes such prices out in full.
+    assert js_number(170, 10) == "1.7e-8" and js_number(-150, 9) == "-1.5e-7" and js_number(50000, 4) == "5"

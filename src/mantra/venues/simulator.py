@@ -64,7 +64,7 @@ class Step(NamedTuple):
 
     symbol: str
     levels: list  # (side, price, size): the final size of each changed level (0 deletes), in order
-    trades: list  # SimTrade, executed before the book change
+    trades: list  # SimTrade, executed on the book as it was before this step
     ts: int = 0  # ns since the epoch; stamped by the simulator when it publishes the step
 
 
@@ -107,7 +107,8 @@ class SyntheticMarket:
 
     Per instrument, a centre price random-walks; levels are added around it (never crossing the
     other side), resized, deleted (far ones first once a side is long), and trades take liquidity
-    at the touch.  One step changes one instrument, 1..``max_changes`` operations.
+    at the touch.  One step changes one instrument: a trade (and the level it leaves), or
+    1..``max_changes`` level changes.
     """
 
     def __init__(self, venue: str, listings, *, seed: int = 1, rate: float = 50.0, levels: int = 20,
@@ -126,9 +127,13 @@ class SyntheticMarket:
         self._max_lots = {i.symbol: max(to_fixed(x.max_size, i.size_scale) // i.lot, 1)
                           for x, i in zip(listings, self.instruments)}
         self._trade_id = {i.symbol: 0 for i in self.instruments}
+        self._opening = self._open()
 
     def initial(self) -> list[Step]:
         """The opening books: ``levels`` per side around the start price."""
+        return list(self._opening)
+
+    def _open(self) -> list[Step]:
         out = []
         for inst in self.instruments:
             book, c, tick = self.books[inst.symbol], self._center[inst.symbol], inst.tick
@@ -156,8 +161,10 @@ class SyntheticMarket:
         if rng.random() < 0.2:  # the random walk: new levels gather around the moving centre
             self._center[sym] = max(self._center[sym] + rng.choice((-1, 1)) * inst.tick, inst.tick * 4 * self.levels)
         levels, trades = [], []
-        for _ in range(rng.randint(1, self.max_changes)):
-            self._operate(inst, book, levels, trades)
+        for k in range(rng.randint(1, self.max_changes)):
+            self._operate(inst, book, levels, trades, trade=k == 0)
+            if trades:
+                break  # a trade's step is the trade and its effect on the touch, nothing else
         return Step(sym, collapse(levels), trades)
 
     def _size(self, inst: Instrument) -> int:
@@ -165,14 +172,14 @@ class SyntheticMarket:
         lots = int(self._max_lots[inst.symbol] ** self.rng.random())
         return inst.lot * max(lots, 1)
 
-    def _operate(self, inst: Instrument, book: L2Book, levels: list, trades: list) -> None:
+    def _operate(self, inst: Instrument, book: L2Book, levels: list, trades: list, trade: bool) -> None:
         rng, tick = self.rng, inst.tick
         side = rng.choice((BID, ASK))
         mine = book.bids if side == BID else book.asks
         r = rng.random()
         if len(mine) > 2 * self.levels:  # keep sides bounded: drop the furthest level
             change = (side, book.top(side, len(mine))[-1][0], 0)
-        elif r < self.trade_ratio:  # a trade takes (part of) the touch; the aggressor is the other side
+        elif r < self.trade_ratio and trade:  # a trade takes (part of) the touch; the aggressor is the other side
             price, size = book.top(side, 1)[0]
             if len(mine) > 2 and rng.random() < 0.4:
                 qty = size  # the whole level
