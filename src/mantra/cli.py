@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--messages", type=int)
     p.add_argument("--rate", type=int)
+    p.add_argument("--dataset", help="backtest: the reference stream (.npy)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("backtest", help="run a system deterministically on recorded market data")
