@@ -163,3 +163,108 @@ class BookBuilder(Actor):
             self.stop_system()
         self.wakeup = self.clock.now() + 1_000_000
         return False
+
+
+SIMS: dict = {}  # name -> running simulator, for actors of a deterministic (one-process) run
+
+
+class SimCheck(Actor):
+    """Drives a simulator scenario from inside a system: waits until every book is SYNCED and
+    moving, injects the next fault, waits for the feed to recover (a non-SYNCED status seen, then
+    SYNCED and moving again), and finally freezes the market and waits until the books it rebuilt
+    from the spine equal the simulator's.  ``done`` tells whether it got there."""
+
+    inputs = ("l2", "trades", "status")
+    sim = ""
+    symbols: tuple = ()
+    faults: tuple = ()
+    depth = 0  # the feed's book depth (0: full book)
+    moving = 5  # LAST-flagged messages per book between phases
+    deadline_s = 20.0
+
+    def on_start(self):
+        from mantra.feeds.actor import system_registry
+
+        self.simulator = SIMS[self.sim]
+        self.registry = system_registry(self.system)
+        self.books: dict[int, L2Book] = {}
+        self.status: dict[int, int] = {}
+        self.msgs: dict[int, int] = {}
+        self.trades = 0
+        self.plan = list(self.faults)
+        self.phase, self.fault, self.bad = "sync", None, False
+        self.mark: dict[int, int] = {}
+        self.recovered: list[str] = []
+        self.seen_status: set[int] = set()
+        self.done = False
+        self.deadline = time.monotonic() + self.deadline_s
+        self.wakeup = self.clock.now()
+
+    def on_l2(self, m):
+        self.books.setdefault(m.instrument, L2Book()).apply(m.side, m.price, m.size)
+        if m.flags & L2Flags.LAST:
+            self.msgs[m.instrument] = self.msgs.get(m.instrument, 0) + 1
+
+    def on_trades(self, m):
+        self.trades += 1
+
+    def on_status(self, m):
+        self.status[m.instrument] = m.status
+        self.seen_status.add(m.status)
+        if self.phase == "fault" and m.status != 1:
+            self.bad = True
+
+    def _steady(self) -> bool:
+        return (len(self.status) == len(self.symbols) and all(s == 1 for s in self.status.values())
+                and all(self.msgs.get(i, 0) - self.mark.get(i, 0) >= self.moving for i in self.status))
+
+    def _same_books(self) -> bool:
+        from mantra.fixed import rescale
+
+        sim = self.simulator
+        for iid in self.status:
+            mine = self.registry[iid]
+            theirs = sim.instruments[sim.symbol(mine.symbol)]
+            truth, book = sim.book(mine.symbol), self.books.get(iid, L2Book())
+            for side in (1, -1):
+                want = [(rescale(p, theirs.price_scale, mine.price_scale), rescale(q, theirs.size_scale, mine.size_scale))
+                        for p, q in truth.top(side, self.depth or 10**9)]
+                if book.top(side, 10**9) != want:
+                    return False
+        return True
+
+    def loop(self):
+        self.wakeup = self.clock.now() + 1_000_000
+        if time.monotonic() > self.deadline:
+            self.stop_system()
+            return False
+        if self.phase == "sync" and self._steady():
+            if self.fault is not None:
+                self.recovered.append(self.fault)
+            if not self.plan:
+                self.simulator.pause()
+                self.phase = "converge"
+                return True
+            self.fault = self.plan.pop(0)
+            self.bad = self.fault == "malformed"  # a cut frame may not belong to any one book
+            self.mark = dict(self.msgs)
+            self.phase = "fault"
+            sim = self.simulator
+            if self.fault == "drop":
+                sim.drop_next(2)
+            elif self.fault == "disconnect":
+                sim.disconnect()
+            elif self.fault == "malformed":
+                sim.malformed_next()
+            elif self.fault == "ratelimit":  # the resync's snapshot is refused twice
+                sim.rate_limit_next(2)
+                sim.disconnect()
+            return True
+        if self.phase == "fault" and self.bad and self._steady():
+            self.phase = "sync"
+            self.mark = dict(self.msgs)
+            return True
+        if self.phase == "converge" and self._same_books():
+            self.done = True
+            self.stop_system()
+        return False
