@@ -378,3 +378,16 @@ def test_simulator_checksums_match_the_venues_documented_vectors(vectors):
         assert bitfinex_checksum(bids, asks) == v["expected_checksum_signed"], v["id"]
     # The wire keeps JavaScript's exponent form; the checksum writes such prices out in full.
     assert js_number(170, 10) == "1.7e-8" and js_number(-150, 9) == "-1.5e-7" and js_number(50000, 4) == "5"
+
+
+def test_simulators_by_venue_name_and_from_a_shell(capsys):
+    from mantra.venues.simulator import main, make_simulator
+
+    assert isinstance(make_simulator("Kraken"), KrakenSimulator)
+    with pytest.raises(ValueError, match="unknown venue 'nope'; known: binance"):
+        make_simulator("nope")
+    with pytest.raises(ValueError, match="loopback only"):
+        BinanceSimulator(host="0.0.0.0")
+    assert main(["bitstamp", "--rate", "20", "--lifetime", "0.3"]) == 0  # stops by itself
+    out = capsys.readouterr().out
+    assert "bitstamp: ws ws://127.0.0.1:" in out and "btcusd, ethusd, xrpusd" in out

@@ -17,6 +17,9 @@ Machines without internet run their feeds, the demo and the tests against these.
   ``corrupt_checksum_next``, ``malformed_next``, ``slow``, ``reconnect_request``,
   ``rate_limit_next`` (and ``rest_limit_per_s`` for a standing REST rate limit).
 
+``pause()``/``resume()`` freeze the market (connections and heartbeats go on) so that a client's
+books can be compared with ``book(symbol)``.  ``make_simulator(venue, replay=None, **options)``
+builds one by venue name; ``python -m mantra.venues.simulator <venue>`` serves one from a shell.
 Everything stops by itself: the market thread ends the simulator after ``lifetime_s``.
 """
 
@@ -419,7 +422,13 @@ class RestError(Exception):
 
 
 class VenueSimulator:
-    """Base of the venue simulators; subclasses format messages (see the hooks at the end)."""
+    """Base of the venue simulators; subclasses format messages (see the hooks at the end).
+
+    ``source``: a ``SyntheticMarket`` or ``ReplayMarket`` (default: the venue's synthetic market
+    with ``seed``, ``rate`` steps per second and ``levels`` per side).  ``rest_limit_per_s``:
+    REST requests beyond this many in a second get the venue's rate-limit answer.  ``max_queue``:
+    frames a client may leave unread before it is closed (1008), as venues drop slow consumers.
+    """
 
     venue = ""
     LISTINGS: tuple = ()  # the synthetic market's instruments
@@ -427,8 +436,8 @@ class VenueSimulator:
     rate_limit_status = 429
 
     def __init__(self, source=None, *, seed: int = 1, rate: float = 50.0, levels: int = 20,
-                 host: str = "127.0.0.1", lifetime_s: float = 600.0, rest_limit_per_s: int | None = None,
-                 max_queue: int = 100_000):
+                 host: str = "127.0.0.1", port: int = 0, lifetime_s: float = 600.0,
+                 rest_limit_per_s: int | None = None, max_queue: int = 100_000):
         if host not in LOOPBACK:
             raise ValueError(f"simulators serve loopback only, not {host!r}")
         self.source = source or SyntheticMarket(self.venue, self.LISTINGS, seed=seed, rate=rate, levels=levels)
@@ -436,7 +445,7 @@ class VenueSimulator:
         self.books = {s: L2Book() for s in self.instruments}  # the truth
         self.recent_trades = {s: deque(maxlen=50) for s in self.instruments}  # (SimTrade, ts), oldest first
         self.aliases: dict[str, str] = {}  # other spellings of a symbol (Kraken v1 names)
-        self.host, self.port = host, 0
+        self.host, self.port = host, port  # port 0: any free port, known after start()
         self.lifetime_s, self.rest_limit_per_s, self.max_queue = lifetime_s, rest_limit_per_s, max_queue
         self.lock = threading.RLock()
         self.clients: list[Client] = []
@@ -454,6 +463,7 @@ class VenueSimulator:
         self.finished = False  # the source has no more steps (a replay has ended)
         self._paused = False
         self._stop = threading.Event()
+        self._stopped = False
         self._server = None
         self._threads: list[threading.Thread] = []
 
@@ -472,6 +482,9 @@ class VenueSimulator:
         return self
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()  # stops accepting and closes the connections
@@ -489,12 +502,17 @@ class VenueSimulator:
         self.stop()
 
     @property
+    def address(self) -> str:
+        """``host:port`` as a URL spells it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"ws://{self.address}"
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.address}"
 
     # -- the truth ---------------------------------------------------------------------------
     def symbol(self, name: str) -> str:
@@ -566,6 +584,8 @@ class VenueSimulator:
     # -- for venue modules -------------------------------------------------------------------
     def send(self, client: Client, obj, *, book: bool = False) -> None:
         """Queue one frame (``str`` as is, anything else as JSON) for ``client``; faults apply here."""
+        if not client.open:
+            return  # closing (slow consumer) or closed: nothing more for it
         data = obj if isinstance(obj, str) else encode(obj)
         if book and self._drop:
             self._drop -= 1
@@ -579,6 +599,7 @@ class VenueSimulator:
         self.frames_sent += 1
         if client.queue.qsize() > self.max_queue:  # a client that does not read: cut it off, as venues do
             log.warning("%s simulator: client %d does not read; closing it", self.venue, client.number)
+            client.open = False
             self._close_later(client, 1008, "slow consumer")
 
     def corrupt(self) -> bool:
@@ -728,3 +749,56 @@ class VenueSimulator:
 
     def reconnect_message(self, client: Client):
         raise NotImplementedError(f"{self.venue} has no reconnect request")
+
+
+# -- by venue name ---------------------------------------------------------------------------------
+SIMULATORS = {
+    "binance": ("mantra.venues.binance.simulator", "BinanceSimulator"),
+    "bitstamp": ("mantra.venues.bitstamp.simulator", "BitstampSimulator"),
+    "bitfinex": ("mantra.venues.bitfinex.simulator", "BitfinexSimulator"),
+    "coinbase": ("mantra.venues.coinbase.simulator", "CoinbaseSimulator"),
+    "kraken": ("mantra.venues.kraken.simulator", "KrakenSimulator"),
+}
+
+
+def make_simulator(venue: str, replay=None, speed: float = 1.0, **opts) -> VenueSimulator:
+    """A (not yet started) simulator for ``venue``: synthetic, or re-serving the ``replay`` files."""
+    import importlib
+
+    try:
+        module, name = SIMULATORS[venue.lower()]
+    except KeyError:
+        raise ValueError(f"unknown venue {venue!r}; known: {', '.join(SIMULATORS)}") from None
+    source = ReplayMarket(venue.lower(), replay, speed=speed) if replay else None
+    return getattr(importlib.import_module(module), name)(source, **opts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m mantra.venues.simulator",
+                                 description="Serve a venue's market-data protocol on loopback.")
+    ap.add_argument("venue", choices=sorted(SIMULATORS))
+    ap.add_argument("--port", type=int, default=0, help="default: any free port")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=50.0, help="synthetic messages per second")
+    ap.add_argument("--replay", nargs="+", metavar="FILE", help="re-serve these recordings instead")
+    ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    ap.add_argument("--lifetime", type=float, default=3600.0, help="stop after this many seconds")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sim = make_simulator(args.venue, args.replay, args.speed, seed=args.seed, rate=args.rate, port=args.port,
+                         lifetime_s=args.lifetime)
+    with sim:
+        print(f"{args.venue}: ws {sim.ws_url}  rest {sim.rest_url}  instruments {', '.join(sim.instruments)}",
+              flush=True)
+        try:
+            while not sim._stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -53,11 +53,11 @@ class KrakenSimulator(VenueSimulator):
 
     @property
     def v1_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"ws://{self.address}"
 
     @property
     def ws_url(self) -> str:  # v2, the protocol's default version
-        return f"ws://{self.host}:{self.port}/v2"
+        return f"ws://{self.address}/v2"
 
     def _p(self, sym: str, v: int) -> str:
         i = self.instruments[sym]
