@@ -7,7 +7,8 @@ Per venue, the recorded frames are replayed (REST snapshots answered from the re
 - feed: the same plus what the Feed actor does with the events (one ``L2Update`` / ``TradeUpdate``
   published per level / trade into real spine rings), per frame; ``feed_frames_per_s`` is the
   wall-clock rate of an uninstrumented replay (snapshots included): one feed process's capacity,
-  sockets aside.
+  sockets aside; ``feed_with_capture_frames_per_s`` the same while every frame is also captured
+  (``capture_compression``: raw bytes / file bytes).
 - baseline: ``json.loads`` and a ``dict`` book keyed by float price, the plain-Python way, timed on
   the same frames in the same run; ``ratio_p50`` = ours / baseline (below 1: faster).
 - checksum (Kraken, Bitfinex): the checksum computation alone, µs per book update.  Bitfinex's
@@ -42,6 +43,7 @@ from ..runtime.clock import RealClock
 from ..spine import Ring
 from ..spine.messages import BookStatus, L2Update, TradeUpdate
 from ..store import cryptofeed as cf
+from ..store.capture import CaptureWriter
 from ..venues.check import DISCOVER
 from ..venues.events import Fetch, Level, Trade
 from ..venues.registry import make_protocol
@@ -138,8 +140,9 @@ def replay(s: Session, publish=None) -> tuple[np.ndarray, np.ndarray, object]:
     return times, book, p
 
 
-def feed_pass(s: Session, publish) -> float:
-    """One uninstrumented pass, frames through the protocol and the Feed's publisher: wall seconds."""
+def feed_pass(s: Session, publish, capture=None) -> float:
+    """One uninstrumented pass, frames through the protocol and the Feed's publisher (and a
+    capture writer, as the runner feeds it): wall seconds."""
     p = s.protocol()
     p.on_connect(s.frames[0][0])
     s.answer(p, p.events, s.frames[0][0], publish)
@@ -147,6 +150,8 @@ def feed_pass(s: Session, publish) -> float:
     gc.collect()
     t0 = pc()
     for ts, data in s.frames:
+        if capture is not None:
+            capture.recv(1, ts, data)
         on_frame(data, ts)
         if ev:
             for e in ev:  # the runner's scan for control events
@@ -425,7 +430,7 @@ def loopback_rate(s: Session) -> dict:
         # Small recordings are over before the rate means much (connection set-up, REST snapshots).
         rate = round(r.frames / dt) if r.frames >= 1000 else None
         return {"frames": r.frames, "seconds": round(dt, 4), "frames_per_s": rate, "fetches": r.fetches,
-                "transport_only_frames_per_s": raw}
+                "transport_only_frames_per_s": raw if rate else None}
     finally:
         parent.send("stop")
         proc.join(5)
@@ -464,6 +469,9 @@ def run(captures: str | None = None, seconds: float = 1.5, loopback: bool = True
         try:
             fruns = _repeat(lambda: replay(s, spine.feed.publish), seconds)
             fwall = _repeat(lambda: feed_pass(s, spine.feed.publish), seconds / 2)
+            with CaptureWriter(spine.dir / "capture", venue) as cap:
+                cwall = _repeat(lambda: feed_pass(s, spine.feed.publish, cap), seconds / 2)
+            cratio = cap.bytes_in / max(cap.bytes_out, 1)
         finally:
             spine.close()
         ftimes = np.concatenate([t for t, _, _ in fruns])
@@ -477,6 +485,8 @@ def run(captures: str | None = None, seconds: float = 1.5, loopback: bool = True
             "decode_apply_us": {"all": _pct(times), "book_frames": _pct(times[book])},
             "feed_us": {"all": _pct(ftimes), "book_frames": _pct(ftimes[fbook])},
             "feed_frames_per_s": round(len(s.frames) / float(np.median(fwall))),
+            "feed_with_capture_frames_per_s": round(len(s.frames) / float(np.median(cwall))),
+            "capture_compression": round(cratio, 1),
             "baseline_us": {"all": _pct(btimes), "book_frames": _pct(btimes[np.resize(book[:len(s.frames)], len(btimes))])},
         }
         v["ratio_p50"] = {k: round(v["decode_apply_us"][k]["p50"] / v["baseline_us"][k]["p50"], 3)

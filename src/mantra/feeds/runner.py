@@ -275,6 +275,7 @@ class FeedRunner:
         return due
 
     def stats(self) -> dict:
+        """Counters (``bytes``: characters for text frames)."""
         return {"frames": self.frames, "bytes": self.bytes, "connects": self.connects,
                 "reconnects": self.reconnects, "connect_errors": self.connect_errors, "drops": self.drops,
                 "sent": self.sent, "send_errors": self.send_errors, "fetches": self.fetches,
@@ -294,9 +295,11 @@ class FeedRunner:
                 self._want(e.url)
             elif t is Reconnect and self._reconnect is None:
                 self._reconnect = e.reason
-        if self.sink is not None:
-            self.sink(ev, ts)
-        ev.clear()
+        try:
+            if self.sink is not None:
+                self.sink(ev, ts)
+        finally:
+            ev.clear()  # a failing sink must not see the same events again
 
     def _send(self, text: str, ts: int) -> None:
         ws = self.ws
