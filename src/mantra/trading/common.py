@@ -19,16 +19,26 @@ _SPEC_SCALE = {"tick": "price_scale", "min_notional": "price_scale", "lot": "siz
 BPS = 10_000
 
 
-def load_registry(spec) -> InstrumentRegistry:
-    """``spec``: a saved registry (path) or a list of inline specs ``{venue, symbol, base, quote,
-    price_scale, size_scale, tick, lot, ...}``; tick/lot/min_size/min_notional may be decimal text
-    ("0.01"), converted exactly at the instrument's scale.  Ids follow list order, so every actor
-    given the same list agrees on them."""
+def load_registry(spec, system: str = "") -> InstrumentRegistry:
+    """The instruments an actor trades.  ``spec``: a saved registry (path), or a list of inline
+    specs ``{venue, symbol, base, quote, price_scale, size_scale, tick, lot, ...}`` (tick, lot,
+    min_size, min_notional may be decimal text such as "0.01", converted exactly at the
+    instrument's scale).
+
+    In a running system (``system`` set) inline specs are registered in the system's shared
+    registry, the one the feeds use, so ids agree across actors and processes whatever the order
+    they start in; an empty list then means "the instruments the feeds registered".  Without a
+    system (unit tests), ids follow list order."""
     if isinstance(spec, InstrumentRegistry):
         return spec
     if isinstance(spec, (str, Path)):
         return InstrumentRegistry.load(spec)
-    reg = InstrumentRegistry()
+    if system:
+        from ..feeds.actor import system_registry
+
+        reg = system_registry(system)
+    else:
+        reg = InstrumentRegistry()
     for d in spec or ():
         d = dict(d)
         venue, symbol = d.pop("venue"), d.pop("symbol")

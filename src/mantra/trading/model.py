@@ -51,7 +51,7 @@ class TradeModel(Actor):
                        + bind_ports(self, self.status_ports, self._on_status) + ("requests", "updates", "fills"))
 
     def on_start(self) -> None:
-        self.registry = load_registry(self.instruments)
+        self.registry = load_registry(self.instruments, self.system)
         self.books: dict[int, L2Book] = {}
         self.trusted: dict[int, bool] = {}
         self.orders = Orders()

@@ -81,7 +81,7 @@ class Overseer(Actor):
         self.arrays = self.models
 
     def on_start(self) -> None:
-        self.registry = reg = load_registry(self.instruments)
+        self.registry = reg = load_registry(self.instruments, self.system)
         self.v = {name: _Venue(**(cfg or {})) for name, cfg in dict(self.venues).items()}
         self.lim = Limits.parse(reg, self.limits)
         self.orders = Orders()
@@ -189,7 +189,8 @@ class Overseer(Actor):
                     o.version = st.placed = st.seen
                     self._clear_refusal(st)
                     return
-            self._cancel(o, now)  # the NEW follows once the cancel is confirmed
+            st.placed = 0  # the NEW for this wish follows once the cancel is confirmed
+            self._cancel(o, now)
             return
         if st.placed == st.seen:
             return  # this ideal was placed already: fills consumed it
@@ -246,7 +247,12 @@ class Overseer(Actor):
         if self.kill_switch:
             return Refusal.KILLED
         inst = self.registry.by_id.get(iid)
-        if inst is None or side not in (1, -1):
+        if inst is None:
+            try:
+                inst = self.registry[iid]  # a shared registry re-reads its file on a miss
+            except KeyError:
+                return Refusal.UNKNOWN_INSTRUMENT
+        if side not in (1, -1):
             return Refusal.UNKNOWN_INSTRUMENT
         venue = self.v.get(inst.venue)
         if venue is None:
@@ -257,20 +263,21 @@ class Overseer(Actor):
         if (price <= 0 or size <= 0 or price % inst.tick or size % inst.lot or size < inst.min_size
                 or price * size // 10**inst.size_scale < inst.min_notional):
             return Refusal.FILTER
-        live = self.orders.live(iid)
         buys = sells = 0
-        for o in live:
-            if o.side == -side:
+        for o in self.orders.by_instrument.get(iid, {}).values():
+            if o.live and o.side == -side:
                 p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
                 if (p <= price) if side > 0 else (p >= price):
                     return Refusal.SELF_TRADE
             if o is amended:
                 continue
+            # what may still execute plus executions whose fills have not arrived: position moves
+            # only with fills, so a filled order's size counts here until its fills are in
             if o.side > 0:
-                buys += o.open_qty
+                buys += o.lock_qty
             else:
-                sells += o.open_qty
-        add = size - (max(amended.filled, amended.fill_qty) if amended else 0)
+                sells += o.lock_qty
+        add = size - (amended.fill_qty if amended else 0)
         if side > 0:
             buys += add
         else:

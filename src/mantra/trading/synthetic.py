@@ -43,7 +43,7 @@ class SyntheticMarket(Actor):
     trade_prob = 0.3
 
     def on_start(self) -> None:
-        reg = load_registry(self.instruments)
+        reg = load_registry(self.instruments, self.system)
         self.insts = [resolve(reg, s) for s in self.symbols] if self.symbols else list(reg)
         self.rng = random.Random(self.seed)
         whole, _, frac = str(self.price).partition(".")
