@@ -176,7 +176,6 @@ class FeedRunner:
         self._connect_at = 0.0  # monotonic time of the next connection attempt
         self._failures = 0  # consecutive failed or short-lived connections
         self._reconnect: str | None = None  # the protocol asked for a new connection (why)
-        self._planned: str | None = None
         self._next_timer = _mono() + timer_s
         self._fetch_due: dict[str, float] = {}  # url -> monotonic time to GET it
         self._fetch_fails: dict[str, int] = {}
