@@ -9,4 +9,4 @@ demo: setup
 	@$(PY) -m mantra.cli demo
 
 test: setup
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest
