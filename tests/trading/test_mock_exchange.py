@@ -74,7 +74,8 @@ def test_marketable_buy_walks_levels_with_partial_fills_and_taker_fee():
     ex = exchange()
     out = send(ex, req(price=10200, size=1000))
     fills = of(out, Fill)
-    assert [(f.price, f.size, f.liquidity) for f in fills] == [(10100, 500, Liquidity.TAKER), (10200, 500, Liquidity.TAKER)]
+    assert [(f.price, f.size, f.liquidity) for f in fills] == [(10100, 500, Liquidity.TAKER),
+                                                               (10200, 500, Liquidity.TAKER)]
     # 0.5 @ 101 + 0.5 @ 102 = 101.50 USDT; 20 bps = 0.203 -> 0.21 (rounded up, once per order)
     assert sum(f.fee for f in fills) == 21
     assert [u.status for u in of(out, OrderUpdate)] == [S.ACK, S.PARTIALLY_FILLED, S.FILLED]
@@ -242,7 +243,8 @@ def test_cancel_all_cancels_every_order_of_the_venue():
     k = req(price=1000, size=100, iid=KR)
     send(ex, k)
     out = send(ex, req(OrderAction.CANCEL_ALL))
-    assert sorted(u.order_id for u in of(out, OrderUpdate) if u.status == S.CANCELLED) == sorted([a.order_id, b.order_id])
+    cancelled = sorted(u.order_id for u in of(out, OrderUpdate) if u.status == S.CANCELLED)
+    assert cancelled == sorted([a.order_id, b.order_id])
     assert k.order_id in ex.orders  # the other venue's order stands
     assert bal(out, "USDT") == (1000000, 1000000) and bal(out, "BTC") == (1000, 1000)
 

@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from mantra.spine.messages import (BalanceUpdate, Fill, IdealOrder, L2Flags, L2Update, OrderAction, OrderFlags,
+from mantra.spine.messages import (Fill, IdealOrder, L2Flags, L2Update, OrderAction, OrderFlags,
                                    OrderRequest, OrderUpdate, TradeUpdate)
 from mantra.trading.mock_exchange import MockExchange
 from mantra.trading.overseer import Overseer
@@ -87,9 +87,9 @@ class OverseerVsVenue(RuleBasedStateMachine):
             self.requests.append(r)
 
     # ------------------------------------------------------------------ rules
-    @rule(model=st.integers(0, 1), slot=st.integers(0, 1), iid=st.sampled_from([BTC, KR]), side=st.sampled_from([1, -1]),
-          off=st.integers(-4, 4), lots=st.integers(0, 1200), flags=st.sampled_from([0, 0, OrderFlags.POST_ONLY,
-                                                                                     OrderFlags.IOC]))
+    @rule(model=st.integers(0, 1), slot=st.integers(0, 1), iid=st.sampled_from([BTC, KR]),
+          side=st.sampled_from([1, -1]), off=st.integers(-4, 4), lots=st.integers(0, 1200),
+          flags=st.sampled_from([0, 0, OrderFlags.POST_ONLY, OrderFlags.IOC]))
     def write_ideal(self, model, slot, iid, side, off, lots, flags):
         size = lots if iid == BTC else lots * 10 // 100 * 100  # up to 1.2 BTC either way
         self.writers[model].write(slot, IdealOrder(MIDS[iid] + off * TICK[iid], size, iid, side, int(flags)))

@@ -94,7 +94,7 @@ def bind_ports(actor, ports, handler) -> tuple[str, ...]:
     ``handler``; returns them for the actor's ``inputs``."""
     ports = tuple(ports)
     for p in ports:
-        if not p.isidentifier():
-            raise ValueError(f"{type(actor).__name__}: bad port name {p!r}")
+        if not p.isidentifier() or hasattr(type(actor), f"on_{p}"):
+            raise ValueError(f"{type(actor).__name__}: port name {p!r} is not usable")
         setattr(actor, f"on_{p}", handler)
     return ports

@@ -165,6 +165,9 @@ class Overseer(Actor):
         if self.kill_switch or ideal is None:
             if o is not None:
                 self._cancel(o, now)
+            elif ideal is not None and st.placed != st.seen:
+                self._refuse(st, Refusal.KILLED, now)
+                return
             self._clear_refusal(st)
             return
         if o is not None:

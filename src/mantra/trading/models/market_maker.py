@@ -48,7 +48,7 @@ class MarketMaker(TradeModel):
         i = self.inst
         tick, lot = i.tick, i.lot
         pos = self.position(iid)
-        shift = self.skew_i * pos // 10**i.size_scale
+        shift = _toward_zero(self.skew_i * pos, 10**i.size_scale)  # symmetric for longs and shorts
         bid = (bb + ba - self.spread_i) // 2 - shift
         ask = -(-(bb + ba + self.spread_i) // 2) - shift
         bid = min(bid - bid % tick, ba - tick)
@@ -68,3 +68,7 @@ class MarketMaker(TradeModel):
                 and (w.price < touch if side > 0 else w.price > touch)):
             return  # close enough, still passive: keep the queue place
         self.quote(slot, iid, side, price, size, _POST_ONLY)
+
+
+def _toward_zero(a: int, b: int) -> int:
+    return a // b if a >= 0 else -(-a // b)

@@ -1,0 +1,223 @@
+"""Overseer: ideal vs orders (place once, amend or cancel-then-new, withdraw), every refusal reason
+counted and explained, rate limits with retry, kill switch."""
+
+import logging
+
+import pytest
+
+from mantra.spine.messages import (BalanceUpdate, Fill, IdealOrder, OrderAction as A, OrderFlags, OrderStatus as S,
+                                   OrderUpdate)
+from mantra.trading.overseer import Overseer
+
+from .harness import INSTRUMENTS, Array, Clock, Port, make
+
+BTC, KR = 1, 2
+MODEL = 11
+
+
+class Rig:
+    def __init__(self, **over):
+        params = dict(models=["m"], instruments=INSTRUMENTS,
+                      venues={"binance": {"fee_bps": 20, "amend": True, "rate": 100},
+                              "kraken": {"fee_bps": 26, "amend": False, "rate": 100}},
+                      limits={"binance:BTCUSDT": {"max_position": "2", "max_notional": "1000"},
+                              "kraken:XBT/USDT": {"max_position": "2", "max_notional": "1000"}})
+        params.update(over)
+        self.clock = Clock()
+        self.arr = Array(4)
+        self.model = Port(self.arr, MODEL)
+        self.ov = make(Overseer, self.clock, actor_id=3, arrays={"m": self.arr}, **params)
+        self.answer(BalanceUpdate(5000, 5000, 1, 3, 1, b"BTC"), BalanceUpdate(100000, 100000, 1, 2, 1, b"USDT"),
+                    BalanceUpdate(50000, 50000, 1, 4, 5, b"BTC"), BalanceUpdate(10000, 10000, 1, 1, 5, b"USDT"))
+
+    def want(self, slot, price, size, side=1, iid=BTC, flags=0):
+        self.model.write(slot, IdealOrder(price, size, iid, side, int(flags)))
+
+    def run(self):
+        self.ov.loop()
+        return self.ov.requests.take()
+
+    def answer(self, *msgs):
+        for m in msgs:
+            {OrderUpdate: self.ov.on_updates, Fill: self.ov.on_fills, BalanceUpdate: self.ov.on_balances}[type(m)](m)
+
+
+def upd(r, status, filled=0, price=None, size=None, ts=5, reason=0):
+    oid = r.order_id if r.action == A.NEW else r.ref_id
+    return OrderUpdate(oid, r.price if price is None else price, r.size if size is None else size, filled, ts,
+                       r.instrument, int(status), r.side, reason, b"")
+
+
+def test_an_ideal_is_placed_once_and_fills_consume_it():
+    g = Rig()
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    assert (r.action, r.price, r.size, r.side, r.instrument, r.model, r.slot) == (A.NEW, 10000, 500, 1, BTC, MODEL, 0)
+    assert g.run() == []  # in flight: nothing more
+    g.answer(upd(r, S.ACK), upd(r, S.OPEN))
+    assert g.run() == []
+    g.answer(Fill(r.order_id, 1, 10000, 500, 10, 6, BTC, 1, 1, b"USDT"), upd(r, S.FILLED, 500))
+    assert g.run() == []  # filled: not re-placed behind the model's back
+    assert g.ov.orders.positions[BTC] == 500
+    g.want(0, 10000, 500)  # the model re-arms the slot
+    (r2,) = g.run()
+    assert r2.action == A.NEW and r2.order_id != r.order_id
+
+
+def test_a_changed_price_is_an_amend_where_the_venue_has_it():
+    g = Rig()
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN), Fill(r.order_id, 1, 10000, 200, 0, 6, BTC, 1, 1, b"USDT"), upd(r, S.PARTIALLY_FILLED, 200))
+    g.want(0, 9990, 500)
+    (a,) = g.run()
+    assert (a.action, a.ref_id, a.price, a.size) == (A.AMEND, r.order_id, 9990, 700)  # filled + wanted open
+    assert g.run() == []
+    g.answer(upd(a, S.PARTIALLY_FILLED, 200, price=9990, size=700))
+    assert g.run() == []
+    o = g.ov.orders.get(r.order_id)
+    assert (o.price, o.size, o.pending) == (9990, 700, 0)
+
+
+def test_without_amend_a_change_cancels_first_and_places_after_the_confirmation():
+    g = Rig()
+    g.want(1, 1000, 100, iid=KR)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN))
+    g.want(1, 995, 100, iid=KR)
+    (c,) = g.run()
+    assert (c.action, c.ref_id) == (A.CANCEL, r.order_id)
+    assert g.run() == []  # never two live orders in one slot
+    g.answer(upd(c, S.CANCELLED))
+    (n,) = g.run()
+    assert (n.action, n.price, n.size) == (A.NEW, 995, 100)
+
+
+def test_an_amend_the_venue_refuses_becomes_cancel_then_new():
+    g = Rig()
+    g.want(0, 10000, 500, flags=OrderFlags.POST_ONLY)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN))
+    g.want(0, 10050, 500, flags=OrderFlags.POST_ONLY)
+    (a,) = g.run()
+    assert a.action == A.AMEND
+    g.answer(upd(a, S.CANCEL_REJECTED, price=10000, size=500, reason=6))
+    (c,) = g.run()
+    assert (c.action, c.ref_id) == (A.CANCEL, r.order_id)
+    g.answer(upd(c, S.CANCELLED))
+    (n,) = g.run()
+    assert (n.action, n.price) == (A.NEW, 10050)
+    assert g.ov.venue_rejects["CANCEL_POST_ONLY"] == 1
+
+
+def test_size_zero_withdraws_the_order():
+    g = Rig()
+    g.want(2, 10000, 500, side=-1)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN))
+    g.want(2, 0, 0)
+    (c,) = g.run()
+    assert (c.action, c.ref_id) == (A.CANCEL, r.order_id)
+
+
+def refused(g, caplog):
+    caplog.clear()
+    assert g.run() == []
+    return [r.message.rsplit(": ", 1)[1] for r in caplog.records if "refused" in r.message]
+
+
+@pytest.mark.parametrize("setup,want,reason", [
+    ({}, dict(price=10000, size=500, iid=3), "UNKNOWN_INSTRUMENT"),
+    ({"limits": {}}, dict(price=10000, size=500), "NO_LIMITS"),
+    ({"venues": {"kraken": {}}}, dict(price=10000, size=500), "NO_VENUE"),
+    ({}, dict(price=10000, size=1), "FILTER"),  # below the 0.002 minimum size
+    ({}, dict(price=1003, size=100, iid=KR), "FILTER"),  # off the 0.5 tick
+    ({}, dict(price=10000, size=2001), "POSITION"),  # 2.001 > 2 BTC
+    ({}, dict(price=60000, size=1700), "NOTIONAL"),  # 1.7 x 600.00 = 1020 > 1000
+    ({}, dict(price=10000, size=1100, side=-1), "BALANCE"),  # 1.1 BTC to sell, 1 BTC held (see below)
+])
+def test_each_refusal_is_counted_and_explained(setup, want, reason, caplog):
+    caplog.set_level(logging.WARNING)
+    g = Rig(**setup)
+    if reason == "BALANCE":
+        g.answer(BalanceUpdate(1000, 1000, 2, 3, 1, b"BTC"))
+    g.want(0, **want)
+    assert refused(g, caplog) == [reason]
+    assert g.ov.refusals[reason] == 1
+    g.answer(BalanceUpdate(100000, 100000, 9, 2, 1, b"USDT"))  # an account change: retried, counted, not re-logged
+    assert refused(g, caplog) == []
+    assert g.ov.refusals[reason] == 2
+
+
+def test_no_self_trade_with_our_own_resting_order_on_the_venue():
+    g = Rig()
+    g.want(0, 10000, 500, side=-1)
+    (r,) = g.run()
+    g.want(1, 10000, 500, side=1)  # would meet our sell at 100.00
+    assert g.run() == [] and g.ov.refusals["SELF_TRADE"] == 1
+    g.want(1, 9999, 500, side=1)
+    assert [x.action for x in g.run()] == [A.NEW]
+    g.want(2, 10000, 100, side=1, iid=KR)  # other venue: no conflict
+    assert [x.action for x in g.run()] == [A.NEW]
+
+
+def test_balance_counts_orders_in_flight_and_fills_not_yet_in_a_balance():
+    g = Rig(limits={"binance:BTCUSDT": {"max_position": "100", "max_notional": "100000"}})
+    g.want(0, 10000, 5000)  # 5 BTC at 100.00: 500.00 + 1.00 fee reserved, in flight
+    (r,) = g.run()
+    g.want(1, 10000, 5000)  # another 501.00: only 499.00 left of 1000.00
+    assert g.run() == [] and g.ov.refusals["BALANCE"] == 1
+    g.want(1, 10000, 4800)  # 480.00 + 0.96
+    (r2,) = g.run()
+    # the first buy fills; no balance snapshot yet: the estimate moves with the fill
+    g.answer(Fill(r.order_id, 1, 10000, 5000, 100, 7, BTC, 1, 2, b"USDT"), upd(r, S.FILLED, 5000, ts=7))
+    g.want(2, 10000, 181)  # 18.10 + 0.04 > the 18.04 left
+    assert g.run() == [] and g.ov.refusals["BALANCE"] == 2
+    g.answer(BalanceUpdate(49900, 900, 8, 2, 1, b"USDT"))  # the venue's figure, covering the fill: same result
+    assert g.run() == [] and g.ov.refusals["BALANCE"] == 3
+    g.want(2, 10000, 180)  # 18.00 + 0.036 -> 0.04: exactly what is left
+    assert [x.action for x in g.run()] == [A.NEW]
+    assert g.ov.balances.total("binance", "USDT") == 49900
+
+
+def test_rate_limit_refuses_then_retries_when_the_window_frees():
+    g = Rig(venues={"binance": {"fee_bps": 20, "amend": True, "rate": 2, "rate_window_ms": 1000}})
+    t0 = g.clock.t
+    for s in range(3):
+        g.want(s, 9990 - s, 500)
+    assert [r.slot for r in g.run()] == [0, 1]
+    assert g.ov.refusals["RATE"] == 1 and g.ov.wakeup == t0 + 1_000_000_000
+    g.clock.t = t0 + 999_999_999
+    assert g.run() == []
+    g.clock.t = t0 + 1_000_000_000
+    assert [r.slot for r in g.run()] == [2]
+    assert g.ov.wakeup == 0
+
+
+def test_cancels_are_never_held_back_by_the_rate_limit():
+    g = Rig(venues={"binance": {"fee_bps": 20, "amend": True, "rate": 1, "rate_window_ms": 1000}})
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN))
+    g.want(0, 0, 0)
+    assert [x.action for x in g.run()] == [A.CANCEL]
+
+
+def test_kill_file_cancels_everything_and_refuses_new_orders(tmp_path, caplog):
+    kill = tmp_path / "KILL"
+    g = Rig(kill_file=str(kill))
+    g.want(0, 10000, 500)
+    g.want(1, 1000, 100, iid=KR)
+    a, b = g.run()
+    g.answer(upd(a, S.OPEN))  # b still in flight
+    kill.write_text("")
+    assert g.run() == []  # the file is polled at most every 100 ms
+    g.clock.t += 100_000_000
+    (c,) = g.run()
+    assert (c.action, c.ref_id) == (A.CANCEL, a.order_id)
+    assert "KILL SWITCH" in caplog.text
+    g.answer(upd(b, S.OPEN))  # the in-flight one is cancelled once the venue has it
+    (c2,) = g.run()
+    assert (c2.action, c2.ref_id) == (A.CANCEL, b.order_id)
+    g.want(2, 9990, 500)
+    assert g.run() == [] and g.ov.refusals["KILLED"] == 1
