@@ -39,6 +39,7 @@ from .risk import KillSwitch, Limits, RateLimit, Refusal
 
 _NEW, _CANCEL, _AMEND = int(OrderAction.NEW), int(OrderAction.CANCEL), int(OrderAction.AMEND)
 _FLAGS = int(OrderFlags.POST_ONLY | OrderFlags.IOC | OrderFlags.REDUCE_ONLY)
+_ACTION = {int(a): a.name for a in OrderAction}
 
 
 class _Venue:
@@ -47,6 +48,10 @@ class _Venue:
     def __init__(self, fee_bps=0, amend=False, rate=10, rate_window_ms=1000):
         self.fee_bps, self.amend = int(fee_bps), bool(amend)
         self.rate = RateLimit(int(rate), int(rate_window_ms) * 1_000_000)
+
+
+def _slot_order(st) -> tuple[int, int]:
+    return st.port, st.index
 
 
 class _Slot:
@@ -96,6 +101,7 @@ class Overseer(Actor):
         self.dirty: set[_Slot] = set()
         self.refused: set[_Slot] = set()
         self.retry_at = 0
+        self._logged: dict[Refusal, int] = {}  # reason -> when it may be logged again
         self.next_id = max(int(self.order_id_base), self.clock.now())
 
     # ------------------------------------------------------------------ venue answers
@@ -151,7 +157,7 @@ class Overseer(Actor):
         if not dirty:
             return False
         self.dirty = set()
-        for st in sorted(dirty, key=lambda s: (s.port, s.index)):  # fixed order: deterministic runs
+        for st in (sorted(dirty, key=_slot_order) if len(dirty) > 1 else dirty):  # fixed order: deterministic
             self._reconcile(st, now)
         return True
 
@@ -218,7 +224,7 @@ class Overseer(Actor):
         if venue is not None:
             venue.rate.record(now)
         self.requests.send(r)
-        self.sent[OrderAction(r.action).name] += 1
+        self.sent[_ACTION[r.action]] += 1
         return self.orders.sent(r)
 
     def _cancel(self, o: Order, now: int) -> None:
@@ -226,12 +232,15 @@ class Overseer(Actor):
                                 o.side, o.flags), now)
 
     def _refuse(self, st: _Slot, why: Refusal, now: int) -> None:
-        self.refusals[why.name] += 1
+        n = self.refusals[why.name] = self.refusals[why.name] + 1
         i = st.ideal
-        if st.refused != why:
-            self.log.warning("%s: %s slot %d: %s %d@%d on instrument %d refused: %s", self.name,
+        # a line when a slot's reason changes, at most one a second per reason: a model
+        # oscillating around a limit must not flood the log (the counters keep every refusal)
+        if st.refused != why and now >= self._logged.get(why, 0):
+            self._logged[why] = now + 1_000_000_000
+            self.log.warning("%s: %s slot %d: %s %d@%d on instrument %d refused: %s (%d so far)", self.name,
                              self.models[st.port], st.index, "buy" if i.side > 0 else "sell", i.size, i.price,
-                             i.instrument, why.name)
+                             i.instrument, why.name, n)
         st.refused = why
         self.refused.add(st)
         if why == Refusal.RATE:
