@@ -132,9 +132,21 @@ def test_cross_venue_fires_again_only_after_both_legs_end_and_within_inventory()
     assert m.pairs == 1  # legs in flight: no new pair
     m.on_fills(Fill(1, 1, 10000, 600, 0, 2, BTC, 1, 2, b"USDT"))
     m.on_updates(OrderUpdate(1, 10000, 600, 600, 2, BTC, int(S.FILLED), 1, 0, b""))
-    assert slots(arr)[0].size == 0  # a finished IOC leg is withdrawn
+    assert slots(arr)[0].size == 600  # the other leg is still out: nothing changes yet
     m.on_fills(Fill(2, 2, 1003, 6000, 0, 2, KR, -1, 2, b"USDT"))
     m.on_updates(OrderUpdate(2, 1003, 6000, 6000, 2, KR, int(S.FILLED), -1, 0, b""))
+    assert [q.size for q in slots(arr)] == [0, 0]  # both legs done: withdrawn
     book(m, BTC, [(-1, 10000, 3000)])
     assert m.pairs == 2
     assert [(q.size, q.instrument) for q in slots(arr)] == [(400, BTC), (4000, KR)]  # 0.4 BTC of room left
+
+
+def test_cross_venue_withdraws_a_leg_the_overseer_held_back_once_the_other_is_done():
+    m, arr = xv()
+    book(m, BTC, [(1, 9990, 2000), (-1, 10000, 1234)], clear=True)
+    book(m, KR, [(1, 1003, 20000), (-1, 1010, 20000)], clear=True)
+    buy, sell = slots(arr)
+    m.on_requests(OrderRequest(1, 0, buy.price, buy.size, BTC, 12, 0, int(OrderAction.NEW), 1, IOC))
+    m.on_updates(OrderUpdate(1, 10000, 500, 0, 2, BTC, int(S.EXPIRED), 1, 0, b""))  # nothing taken
+    assert slots(arr)[1].size == 0  # the sell leg never went out: not left to go out later
+    assert m.position(BTC) == m.position(KR) == 0

@@ -17,9 +17,9 @@ class CrossVenue(TradeModel):
     ``min_edge_bps``, buys that ask and sells that bid with IOC orders of one size (taking
     liquidity on both venues), no larger than either touch and within ``max_inventory`` per venue.
 
-    Slots: 0 buy leg, 1 sell leg.  A new pair fires only once both legs have finished; finished
-    legs are withdrawn (an IOC must not stay in a slot: a restarted overseer would send it again),
-    and legs the overseer did not place within ``cooldown_ms`` are withdrawn too.
+    Slots: 0 buy leg, 1 sell leg.  A new pair fires only once no leg is out; then both slots are
+    withdrawn (an IOC must not stay in a slot: a restarted overseer would send it again), and so
+    are legs the overseer did not place within ``cooldown_ms``.
 
     Params: ``a``, ``b`` (instruments of one base and quote on two venues), ``size`` and
     ``max_inventory`` (decimal text, base), ``fee_bps_a``, ``fee_bps_b`` (taker), ``min_edge_bps``,
@@ -52,10 +52,12 @@ class CrossVenue(TradeModel):
         self.pairs = 0
 
     def on_order(self, o) -> None:
-        if not o.live and o.slot in (0, 1):
-            self.withdraw(o.slot)
-            if not (self.busy(0) or self.busy(1)):
-                self.fired = 0
+        # once no leg is out, withdraw both: a leg the overseer held back must not go out later
+        # at a stale price, and an IOC must not stay in a slot
+        if not o.live and o.slot in (0, 1) and not (self.busy(0) or self.busy(1)):
+            self.withdraw(0)
+            self.withdraw(1)
+            self.fired = 0
 
     def on_book(self, iid: int, book, exch_ts: int) -> None:
         if self.busy(0) or self.busy(1):
