@@ -221,3 +221,10 @@ def test_kill_file_cancels_everything_and_refuses_new_orders(tmp_path, caplog):
     assert (c2.action, c2.ref_id) == (A.CANCEL, b.order_id)
     g.want(2, 9990, 500)
     assert g.run() == [] and g.ov.refusals["KILLED"] == 1
+
+
+def test_a_parked_overseer_of_its_own_polls_the_ideals():
+    g = Rig(poll_ns=2_000_000)
+    g.run()
+    assert g.ov.wakeup == g.clock.t + 2_000_000  # seqlock writes ring no doorbell
+    assert Rig().ov.wakeup == 0  # by default only rate retries ask for a wake-up

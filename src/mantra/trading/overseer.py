@@ -22,7 +22,12 @@ Params: ``models`` (array ports, one per model, bound in config), ``instruments`
 ``venues = { binance = { fee_bps = 10, amend = true, rate = 10, rate_window_ms = 1000 } }``
 (``fee_bps``: the venue's highest fee, reserved on buys), ``limits = { "binance:BTCUSDT" =
 { max_position = "0.5", max_notional = "30000" } }``, ``kill_file`` (path; its existence trips the
-kill switch, which cancels everything and refuses every new order), ``order_id_base``.
+kill switch, which cancels everything and refuses every new order), ``order_id_base``, ``poll_ns``.
+
+Placement: seqlock writes ring no doorbell.  Put the overseer after the models in their process
+(it then runs in the same pass as the handler that wrote the ideal) or in a spinning process; in
+a parked process of its own, set ``poll_ns`` or it sees new ideals only when an answer or the
+park timeout wakes it.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class Overseer(Actor):
     limits: dict = {}
     kill_file = ""
     order_id_base = 0
+    poll_ns = 0
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -152,14 +158,17 @@ class Overseer(Actor):
                     self.by_key[(st.model, st.index)] = st
                     dirty.add(st)
         if self.retry_at and now >= self.retry_at:
-            self.retry_at = self.wakeup = 0
+            self.retry_at = 0
             dirty |= self.refused
-        if not dirty:
-            return False
-        self.dirty = set()
-        for st in (sorted(dirty, key=_slot_order) if len(dirty) > 1 else dirty):  # fixed order: deterministic
-            self._reconcile(st, now)
-        return True
+        if dirty:
+            self.dirty = set()
+            for st in (sorted(dirty, key=_slot_order) if len(dirty) > 1 else dirty):  # fixed order: deterministic
+                self._reconcile(st, now)
+        w = self.retry_at
+        if self.poll_ns:
+            w = min(w, now + self.poll_ns) if w else now + self.poll_ns
+        self.wakeup = w
+        return bool(dirty)
 
     def _reconcile(self, st: _Slot, now: int) -> None:
         o = st.order
@@ -246,7 +255,6 @@ class Overseer(Actor):
         if why == Refusal.RATE:
             t = self.v[self.registry.by_id[i.instrument].venue].rate.next_free()
             self.retry_at = min(self.retry_at, t) if self.retry_at else t
-            self.wakeup = self.retry_at
 
     def _clear_refusal(self, st: _Slot) -> None:
         if st.refused is not None:
