@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int)
     p.add_argument("--rate", type=int)
     p.add_argument("--dataset", help="backtest: the reference stream (.npy)")
+    p.add_argument("--captures", help="feeds: directory of recordings (default: ../shared/data/captures)")
+    p.add_argument("--seconds", type=float, help="feeds: time budget per measurement")
+    p.add_argument("--loopback", action="store_const", const=True, help="feeds: also measure over a loopback socket")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("backtest", help="run a system deterministically on recorded market data")
