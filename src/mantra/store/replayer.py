@@ -61,12 +61,13 @@ class Replayer(Actor):
             sizes = [p.dtype.itemsize for p in parts]
             starts = np.concatenate([np.arange(len(p)) for p in parts])[order]
             self.which, self.kidx = which[order], starts
-            self.rows = [(int(w), int(s)) for w, s in zip(self.which, starts)]
+            # per-record (w, k) pairs only for real-clock pacing; simulated replays go by runs
+            self.rows = [] if self.clock.simulated else list(zip(self.which.tolist(), starts.tolist()))
             self.blobs, self.sizes = [memoryview(b) for b in blobs], sizes
         else:
             self.times, self.rows = np.zeros(0, np.int64), []
         self.i = 0
-        self.total = len(self.rows)
+        self.total = len(self.times)
         self.t0_data = int(self.times[0]) if self.total else 0
         self.t0_wall = self.clock.now()
         self.wakeup = self._due_time(0) if self.total else 0
@@ -146,7 +147,7 @@ class Replayer(Actor):
             outs[w].send_record(blobs[w][k * size:(k + 1) * size])
             self.i += 1
             n += 1
-        w, k = rows[self.i - 1]
+        w, k = int(self.which[self.i - 1]), int(self.kidx[self.i - 1])
         self.set_origin(int.from_bytes(blobs[w][k * sizes[w]:k * sizes[w] + 8], "little"))
         if self.i >= self.total:
             self.wakeup = 0
