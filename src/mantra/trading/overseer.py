@@ -60,7 +60,7 @@ def _slot_order(st) -> tuple[int, int]:
 
 
 class _Slot:
-    __slots__ = ("port", "index", "seen", "ideal", "model", "order", "placed", "refused")
+    __slots__ = ("port", "index", "seen", "ideal", "model", "order", "placed", "refused", "origin")
 
     def __init__(self, port: int, index: int):
         self.port, self.index = port, index
@@ -70,6 +70,7 @@ class _Slot:
         self.order: Order | None = None  # the slot's live (or in-flight) order
         self.placed = 0  # the version an order was placed for (consumed)
         self.refused: Refusal | None = None
+        self.origin = 0  # origin of the ideal last read: the market data its requests answer
 
 
 class Overseer(Actor):
@@ -153,7 +154,8 @@ class Overseer(Actor):
                     v, msg = arr.read(st.index)
                     if v & 1 or v == st.seen:
                         continue
-                    st.seen, st.model = v, arr.tracking()[2]
+                    origin, _, st.model, _ = arr.tracking()
+                    st.seen, st.origin = v, origin
                     st.ideal = msg if msg is not None and msg.size > 0 else None
                     self.by_key[(st.model, st.index)] = st
                     dirty.add(st)
@@ -171,6 +173,7 @@ class Overseer(Actor):
         return bool(dirty)
 
     def _reconcile(self, st: _Slot, now: int) -> None:
+        self._track.origin = st.origin  # requests carry the origin of the ideal they serve (tick to trade)
         o = st.order
         if o is not None and not o.live:
             o = st.order = None
