@@ -1,0 +1,193 @@
+"""`mantra bench tick-to-trade`: from a venue frame received by a Feed to the OrderRequest the
+overseer publishes because of it, inside a running system fed by a local venue simulator.
+
+Every message published for a frame carries the frame's receipt stamp as its origin; the model's
+ideal order carries it on, and the overseer's request carries the origin of the ideal it serves.
+So per request ``publish - origin`` is the internal tick-to-trade latency.  Only requests whose
+origin is a frame's receipt stamp (found in the ``l2`` queue) are counted.
+
+Placements, measured in the same run:
+
+- ``split``: process ``feed`` (spin, CPU 0) runs the Feed; process ``trading`` (spin, CPU 1) the
+  market maker, the overseer and the mock exchange.  The simulator serves from this (parked)
+  process's threads.
+- ``single``: everything in one spinning process (CPU 0): the baseline.
+
+Breakdown (from the queues and the ``trading`` process's timing ring): ``frame_to_l2`` (receipt
+-> the frame's last L2Update published), ``l2_to_ideal`` (that publish -> end of the market
+maker's handler of it, which wrote the ideal), ``ideal_to_request`` (-> the request published).
+The market maker requotes on every tick move (``refresh`` = one tick) of a fast synthetic market.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..feeds.actor import Feed
+from ..runtime import paths
+from ..runtime.config import parse
+from ..runtime.supervisor import Supervisor
+from ..spine import Ring
+from ..spine.messages import L2Flags
+from ..spine.shm import remove_system, system_dir
+from ..trading.common import load_registry
+from ..venues.coinbase.simulator import LISTINGS, CoinbaseSimulator
+from ..venues.simulator import SyntheticMarket
+
+OPTIONS = {"seconds", "rate"}
+
+SYMBOL = "BTC-USD"
+# The simulator's listing, registered before the feed so every actor trades its exact increments.
+INSTRUMENT = {"venue": "coinbase", "symbol": SYMBOL, "base": "BTC", "quote": "USD", "price_scale": 2,
+              "size_scale": 8, "tick": "0.01", "lot": "0.00000001", "min_size": "0.00001", "min_notional": "1"}
+
+
+class SpecFeed(Feed):
+    """A Feed that first registers ``instruments`` (inline specs) in the system's registry: the
+    venue's default spec would otherwise win a race with the trading actors' registration."""
+
+    instruments = ()
+
+    def on_start(self) -> None:
+        load_registry(self.instruments, self.system)
+        super().on_start()
+
+
+def system_doc(name: str, url: str, *, mode: str = "realtime", spin: bool = True, mm: dict | None = None) -> dict:
+    """Feed (simulated coinbase) -> market maker -> overseer -> mock exchange.  ``spin``: the feed
+    never blocks (it polls every pass); else it parks on its doorbell."""
+    inst = [INSTRUMENT]
+    params_mm = {"instrument": f"coinbase:{SYMBOL}", "spread": "0.02", "size": "0.001", "skew": "0",
+                 "max_inventory": "10", "refresh": "0.01", "instruments": inst, **(mm or {})}
+    cap = 1 << 18
+    return {
+        "system": {"name": name, "mode": mode},
+        "queues": {"l2": {"type": "L2Update", "capacity": 1 << 20},
+                   "trades": {"type": "TradeUpdate", "capacity": cap},
+                   "status": {"type": "BookStatus", "capacity": 1 << 10},
+                   **{q: {"type": t, "capacity": cap} for q, t in (
+                       ("requests", "OrderRequest"), ("updates", "OrderUpdate"), ("fills", "Fill"),
+                       ("balances", "BalanceUpdate"))}},
+        "arrays": {"mm_ideal": {"type": "IdealOrder", "size": 2}},
+        "actors": {
+            "feed": {"class": f"{__name__}:SpecFeed",
+                     "params": {"venue": "coinbase", "symbols": [SYMBOL], "options": {"url": url},
+                                "instruments": inst, "wait_ms": 0.0 if spin else 10.0, "poll_ms": 1.0},
+                     "outputs": {"l2": "l2", "trades": "trades", "status": "status"}},
+            "mm": {"class": "mantra.trading.models.market_maker:MarketMaker", "params": params_mm,
+                   "inputs": {"l2": "l2", "requests": "requests", "updates": "updates", "fills": "fills"},
+                   "arrays": {"ideal": "mm_ideal"}},
+            "overseer": {"class": "mantra.trading.overseer:Overseer",
+                         "params": {"models": ["mm"], "instruments": inst,
+                                    "venues": {"coinbase": {"fee_bps": 5, "amend": True, "rate": 1_000_000}},
+                                    "limits": {f"coinbase:{SYMBOL}": {"max_position": "100",
+                                                                      "max_notional": "100000000"}}},
+                         "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                         "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal"}},
+            "exchange": {"class": "mantra.trading.mock_exchange:MockExchange",
+                         "params": {"instruments": inst,
+                                    "venues": {"coinbase": {"maker_bps": 2, "taker_bps": 5, "amend": True,
+                                                            "balances": {"BTC": "1000", "USD": "100000000"}}}},
+                         "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
+                         "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"}},
+        },
+    }
+
+
+def _pct(a: np.ndarray) -> dict:
+    if not len(a):
+        return {"p50": None, "p90": None, "p99": None, "p999": None}
+    a = a / 1000.0
+    return {k: round(float(np.percentile(a, q)), 3) for k, q in
+            (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))}
+
+
+def _drain(path) -> np.ndarray:
+    c = Ring.attach(path).reader("bench", start=0, register=False)
+    parts = []
+    while True:
+        b = c.read_batch(65536)
+        if not len(b):
+            break
+        parts.append(b.copy())
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def measure(d, trading_process: str, mm_id: int, warmup_s: float) -> dict:
+    """Tick-to-trade and its breakdown from a kept system directory ``d``."""
+    l2, req = _drain(paths.queue(d, "l2")), _drain(paths.queue(d, "requests"))
+    frames = l2[(l2["flags"] & int(L2Flags.LAST)) != 0]
+    frame_pub = dict(zip(frames["origin"].tolist(), frames["publish"].tolist()))
+    t0 = int(l2["origin"].min()) + int(warmup_s * 1e9) if len(l2) else 0  # skip connect + snapshot
+    req = req[req["origin"] >= t0]
+    mine = np.array([o in frame_pub for o in req["origin"].tolist()], bool)
+    ticked = req[mine]
+    lat = ticked["publish"].astype(np.int64) - ticked["origin"].astype(np.int64)
+    out = {"count": int(len(lat)), "requests": int(len(req)), **_pct(lat)}
+    f2l = np.array([frame_pub[o] - o for o in ticked["origin"].tolist()], np.int64)
+    out["frame_to_l2"] = _pct(f2l)
+    # The market maker's l2 handler: timing record key = actor id << 16 | input 0 (l2).
+    tpath = paths.timing(d, trading_process)
+    if tpath.exists():
+        tim = _drain(tpath)
+        tim = tim[tim["key"] == (mm_id << 16)]
+        ideal_at: dict[int, int] = {}
+        for o, e in zip(tim["origin"].tolist(), tim["end"].tolist()):
+            ideal_at[o] = max(e, ideal_at.get(o, 0))
+        l2i, i2r = [], []
+        for o, p in zip(ticked["origin"].tolist(), ticked["publish"].tolist()):
+            e = ideal_at.get(o)
+            if e is not None:
+                l2i.append(e - frame_pub[o])
+                i2r.append(p - e)
+        out["l2_to_ideal"] = {**_pct(np.array(l2i, np.int64)), "count": len(l2i)}
+        out["ideal_to_request"] = _pct(np.array(i2r, np.int64))
+    out["frames"] = int(len(frames))
+    return out
+
+
+def run_placement(name: str, url: str, processes: dict, seconds: float, warmup_s: float, **kw) -> dict:
+    doc = system_doc(name, url, **kw)
+    doc["processes"] = processes
+    spec = parse(doc)
+    sup = Supervisor(spec, keep=True)
+    try:
+        failures = sup.run(duration=seconds)
+        d = system_dir(name)
+        trading = next(p for p, cfg in processes.items() if "mm" in cfg["actors"])
+        out = measure(d, trading, spec.actors["mm"].id, warmup_s)
+    finally:
+        remove_system(name)
+    out["failures"] = failures
+    return out
+
+
+def run(seconds: float = 6.0, rate: int = 3000) -> dict:
+    warmup = 1.0
+    tag = os.getpid()
+    src = SyntheticMarket("coinbase", [ls for ls in LISTINGS if ls.symbol == SYMBOL], seed=7, rate=float(rate))
+    with CoinbaseSimulator(src) as sim:
+        split = run_placement(f"t2t-split-{tag}", sim.ws_url, {
+            "feed": {"actors": ["feed"], "mode": "spin", "cpu": 0},
+            "trading": {"actors": ["mm", "overseer", "exchange"], "mode": "spin", "cpu": 1 % os.cpu_count()},
+        }, seconds, warmup)
+        time.sleep(0.2)
+        single = run_placement(f"t2t-single-{tag}", sim.ws_url, {
+            "all": {"actors": ["feed", "mm", "overseer", "exchange"], "mode": "spin", "cpu": 0},
+        }, seconds, warmup)
+    return {
+        "bench": "tick-to-trade",
+        "p50_us": split["p50"], "p99_us": split["p99"], "count": split["count"],
+        "placement": "feed (spin, CPU 0) | market maker + overseer + mock exchange (spin, CPU 1); "
+                     "simulator threads in the parked parent",
+        "split": split,
+        "baseline_single_process": {"p50_us": single["p50"], "p99_us": single["p99"], "count": single["count"],
+                                    **single},
+        "ratio_p50_split_vs_single": round(split["p50"] / single["p50"], 2) if split["p50"] and single["p50"] else None,
+        "ratio_p99_split_vs_single": round(split["p99"] / single["p99"], 2) if split["p99"] and single["p99"] else None,
+        "target_us": {"p50": 10, "p99": 40},
+        "seconds": seconds, "rate": rate,
+    }
