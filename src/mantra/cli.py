@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -31,24 +30,9 @@ def cmd_run(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    """Until the full demo lands: the hello system live for a few seconds, with `top` figures."""
-    from .runtime.config import load
-    from .runtime.supervisor import Supervisor
-    from .telemetry import top
+    from . import demo
 
-    spec = load(CONFIGS / "hello.toml")
-    sup = Supervisor(spec)
-    last = [0.0]
-
-    def show():
-        if time.monotonic() - last[0] >= 1.0:
-            last[0] = time.monotonic()
-            print("\033[2J\033[H" + top.render(spec.name, top.read(spec.name)), flush=True)
-
-    sup.on_tick = show
-    failures = sup.run(duration=a.duration)
-    print(top.render(spec.name, sup.final_telemetry))
-    return 1 if failures else 0
+    return demo.run(duration=a.duration, out=a.out)
 
 
 def cmd_inspect(a) -> int:
@@ -133,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("demo", help="the live demo on local simulators")
-    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--duration", type=float, default=30.0)
+    p.add_argument("--out", help="where the session is recorded (default: data/demo/<UTC time>)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("inspect", help="queues and actors of a running system")

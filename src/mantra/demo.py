@@ -1,0 +1,330 @@
+"""`mantra demo`: the whole engine live on loopback, then the same session replayed as a backtest.
+
+Five venue simulators run as child processes (never threads of this process: the supervisor forks
+its actor processes, and a fork must not copy live server threads).  The system is built here:
+the five real feeds -> a market maker (Coinbase BTC) and a cross-venue model (Bitstamp vs Bitfinex
+BTC) -> the overseer -> the mock exchange playing the three traded venues, a persister recording
+every queue, and telemetry.  A status block is printed every second; at the end the recorded session is
+summarised and replayed through the same system on a simulated clock.
+
+Instrument ids: the traded instruments are registered in the system's shared registry, with the
+simulator's exact increments, after the spine is created and before any actor process starts.
+Feeds then find them there (rather than registering bare specs without base/quote), and the
+trading actors take ``instruments = []``: "whatever the system registered".
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import backtest
+from .runtime import paths
+from .runtime.config import parse
+from .runtime.supervisor import Supervisor
+from .spine import Ring
+from .spine.messages import OrderAction
+from .spine.shm import remove_system
+from .store import segments
+from .venues.events import Status
+
+SYSTEM = "demo"
+VENUES = ("binance", "bitstamp", "coinbase", "kraken", "bitfinex")
+MM = "coinbase:BTC-USD"
+XV = ("bitstamp:btcusd", "bitfinex:tBTCUSD")  # both walk in whole dollars: gaps open
+# venue, maker fee (bps; taker: twice that), order latency (ns).  The cross-venue pair trades free:
+# the simulators' prices drift apart by a few dollars only, a gap no fee would leave worth taking.
+FEES = (("coinbase", 1, 20_000_000), ("bitstamp", 0, 40_000_000), ("bitfinex", 0, 30_000_000))
+QUEUES = {"l2": ("L2Update", 1 << 16, True), "trades": ("TradeUpdate", 1 << 14, True),
+          "book_status": ("BookStatus", 1 << 12, True), "requests": ("OrderRequest", 1 << 14, False),
+          "updates": ("OrderUpdate", 1 << 14, False), "fills": ("Fill", 1 << 14, False),
+          "balances": ("BalanceUpdate", 1 << 14, False)}
+
+
+# -- simulators -------------------------------------------------------------------------------
+def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list, dict]:
+    """One simulator process per venue; returns (processes, venue -> {ws, rest, symbols})."""
+    procs, urls = [], {}
+    log = open(log_path, "ab")
+    try:
+        for i, venue in enumerate(VENUES):
+            p = subprocess.Popen(
+                [sys.executable, "-m", "mantra.venues.simulator", venue, "--port", "0", "--seed", str(i + 1),
+                 "--rate", str(rate), "--lifetime", str(lifetime)],
+                stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)  # Ctrl-C is ours
+            procs.append(p)
+        for venue, p in zip(VENUES, procs):
+            line = p.stdout.readline()  # "VENUE: ws URL  rest URL  instruments A, B, C"
+            if not line.startswith(f"{venue}: ws "):
+                raise RuntimeError(f"{venue} simulator did not start (see {log_path}): {line!r}")
+            head, _, insts = line.strip().partition("  instruments ")
+            parts = head.split()
+            urls[venue] = {"ws": parts[2], "rest": parts[4], "symbols": insts.split(", ")}
+    except BaseException:
+        stop_simulators(procs)
+        raise
+    finally:
+        log.close()
+    return procs, urls
+
+
+def stop_simulators(procs: list) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        if p.stdout:
+            p.stdout.close()
+
+
+# -- the system -------------------------------------------------------------------------------
+def _feed_options(venue: str, u: dict) -> dict:
+    if venue in ("binance", "bitstamp"):  # WebSocket diffs + REST snapshots
+        return {"ws_url": u["ws"], "rest_url": u["rest"]}
+    return {"url": u["ws"]}
+
+
+def build(urls: dict, out: Path) -> dict:
+    """The system description (a dict for ``runtime.config.parse``)."""
+    ports = {"l2": "l2", "requests": "requests", "updates": "updates", "fills": "fills"}
+    a, b = XV
+    actors = {f"feed_{v}": {"class": "mantra.feeds.actor:Feed",
+                            "params": {"venue": v, "symbols": u["symbols"], "options": _feed_options(v, u),
+                                       "connection": {"backoff_s": 0.2}},
+                            "outputs": {"l2": "l2", "trades": "trades", "status": "book_status"}}
+              for v, u in urls.items()}
+    actors.update({
+        "mm": {"class": "mantra.trading.models.market_maker:MarketMaker", "inputs": ports,
+               "arrays": {"ideal": "mm_ideal"},
+               "params": {"instrument": MM, "spread": "0.04", "size": "0.01", "skew": "2",
+                          "max_inventory": "0.05", "refresh": "0.02", "instruments": []}},
+        "xv": {"class": "mantra.trading.models.cross_venue:CrossVenue", "inputs": ports,
+               "arrays": {"ideal": "xv_ideal"},
+               "params": {"a": a, "b": b, "size": "0.01", "max_inventory": "0.05", "fee_bps_a": 0,
+                          "fee_bps_b": 0, "min_edge_bps": 1, "instruments": []}},
+        "overseer": {"class": "mantra.trading.overseer:Overseer",
+                     "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                     "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal", "xv": "xv_ideal"},
+                     "params": {"models": ["mm", "xv"], "instruments": [],
+                                "venues": {"coinbase": {"fee_bps": 2, "amend": True, "rate": 30,
+                                                        "rate_window_ms": 1000},
+                                           "bitstamp": {"fee_bps": 0, "amend": False, "rate": 15,
+                                                        "rate_window_ms": 1000},
+                                           "bitfinex": {"fee_bps": 0, "amend": False, "rate": 15,
+                                                        "rate_window_ms": 1000}},
+                                "limits": {i: {"max_position": "0.2", "max_notional": "7000"} for i in (MM, *XV)}}},
+        "exchange": {"class": "mantra.trading.mock_exchange:MockExchange",
+                     "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
+                     "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                     "params": {"instruments": [], "venues": {
+                         v: {"maker_bps": fee, "taker_bps": 2 * fee, "latency_ns": lat, "response_ns": lat,
+                             "amend": v == "coinbase", "balances": {"BTC": "0.5", "USD": "20000"}}
+                         for v, fee, lat in FEES}}},
+        "persister": {"class": "mantra.store.persister:Persister", "params": {"dir": str(out)}},
+        "telemetry": {"class": "mantra.telemetry.actor:Telemetry"},
+    })
+    return {
+        "system": {"name": SYSTEM},
+        "queues": {q: {"type": t, "capacity": c, "mpmc": m} for q, (t, c, m) in QUEUES.items()},
+        "arrays": {"mm_ideal": {"type": "IdealOrder", "size": 2}, "xv_ideal": {"type": "IdealOrder", "size": 2}},
+        "actors": actors,
+        # Everything parks: the feeds wake on their sockets, the rest on their queues.
+        "processes": {"feeds": {"actors": [n for n in actors if n.startswith("feed_")], "mode": "park"},
+                      "trading": {"actors": ["mm", "xv", "overseer", "exchange"], "mode": "park"},
+                      "back": {"actors": ["persister", "telemetry"], "mode": "park"}},
+    }
+
+
+def register_traded(system: str) -> None:
+    """Register the traded instruments with the simulators' own increments (see module doc)."""
+    from .feeds.actor import system_registry
+
+    reg = system_registry(system)
+    for ref in dict.fromkeys((MM, *XV)):
+        venue, _, symbol = ref.partition(":")
+        mod = importlib.import_module(f"mantra.venues.{venue}.simulator")
+        next(x for x in mod.LISTINGS if x.symbol == symbol).instrument(venue, reg)
+
+
+class _Supervisor(Supervisor):
+    """Registers the traded instruments once the spine exists, before the first process starts."""
+
+    registered = False
+
+    def _start(self, pname: str) -> None:
+        if not self.registered:
+            register_traded(self.spec.name)
+            self.registered = True
+        super()._start(pname)
+
+
+# -- live status ------------------------------------------------------------------------------
+class LiveStatus:
+    """Reads the system's queues from the supervisor process (unregistered readers: no lag counted)."""
+
+    def __init__(self, system: str, symbols: dict[str, list]):
+        self.system, self.symbols = system, symbols
+        self.rings, self.readers, self.last_counts = {}, {}, {}
+        self.t0 = self.last_t = time.monotonic()
+        self.book: dict[int, int] = {}  # iid -> latest status
+        self.orders = self.fills = 0
+        self.pos: dict[int, list] = {}  # iid -> [cash, position, last price] (floats: display only)
+        self.fees = 0.0
+        self.reg = None
+
+    def _attach(self) -> bool:
+        if self.rings:
+            return True
+        d = paths.system_dir(self.system)
+        try:
+            self.rings = {q: Ring.attach(paths.queue(d, q)) for q in QUEUES}
+        except (FileNotFoundError, OSError):
+            self.rings = {}
+            return False
+        from .feeds.actor import system_registry
+
+        self.reg = system_registry(self.system)
+        self.readers = {q: self.rings[q].reader("demo-status", start=0, register=False)
+                        for q in ("book_status", "requests", "fills")}
+        self.last_counts = {q: 0 for q in QUEUES}
+        return True
+
+    def _drain(self) -> None:
+        for m in self._batches("book_status"):
+            for iid, st in zip(m["instrument"].tolist(), m["status"].tolist()):
+                self.book[iid] = st
+        for m in self._batches("requests"):
+            self.orders += int((m["action"] == OrderAction.NEW).sum())
+        for m in self._batches("fills"):
+            self.fills += len(m)
+            for iid, px, sz, side, fee in zip(*(m[k].tolist() for k in ("instrument", "price", "size", "side", "fee"))):
+                inst = self.reg[iid]
+                p, s = px / 10 ** inst.price_scale, sz / 10 ** inst.size_scale
+                c = self.pos.setdefault(iid, [0.0, 0.0, p])
+                c[0] -= p * s * side + fee / 10 ** inst.price_scale
+                c[1] += s * side
+                c[2] = p
+                self.fees += fee / 10 ** inst.price_scale
+
+    def _batches(self, q: str):
+        r = self.readers[q]
+        while len(b := r.read_batch(4096)):
+            yield b
+
+    def render(self, telemetry: dict | None) -> str:
+        if not self._attach():
+            return "starting..."
+        self._drain()
+        now = time.monotonic()
+        dt = max(now - self.last_t, 1e-3)
+        counts = {q: r.count() for q, r in self.rings.items()}
+        rates = {q: (counts[q] - self.last_counts[q]) / dt for q in counts}
+        self.last_counts, self.last_t = counts, now
+        synced = {v: 0 for v in self.symbols}
+        for iid, st in self.book.items():
+            try:
+                v = self.reg[iid].venue
+            except KeyError:
+                continue
+            if st == Status.SYNCED and v in synced:
+                synced[v] += 1
+        pnl = sum(c + p * last for c, p, last in self.pos.values())
+        lines = [f"mantra demo   {now - self.t0:5.1f} s",
+                 "books synced  " + "  ".join(f"{v} {synced[v]}/{len(s)}" for v, s in self.symbols.items()),
+                 "msg/s         " + "  ".join(f"{q} {rates[q]:.0f}" for q in QUEUES),
+                 f"orders {self.orders}  fills {self.fills}  fees {self.fees:.4f}  PnL {pnl:+.2f} (rough, at last fill)"]
+        if telemetry:
+            hops = [(k, t["latency_us"]) for k, t in telemetry.get("timers", {}).items()
+                    if not k.endswith(".loop")]  # loop steps have no origin: not a hop
+            lines.append("hop latency since origin (µs)  p50 / p99")
+            lines += [f"  {k:<28}{lat['p50']:>10.1f} {lat['p99']:>10.1f}" for k, lat in hops]
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        for r in self.rings.values():
+            r.close()
+        self.rings = {}
+
+
+# -- the run ----------------------------------------------------------------------------------
+def _replay_doc(doc: dict) -> dict:
+    """The same system for the backtest; trading actors load the recording's instruments.json
+    (``instruments = []`` would mean "the replay system's registry", which starts empty)."""
+    doc = json.loads(json.dumps(doc))
+    for a in doc["actors"].values():
+        if a["class"].startswith("mantra.trading"):
+            a.get("params", {}).pop("instruments", None)
+    return doc
+
+
+def compare(live: dict, replay: dict) -> str:
+    rows = [("orders", "orders", "{:d}"), ("fills", "fills", "{:d}"), ("fees", "fees", "{:.4f}"),
+            ("PnL", "pnl", "{:+.4f}")]
+    out = [f"{'':<10}{'live':>14}{'replay':>14}"]
+    out += [f"{label:<10}{f.format(live[k]):>14}{f.format(replay[k]):>14}" for label, k, f in rows]
+    out.append("They differ because live, each actor reacts when the operating system schedules it and "
+               "orders race the market in real time; the replay steps every actor in a fixed order on a "
+               "simulated clock, so the same recorded market meets different decision timings.")
+    return "\n".join(out)
+
+
+def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.0) -> int:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(out) if out else Path("data/demo") / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"starting five venue simulators (log: {out / 'simulators.log'})", flush=True)
+    sims, urls = start_simulators(rate, duration + 60, out / "simulators.log")
+    try:
+        doc = build(urls, out)
+        spec = parse(doc)
+        sup = _Supervisor(spec, keep=True)  # kept until the final instrument registry is saved
+        status = LiveStatus(spec.name, {v: u["symbols"] for v, u in urls.items()})
+        tty = sys.stdout.isatty()
+        last = [time.monotonic()]
+
+        def tick():
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                from .telemetry import top
+
+                text = status.render(top.read(spec.name))
+                print(("\033[2J\033[H" if tty else "\n") + text, flush=True)
+
+        sup.on_tick = tick
+        t0 = time.monotonic()
+        try:
+            failures = sup.run(duration=duration)
+            print("\nat stop (feeds have disconnected):\n" + status.render(sup.final_telemetry), flush=True)
+        finally:
+            status.close()
+            inst = paths.system_dir(spec.name) / "instruments.json"
+            if inst.exists():  # venues register mid-run (Kraken): keep the final registry
+                shutil.copyfile(inst, out / "instruments.json")
+            remove_system(spec.name)
+        wall = time.monotonic() - t0
+    finally:
+        stop_simulators(sims)
+    print(f"\nrecorded to {out}", flush=True)
+    if "l2" not in segments.queues(out):
+        print("nothing recorded: no report", flush=True)
+        return 1
+    events = sum(len(segments.load(out, q)) for q in ("l2", "trades") if q in segments.queues(out))
+    live = backtest.summarize(out, out, events, wall, sup.final_telemetry)
+    print("\n== live session ==\n" + backtest.report(live), flush=True)
+    with tempfile.TemporaryDirectory(prefix="mantra-demo-replay-") as tmp:
+        replay = backtest.run(_replay_doc(doc), out, tmp)
+    print("\n== the same session replayed as a backtest ==\n" + backtest.report(replay), flush=True)
+    print("\n== live vs replay ==\n" + compare(live, replay), flush=True)
+    return 1 if failures else 0
