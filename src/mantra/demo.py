@@ -248,7 +248,8 @@ class LiveStatus:
         if telemetry:
             hops = [(k, t["latency_us"]) for k, t in telemetry.get("timers", {}).items()
                     if not k.endswith(".loop")]  # loop steps have no origin: not a hop
-            lines.append("hop latency since origin (µs)  p50 / p99")
+            lines.append("hop latency since origin (µs)  p50 / p99   (updates, fills: incl. the mock venues' "
+                         "simulated 20-40 ms)")
             lines += [f"  {k:<28}{lat['p50']:>10.1f} {lat['p99']:>10.1f}" for k, lat in hops]
         return "\n".join(lines)
 
