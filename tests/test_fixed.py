@@ -66,3 +66,11 @@ def test_registry_ids_scales_and_persistence(tmp_path):
     assert again.get("kraken", "ETH/USD") == eth and again[1] == btc
     with pytest.raises(KeyError, match="unknown instrument"):
         reg.get("coinbase", "BTC-USD")
+
+
+@given(st.lists(st.tuples(st.decimals(min_value=0, max_value=10**9, places=6, allow_nan=False),
+                          st.decimals(min_value=0, max_value=10**6, places=8, allow_nan=False)), max_size=20))
+def test_side_rows_fast_path_agrees_with_to_fixed(rows):
+    from mantra.fixed import side_rows
+    text = [(format(p, "f"), format(q, "f")) for p, q in rows]
+    assert side_rows(-1, text, 6, 8) == [(-1, to_fixed(p, 6), to_fixed(q, 8)) for p, q in text]
