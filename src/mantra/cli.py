@@ -82,9 +82,16 @@ def cmd_backtest(a) -> int:
 
 
 def cmd_import(a) -> int:
+    if a.venue:
+        from .store.recordings import import_recording
+
+        print(json.dumps(import_recording(a.venue, a.files, a.out, a.format)))
+        return 0
     from .store import reference
 
-    print(json.dumps(reference.write_segments(a.file, a.out)))
+    if len(a.files) != 1:
+        raise SystemExit("the reference stream is one .npy file (or give --venue for recordings)")
+    print(json.dumps(reference.write_segments(a.files[0], a.out)))
     return 0
 
 
@@ -159,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_backtest)
 
-    p = sub.add_parser("import", help="turn the reference L2 stream (.npy) into backtest data")
-    p.add_argument("file")
+    p = sub.add_parser("import", help="backtest data from the reference L2 stream (.npy) or venue recordings")
+    p.add_argument("files", nargs="+")
     p.add_argument("--out", required=True)
+    p.add_argument("--venue", help="the files are this venue's recordings")
+    p.add_argument("--format", default="cryptofeed")
     p.set_defaults(fn=cmd_import)
 
     p = sub.add_parser("export", help="persisted streams -> Parquet files")

@@ -185,28 +185,32 @@ class Feed(Actor):
     def publish(self, events: list, ts: int) -> None:
         """Turn one batch of protocol events (all from the frame received at ``ts``) into messages."""
         self._track.origin = ts  # set_origin, inlined: this is the hot path
-        l2 = self.l2.send
-        snap = self._snap
-        for e in events:
-            t = type(e)
-            if t is Level:
-                iid, side, price, size, last, exch_ts = e
-                flags = LAST if last else 0
-                if snap and iid in snap:
-                    flags |= snap[iid]
-                    if last:
-                        del snap[iid]
-                    else:
-                        snap[iid] = SNAPSHOT
-                # Plain tuples in the message's field order: Output.send only unpacks them.
-                l2((price, size, exch_ts, iid, side, flags))
-            elif t is Trade:
-                iid, side, price, size, trade_id, exch_ts = e
-                self.trades.send((price, size, exch_ts, trade_id, iid, side))
-            elif t is BookState:
-                iid, status, reason = e
-                if status == _SYNCING and reason == "snapshot":
-                    snap[iid] = SNAPSHOT | CLEAR
+        convert(events, self._snap, self.l2.send, self.trades.send, self.status.send)
+
+
+def convert(events: list, snap: dict, l2, trades, status) -> None:
+    """Protocol events -> message tuples handed to ``l2`` / ``trades`` / ``status`` (plain tuples in
+    each message's field order).  ``snap`` (iid -> flags) carries snapshot flagging across frames:
+    one place for the feed and for importing recordings as backtest data."""
+    for e in events:
+        t = type(e)
+        if t is Level:
+            iid, side, price, size, last, exch_ts = e
+            flags = LAST if last else 0
+            if snap and iid in snap:
+                flags |= snap[iid]
+                if last:
+                    del snap[iid]
                 else:
-                    snap.pop(iid, None)
-                self.status.send((0, iid, status, 0, status_reason(reason)))
+                    snap[iid] = SNAPSHOT
+            l2((price, size, exch_ts, iid, side, flags))
+        elif t is Trade:
+            iid, side, price, size, trade_id, exch_ts = e
+            trades((price, size, exch_ts, trade_id, iid, side))
+        elif t is BookState:
+            iid, st, reason = e
+            if st == _SYNCING and reason == "snapshot":
+                snap[iid] = SNAPSHOT | CLEAR
+            else:
+                snap.pop(iid, None)
+            status((0, iid, st, 0, status_reason(reason)))

@@ -124,8 +124,9 @@ def _norm(url: str) -> str:
 
 # -- replay ----------------------------------------------------------------------------------
 class _Replay:
-    def __init__(self, proto, bodies: dict[str, deque]):
+    def __init__(self, proto, bodies: dict[str, deque], sink=None):
         self.p = proto
+        self.sink = sink  # sink(events, ts): sees every event batch (importing recordings)
         self.bodies = bodies  # normalised url -> deque of (ts, body)
         self.due: list = []  # heap of (ts, n, url, body)
         self.n = 0
@@ -135,6 +136,8 @@ class _Replay:
         ev = self.p.events
         if not ev:
             return
+        if self.sink is not None:
+            self.sink(ev, ts)
         for e in ev:
             t = type(e)
             if t is Fetch:
@@ -195,7 +198,8 @@ class _Replay:
             self.drain(t)
 
 
-def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None = None, **opts) -> dict:
+def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None = None, sink=None,
+          registry: InstrumentRegistry | None = None, **opts) -> dict:
     """Replay ``files`` (WebSocket and REST recordings of one venue) and report per instrument."""
     venue = venue.lower()
     if venue not in PROTOCOLS:
@@ -225,7 +229,7 @@ def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None 
             ws.append((path, opened, sent))
     http_urls = [u for u in bodies]
 
-    registry = InstrumentRegistry()
+    registry = registry if registry is not None else InstrumentRegistry()
     report = {"venue": venue, "frames": 0, "malformed": 0, "malformed_lines": bad_lines, "fetches": 0,
               "fetches_unanswered": 0, "sends": 0, "reconnects": 0, "files": [], "instruments": {}}
     messages: dict[str, int] = {}
@@ -238,7 +242,7 @@ def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None 
             entry["skipped"] = "no order-book subscription in the recording"
             continue
         proto = make_protocol(venue, registry, syms, **{**found_opts, **opts})
-        replay = _Replay(proto, {u: deque(b) for u, b in bodies.items()})
+        replay = _Replay(proto, {u: deque(b) for u, b in bodies.items()}, sink)
         reader = read_capture(path)
         replay.run(iter(reader))
         entry["frames"] = proto.frames
