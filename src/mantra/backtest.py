@@ -7,6 +7,8 @@ simulated clock, fixed actor order), except that:
   ``Replayer`` publishing the recorded ``l2`` / ``trades`` (whichever the data holds and the system
   has) at their recorded times;
 - a ``Persister`` records every queue of the run to ``--out``;
+- when any actor reacts back (writes a queue or an array), the replayer publishes one timestamp at
+  a time, so no decision ever sees data from its future; only pure consumers get burst replay;
 - trading actors without an ``instruments`` parameter get the data's ``instruments.json``.
 
 The result counts events, orders and fills, sums fees, marks positions to the last trade price for
@@ -53,8 +55,11 @@ def prepare(doc: dict, data: Path, out: Path) -> dict:
     for a in actors.values():
         if inst.exists() and "instruments" not in a.get("params", {}) and a["class"].startswith("mantra.trading"):
             a.setdefault("params", {})["instruments"] = str(inst)
+    # Publishing ahead in bursts is exact only when nothing reacts back (no actor writes a queue or
+    # an array): a model's order would otherwise meet market data it could not have seen yet.
+    feedback = any(a.get("outputs") or a.get("arrays") for a in actors.values())
     replay = {"class": "mantra.store.replayer:Replayer", "outputs": {q: q for q in streams},
-              "params": {"dir": str(data), "streams": streams}}
+              "params": {"dir": str(data), "streams": streams, "max_span_ns": 1 if feedback else 0}}
     persist = {"class": "mantra.store.persister:Persister", "params": {"dir": str(out), "chunk_records": 1 << 18}}
     doc["actors"] = {"replay": replay, **actors, "persister": persist}
     for p in doc.get("processes", {}).values():

@@ -95,6 +95,7 @@ class MockExchange(AccountHandler):
             bind_ports(self, self.trade_ports, self._on_trade)
 
     def on_start(self) -> None:
+        self._last_due: dict[str, int] = {}
         super().on_start()
         reg = self.registry
         self.v = {name: _Venue(name, **(cfg or {})) for name, cfg in dict(self.venues).items()}
@@ -125,9 +126,12 @@ class MockExchange(AccountHandler):
     # ------------------------------------------------------------------ inputs
     def submit(self, r: OrderRequest) -> None:
         inst = self.registry.by_id.get(r.instrument)
-        lat = self.v[inst.venue].latency
+        venue = self.v[inst.venue]
+        # a venue acts on one connection's requests in the order sent, whatever their stamps
+        due = max(self.clock.now() + venue.latency, self._last_due.get(inst.venue, 0))
+        self._last_due[inst.venue] = due
         self._seq += 1
-        heapq.heappush(self.pending, (self.clock.now() + lat, self._seq, self.origin, r))
+        heapq.heappush(self.pending, (due, self._seq, self.origin, r))
         self._set_wakeup()
 
     def _on_l2(self, m) -> None:
