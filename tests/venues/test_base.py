@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from mantra.instruments import InstrumentRegistry
 from mantra.venues.base import BookStats, VenueProtocol
 from mantra.venues.events import BookState, Level, Reconnect, Status
+from venuekit import drain
 
 SEC = 10**9
 T0 = 1_700_000_000 * SEC
@@ -35,12 +36,6 @@ def make(depth=0):
     p = Toy(reg, ["XBT/USD"], depth)
     iid = reg.get("kraken", "XBT/USD").id
     return p, iid
-
-
-def drain(p):
-    ev = list(p.events)
-    p.events.clear()
-    return ev
 
 
 def consumer_replay(events, iid):

@@ -12,6 +12,8 @@ from mantra.instruments import InstrumentRegistry
 from mantra.venues.binance.instruments import parse_instruments
 from mantra.venues.binance.protocol import BinanceProtocol
 from mantra.venues.events import BookState, Fetch, Level, Reconnect, Status, Trade
+from venuekit import as_decimal, drain
+
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CAPTURES = SHARED / "data" / "captures"
@@ -22,22 +24,6 @@ T0 = 1_700_000_000_000_000_000
 def make(symbols=("BNBBTC",), **kw):
     reg = InstrumentRegistry()
     return BinanceProtocol(reg, list(symbols), **kw), reg
-
-
-def drain(p):
-    ev = list(p.events)
-    p.events.clear()
-    return ev
-
-
-def book_as_text(p, iid):
-    """The protocol's book as {side: {Decimal price: Decimal size}} for comparison with plain replays."""
-    inst = p.registry[iid]
-    conv = lambda v, s: Decimal(v).scaleb(-s)
-    return {
-        "b": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].bids.items()},
-        "a": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].asks.items()},
-    }
 
 
 def depth(U, u, b=(), a=(), s="BNBBTC"):
@@ -60,7 +46,7 @@ def test_documented_diff_after_documented_snapshot_is_dropped_as_old():
     # The documented snapshot (lastUpdateId 1027024) is newer than the documented event (u=160).
     p.on_rest(SNAP_URL, json.dumps(VECTORS["rest_depth_snapshot"]["message"]).encode(), T0 + 2)
     iid = reg.get("binance", "BNBBTC").id
-    assert book_as_text(p, iid) == {"b": {Decimal("4"): Decimal("431")}, "a": {Decimal("4.000002"): Decimal("12")}}
+    assert as_decimal(p, iid) == {"b": {Decimal("4"): Decimal("431")}, "a": {Decimal("4.000002"): Decimal("12")}}
     assert p.status[iid] == Status.SYNCED
     assert p.stats[iid].gaps == 0
 
@@ -71,7 +57,7 @@ def test_documented_event_straddling_the_snapshot_is_applied():
     p.on_connect(T0)
     p.on_frame(json.dumps(VECTORS["diff_depth_update"]["message"]), T0 + 1)  # U=157, u=160
     p.on_rest(SNAP_URL, snapshot(158, [["0.0024", "1"]], [["0.0027", "5"]]), T0 + 2)
-    assert book_as_text(p, iid) == {
+    assert as_decimal(p, iid) == {
         "b": {Decimal("0.0024"): Decimal("10")},
         "a": {Decimal("0.0026"): Decimal("100"), Decimal("0.0027"): Decimal("5")},
     }
@@ -140,7 +126,7 @@ def test_gap_is_counted_and_snapshot_fetched_again():
     # The new snapshot resynchronises using the event kept from after the gap.
     p.on_rest(SNAP_URL, snapshot(105, [["1.0", "2"]], [["2.0", "3"]]), T0)
     assert p.status[iid] == Status.SYNCED
-    assert book_as_text(p, iid)["b"] == {Decimal("1.0"): Decimal("2"), Decimal("1.2"): Decimal("1")}
+    assert as_decimal(p, iid)["b"] == {Decimal("1.0"): Decimal("2"), Decimal("1.2"): Decimal("1")}
 
 
 def test_contiguous_and_repeated_events_are_no_gap():
@@ -149,7 +135,7 @@ def test_contiguous_and_repeated_events_are_no_gap():
     p.on_frame(depth(102, 104, [["1.1", "1"]]), T0)  # repeated: ignored
     p.on_frame(depth(105, 105, [["1.1", "0"]]), T0)
     assert p.stats[iid].gaps == 0 and p.status[iid] == Status.SYNCED
-    assert book_as_text(p, iid)["b"] == {Decimal("1.0"): Decimal("2")}
+    assert as_decimal(p, iid)["b"] == {Decimal("1.0"): Decimal("2")}
 
 
 def test_first_event_must_straddle_the_snapshot():
@@ -165,7 +151,7 @@ def test_first_event_must_straddle_the_snapshot():
     # Events buffered after the gap still count for the next snapshot.
     p.on_rest(SNAP_URL, snapshot(104, [["1.0", "2"]]), T0)
     assert p.status[iid] == Status.SYNCED and p.stats[iid].gaps == 1
-    assert book_as_text(p, iid)["b"] == {Decimal("1.0"): Decimal("2"), Decimal("1.5"): Decimal("7")}
+    assert as_decimal(p, iid)["b"] == {Decimal("1.0"): Decimal("2"), Decimal("1.5"): Decimal("7")}
 
 
 def test_snapshot_older_than_first_event_is_fetched_again_without_gap():
@@ -198,7 +184,7 @@ def test_malformed_frames_and_bodies_are_counted_and_the_feed_continues():
     assert p.malformed == 3
     # A half-understood depth event cannot be applied: the book is resynchronised, never left wrong.
     assert p.status[iid] != Status.SYNCED and p.stats[iid].resyncs >= 1
-    assert book_as_text(p, iid)["b"] == {Decimal("1.0"): Decimal("2")}
+    assert as_decimal(p, iid)["b"] == {Decimal("1.0"): Decimal("2")}
 
 
 # -- the recorded capture -------------------------------------------------------------------
@@ -282,7 +268,7 @@ def test_capture_syncs_with_no_false_gap_and_matches_a_plain_replay(capture):
         iid = reg.get("binance", sym).id
         assert p.stats[iid].gaps == 0 and p.stats[iid].crossed == 0
         assert p.status[iid] == Status.SYNCED
-        assert book_as_text(p, iid) == book
+        assert as_decimal(p, iid) == book
 
 
 def test_capture_dropped_frame_is_detected_as_gap(capture):
@@ -432,4 +418,4 @@ def test_reconnect_starts_a_fresh_sync():
     assert drain(p) == [Fetch(SNAP_URL)]
     p.on_rest(SNAP_URL, snapshot(701, [["1.0", "5"]]), T0 + 3)
     assert p.status[iid] == Status.SYNCED and p.stats[iid].gaps == 0
-    assert book_as_text(p, iid)["b"] == {Decimal("1.0"): Decimal("5")}
+    assert as_decimal(p, iid)["b"] == {Decimal("1.0"): Decimal("5")}

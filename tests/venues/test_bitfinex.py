@@ -13,35 +13,13 @@ from mantra.store.cryptofeed import OPEN, RECV
 from mantra.venues.bitfinex.instruments import parse_instruments
 from mantra.venues.bitfinex.protocol import BitfinexProtocol, checksum_string, signed_crc32
 from mantra.venues.events import BookState, Level, Reconnect, Send, Status, Trade
+from venuekit import as_decimal, drain, sends, statuses
 
 T0 = 1_700_000_000_000_000_000
 SEC = 10**9
 FLAGS = 65536 + 131072  # SEQ_ALL + OB_CHECKSUM
 CHAN = 17082
 CAPTURE_SYMBOLS = ["tBFTUSD", "tIOTETH", "tDOGUSD", "tMNABTC", "tODEUSD", "tTESTBTC:TESTUSD", "tSNGUSD"]
-
-
-def drain(p):
-    ev = list(p.events)
-    p.events.clear()
-    return ev
-
-
-def sends(ev):
-    return [json.loads(e.text) for e in ev if type(e) is Send]
-
-
-def statuses(ev):
-    return [Status(e.status) for e in ev if type(e) is BookState]
-
-
-def as_decimal(p, iid):
-    inst = p.registry[iid]
-    conv = lambda v, s: Decimal(v).scaleb(-s)
-    return {
-        "b": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].bids.items()},
-        "a": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].asks.items()},
-    }
 
 
 def js(d: Decimal) -> str:

@@ -12,6 +12,8 @@ from mantra.instruments import InstrumentRegistry
 from mantra.venues.bitstamp.instruments import parse_instruments
 from mantra.venues.bitstamp.protocol import BitstampProtocol
 from mantra.venues.events import Fetch, Level, Reconnect, Send, Status, Trade
+from venuekit import as_decimal, drain
+
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CAPTURES = SHARED / "data" / "captures"
@@ -19,21 +21,6 @@ VECTORS = json.loads((SHARED / "research" / "exchange-vectors.json").read_text()
 T0 = 1_700_000_000_000_000_000
 SEC = 10**9
 URL = "https://www.bitstamp.net/api/v2/order_book/btcusd/"
-
-
-def drain(p):
-    ev = list(p.events)
-    p.events.clear()
-    return ev
-
-
-def as_text(p, iid):
-    inst = p.registry[iid]
-    conv = lambda v, s: Decimal(v).scaleb(-s)
-    return {
-        "b": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].bids.items()},
-        "a": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].asks.items()},
-    }
 
 
 def D(x):
@@ -84,7 +71,7 @@ def test_documented_snapshot_then_documented_diff():
     drain(p)
     p.on_frame(json.dumps(VECTORS["diff_order_book"]["message"]), T0)
     # Worked by hand from the two documented messages: sizes are absolute, "0.00000000" deletes.
-    assert as_text(p, iid) == {
+    assert as_decimal(p, iid) == {
         "b": {D("7935.33"): D("3.1468")},
         "a": {D("7945.54"): D("0.1"), D("7945.64"): D("0.06"), D("7946.48"): D("4"), D("7947.75"): D("3.147")},
     }
@@ -99,7 +86,7 @@ def test_diffs_not_newer_than_the_snapshot_are_dropped():
     p.on_frame(diff(300, [["11.00", "1"]]), T0)  # buffered, newer
     p.on_rest(URL, rest(200, [["9.00", "1"]], [["12.00", "1"]]), T0)
     p.on_frame(diff(250, [["9.50", "1"]]), T0)  # older than the state held: dropped
-    assert as_text(p, iid)["b"] == {D("9"): D("1"), D("11"): D("1")}
+    assert as_decimal(p, iid)["b"] == {D("9"): D("1"), D("11"): D("1")}
 
 
 def test_documented_trade_gives_taker_side():
@@ -129,7 +116,7 @@ def test_malformed_frames_are_counted_and_a_bad_diff_resyncs_its_book():
     assert p.malformed == 2 and p.status[iid] != Status.SYNCED
     assert Fetch(URL) in drain(p)
     p.on_rest(URL, rest(400, [["9.00", "2"]], [["12.00", "1"]]), T0)
-    assert p.status[iid] == Status.SYNCED and as_text(p, iid)["b"] == {D("9"): D("2")}
+    assert p.status[iid] == Status.SYNCED and as_decimal(p, iid)["b"] == {D("9"): D("2")}
 
 
 # -- periodic audit --------------------------------------------------------------------------
@@ -170,7 +157,7 @@ def test_audit_waits_for_the_local_book_when_the_snapshot_is_newer():
     p.on_frame(diff(1300, [["9.00", "4"]]), T0)  # the diff the snapshot already contains
     p.on_frame(diff(1400, [["8.00", "2"]]), T0)  # past the snapshot: compare, then apply
     assert (p.stats[iid].checksum_ok, p.stats[iid].checksum_failed) == (1, 0)
-    assert as_text(p, iid)["b"] == {D("9"): D("4"), D("8"): D("2")}
+    assert as_decimal(p, iid)["b"] == {D("9"): D("4"), D("8"): D("2")}
 
 
 def test_audit_mismatch_counts_failure_and_replaces_the_book():
@@ -183,7 +170,7 @@ def test_audit_mismatch_counts_failure_and_replaces_the_book():
     ev = drain(p)
     assert Status.CHECKSUM in [e.status for e in ev if hasattr(e, "status")]
     assert p.status[iid] == Status.SYNCED
-    assert as_text(p, iid)["b"] == {D("9"): D("1"), D("7"): D("5")}
+    assert as_decimal(p, iid)["b"] == {D("9"): D("1"), D("7"): D("5")}
 
 
 def test_unanswered_audit_is_fetched_again():
@@ -275,7 +262,7 @@ def test_capture_books_match_a_plain_replay_and_never_cross(capture):
         iid = reg.get("bitstamp", pair).id
         assert p.status[iid] == Status.SYNCED
         assert p.stats[iid].crossed == 0
-        assert as_text(p, iid) == book
+        assert as_decimal(p, iid) == book
 
 
 def test_capture_trades_are_emitted_with_exact_prices(capture):
@@ -316,7 +303,7 @@ def test_out_of_order_diffs_are_dropped_exactly(diffs):
                 else:
                     model.pop(D(f"{pr / 100:.2f}"), None)
             at = micro
-    assert as_text(p, iid)["b"] == model
+    assert as_decimal(p, iid)["b"] == model
 
 
 # -- metadata -------------------------------------------------------------------------------

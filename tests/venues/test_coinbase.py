@@ -14,27 +14,14 @@ from mantra.instruments import InstrumentRegistry
 from mantra.venues.coinbase.instruments import parse_instruments
 from mantra.venues.coinbase.protocol import CoinbaseProtocol, rfc3339_ns
 from mantra.venues.events import Level, Send, Status, Trade
+from venuekit import as_decimal, drain
+
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CAPTURES = SHARED / "data" / "captures"
 VECTORS = json.loads((SHARED / "research" / "exchange-vectors.json").read_text())["coinbase"]["messages"]
 T0 = 1_700_000_000_000_000_000
 D = Decimal
-
-
-def drain(p):
-    ev = list(p.events)
-    p.events.clear()
-    return ev
-
-
-def as_text(p, iid):
-    inst = p.registry[iid]
-    conv = lambda v, s: Decimal(v).scaleb(-s)
-    return {
-        "b": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].bids.items()},
-        "a": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].asks.items()},
-    }
 
 
 def make(api="advanced", symbols=("BTC-USD",)):
@@ -67,11 +54,11 @@ def test_documented_snapshot_and_update():
     p, iid = make()
     p.on_frame(json.dumps(VECTORS["at_level2_snapshot"]["message"]), T0)
     assert p.status[iid] == Status.SYNCED
-    assert as_text(p, iid) == {"b": {D("21921.73"): D("0.06317902"), D("21921.3"): D("0.02")}, "a": {}}
+    assert as_decimal(p, iid) == {"b": {D("21921.73"): D("0.06317902"), D("21921.3"): D("0.02")}, "a": {}}
     drain(p)
     p.on_frame(json.dumps(VECTORS["at_level2_update"]["message"]), T0)
     # "0" removes the bid; the ask side is spelled "offer".
-    assert as_text(p, iid) == {"b": {D("21921.3"): D("0.02")}, "a": {D("21925.01"): D("0.5")}}
+    assert as_decimal(p, iid) == {"b": {D("21921.3"): D("0.02")}, "a": {D("21925.01"): D("0.5")}}
     levels = [e for e in drain(p) if type(e) is Level]
     assert [(e.side, e.last) for e in levels] == [(1, False), (-1, True)]
     assert levels[0].exch_ts == rfc3339_ns("2023-02-09T20:32:51.114964855Z")
@@ -94,7 +81,7 @@ def test_sequence_gap_marks_books_and_resubscribes_level2():
     assert p.status[iid] != Status.SYNCED
     p.on_frame(l2(5, "snapshot", [("bid", "10.00", "7"), ("offer", "11.00", "1")]), T0)
     assert p.status[iid] == Status.SYNCED
-    assert as_text(p, iid)["b"] == {D("10"): D("7")}
+    assert as_decimal(p, iid)["b"] == {D("10"): D("7")}
 
 
 def test_late_or_repeated_sequence_is_ignored():
@@ -103,7 +90,7 @@ def test_late_or_repeated_sequence_is_ignored():
     p.on_frame(l2(6, "update", [("bid", "10.00", "2")]), T0)
     p.on_frame(l2(6, "update", [("bid", "10.00", "9")]), T0)
     p.on_frame(l2(4, "update", [("bid", "10.00", "9")]), T0)
-    assert as_text(p, iid)["b"] == {D("10"): D("2")}
+    assert as_decimal(p, iid)["b"] == {D("10"): D("2")}
     assert p.stats[iid].gaps == 0
 
 
@@ -145,7 +132,7 @@ def test_malformed_advanced_frames_are_counted_and_resync_their_book():
     assert {"type": "subscribe", "channel": "level2", "product_ids": ["BTC-USD"]} in [
         json.loads(e.text) for e in drain(p) if type(e) is Send]
     p.on_frame(l2(2, "snapshot", [("bid", "10.00", "3")]), T0)  # the feed goes on
-    assert p.status[iid] == Status.SYNCED and as_text(p, iid)["b"] == {D("10"): D("3")}
+    assert p.status[iid] == Status.SYNCED and as_decimal(p, iid)["b"] == {D("10"): D("3")}
 
 
 def test_unreadable_l2_message_resyncs_every_book():
@@ -167,7 +154,7 @@ def test_exchange_documented_snapshot_and_l2update():
     assert sends == [{"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["level2_batch", "heartbeat", "matches"]}]
     p.on_frame(json.dumps(VECTORS["ex_level2_snapshot"]["message"]), T0)
     p.on_frame(json.dumps(VECTORS["ex_l2update"]["message"]), T0)
-    assert as_text(p, iid) == {"b": {D("10101.10"): D("0.45054140"), D("10101.80"): D("0.162567")},
+    assert as_decimal(p, iid) == {"b": {D("10101.10"): D("0.45054140"), D("10101.80"): D("0.162567")},
                                "a": {D("10102.55"): D("0.57753524")}}
     assert p.status[iid] == Status.SYNCED
 
@@ -227,7 +214,7 @@ def test_capture_books_match_a_plain_replay_and_never_cross(capture):
     for product, book in expected.items():
         iid = reg.get("coinbase", product).id
         assert p.status[iid] == Status.SYNCED and p.stats[iid].crossed == 0
-        assert as_text(p, iid) == book
+        assert as_decimal(p, iid) == book
 
 
 def test_capture_trades_match_the_recorded_matches(capture):

@@ -14,34 +14,11 @@ from mantra.store.cryptofeed import OPEN, RECV
 from mantra.venues.events import BookState, Level, Reconnect, Send, Status, Trade
 from mantra.venues.kraken.instruments import parse_instruments, spec_from_v2_pair
 from mantra.venues.kraken.protocol import KrakenProtocol
+from venuekit import as_decimal, drain, sends, statuses
 
 T0 = 1_700_000_000_000_000_000
 SEC = 10**9
 CAPTURE_PAIRS = ["WAVES/EUR", "XMR/USD", "KSM/XBT", "GRT/ETH", "SC/EUR", "ETH/CHF", "OCEAN/XBT", "OMG/USD", "XBT/CHF", "ADA/XBT"]
-
-
-def drain(p):
-    ev = list(p.events)
-    p.events.clear()
-    return ev
-
-
-def sends(ev):
-    return [json.loads(e.text) for e in ev if type(e) is Send]
-
-
-def statuses(ev):
-    return [Status(e.status) for e in ev if type(e) is BookState]
-
-
-def as_decimal(p, iid):
-    """The protocol's book as {side: {Decimal price: Decimal size}}."""
-    inst = p.registry[iid]
-    conv = lambda v, s: Decimal(v).scaleb(-s)
-    return {
-        "b": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].bids.items()},
-        "a": {conv(k, inst.price_scale): conv(v, inst.size_scale) for k, v in p.books[iid].asks.items()},
-    }
 
 
 def oracle_checksum(asks, bids):

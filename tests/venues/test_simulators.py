@@ -266,12 +266,12 @@ def test_after_a_disconnect_the_client_reconnects_and_resyncs(venue, name):
 
 
 # -- shared parts: the synthetic market, depth-limited views, checksums -----------------------------
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mantra.book import L2Book  # noqa: E402
-from mantra.venues.bitfinex.simulator import js_number  # noqa: E402
-from mantra.venues.simulator import (  # noqa: E402
+from mantra.book import L2Book
+from mantra.venues.bitfinex.simulator import js_number
+from mantra.venues.simulator import (
     DepthView,
     SyntheticMarket,
     bitfinex_checksum,
