@@ -10,8 +10,7 @@ from pathlib import Path
 
 from .. import _spine
 from . import layout as L
-from .messages import REGISTRY, TRACK
-from .shm import create_file, map_file
+from .messages import TRACK
 
 _HDR = TRACK.size
 
@@ -30,42 +29,15 @@ class SeqArray:
 
     @classmethod
     def create(cls, path, msg_type, size: int, *, recreate: bool = False) -> "SeqArray":
+        """Create the array, or attach to an identical existing one (see layout.create_file_for)."""
         path = Path(path)
-        if path.exists():
-            try:
-                a = cls.attach(path, msg_type)
-                if a.size != size:
-                    a.close()
-                    raise L.LayoutError(f"{path}: exists with {a.size} slots, asked for {size}")
-                return a
-            except L.LayoutError:
-                if not recreate:
-                    raise
-                path.unlink()
-
-        def init(m):
-            L.write_header(m, kind=L.KIND_ARRAY, type_id=msg_type.TYPE_ID, slot_size=msg_type.SLOT_SIZE,
-                           capacity=size, type_hash=msg_type.TYPE_HASH, payload_size=msg_type.STRUCT.size,
-                           name=msg_type.__name__)
-
-        mm = create_file(path, L.HEADER_SIZE + size * msg_type.SLOT_SIZE, init)
-        return cls(path, mm, L.read_header(mm), msg_type)
+        mm, h = L.create_file_for(path, L.KIND_ARRAY, msg_type, size, recreate)
+        return cls(path, mm, h, msg_type)
 
     @classmethod
     def attach(cls, path, msg_type=None) -> "SeqArray":
         path = Path(path)
-        mm = map_file(path)
-        h = L.read_header(mm)
-        try:
-            msg_type = msg_type or REGISTRY.get(h["type_id"])
-            if msg_type is None:
-                raise L.LayoutError(f"{path}: unknown message type id {h['type_id']}")
-            L.validate(h, path=path, kind=L.KIND_ARRAY, type_id=msg_type.TYPE_ID,
-                       type_hash=msg_type.TYPE_HASH, slot_size=msg_type.SLOT_SIZE)
-        except Exception:
-            mm.close()
-            raise
-        return cls(path, mm, h, msg_type)
+        return cls(path, *L.open_file(path, L.KIND_ARRAY, msg_type))
 
     def write(self, index: int, msg, origin: int = 0, publisher: int = 0, now: int = 0) -> int:
         return self._a.write(index, self._pack(*msg), origin or _spine.now(), publisher, now)

@@ -66,3 +66,51 @@ def validate(h: dict, *, path, kind=None, type_id=None, type_hash=None, slot_siz
             problems.append(f"slot size {h['slot_size']}, expected {slot_size}")
     if problems:
         raise LayoutError(f"{path}: " + "; ".join(problems) + " — recreate it (recreate=True) or stop the other system")
+
+
+def open_file(path, kind: int, msg_type=None):
+    """Attach to an existing spine file: (mapping, header, message type), validated."""
+    from .messages import REGISTRY
+    from .shm import map_file
+
+    mm = map_file(path)
+    h = read_header(mm)
+    try:
+        if msg_type is None:
+            msg_type = REGISTRY.get(h["type_id"])
+            if msg_type is None:
+                raise LayoutError(f"{path}: unknown message type id {h['type_id']} ({h['type_name']})")
+        validate(h, path=path, kind=kind, type_id=msg_type.TYPE_ID, type_hash=msg_type.TYPE_HASH,
+                 slot_size=msg_type.SLOT_SIZE)
+        if len(mm) < HEADER_SIZE + h["capacity"] * h["slot_size"]:
+            raise LayoutError(f"{path}: file shorter than its header says")
+    except Exception:
+        mm.close()
+        raise
+    return mm, h, msg_type
+
+
+def create_file_for(path, kind: int, msg_type, capacity: int, recreate: bool):
+    """Create a spine file, or attach to an identical existing one: (mapping, header).  One of
+    another type, kind or size is a LayoutError unless ``recreate`` (which replaces it)."""
+    from .shm import create_file
+
+    if path.exists():
+        try:
+            mm, h, _ = open_file(path, kind, msg_type)
+            if h["capacity"] == capacity and h["kind"] == kind:
+                return mm, h
+            mm.close()
+            raise LayoutError(f"{path}: exists as {KIND_NAMES[h['kind']]} with capacity {h['capacity']}, "
+                              f"asked for {KIND_NAMES[kind]} with capacity {capacity}")
+        except LayoutError:
+            if not recreate:
+                raise
+            path.unlink()
+
+    def init(m):
+        write_header(m, kind=kind, type_id=msg_type.TYPE_ID, slot_size=msg_type.SLOT_SIZE, capacity=capacity,
+                     type_hash=msg_type.TYPE_HASH, payload_size=msg_type.STRUCT.size, name=msg_type.__name__)
+
+    mm = create_file(path, HEADER_SIZE + capacity * msg_type.SLOT_SIZE, init)
+    return mm, read_header(mm)

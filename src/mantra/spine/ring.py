@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import _spine
 from . import layout as L
-from .messages import REGISTRY, TRACK
-from .shm import create_file, map_file, pid_alive
+from .messages import TRACK
+from .shm import pid_alive
 
 _HDR = TRACK.size
 
@@ -32,51 +32,17 @@ class Ring:
     @classmethod
     def create(cls, path, msg_type, capacity: int = 1 << 16, *, mpmc: bool = False,
                recreate: bool = False) -> "Ring":
-        """Create the ring, or attach to an identical existing one.  An existing ring of another
-        type or size is a LayoutError unless ``recreate`` (which replaces it)."""
-        path = Path(path)
+        """Create the ring, or attach to an identical existing one (see layout.create_file_for)."""
         if capacity < 2 or capacity & (capacity - 1):
             raise ValueError(f"capacity must be a power of two, got {capacity}")
-        kind = L.KIND_MPMC if mpmc else L.KIND_SPMC
-        if path.exists():
-            try:
-                ring = cls.attach(path, msg_type)
-                if ring.capacity != capacity or ring.header["kind"] != kind:
-                    ring.close()
-                    raise L.LayoutError(f"{path}: exists with capacity {ring.capacity} "
-                                        f"({L.KIND_NAMES[ring.header['kind']]}), asked for {capacity}")
-                return ring
-            except L.LayoutError:
-                if not recreate:
-                    raise
-                path.unlink()
-
-        def init(m):
-            L.write_header(m, kind=kind, type_id=msg_type.TYPE_ID, slot_size=msg_type.SLOT_SIZE,
-                           capacity=capacity, type_hash=msg_type.TYPE_HASH,
-                           payload_size=msg_type.STRUCT.size, name=msg_type.__name__)
-
-        mm = create_file(path, L.HEADER_SIZE + capacity * msg_type.SLOT_SIZE, init)
-        return cls(path, mm, L.read_header(mm), msg_type)
+        path = Path(path)
+        mm, h = L.create_file_for(path, L.KIND_MPMC if mpmc else L.KIND_SPMC, msg_type, capacity, recreate)
+        return cls(path, mm, h, msg_type)
 
     @classmethod
     def attach(cls, path, msg_type=None) -> "Ring":
         path = Path(path)
-        mm = map_file(path)
-        h = L.read_header(mm)
-        try:
-            if msg_type is None:
-                msg_type = REGISTRY.get(h["type_id"])
-                if msg_type is None:
-                    raise L.LayoutError(f"{path}: unknown message type id {h['type_id']} ({h['type_name']})")
-            L.validate(h, path=path, kind=L.KIND_SPMC, type_id=msg_type.TYPE_ID,
-                       type_hash=msg_type.TYPE_HASH, slot_size=msg_type.SLOT_SIZE)
-            if len(mm) < L.HEADER_SIZE + h["capacity"] * h["slot_size"]:
-                raise L.LayoutError(f"{path}: file shorter than its header says")
-        except Exception:
-            mm.close()
-            raise
-        return cls(path, mm, h, msg_type)
+        return cls(path, *L.open_file(path, L.KIND_SPMC, msg_type))
 
     # ------------------------------------------------------------------ ends
     def writer(self) -> "Producer":
