@@ -102,7 +102,7 @@ def cmd_export(a) -> int:
     return 0
 
 
-def cmd_venues(a, rest) -> int:
+def cmd_venues(rest: list[str]) -> int:
     from .venues import check
 
     return check.main(rest)
@@ -111,7 +111,7 @@ def cmd_venues(a, rest) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["venues", "check"]:
-        return cmd_venues(None, argv[2:])
+        return cmd_venues(argv[2:])
     ap = argparse.ArgumentParser(prog="mantra", description="Low-latency crypto trading engine")
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="cmd", required=True)

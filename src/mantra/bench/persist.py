@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from ..runtime import paths
 from ..runtime.config import parse
 from ..runtime.process import Runner
 from ..runtime.supervisor import create_spine
@@ -72,7 +73,7 @@ def _one(rate: int, seconds: float, recs: np.ndarray, out: Path) -> dict:
     create_spine(spec).close()
     try:
         runner = Runner(spec, ["persister"], process="bench", timing=False)
-        d = Path(os.environ.get("MANTRA_SHM", "/dev/shm/mantra")) / name / "queues" / "l2"
+        d = paths.queue(paths.system_dir(name), "l2")
         raw = recs.tobytes()
         child = FORK.Process(target=_produce, args=(d, raw, recs.dtype.itemsize, rate, seconds))
         os.sched_setaffinity(0, {1 % os.cpu_count()})

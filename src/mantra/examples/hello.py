@@ -21,6 +21,7 @@ class Ticker(Actor):
     outputs = ("out",)
     rate = 10_000
     count = 0
+    stop_when_done = False  # with `count`: stop the system after the last message
     seed = 1
     instrument = 1
 
@@ -35,7 +36,7 @@ class Ticker(Actor):
     def loop(self) -> bool:
         if self.count and self.sent >= self.count:
             self.wakeup = 0
-            if getattr(self, "stop_when_done", False):
+            if self.stop_when_done:
                 self.stop_system()
             return False
         now = self.clock.now()
