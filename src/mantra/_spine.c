@@ -117,6 +117,10 @@ static inline int get_buf(PyObject *o, Py_buffer *b, int writable) {
     return PyObject_GetBuffer(o, b, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE);
 }
 
+/* Messages published and array slots written by this process (timing records excluded): the
+ * deterministic dispatcher stops as soon as a handler has reacted, so loops run at that instant. */
+static uint64_t activity, handled_total;
+
 /* ---------------------------------------------------------------- Writer (ring producer) */
 
 typedef struct {
@@ -202,6 +206,7 @@ static PyObject *Writer_publish(Writer *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     uint64_t s = ring_write(&self->m, origin, now, publisher, b.buf, (size_t)b.len, 0);
+    activity++;
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLongLong(s);
 }
@@ -225,6 +230,7 @@ static PyObject *Writer_publish_record(Writer *self, PyObject *const *args, Py_s
     uint64_t origin = *(const uint64_t *)r;
     uint32_t publisher = *(const uint32_t *)(r + 16), flags = *(const uint32_t *)(r + 20);
     uint64_t s = ring_write(&self->m, origin, now, publisher, r + TRACK, (size_t)b.len - TRACK, flags);
+    activity++;
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLongLong(s);
 }
@@ -252,6 +258,7 @@ static PyObject *Writer_publish_batch(Writer *self, PyObject *const *args, Py_ss
         s = ring_write(&self->m, h[0], h[1] ? h[1] : 1, *(const uint32_t *)(r + 16), r + TRACK, rec - TRACK,
                        *(const uint32_t *)(r + 20));
     }
+    activity += (uint64_t)n;
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLongLong(s);
 }
@@ -582,6 +589,308 @@ static PyObject *wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     return PyBool_FromLong(got);
 }
 
+
+/* ---------------------------------------------------------------- Input (an actor's input port)
+ *
+ * The runtime's per-message hot path in one C loop: read a record, build the message tuple (a
+ * NamedTuple subclass, filled field by field from its layout), set the tracking origin and, under
+ * a simulated clock, the clock's view of "now" (the record's publish time), call the handler, and
+ * write the timing record.  `limit` (publish ns, 0 = none) stops at the first record published
+ * after it: a deterministic run hands each actor only what exists at the present. */
+
+#define MAX_FIELDS 32
+
+typedef struct {
+    PyObject_HEAD Reader *reader;
+    Writer *timing;                        /* timing ring, or NULL */
+    PyObject *handler, *cls, *track, *clock; /* clock: a SimClock (view set per record) or NULL */
+    PyObject *owner;                       /* the actor: dispatch_all reads its wakeup, or NULL */
+    uint32_t key;
+    int nfields, failed, stop_after;       /* stop_after: dispatch_all returns after each record */
+    uint16_t off[MAX_FIELDS], size[MAX_FIELDS];
+    char code[MAX_FIELDS];
+    char *buf;
+    size_t cap;
+    uint64_t handled;
+} Input;
+
+static PyObject *s_origin, *s_t, *s_wakeup; /* interned attribute names */
+
+static int Input_init(Input *self, PyObject *args, PyObject *kw) {
+    PyObject *reader, *handler, *cls, *layout, *track, *clock, *timing, *owner = Py_None;
+    unsigned int key;
+    int stop_after = 0;
+    if (!PyArg_ParseTuple(args, "O!OOO!OOOI|Op", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
+                          &clock, &timing, &key, &owner, &stop_after))
+        return -1;
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a tuple subclass (a message type)");
+        return -1;
+    }
+    if (timing != Py_None && !PyObject_TypeCheck(timing, &WriterType)) {
+        PyErr_SetString(PyExc_TypeError, "timing must be a Writer or None");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(layout);
+    if (n > MAX_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "too many fields");
+        return -1;
+    }
+    size_t rec = ((Reader *)reader)->m.slot_size - 8;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned int off, size;
+        int code;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(layout, i), "IIC", &off, &size, &code)) return -1;
+        if (off + size > rec || !strchr("qQiIhHbBs", code)) {
+            PyErr_Format(PyExc_ValueError, "field %zd: bad layout", i);
+            return -1;
+        }
+        self->off[i] = (uint16_t)off, self->size[i] = (uint16_t)size, self->code[i] = (char)code;
+    }
+    self->nfields = (int)n;
+    self->buf = PyMem_Malloc(rec);
+    if (!self->buf) return -1;
+    self->cap = rec;
+    Py_INCREF(reader), self->reader = (Reader *)reader;
+    Py_INCREF(handler), self->handler = handler;
+    Py_INCREF(cls), self->cls = cls;
+    Py_INCREF(track), self->track = track;
+    self->clock = clock == Py_None ? NULL : (Py_INCREF(clock), clock);
+    self->timing = timing == Py_None ? NULL : (Py_INCREF(timing), (Writer *)timing);
+    self->owner = owner == Py_None ? NULL : (Py_INCREF(owner), owner);
+    self->key = key;
+    self->stop_after = stop_after;
+    return 0;
+}
+
+static void Input_dealloc(Input *self) {
+    Py_XDECREF(self->owner);
+    Py_XDECREF(self->reader);
+    Py_XDECREF(self->timing);
+    Py_XDECREF(self->handler);
+    Py_XDECREF(self->cls);
+    Py_XDECREF(self->track);
+    Py_XDECREF(self->clock);
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *build(Input *self) {
+    PyObject *t = ((PyTypeObject *)self->cls)->tp_alloc((PyTypeObject *)self->cls, self->nfields);
+    if (!t) return NULL;
+    const char *b = self->buf;
+    for (int i = 0; i < self->nfields; i++) {
+        const char *p = b + self->off[i];
+        PyObject *v;
+        switch (self->code[i]) {
+        case 'q': v = PyLong_FromLongLong(*(const int64_t *)p); break;
+        case 'Q': v = PyLong_FromUnsignedLongLong(*(const uint64_t *)p); break;
+        case 'i': v = PyLong_FromLong(*(const int32_t *)p); break;
+        case 'I': v = PyLong_FromUnsignedLong(*(const uint32_t *)p); break;
+        case 'h': v = PyLong_FromLong(*(const int16_t *)p); break;
+        case 'H': v = PyLong_FromLong(*(const uint16_t *)p); break;
+        case 'b': v = PyLong_FromLong(*(const int8_t *)p); break;
+        case 'B': v = PyLong_FromLong(*(const uint8_t *)p); break;
+        default: v = PyBytes_FromStringAndSize(p, self->size[i]); break;
+        }
+        if (!v) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+/* Publish time of the next record without consuming it: 1 and *pub if one is complete. */
+static inline int peek_publish(Reader *r, uint64_t *pub) {
+    const char *slot = slot_at(&r->m, r->seq & r->m.mask);
+    const uint64_t *ver = (const uint64_t *)slot;
+    uint64_t want = 2 * r->seq + 2, v = LOAD_ACQ(ver);
+    if (v < want) return 0;
+    if (v > want) { /* lapped: the read resyncs; report it ready so it happens now */
+        *pub = 0;
+        return 1;
+    }
+    *pub = LOAD_RLX((const uint64_t *)(slot + 16));
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (LOAD_RLX(ver) != want) *pub = 0;
+    return 1;
+}
+
+/* Handle up to max_n records; returns the count, or -1 with the handler's exception set (the
+ * failing record is consumed, `failed` set). */
+static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n) {
+    Reader *r = self->reader;
+    if (!r->m.base) {
+        PyErr_SetString(PyExc_ValueError, "reader is closed");
+        return -1;
+    }
+    Py_ssize_t n = 0;
+    while (n < max_n) {
+        uint64_t pub;
+        if (limit) {
+            if (!peek_publish(r, &pub) || pub > limit) break;
+        }
+        if (!ring_read(r, self->buf, self->cap)) break;
+        uint64_t origin = *(uint64_t *)self->buf;
+        pub = *(uint64_t *)(self->buf + 8);
+        if (!origin) origin = 1;
+        PyObject *o = PyLong_FromUnsignedLongLong(origin);
+        if (!o || PyObject_SetAttr(self->track, s_origin, o) < 0) {
+            Py_XDECREF(o);
+            return -1;
+        }
+        Py_DECREF(o);
+        if (self->clock) {
+            PyObject *t = PyLong_FromUnsignedLongLong(pub);
+            if (!t || PyObject_SetAttr(self->clock, s_t, t) < 0) {
+                Py_XDECREF(t);
+                return -1;
+            }
+            Py_DECREF(t);
+        }
+        PyObject *msg = build(self);
+        if (!msg) return -1;
+        uint64_t start = self->timing ? clock_ns() : 0;
+        PyObject *res = PyObject_CallOneArg(self->handler, msg);
+        Py_DECREF(msg);
+        n++;
+        self->handled++;
+        handled_total++;
+        if (!res) {
+            self->failed = 1;
+            return -1;
+        }
+        Py_DECREF(res);
+        if (self->timing && self->timing->m.base) {
+            uint64_t end = clock_ns();
+            struct {
+                uint32_t key, pad;
+                uint64_t start, end;
+            } rec = {self->key, 0, start, end};
+            ring_write(&self->timing->m, origin, end, self->key, &rec, sizeof rec, 0);
+        }
+    }
+    return n;
+}
+
+/* dispatch(limit=0, max_n=big) -> records handled */
+static PyObject *Input_dispatch(Input *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t limit = nargs > 0 ? PyLong_AsUnsignedLongLong(args[0]) : 0;
+    Py_ssize_t max_n = nargs > 1 ? PyLong_AsSsize_t(args[1]) : PY_SSIZE_T_MAX;
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t n = dispatch(self, limit, max_n);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+static PyObject *Input_get_handled(Input *self, void *c) { return PyLong_FromUnsignedLongLong(self->handled); }
+static PyObject *Input_get_failed(Input *self, void *c) { return PyBool_FromLong(self->failed); }
+static int Input_set_failed(Input *self, PyObject *v, void *c) {
+    self->failed = v ? PyObject_IsTrue(v) : 0;
+    return 0;
+}
+
+static PyMethodDef Input_methods[] = {
+    {"dispatch", (PyCFunction)(void (*)(void))Input_dispatch, METH_FASTCALL,
+     "dispatch(limit=0, max_n=all) -> records handled; limit: stop at a record published after it"},
+    {NULL}};
+
+static PyGetSetDef Input_getset[] = {
+    {"handled", (getter)Input_get_handled, NULL, "records handed to the handler so far", NULL},
+    {"failed", (getter)Input_get_failed, (setter)Input_set_failed, "the last dispatch stopped on a handler error", NULL},
+    {NULL}};
+
+static PyTypeObject InputType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mantra._spine.Input",
+    .tp_basicsize = sizeof(Input),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Input_init,
+    .tp_dealloc = (destructor)Input_dealloc,
+    .tp_methods = Input_methods,
+    .tp_getset = Input_getset,
+    .tp_doc = "Input(reader, handler, cls, layout, track, clock, timing, key, owner=None, stop_after=False): "
+              "an actor's input port; layout: [(offset in record, size, struct code)] per field",
+};
+
+/* Wake-up the owner asks for (0 = none), or -1 with an error set. */
+static inline int64_t owner_wakeup(Input *in) {
+    PyObject *w = PyObject_GetAttr(in->owner, s_wakeup);
+    if (!w) return -1;
+    uint64_t v = PyLong_AsUnsignedLongLong(w);
+    Py_DECREF(w);
+    return PyErr_Occurred() ? -1 : (int64_t)v;
+}
+
+/* dispatch_all(inputs, limit) -> bitmask of the inputs (first 63) that handled records.
+ *
+ * The deterministic runner's merge: hand over the records published at or before `limit`, across
+ * all inputs in publish-time order (ties: list order), until a handler reacts (publishes or writes
+ * an array slot), its input has `stop_after`, or its owner asks for a wake-up at or before the
+ * record's time; a wake-up asked for later only lowers the limit.  The simulated clock's view is
+ * left at the last record's time: the instant at which the runner then runs the due loops. */
+static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "dispatch_all(list_of_inputs, limit)");
+        return NULL;
+    }
+    uint64_t limit = PyLong_AsUnsignedLongLong(args[1]), mask = 0;
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(args[0]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(args[0], i);
+        if (!PyObject_TypeCheck(o, &InputType) || !((Input *)o)->reader->m.base) {
+            PyErr_SetString(PyExc_TypeError, "dispatch_all takes Inputs on open readers");
+            return NULL;
+        }
+    }
+    for (;;) {
+        Input *best = NULL;
+        Py_ssize_t bi = 0;
+        uint64_t bt = 0, pub;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Input *in = (Input *)PyList_GET_ITEM(args[0], i);
+            if (peek_publish(in->reader, &pub) && pub <= limit && (!best || pub < bt)) best = in, bi = i, bt = pub;
+        }
+        if (!best) break;
+        uint64_t before = activity;
+        if (dispatch(best, 0, 1) < 0) return NULL;
+        if (bi < 63) mask |= 1ull << bi;
+        if (activity != before || best->stop_after) break;
+        if (best->owner) {
+            int64_t w = owner_wakeup(best);
+            if (w < 0) return NULL;
+            if (w && (uint64_t)w <= bt) break;
+            if (w && (uint64_t)w < limit) limit = (uint64_t)w;
+        }
+    }
+    return PyLong_FromUnsignedLongLong(mask);
+}
+
+/* next_time(inputs) -> smallest publish time among the records waiting on the inputs, 0 if none. */
+static PyObject *next_time(PyObject *mod, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "next_time(list_of_inputs)");
+        return NULL;
+    }
+    uint64_t best = 0;
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(arg, i);
+        if (!PyObject_TypeCheck(o, &InputType) || !((Input *)o)->reader->m.base) {
+            PyErr_SetString(PyExc_TypeError, "next_time takes Inputs on open readers");
+            return NULL;
+        }
+        uint64_t pub;
+        if (peek_publish(((Input *)o)->reader, &pub)) {
+            if (!pub) pub = 1; /* lapped or torn: due now */
+            if (!best || pub < best) best = pub;
+        }
+    }
+    return PyLong_FromUnsignedLongLong(best);
+}
+
 /* ---------------------------------------------------------------- Array (seqlock array) */
 
 typedef struct {
@@ -648,6 +957,8 @@ static PyObject *Array_write(Array *self, PyObject *const *args, Py_ssize_t narg
     memcpy(slot + 8 + TRACK, b.buf, (size_t)b.len);
     memset(slot + 8 + TRACK + b.len, 0, self->m.slot_size - 8 - TRACK - (size_t)b.len);
     STORE_REL(ver, v + 1);
+    __atomic_fetch_add(self->m.count, 1, __ATOMIC_RELEASE); /* writes(): one word says "something changed" */
+    activity++;
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLongLong(v + 1);
 }
@@ -691,6 +1002,10 @@ static PyObject *Array_version(Array *self, PyObject *arg) {
     return PyLong_FromUnsignedLongLong(LOAD_ACQ((uint64_t *)slot_at(&self->m, i)));
 }
 
+static PyObject *Array_writes(Array *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(LOAD_ACQ(self->m.count));
+}
+
 static PyObject *Array_close(Array *self, PyObject *unused) {
     map_close(&self->m);
     Py_RETURN_NONE;
@@ -700,6 +1015,7 @@ static PyMethodDef Array_methods[] = {
     {"write", (PyCFunction)(void (*)(void))Array_write, METH_FASTCALL, "write(index, payload, origin, publisher, now=0) -> version"},
     {"read_into", (PyCFunction)(void (*)(void))Array_read_into, METH_FASTCALL, "read_into(index, buf) -> version"},
     {"version", (PyCFunction)Array_version, METH_O, "version(index): changes on every write"},
+    {"writes", (PyCFunction)Array_writes, METH_NOARGS, "writes to any slot so far (one load: did anything change?)"},
     {"close", (PyCFunction)Array_close, METH_NOARGS, "release the mapping"},
     {NULL}};
 
@@ -715,6 +1031,10 @@ static PyTypeObject ArrayType = {
 };
 
 /* ---------------------------------------------------------------- module functions */
+
+static PyObject *m_traffic(PyObject *m, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(activity + handled_total);
+}
 
 static PyObject *m_now(PyObject *m, PyObject *unused) { return PyLong_FromUnsignedLongLong(clock_ns()); }
 
@@ -783,9 +1103,12 @@ static PyObject *m_add(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
 }
 
 static PyMethodDef module_methods[] = {
+    {"traffic", m_traffic, METH_NOARGS, "records published + array writes + records dispatched by this process so far"},
     {"now", m_now, METH_NOARGS, "wall-clock time in ns (CLOCK_REALTIME), the spine's timestamps"},
     {"monotonic", m_monotonic, METH_NOARGS, "CLOCK_MONOTONIC in ns"},
     {"wait_any", (PyCFunction)(void (*)(void))wait_any, METH_FASTCALL, "wait_any(readers, timeout_ns) -> bool"},
+    {"dispatch_all", (PyCFunction)(void (*)(void))dispatch_all, METH_FASTCALL, "dispatch_all(inputs, limit) -> mask of inputs that handled records"},
+    {"next_time", (PyCFunction)next_time, METH_O, "next_time(inputs) -> earliest publish ns waiting, 0 if none"},
     {"load", (PyCFunction)(void (*)(void))m_load, METH_FASTCALL, "load(buf, offset): acquire-load a u64"},
     {"store", (PyCFunction)(void (*)(void))m_store, METH_FASTCALL, "store(buf, offset, value)"},
     {"cas", (PyCFunction)(void (*)(void))m_cas, METH_FASTCALL, "cas(buf, offset, expected, new) -> bool"},
@@ -795,7 +1118,13 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef spine_module = {PyModuleDef_HEAD_INIT, "_spine", "Mantra's atomics, futexes and clock", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__spine(void) {
-    if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ArrayType) < 0) return NULL;
+    if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ArrayType) < 0 ||
+        PyType_Ready(&InputType) < 0)
+        return NULL;
+    s_origin = PyUnicode_InternFromString("origin");
+    s_t = PyUnicode_InternFromString("t");
+    s_wakeup = PyUnicode_InternFromString("wakeup");
+    if (!s_origin || !s_t || !s_wakeup) return NULL;
     PyObject *m = PyModule_Create(&spine_module);
     if (!m) return NULL;
     Py_INCREF(&WriterType);
@@ -804,6 +1133,8 @@ PyMODINIT_FUNC PyInit__spine(void) {
     PyModule_AddObject(m, "Writer", (PyObject *)&WriterType);
     PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType);
     PyModule_AddObject(m, "Array", (PyObject *)&ArrayType);
+    Py_INCREF(&InputType);
+    PyModule_AddObject(m, "Input", (PyObject *)&InputType);
     PyModule_AddIntConstant(m, "HEADER_SIZE", HDR_SIZE);
     PyModule_AddIntConstant(m, "TRACK_SIZE", TRACK);
     PyModule_AddIntConstant(m, "CURSORS_OFFSET", OFF_CURSORS);

@@ -6,9 +6,10 @@ simulated clock, fixed actor order), except that:
 - actors that produce the recorded market-data queues (feeds, synthetic markets) are replaced by one
   ``Replayer`` publishing the recorded ``l2`` / ``trades`` (whichever the data holds and the system
   has) at their recorded times;
-- a ``Persister`` records every queue of the run to ``--out``;
-- when any actor reacts back (writes a queue or an array), the replayer publishes one timestamp at
-  a time, so no decision ever sees data from its future; only pure consumers get burst replay;
+- a ``Persister`` records every queue the run produces to ``--out`` (the replayed market data is
+  already in ``--data``);
+- the deterministic runner hands every actor each record at its recorded time, so no decision
+  ever sees data from its future (``Runner.run_deterministic``);
 - trading actors without an ``instruments`` parameter get the data's ``instruments.json``.
 
 The result counts events, orders and fills, sums fees, marks positions to the last trade price for
@@ -55,12 +56,12 @@ def prepare(doc: dict, data: Path, out: Path) -> dict:
     for a in actors.values():
         if inst.exists() and "instruments" not in a.get("params", {}) and a["class"].startswith("mantra.trading"):
             a.setdefault("params", {})["instruments"] = str(inst)
-    # Publishing ahead in bursts is exact only when nothing reacts back (no actor writes a queue or
-    # an array): a model's order would otherwise meet market data it could not have seen yet.
-    feedback = any(a.get("outputs") or a.get("arrays") for a in actors.values())
     replay = {"class": "mantra.store.replayer:Replayer", "outputs": {q: q for q in streams},
-              "params": {"dir": str(data), "streams": streams, "max_span_ns": 1 if feedback else 0}}
-    persist = {"class": "mantra.store.persister:Persister", "params": {"dir": str(out), "chunk_records": 1 << 18}}
+              "params": {"dir": str(data), "streams": streams}}
+    # the run's own messages; the replayed market data is already in --data
+    produced = [q for q in doc.get("queues", {}) if q not in streams]
+    persist = {"class": "mantra.store.persister:Persister",
+               "params": {"dir": str(out), "chunk_records": 1 << 18, "queues": produced}}
     doc["actors"] = {"replay": replay, **actors, "persister": persist}
     for p in doc.get("processes", {}).values():
         p["actors"] = [a for a in p.get("actors", []) if a in doc["actors"]]
@@ -98,9 +99,10 @@ def run(config: str | Path | dict, data: str | Path, out: str | Path | None = No
         if progress:
             sys.stderr.write(_bar(1.0, replay.total / wall) + "\n")
         telemetry = next((s.actor.snapshot(0) for s in runner.slots if hasattr(s.actor, "snapshot")), None)
+        handled = {s.spec.name: s.handled for s in runner.slots if s.inputs}
     finally:
         remove_system(spec.name)
-    return summarize(out, data, replay.total, wall, telemetry)
+    return {**summarize(out, data, replay.total, wall, telemetry), "handled": handled}
 
 
 def _registry(data: Path) -> InstrumentRegistry | None:

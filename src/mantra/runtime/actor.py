@@ -90,7 +90,11 @@ class Actor:
     arrays: tuple[str, ...] = ()
 
     background = False  # True: wake-ups alone do not keep a deterministic run going
-    source = False  # True: feeds the system from outside (replayer); its wake-ups do not bound the horizon
+    source = False  # True: feeds the system from outside (replayer)
+    # Deterministic runs call loop() only when it has a reason: its wakeup is due, an array it reads
+    # was written, or (if this is True) it handled input.  False for actors whose handlers do
+    # everything due themselves and ask for wake-ups: their loop then costs nothing per message.
+    loop_after_input = True
 
     # Set by the runtime before on_start.
     system: str = ""  # the system's name

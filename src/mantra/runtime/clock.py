@@ -26,7 +26,6 @@ class SimClock:
 
     def __init__(self, start_ns: int = 0):
         self.t = self.high = start_ns
-        self.horizon = 0  # earliest pending foreground wake-up of non-source actors (0 = none)
 
     def now(self) -> int:
         return self.t
@@ -40,5 +39,6 @@ class SimClock:
         self.t = self.high
 
     def view(self, t: int) -> None:
-        """While an actor handles a message, "now" is that message's publish time."""
+        """While an actor handles a message, "now" is that message's publish time (the runtime's
+        C dispatcher sets ``t`` itself)."""
         self.t = t

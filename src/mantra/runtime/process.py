@@ -27,15 +27,17 @@ MAX_PARK_NS = 100_000_000
 
 
 class _Input:
-    __slots__ = ("reader", "record", "unpack", "make", "handler", "key", "consumer", "port")
+    """One input port: ``c`` is the C dispatcher (read, build the message, set origin and the
+    simulated clock's view, call the handler, write the timing record)."""
 
-    def __init__(self, consumer, handler, key, port):
-        self.consumer, self.port = consumer, port
-        self.reader = consumer.reader
-        self.record = consumer.record
-        self.unpack = consumer.msg_type.STRUCT.unpack_from
-        self.make = consumer.msg_type._make
-        self.handler, self.key = handler, key
+    __slots__ = ("c", "handler", "key", "consumer", "port")
+
+    def __init__(self, consumer, handler, key, port, track, clock, timing, actor):
+        self.consumer, self.port, self.handler, self.key = consumer, port, handler, key
+        t = consumer.msg_type
+        self.c = _spine.Input(consumer.reader, handler, t, list(t.FIELDS_AT), track,
+                              clock if clock.simulated else None, timing._w if timing else None, key,
+                              actor, actor.loop_after_input and type(actor).loop is not Actor.loop)
 
 
 class _Slot:
@@ -73,7 +75,7 @@ class Runner:
             slot = _Slot(actor, spec)
             self._wire(slot, d)
             self.slots.append(slot)
-        self._readers = [i.reader for s in self.slots for i in s.inputs]
+        self._readers = [i.consumer.reader for s in self.slots for i in s.inputs]
 
     def _ring(self, d, qn):
         r = self._rings.get(qn)
@@ -102,7 +104,7 @@ class Runner:
                 raise ValueError(f"actor {spec.name}: {type(a).__name__} lacks on_{port}(msg)")
             c = self._ring(d, spec.inputs[port]).reader(f"{spec.name}.{port}",
                                                         start=getattr(a, "start_seq", None))
-            slot.inputs.append(_Input(c, handler, spec.id << 16 | i, port))
+            slot.inputs.append(_Input(c, handler, spec.id << 16 | i, port, self.track, self.clock, self.timing, a))
         for port in a.arrays:
             if port not in spec.arrays:
                 raise ValueError(f"actor {spec.name}: array {port!r} is not bound")
@@ -139,6 +141,7 @@ class Runner:
         self.status.close()
 
     def _set_state(self, s: _Slot, state) -> None:
+        s.handled = sum(i.c.handled for i in s.inputs)
         self.status.write(s.spec.id, ActorStatus(s.handled, s.loops, s.busy, self._since, s.errors,
                                                  _spine.now(), os.getpid(), int(state)), 1, 0)
 
@@ -149,62 +152,54 @@ class Runner:
             self._set_state(s, ActorState.RUNNING)
 
     # ---------------------------------------------------------------------------- stepping
+    def _failed(self, s: _Slot) -> None:
+        """A handler raised (its record is consumed): count it, log the first ten then every 1000th."""
+        for inp in s.inputs:
+            if inp.c.failed:
+                inp.c.failed = False
+                s.errors += 1
+                if s.errors <= 10 or s.errors % 1000 == 0:
+                    log.exception("actor %s: handler on_%s failed (%d errors)", s.spec.name, inp.port, s.errors)
+
+    def _loop(self, s: _Slot, now) -> bool:
+        track = self.track
+        track.origin = 0
+        t0 = now()
+        try:
+            worked = s.actor.loop()
+        except Exception:
+            worked = True
+            s.errors += 1
+            if s.errors <= 10 or s.errors % 1000 == 0:
+                log.exception("actor %s: loop failed (%d errors)", s.spec.name, s.errors)
+        if worked:
+            s.loops += 1
+            s.busy += now() - t0
+            if self.timing and track.origin:
+                self.timing.stamp(s.spec.id << 16 | LOOP_STREAM, track.origin, t0)
+        track.origin = 0
+        return bool(worked)
+
     def step(self) -> bool:
         """One pass over every actor: drain inputs (timed), then its loop.  True if any work."""
         did = False
         now = _spine.now
-        stamp = self.timing.stamp if self.timing else None
-        track = self.track
-        view = self.clock.view if self.clock.simulated else None
+        sim = self.clock.simulated
         for s in self.slots:
             for inp in s.inputs:
-                read, rec, unpack, make, handler, key = (inp.reader.read_into, inp.record, inp.unpack,
-                                                         inp.make, inp.handler, inp.key)
-                n = 0
                 t_first = now()
-                while n < BATCH:
-                    o = read(rec)
-                    if not o:
-                        break
-                    track.origin = o
-                    if view is not None:
-                        view(int.from_bytes(rec[8:16], "little"))  # simulated: now = its publish time
-                    try:
-                        if stamp is None:
-                            handler(make(unpack(rec, 24)))
-                        else:
-                            t0 = now()
-                            handler(make(unpack(rec, 24)))
-                            stamp(key, o, t0)
-                    except Exception:
-                        s.errors += 1
-                        if s.errors <= 10 or s.errors % 1000 == 0:
-                            log.exception("actor %s: handler on_%s failed (%d errors)", s.spec.name,
-                                          inp.port, s.errors)
-                    n += 1
-                if view is not None:
+                try:
+                    n = inp.c.dispatch(0, BATCH)
+                except Exception:
+                    self._failed(s)
+                    n = 1
+                if sim:
                     self.clock.advance_to(0)  # back to the run's present
                 if n:
-                    s.handled += n
                     s.busy += now() - t_first
                     did = True
-            if s.has_loop:
-                track.origin = 0
-                t0 = now()
-                try:
-                    worked = s.actor.loop()
-                except Exception:
-                    worked = True
-                    s.errors += 1
-                    if s.errors <= 10 or s.errors % 1000 == 0:
-                        log.exception("actor %s: loop failed (%d errors)", s.spec.name, s.errors)
-                if worked:
-                    s.loops += 1
-                    s.busy += now() - t0
-                    if stamp and track.origin:
-                        stamp(s.spec.id << 16 | LOOP_STREAM, track.origin, t0)
-                    did = True
-        track.origin = 0
+            if s.has_loop and self._loop(s, now):
+                did = True
         return did
 
     def next_wakeup(self, foreground_only: bool = False) -> int:
@@ -234,32 +229,98 @@ class Runner:
             self.stop()
 
     def run_deterministic(self, tick=None) -> None:
-        """Single process, simulated clock: step every actor in order until quiescent, then jump
-        the clock to the earliest foreground wake-up (background actors — telemetry, persister —
-        run whenever the clock passes their time but never hold it back); stop when no foreground
-        actor has anything pending."""
+        """Single process, simulated clock, in time order.
+
+        ``_spine.dispatch_all`` hands the foreground actors every waiting record in publish-time
+        order (each handler seeing its record's time as "now") up to the earliest wake-up, and
+        returns at the first reaction: a handler that published or wrote an array, one whose actor
+        loops after input (``loop_after_input``), or one that asked for a wake-up by then.  At that
+        instant the loops with a reason to run do: the actor handled input (and loops after it),
+        its ``wakeup`` is due, or an array it reads was written.  So no decision meets data from
+        its future, however far ahead a source publishes, and the long stretches where nothing
+        reacts cost one C call.  Background actors (telemetry, persister) run every few thousand
+        records and at the end, and never hold the clock back."""
         self._since = self.clock.now()
         self.start()
-        actors = [s.actor for s in self.slots]
-        n = 0
+        clock, now = self.clock, _spine.now
+        fg = [s for s in self.slots if not s.actor.background]
+        bg = [s for s in self.slots if s.actor.background]
+        inputs = [i.c for s in fg for i in s.inputs]
+        loopers, bit = [], 0
+        for s in fg:
+            m = 0
+            for _ in s.inputs:
+                m |= (1 << bit) if bit < 63 else -1
+                bit += 1
+            if s.has_loop:
+                if not s.actor.loop_after_input:
+                    m = 0
+                arrays = [getattr(s.actor, n).array._a for n in s.actor.arrays]
+                loopers.append((s, s.actor, m, arrays, [a.writes() for a in arrays]))
+        actors = [s.actor for s in fg]
+        dispatch_all, traffic = _spine.dispatch_all, _spine.traffic
+        never = 2**64 - 1
+        n, bg_at, worked = 0, traffic(), True
+        for s, *_ in loopers:
+            self._loop(s, now)
         try:
             while not self.stopping:
                 n += 1
-                if tick is not None and not n & 1023:
-                    tick()  # e.g. a progress bar
-                w = [a.wakeup for a in actors if a.wakeup and not a.background and not a.source]
-                self.clock.horizon = min(w) if w else 0
-                if self.step():
-                    continue
-                wake = self.next_wakeup(foreground_only=True)
-                if not wake:
+                if traffic() - bg_at > 2048 or not n & 255:
+                    for s in bg:
+                        self._background(s, now)
+                    bg_at = traffic()
+                    if tick is not None:
+                        tick()  # e.g. a progress bar
+                t, w = clock.now(), never
+                for a in actors:
+                    x = a.wakeup
+                    if x and x < w:
+                        w = x
+                try:
+                    mask = dispatch_all(inputs, w)
+                except Exception:
+                    mask = -1
+                    for s in fg:
+                        self._failed(s)
+                if mask:
+                    clock.advance_to(clock.t)  # the instant of the last record handed over
+                elif w == never:
                     break
-                if wake <= self.clock.now():
-                    wake = self.clock.now() + 1  # an actor asked for "now" and did nothing: move on
-                self.clock.advance_to(wake)
+                elif w <= t and not worked:
+                    # an actor asked for "now" and did nothing (e.g. a live feed with no frame):
+                    # move on to the next later wake-up
+                    later = [x for x in (a.wakeup for a in actors) if x > t]
+                    clock.advance_to(min(later) if later else t + 1)
+                else:
+                    clock.advance_to(w)
+                t = clock.now()
+                worked = False
+                for s, a, m, arrays, seen in loopers:
+                    x = a.wakeup
+                    go = mask & m or (x and x <= t)
+                    for k, arr in enumerate(arrays):
+                        v = arr.writes()
+                        if v != seen[k]:
+                            seen[k] = v
+                            go = True
+                    if go and self._loop(s, now):
+                        worked = True
         finally:
+            for s in bg:
+                self._background(s, now)
             self.publish_status()
             self.stop()
+
+    def _background(self, s: _Slot, now) -> None:
+        for inp in s.inputs:
+            try:
+                inp.c.dispatch(0)
+            except Exception:
+                self._failed(s)
+            self.clock.advance_to(0)
+        if s.has_loop:
+            self._loop(s, now)
 
 
 def pin(cpu: int | None) -> None:

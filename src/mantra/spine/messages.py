@@ -36,7 +36,7 @@ def message(name: str, type_id: int, fields: str, slot: int = 64, doc: str = "")
             codes.append(c)
         layout.append((n, c))  # unnamed "Nx" tokens are padding
     st = struct.Struct("<" + "".join(c for _, c in layout))
-    off, dt = TRACK.size, list(TRACK_DTYPE)
+    off, dt, fields_at = TRACK.size, list(TRACK_DTYPE), []
     for n, c in layout:
         size = struct.calcsize("<" + c)
         if not n:
@@ -46,6 +46,7 @@ def message(name: str, type_id: int, fields: str, slot: int = 64, doc: str = "")
         if c[-1] != "s" and off % size:
             raise TypeError(f"{name}.{n} at offset {off} is not aligned to {size}")
         dt.append((n, f"S{size}" if c[-1] == "s" else _NP[c]))
+        fields_at.append((off, size, c[-1]))
         off += size
     if off > slot - 8:
         raise TypeError(f"{name} needs {off + 8} bytes, slot is {slot}")
@@ -62,6 +63,7 @@ def message(name: str, type_id: int, fields: str, slot: int = 64, doc: str = "")
         "SLOT_SIZE": slot,
         "DTYPE": np.dtype(dt),
         "TEXT_FIELDS": text_fields,
+        "FIELDS_AT": fields_at,  # (offset in the record, size, struct code) per field: the C dispatcher
         "TYPE_HASH": int.from_bytes(hashlib.blake2b(f"{name}|{fields}|{slot}".encode(), digest_size=8).digest(), "little"),
     })
     if type_id in REGISTRY:

@@ -3,8 +3,9 @@
 ``streams`` maps output ports to recorded queue names (``{"l2": "l2", "trades": "trades"}``); the
 records keep their recorded origin and publisher, and get a new publish time.  Pace:
 
-- simulated clock (deterministic placement): each record is published when the clock reaches its
-  recorded publish time, and ``wakeup`` moves the clock to the next record: a backtest;
+- simulated clock (deterministic placement): records go out ahead in bursts, stamped with their
+  recorded publish times; the deterministic runner hands each one over when the clock reaches its
+  time, and ``wakeup`` names the next record not yet out: a backtest;
 - ``speed = N``: N x real time on the real clock; ``speed = 0``: as fast as the consumers take it.
 
 Producers never wait on the spine, so the replayer paces itself by its consumers instead: it only
@@ -33,7 +34,6 @@ class Replayer(Actor):
     start = 0  # publish-time window (ns), 0 = all
     end = 0
     stop_when_done = False  # ask the system to stop after the last record
-    max_span_ns = 0  # simulated clock: publish at most this much data time ahead (0 = up to the horizon)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -111,30 +111,18 @@ class Replayer(Actor):
             return False
         now = self.clock.now()
         sim = self.clock.simulated
-        if sim:
-            # Publish ahead, stamped with the recorded times, up to the first moment another
-            # actor needs the clock (an order taking effect, a timer): handlers see each message's
-            # own time, so a burst costs one step of the whole system instead of one per timestamp.
-            limit = (self.clock.horizon - 1) if self.clock.horizon else 2**63
-            if self.max_span_ns:
-                limit = min(limit, max(now, int(self.times[self.i])) + self.max_span_ns)
-            if int(self.times[self.i]) > limit:
-                self.wakeup = int(self.times[self.i])
-                return False
-        elif now < self._due_time(self.i):
+        if not sim and now < self._due_time(self.i):
             return False
-        else:
-            limit = now
         room = self._room()
         if room == 0:
             self.wakeup = now if sim else now + 100_000
             return False
         n = 0
-        rows, blobs, sizes, outs, times = self.rows, self.blobs, self.sizes, self.outs, self.times
+        rows, blobs, sizes, outs = self.rows, self.blobs, self.sizes, self.outs
         end = min(self.total, self.i + room)
         if sim:
-            end = min(end, int(np.searchsorted(times, limit, side="right")))
-            # runs of one stream are consecutive records of that stream: one C call per run
+            # Out ahead with their recorded times: the deterministic runner hands each consumer
+            # only what exists at its present.  One C call per run of one stream's records.
             cuts = (np.flatnonzero(np.diff(self.which[self.i:end])) + self.i + 1).tolist()
             for a, b in zip([self.i] + cuts, cuts + [end]):
                 w, k = int(self.which[a]), int(self.kidx[a])

@@ -85,6 +85,7 @@ class _Order:
 
 
 class MockExchange(AccountHandler):
+    loop_after_input = False  # handlers act on what is due themselves; the loop runs at wake-ups
     venues: dict = {}
     l2_ports = ("l2",)
     trade_ports = ("trades",)
@@ -216,7 +217,10 @@ class MockExchange(AccountHandler):
 
     def _emit(self, venue: _Venue, port: str, msg, ts: int, origin: int) -> None:
         self._seq += 1
-        heapq.heappush(self.outbox, (self._now + venue.response, self._seq, origin, port, msg))
+        due = self._now + venue.response
+        heapq.heappush(self.outbox, (due, self._seq, origin, port, msg))
+        if not self.wakeup or due < self.wakeup:
+            self.wakeup = due  # handlers answer through the loop: ask for it
 
     # ------------------------------------------------------------------ requests
     _origin = _now = 0
