@@ -3,7 +3,8 @@
  *  - seqlocked slot writes and reads with acquire/release ordering (correct on ARM64 too),
  *  - the ring's write counter (plain store for one producer, fetch_add for many),
  *  - futex wait/wake so idle consumers park instead of spinning,
- *  - clock reads, and the per-message timing record written straight into a timing ring.
+ *  - clock reads, and the per-message timing record written straight into a timing ring,
+ *  - the per-message dispatch to actor handlers, and the exact L2 book that consumers keep.
  *
  * Layout (shared with spine/layout.py, which creates and validates headers):
  *   header, 4096 bytes: static fields on line 0, the write counter alone on line 1 (offset 64),
@@ -590,6 +591,216 @@ static PyObject *wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
 }
 
 
+
+/* ---------------------------------------------------------------- Book (exact L2 book in C)
+ *
+ * A consumer's book: each side a sorted array of levels with the best last, so the common
+ * changes near the touch move few bytes.  Keys are price for bids and -price for asks, so both
+ * sides sort ascending.  `take` remembers liquidity we took from a level until the feed next
+ * reports that level (a mock venue must not take it twice); `size` and `levels` report what is
+ * left.  Input ports in book mode apply L2Update records here in C and call the handler only on
+ * the record that ends an exchange message. */
+
+typedef struct {
+    int64_t key, size, taken;
+} Level;
+
+typedef struct {
+    PyObject_HEAD Level *lv[2]; /* 0 bids, 1 asks */
+    Py_ssize_t n[2], cap[2];
+} Book;
+
+#define L2_PRICE 24
+#define L2_SIZE 32
+#define L2_INSTRUMENT 48
+#define L2_SIDE 52
+#define L2_FLAGS 53
+#define L2_LAST 1
+#define L2_CLEAR 4
+
+static void Book_dealloc(Book *self) {
+    PyMem_Free(self->lv[0]);
+    PyMem_Free(self->lv[1]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* First index whose key >= key. */
+static inline Py_ssize_t lower(const Level *a, Py_ssize_t n, int64_t key) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) >> 1;
+        if (a[mid].key < key) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static int book_apply(Book *b, int side, int64_t price, int64_t size) {
+    if (size < 0) {
+        PyErr_Format(PyExc_ValueError, "negative size %lld at price %lld", (long long)size, (long long)price);
+        return -1;
+    }
+    int s = side > 0 ? 0 : 1;
+    int64_t key = s ? -price : price;
+    Level *a = b->lv[s];
+    Py_ssize_t n = b->n[s], i = lower(a, n, key);
+    if (i < n && a[i].key == key) {
+        if (size) a[i].size = size, a[i].taken = 0;
+        else memmove(a + i, a + i + 1, (size_t)(n - i - 1) * sizeof(Level)), b->n[s]--;
+        return 0;
+    }
+    if (!size) return 0;
+    if (n == b->cap[s]) {
+        Py_ssize_t cap = b->cap[s] ? 2 * b->cap[s] : 64;
+        Level *na = PyMem_Realloc(a, (size_t)cap * sizeof(Level));
+        if (!na) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->lv[s] = a = na, b->cap[s] = cap;
+    }
+    memmove(a + i + 1, a + i, (size_t)(n - i) * sizeof(Level));
+    a[i].key = key, a[i].size = size, a[i].taken = 0;
+    b->n[s]++;
+    return 0;
+}
+
+static inline int side_arg(PyObject *o, int *s) {
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v != 1 && v != -1) {
+        PyErr_Format(PyExc_ValueError, "side must be 1 (bid) or -1 (ask), got %ld", v);
+        return -1;
+    }
+    *s = v > 0 ? 0 : 1;
+    return 0;
+}
+
+static PyObject *Book_apply(Book *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "apply(side, price, size)");
+        return NULL;
+    }
+    int s;
+    if (side_arg(args[0], &s) < 0) return NULL;
+    int64_t price = PyLong_AsLongLong(args[1]), size = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred() || book_apply(self, s ? -1 : 1, price, size) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Book_clear(Book *self, PyObject *unused) {
+    self->n[0] = self->n[1] = 0;
+    Py_RETURN_NONE;
+}
+
+static inline PyObject *best(Book *b, int s) {
+    if (!b->n[s]) Py_RETURN_NONE;
+    int64_t k = b->lv[s][b->n[s] - 1].key;
+    return PyLong_FromLongLong(s ? -k : k);
+}
+
+static PyObject *Book_best_bid(Book *self, PyObject *unused) { return best(self, 0); }
+static PyObject *Book_best_ask(Book *self, PyObject *unused) { return best(self, 1); }
+
+static PyObject *Book_crossed(Book *self, PyObject *unused) {
+    return PyBool_FromLong(self->n[0] && self->n[1] &&
+                           self->lv[0][self->n[0] - 1].key >= -self->lv[1][self->n[1] - 1].key);
+}
+
+/* levels(side, n=all) -> [(price, size left)] best first; top(side, n) is the same with n. */
+static PyObject *Book_levels(Book *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "levels(side, n=all)");
+        return NULL;
+    }
+    int s;
+    if (side_arg(args[0], &s) < 0) return NULL;
+    Py_ssize_t want = nargs > 1 ? PyLong_AsSsize_t(args[1]) : PY_SSIZE_T_MAX;
+    if (want == -1 && PyErr_Occurred()) return NULL;
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    const Level *a = self->lv[s];
+    for (Py_ssize_t i = self->n[s] - 1; i >= 0 && PyList_GET_SIZE(out) < want; i--) {
+        int64_t left = a[i].size - a[i].taken;
+        if (left <= 0) continue;
+        PyObject *t = Py_BuildValue("(LL)", (long long)(s ? -a[i].key : a[i].key), (long long)left);
+        if (!t || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return out;
+}
+
+static Level *find(Book *b, int s, int64_t price) {
+    int64_t key = s ? -price : price;
+    Py_ssize_t i = lower(b->lv[s], b->n[s], key);
+    return i < b->n[s] && b->lv[s][i].key == key ? &b->lv[s][i] : NULL;
+}
+
+static PyObject *Book_size(Book *self, PyObject *const *args, Py_ssize_t nargs) {
+    int s;
+    if (nargs != 2 || side_arg(args[0], &s) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "size(side, price)");
+        return NULL;
+    }
+    int64_t price = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    Level *l = find(self, s, price);
+    return PyLong_FromLongLong(l && l->size > l->taken ? l->size - l->taken : 0);
+}
+
+static PyObject *Book_take(Book *self, PyObject *const *args, Py_ssize_t nargs) {
+    int s;
+    if (nargs != 3 || side_arg(args[0], &s) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "take(side, price, size)");
+        return NULL;
+    }
+    int64_t price = PyLong_AsLongLong(args[1]), q = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    Level *l = find(self, s, price);
+    if (l) l->taken += q;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Book_len(Book *self) { return self->n[0] + self->n[1]; }
+
+static PyObject *Book_repr(Book *self) {
+    PyObject *bb = best(self, 0), *ba = best(self, 1);
+    PyObject *r = PyUnicode_FromFormat("Book(bids=%zd, asks=%zd, best=%R/%R)", self->n[0], self->n[1], bb, ba);
+    Py_XDECREF(bb);
+    Py_XDECREF(ba);
+    return r;
+}
+
+static PyMethodDef Book_methods[] = {
+    {"apply", (PyCFunction)(void (*)(void))Book_apply, METH_FASTCALL, "apply(side, price, size): set a level; size 0 removes it"},
+    {"clear", (PyCFunction)Book_clear, METH_NOARGS, "remove every level"},
+    {"best_bid", (PyCFunction)Book_best_bid, METH_NOARGS, "best bid price or None"},
+    {"best_ask", (PyCFunction)Book_best_ask, METH_NOARGS, "best ask price or None"},
+    {"crossed", (PyCFunction)Book_crossed, METH_NOARGS, "best bid >= best ask"},
+    {"levels", (PyCFunction)(void (*)(void))Book_levels, METH_FASTCALL, "levels(side, n=all) -> [(price, size left)], best first"},
+    {"top", (PyCFunction)(void (*)(void))Book_levels, METH_FASTCALL, "top(side, n): the best n levels"},
+    {"size", (PyCFunction)(void (*)(void))Book_size, METH_FASTCALL, "size(side, price) -> size left at the level, 0 if none"},
+    {"take", (PyCFunction)(void (*)(void))Book_take, METH_FASTCALL, "take(side, price, size): we took it (until the level is next set)"},
+    {NULL}};
+
+static PySequenceMethods Book_seq = {.sq_length = (lenfunc)Book_len};
+
+static PyTypeObject BookType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mantra._spine.Book",
+    .tp_basicsize = sizeof(Book),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Book_dealloc,
+    .tp_methods = Book_methods,
+    .tp_as_sequence = &Book_seq,
+    .tp_repr = (reprfunc)Book_repr,
+    .tp_doc = "Book(): an exact L2 book of int64 prices and sizes (see mantra.book)",
+};
+
 /* ---------------------------------------------------------------- Input (an actor's input port)
  *
  * The runtime's per-message hot path in one C loop: read a record, build the message tuple (a
@@ -605,6 +816,7 @@ typedef struct {
     Writer *timing;                        /* timing ring, or NULL */
     PyObject *handler, *cls, *track, *clock; /* clock: a SimClock (view set per record) or NULL */
     PyObject *owner;                       /* the actor: dispatch_all reads its wakeup, or NULL */
+    PyObject *books;                       /* book mode: {instrument: Book}, or NULL */
     uint32_t key;
     int nfields, failed, stop_after;       /* stop_after: dispatch_all returns after each record */
     uint16_t off[MAX_FIELDS], size[MAX_FIELDS];
@@ -617,12 +829,16 @@ typedef struct {
 static PyObject *s_origin, *s_t, *s_wakeup; /* interned attribute names */
 
 static int Input_init(Input *self, PyObject *args, PyObject *kw) {
-    PyObject *reader, *handler, *cls, *layout, *track, *clock, *timing, *owner = Py_None;
+    PyObject *reader, *handler, *cls, *layout, *track, *clock, *timing, *owner = Py_None, *books = Py_None;
     unsigned int key;
     int stop_after = 0;
-    if (!PyArg_ParseTuple(args, "O!OOO!OOOI|Op", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
-                          &clock, &timing, &key, &owner, &stop_after))
+    if (!PyArg_ParseTuple(args, "O!OOO!OOOI|OpO", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
+                          &clock, &timing, &key, &owner, &stop_after, &books))
         return -1;
+    if (books != Py_None && !PyDict_Check(books)) {
+        PyErr_SetString(PyExc_TypeError, "books must be a dict {instrument: Book} or None");
+        return -1;
+    }
     if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "cls must be a tuple subclass (a message type)");
         return -1;
@@ -658,6 +874,7 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     self->clock = clock == Py_None ? NULL : (Py_INCREF(clock), clock);
     self->timing = timing == Py_None ? NULL : (Py_INCREF(timing), (Writer *)timing);
     self->owner = owner == Py_None ? NULL : (Py_INCREF(owner), owner);
+    self->books = books == Py_None ? NULL : (Py_INCREF(books), books);
     self->key = key;
     self->stop_after = stop_after;
     return 0;
@@ -665,6 +882,7 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
 
 static void Input_dealloc(Input *self) {
     Py_XDECREF(self->owner);
+    Py_XDECREF(self->books);
     Py_XDECREF(self->reader);
     Py_XDECREF(self->timing);
     Py_XDECREF(self->handler);
@@ -733,6 +951,35 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n) {
             if (!peek_publish(r, &pub) || pub > limit) break;
         }
         if (!ring_read(r, self->buf, self->cap)) break;
+        if (self->books) { /* apply in C; Python sees only the record that ends a message */
+            const char *b = self->buf;
+            PyObject *iid = PyLong_FromUnsignedLong(*(const uint32_t *)(b + L2_INSTRUMENT));
+            if (!iid) return -1;
+            PyObject *bk = PyDict_GetItemWithError(self->books, iid);
+            Py_DECREF(iid);
+            if (!bk) {
+                if (PyErr_Occurred()) return -1;
+                n++, self->handled++, handled_total++; /* an instrument we do not follow */
+                continue;
+            }
+            if (!PyObject_TypeCheck(bk, &BookType)) {
+                PyErr_SetString(PyExc_TypeError, "book-mode input: books must hold mantra._spine.Book");
+                self->failed = 1;
+                return -1;
+            }
+            uint8_t fl = *(const uint8_t *)(b + L2_FLAGS);
+            if (fl & L2_CLEAR) ((Book *)bk)->n[0] = ((Book *)bk)->n[1] = 0;
+            if (book_apply((Book *)bk, *(const int8_t *)(b + L2_SIDE), *(const int64_t *)(b + L2_PRICE),
+                           *(const int64_t *)(b + L2_SIZE)) < 0) {
+                n++, self->handled++, handled_total++;
+                self->failed = 1;
+                return -1;
+            }
+            if (!(fl & L2_LAST)) {
+                n++, self->handled++, handled_total++;
+                continue;
+            }
+        }
         uint64_t origin = *(uint64_t *)self->buf;
         pub = *(uint64_t *)(self->buf + 8);
         if (!origin) origin = 1;
@@ -825,7 +1072,8 @@ static inline int64_t owner_wakeup(Input *in) {
 
 /* dispatch_all(inputs, limit) -> bitmask of the inputs (first 63) that handled records.
  *
- * The deterministic runner's merge: hand over the records published at or before `limit`, across
+ * The deterministic runner's merge: hand over the records published before `limit` (the earliest
+ * wake-up: at that instant the loops run first), across
  * all inputs in publish-time order (ties: list order), until a handler reacts (publishes or writes
  * an array slot), its input has `stop_after`, or its owner asks for a wake-up at or before the
  * record's time; a wake-up asked for later only lowers the limit.  The simulated clock's view is
@@ -851,7 +1099,7 @@ static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t n
         uint64_t bt = 0, pub;
         for (Py_ssize_t i = 0; i < n; i++) {
             Input *in = (Input *)PyList_GET_ITEM(args[0], i);
-            if (peek_publish(in->reader, &pub) && pub <= limit && (!best || pub < bt)) best = in, bi = i, bt = pub;
+            if (peek_publish(in->reader, &pub) && pub < limit && (!best || pub < bt)) best = in, bi = i, bt = pub;
         }
         if (!best) break;
         uint64_t before = activity;
@@ -862,7 +1110,7 @@ static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t n
             int64_t w = owner_wakeup(best);
             if (w < 0) return NULL;
             if (w && (uint64_t)w <= bt) break;
-            if (w && (uint64_t)w < limit) limit = (uint64_t)w;
+            if (w && (uint64_t)w < limit) limit = (uint64_t)w; /* records from then on wait for its loop */
         }
     }
     return PyLong_FromUnsignedLongLong(mask);
@@ -1119,7 +1367,7 @@ static struct PyModuleDef spine_module = {PyModuleDef_HEAD_INIT, "_spine", "Mant
 
 PyMODINIT_FUNC PyInit__spine(void) {
     if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ArrayType) < 0 ||
-        PyType_Ready(&InputType) < 0)
+        PyType_Ready(&InputType) < 0 || PyType_Ready(&BookType) < 0)
         return NULL;
     s_origin = PyUnicode_InternFromString("origin");
     s_t = PyUnicode_InternFromString("t");
@@ -1135,6 +1383,10 @@ PyMODINIT_FUNC PyInit__spine(void) {
     PyModule_AddObject(m, "Array", (PyObject *)&ArrayType);
     Py_INCREF(&InputType);
     PyModule_AddObject(m, "Input", (PyObject *)&InputType);
+    Py_INCREF(&BookType);
+    PyModule_AddObject(m, "Book", (PyObject *)&BookType);
+    PyObject *l2 = Py_BuildValue("(iiiii)", L2_PRICE, L2_SIZE, L2_INSTRUMENT, L2_SIDE, L2_FLAGS);
+    if (!l2 || PyModule_AddObject(m, "L2_OFFSETS", l2) < 0) return NULL; /* checked against L2Update */
     PyModule_AddIntConstant(m, "HEADER_SIZE", HDR_SIZE);
     PyModule_AddIntConstant(m, "TRACK_SIZE", TRACK);
     PyModule_AddIntConstant(m, "CURSORS_OFFSET", OFF_CURSORS);

@@ -7,12 +7,18 @@ no rescans, and ``top(n)`` a slice: Kraken and Bitfinex checksum the top 10/25 l
 update, which a dict-only book could only do by sorting up to 1000 keys each time.
 
 ``bids`` and ``asks`` are read-only for callers: change the book only through ``apply``.
+
+This one is the venue protocols' book (``truncate`` for depth-limited feeds, dict access for
+checksums).  Consumers of ``L2Update`` streams (models, the mock exchange) keep :data:`Book`, the
+same book in C that the runtime fills itself from their input ports (``Actor.book_ports``).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+
+from ._spine import Book  # noqa: F401  apply, clear, best_bid/ask, crossed, levels/top, size, take
 
 
 class L2Book:

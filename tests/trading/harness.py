@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from mantra.runtime.actor import Tracking
-from mantra.spine.messages import BalanceUpdate, Fill, OrderUpdate
+from mantra.spine.messages import BalanceUpdate, Fill, L2Flags, OrderUpdate
 
 
 class Clock:
@@ -96,6 +96,20 @@ def make(cls, clock: Clock, actor_id: int = 1, name: str = "", arrays: dict | No
     a._request_stop = lambda: None
     a.on_start()
     return a
+
+
+def l2(actor, msg, port: str = "l2") -> None:
+    """Deliver an L2Update as the runtime does on a book port: apply it to the actor's book of its
+    instrument, then call the handler if it ends an exchange message."""
+    books = actor.book_ports[port]
+    book = books.get(msg.instrument)
+    if book is None:
+        return
+    if msg.flags & L2Flags.CLEAR:
+        book.clear()
+    book.apply(msg.side, msg.price, msg.size)
+    if msg.flags & L2Flags.LAST:
+        getattr(actor, f"on_{port}")(msg)
 
 
 def route(msgs, overseer=None, models=()):

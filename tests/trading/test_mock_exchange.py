@@ -9,7 +9,7 @@ from mantra.spine.messages import (BalanceUpdate, Fill, L2Flags, L2Update, Liqui
 from mantra.trading.accounts import Reject
 from mantra.trading.mock_exchange import MockExchange
 
-from .harness import INSTRUMENTS, Clock, make
+from .harness import INSTRUMENTS, Clock, l2, make
 
 BTC, KR = 1, 2  # instrument ids: binance BTCUSDT (price 0.01, size 0.001), kraken XBT/USDT (0.1 / 0.0001)
 LAST = int(L2Flags.LAST)
@@ -33,7 +33,7 @@ def exchange(**over):
 
 def book(ex, iid, levels):
     for j, (side, price, size) in enumerate(levels):
-        ex._on_l2(L2Update(price, size, ex.clock.now(), iid, side, LAST if j == len(levels) - 1 else 0))
+        l2(ex, L2Update(price, size, ex.clock.now(), iid, side, LAST if j == len(levels) - 1 else 0))
 
 
 def take(ex):

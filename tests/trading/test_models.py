@@ -7,7 +7,7 @@ from mantra.trading.models.cross_venue import CrossVenue
 from mantra.trading.models.market_maker import MarketMaker
 from mantra.venues.events import Status
 
-from .harness import INSTRUMENTS, Array, Clock, make
+from .harness import INSTRUMENTS, Array, Clock, l2, make
 
 BTC, KR = 1, 2
 LAST, CLEAR = int(L2Flags.LAST), int(L2Flags.CLEAR | L2Flags.SNAPSHOT)
@@ -17,7 +17,7 @@ POST, IOC = int(OrderFlags.POST_ONLY), int(OrderFlags.IOC)
 def book(m, iid, levels, clear=False):
     for j, (side, price, size) in enumerate(levels):
         flags = (LAST if j == len(levels) - 1 else 0) | (CLEAR if clear and j == 0 else 0)
-        m.on_l2(L2Update(price, size, 1, iid, side, flags))
+        l2(m, L2Update(price, size, 1, iid, side, flags))
 
 
 def slots(arr):

@@ -17,7 +17,7 @@ from mantra.spine.messages import (Fill, IdealOrder, L2Flags, L2Update, OrderAct
 from mantra.trading.mock_exchange import MockExchange
 from mantra.trading.overseer import Overseer
 
-from .harness import INSTRUMENTS, Array, Clock, Port, make
+from .harness import INSTRUMENTS, Array, Clock, Port, l2, make
 
 BTC, KR = 1, 2
 MAX_POS = {BTC: 1500, KR: 15000}  # 1.5 BTC on each venue (size scales 3 and 4)
@@ -62,7 +62,7 @@ class OverseerVsVenue(RuleBasedStateMachine):
     # ------------------------------------------------------------------ plumbing
     def _book(self, iid, levels):
         for j, (side, price, size) in enumerate(levels):
-            self.ex._on_l2(L2Update(price, size, self.clock.now(), iid, side, LAST if j == len(levels) - 1 else 0))
+            l2(self.ex, L2Update(price, size, self.clock.now(), iid, side, LAST if j == len(levels) - 1 else 0))
 
     def _collect(self):
         self.ex.loop()

@@ -95,6 +95,10 @@ class Actor:
     # was written, or (if this is True) it handled input.  False for actors whose handlers do
     # everything due themselves and ask for wake-ups: their loop then costs nothing per message.
     loop_after_input = True
+    # {input port: {instrument id: book.Book}}: L2Update ports whose records the runtime applies to
+    # these books in C; the handler is called only for the record that ends an exchange message
+    # (flags LAST), when the book holds the whole message.  Records of other instruments are skipped.
+    book_ports: dict = {}
 
     # Set by the runtime before on_start.
     system: str = ""  # the system's name

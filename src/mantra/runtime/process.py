@@ -13,7 +13,7 @@ import time
 
 from .. import _spine
 from ..spine import Ring, SeqArray
-from ..spine.messages import ActorState, ActorStatus, Timing
+from ..spine.messages import ActorState, ActorStatus, L2Update, Timing
 from . import paths
 from .actor import Actor, ArrayPort, Output, Tracking
 from .clock import RealClock
@@ -26,6 +26,10 @@ STATUS_EVERY_NS = 100_000_000
 MAX_PARK_NS = 100_000_000
 
 
+# where the C book reads price, size, instrument, side and flags in an L2Update record
+_L2_AT = tuple(L2Update.FIELDS_AT[i][0] for i in (0, 1, 3, 4, 5))
+
+
 class _Input:
     """One input port: ``c`` is the C dispatcher (read, build the message, set origin and the
     simulated clock's view, call the handler, write the timing record)."""
@@ -35,9 +39,12 @@ class _Input:
     def __init__(self, consumer, handler, key, port, track, clock, timing, actor):
         self.consumer, self.port, self.handler, self.key = consumer, port, handler, key
         t = consumer.msg_type
+        books = actor.book_ports.get(port)
+        if books is not None and (t is not L2Update or _L2_AT != _spine.L2_OFFSETS):
+            raise ValueError(f"actor {actor.name}: book port {port!r} must carry L2Update")
         self.c = _spine.Input(consumer.reader, handler, t, list(t.FIELDS_AT), track,
                               clock if clock.simulated else None, timing._w if timing else None, key,
-                              actor, actor.loop_after_input and type(actor).loop is not Actor.loop)
+                              actor, actor.loop_after_input and type(actor).loop is not Actor.loop, books)
 
 
 class _Slot:

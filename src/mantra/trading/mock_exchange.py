@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 
-from ..book import L2Book
+from ..book import Book
 from ..fixed import to_fixed
 from ..instruments import VENUE_IDS, Instrument
 from ..spine.messages import BalanceUpdate, Fill, L2Flags, Liquidity, OrderAction, OrderFlags, OrderRequest
@@ -92,6 +92,8 @@ class MockExchange(AccountHandler):
 
     def __init__(self, **params):
         super().__init__(**params)
+        self.books: dict[int, Book] = {}  # the runtime applies L2Updates to them in C
+        self.book_ports = {p: self.books for p in self.l2_ports}
         self.inputs = ("requests",) + bind_ports(self, self.l2_ports, self._on_l2) + \
             bind_ports(self, self.trade_ports, self._on_trade)
 
@@ -101,8 +103,7 @@ class MockExchange(AccountHandler):
         reg = self.registry
         self.v = {name: _Venue(name, **(cfg or {})) for name, cfg in dict(self.venues).items()}
         self.scales = asset_scales(reg)
-        self.books: dict[int, L2Book] = {i: L2Book() for i in self.served}
-        self.taken: dict[int, dict[tuple[int, int], int]] = {i: {} for i in self.served}  # (side, price) -> taken
+        self.books.update((i, Book()) for i in self.served)  # what we take is remembered there (Book.take)
         self.resting: dict[int, dict[int, _Order]] = {i: {} for i in self.served}
         self.orders: dict[int, _Order] = {}  # live orders by id
         self.seen_ids: set[int] = set()
@@ -136,19 +137,11 @@ class MockExchange(AccountHandler):
         self._set_wakeup()
 
     def _on_l2(self, m) -> None:
-        book = self.books.get(m.instrument)
-        if book is None:
-            return
-        now = self.clock.now()
-        self._apply_due(now)  # requests due by now act on the book as it was until now
-        self._origin = self.origin
-        if m.flags & _CLEAR:
-            book.clear()
-            self.taken[m.instrument].clear()
-        book.apply(m.side, m.price, m.size)
-        self.taken[m.instrument].pop((m.side, m.price), None)
-        if m.flags & _LAST and self.resting[m.instrument]:
-            self._book_moved(m.instrument, book, now)
+        """The last record of an exchange message: its levels are in the book already.  Requests
+        that were due act before it (the runner runs this actor's loop at their due time)."""
+        if self.resting[m.instrument]:
+            self._origin = self.origin
+            self._book_moved(m.instrument, self.books[m.instrument], self.clock.now())
 
     def _on_trade(self, t: TradeUpdate) -> None:
         rest = self.resting.get(t.instrument)
@@ -341,31 +334,27 @@ class MockExchange(AccountHandler):
 
     # ------------------------------------------------------------------ matching
     def _level(self, o: _Order) -> int:
-        book = self.books[o.inst.id]
-        return (book.bids if o.side > 0 else book.asks).get(o.price, 0)
+        return self.books[o.inst.id].size(o.side, o.price)
 
     def _cross(self, o: _Order, ts: int, at: int | None = None) -> None:
         """Take the opposite levels up to the limit.  ``at``: fill at this price as maker (a
         resting order the book moved through) instead of at each level's price as taker."""
-        book, taken = self.books[o.inst.id], self.taken[o.inst.id]
+        book = self.books[o.inst.id]
         opp = -o.side
-        for price, size in book.levels(opp):
+        for price, size in book.levels(opp):  # what is left of each level after our earlier takes
             if (price > o.price) if o.side > 0 else (price < o.price):
                 break
             left = o.size - o.filled
             if left <= 0:
                 break
-            key = (opp, price)
-            q = min(size - taken.get(key, 0), left)
-            if q <= 0:
-                continue
-            taken[key] = taken.get(key, 0) + q
+            q = min(size, left)
+            book.take(opp, price, q)
             if at is None:
                 self._fill(o, price, q, Liquidity.TAKER, ts)
             else:
                 self._fill(o, at, q, Liquidity.MAKER, ts)
 
-    def _book_moved(self, iid: int, book: L2Book, now: int) -> None:
+    def _book_moved(self, iid: int, book: Book, now: int) -> None:
         ts = None
         bb, ba = book.best_bid(), book.best_ask()
         for o in list(self.resting[iid].values()):

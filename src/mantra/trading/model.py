@@ -10,7 +10,7 @@ into requests.  A model reads what became of its orders from the request/update/
         def on_start(self):
             super().on_start()
             self.inst = self.follow(self.instrument)        # "venue:symbol" or id
-        def on_book(self, iid, book, exch_ts):              # book: L2Book, consistent
+        def on_book(self, iid, book, exch_ts):              # book: book.Book, consistent
             self.quote(0, iid, +1, book.best_bid(), self.inst.size("0.01"), POST_ONLY)
         def on_order(self, o): ...                          # one of our orders changed (accounts.Order)
 
@@ -25,7 +25,7 @@ none); ports ``requests``, ``updates``, ``fills`` and the array ``ideal`` are al
 
 from __future__ import annotations
 
-from ..book import L2Book
+from ..book import Book
 from ..instruments import Instrument
 from ..runtime.actor import Actor
 from ..spine.messages import BookStatus, Fill, IdealOrder, L2Flags, OrderAction, OrderRequest, OrderUpdate, TradeUpdate
@@ -47,12 +47,13 @@ class TradeModel(Actor):
 
     def __init__(self, **params):
         super().__init__(**params)
+        self.books: dict[int, Book] = {}  # followed instruments; the runtime applies L2Updates in C
+        self.book_ports = {p: self.books for p in self.l2_ports}
         self.inputs = (bind_ports(self, self.l2_ports, self._on_l2) + bind_ports(self, self.trade_ports, self._on_trade)
                        + bind_ports(self, self.status_ports, self._on_status) + ("requests", "updates", "fills"))
 
     def on_start(self) -> None:
         self.registry = load_registry(self.instruments, self.system)
-        self.books: dict[int, L2Book] = {}
         self.trusted: dict[int, bool] = {}
         self.orders = Orders()
         self.slot_orders: dict[int, Order] = {}  # slot -> its latest order
@@ -66,12 +67,12 @@ class TradeModel(Actor):
     def follow(self, ref) -> Instrument:
         """Follow an instrument (id or "venue:symbol"): keep its book, call ``on_book`` for it."""
         inst = resolve(self.registry, ref)
-        self.books.setdefault(inst.id, L2Book())
+        self.books.setdefault(inst.id, Book())
         self.trusted.setdefault(inst.id, not self.status_ports)
         return inst
 
     # ------------------------------------------------------------------ for subclasses
-    def on_book(self, iid: int, book: L2Book, exch_ts: int) -> None:
+    def on_book(self, iid: int, book: Book, exch_ts: int) -> None:
         """A complete exchange message was applied to a followed, trusted, uncrossed book."""
 
     def on_trade(self, t: TradeUpdate) -> None:
@@ -118,13 +119,9 @@ class TradeModel(Actor):
 
     # ------------------------------------------------------------------ stream handlers
     def _on_l2(self, m) -> None:
-        book = self.books.get(m.instrument)
-        if book is None:
-            return
-        if m.flags & _CLEAR:
-            book.clear()
-        book.apply(m.side, m.price, m.size)
-        if m.flags & _LAST and self.trusted[m.instrument]:
+        """The last record of an exchange message: the runtime has applied the whole message."""
+        if self.trusted[m.instrument]:
+            book = self.books[m.instrument]
             if book.crossed():
                 self.skipped_crossed += 1
                 return

@@ -85,7 +85,8 @@ class CrossVenue(TradeModel):
             return False
         room_buy = self.max_c - self.position(buy.id) * self.sm[buy.id]
         room_sell = self.max_c + self.position(sell.id) * self.sm[sell.id]
-        q = min(self.size_c, bk.asks[ask] * self.sm[buy.id], sk.bids[bid] * self.sm[sell.id], room_buy, room_sell)
+        q = min(self.size_c, bk.size(-1, ask) * self.sm[buy.id], sk.size(1, bid) * self.sm[sell.id], room_buy,
+                room_sell)
         q -= q % self.lot
         qb, qs = q // self.sm[buy.id], q // self.sm[sell.id]
         if q <= 0 or qb < buy.min_size or qs < sell.min_size:
