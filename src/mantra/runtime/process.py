@@ -249,6 +249,7 @@ class Runner:
         records and at the end, and never hold the clock back."""
         self._since = self.clock.now()
         self.start()
+        self.started = time.perf_counter()  # start-up (e.g. loading data) ends here
         clock, now = self.clock, _spine.now
         fg = [s for s in self.slots if not s.actor.background]
         bg = [s for s in self.slots if s.actor.background]

@@ -40,8 +40,8 @@ class Replayer(Actor):
         self.outputs = tuple(self.streams)
 
     def on_start(self) -> None:
-        parts, ports = [], []
-        for i, (port, queue) in enumerate(self.streams.items()):
+        parts, ports, self.outs = [], [], []  # one entry per stream with records
+        for port, queue in self.streams.items():
             recs = segments.load(Path(self.dir), queue, self.start, self.end or 2**64 - 1)
             if not len(recs):
                 self.log.warning("replay: no records for %s in %s", queue, self.dir)
@@ -49,9 +49,9 @@ class Replayer(Actor):
             out = getattr(self, port)
             want = out.ring.msg_type.DTYPE
             recs = segments.upgrade(recs, out.ring.msg_type) if recs.dtype != want else recs
+            ports.append(np.full(len(recs), len(parts), np.int16))
             parts.append(recs)
-            ports.append(np.full(len(recs), i, np.int16))
-        self.outs = [getattr(self, p) for p in self.streams]
+            self.outs.append(out)
         if parts:
             t = np.concatenate([p["publish"] for p in parts]).astype(np.int64)
             which = np.concatenate(ports)
@@ -64,13 +64,18 @@ class Replayer(Actor):
             # per-record (w, k) pairs only for real-clock pacing; simulated replays go by runs
             self.rows = [] if self.clock.simulated else list(zip(self.which.tolist(), starts.tolist()))
             self.blobs, self.sizes = [memoryview(b) for b in blobs], sizes
+            # simulated clock: each stream goes out in its own runs (the runner merges by time)
+            self.parts = [p["publish"].astype(np.int64) for p in parts]
+            self.k = [0] * len(parts)
         else:
+            self.parts, self.k = [], []
             self.times, self.rows = np.zeros(0, np.int64), []
         self.i = 0
         self.total = len(self.times)
         self.t0_data = int(self.times[0]) if self.total else 0
         self.t0_wall = self.clock.now()
-        self.wakeup = self._due_time(0) if self.total else 0
+        self.wakeup = (int(min(t[0] for t in self.parts)) if self.clock.simulated else self._due_time(0)) \
+            if self.total else 0
         self._cursor_check = 0
         self.log.info("replay: %d records from %s", self.total, self.dir)
 
@@ -83,16 +88,17 @@ class Replayer(Actor):
             return self.t0_wall
         return self.t0_wall + int((t - self.t0_data) / self.speed)
 
-    def _room(self) -> int:
-        """How many records may go out now without any consumer falling a quarter ring behind.
-        Reads the positions consumers publish; the list of live consumers is refreshed rarely."""
+    def _room(self, only: int | None = None) -> int:
+        """How many records may go out now (to output ``only``, default every output) without any
+        consumer falling a quarter ring behind.  Reads the positions consumers publish; the list
+        of live consumers is refreshed rarely."""
         if self._cursor_check <= 0:
             self._consumers = [(out.ring, [c["index"] for c in out.ring.consumers() if c["alive"]])
                                for out in self.outs]
             self._cursor_check = 256
         self._cursor_check -= 1
         room = BURST
-        for ring, idx in self._consumers:
+        for ring, idx in (self._consumers if only is None else self._consumers[only:only + 1]):
             if idx:
                 behind = ring.count() - min(ring.cursor_seq(i) for i in idx)
                 room = min(room, ring.capacity // 4 - behind)
@@ -100,7 +106,7 @@ class Replayer(Actor):
 
     def _drained(self) -> bool:
         self._cursor_check = 0  # re-read who consumes
-        return self._room() == min(BURST, min(out.ring.capacity // 4 for out in self.outs))
+        return not self.outs or self._room() == min(BURST, min(out.ring.capacity // 4 for out in self.outs))
 
     def loop(self) -> bool:
         if self.i >= self.total:
@@ -113,23 +119,16 @@ class Replayer(Actor):
         sim = self.clock.simulated
         if not sim and now < self._due_time(self.i):
             return False
+        if sim:
+            return self._publish_ahead()
         room = self._room()
         if room == 0:
-            self.wakeup = now if sim else now + 100_000
+            self.wakeup = now + 100_000
             return False
         n = 0
         rows, blobs, sizes, outs = self.rows, self.blobs, self.sizes, self.outs
         end = min(self.total, self.i + room)
-        if sim:
-            # Out ahead with their recorded times: the deterministic runner hands each consumer
-            # only what exists at its present.  One C call per run of one stream's records.
-            cuts = (np.flatnonzero(np.diff(self.which[self.i:end])) + self.i + 1).tolist()
-            for a, b in zip([self.i] + cuts, cuts + [end]):
-                w, k = int(self.which[a]), int(self.kidx[a])
-                size = sizes[w]
-                outs[w].send_records(blobs[w][k * size:(k + b - a) * size], b - a)
-            n, self.i = end - self.i, end
-        while self.i < end and not sim and self._due_time(self.i) <= now:
+        while self.i < end and self._due_time(self.i) <= now:
             w, k = rows[self.i]
             size = sizes[w]
             outs[w].send_record(blobs[w][k * size:(k + 1) * size])
@@ -137,12 +136,35 @@ class Replayer(Actor):
             n += 1
         w, k = int(self.which[self.i - 1]), int(self.kidx[self.i - 1])
         self.set_origin(int.from_bytes(blobs[w][k * sizes[w]:k * sizes[w] + 8], "little"))
-        if self.i >= self.total:
-            self.wakeup = 0
-            self.log.info("replay: done, %d records", self.total)
-        else:
-            self.wakeup = self._due_time(self.i)
+        self._next(self._due_time(self.i) if self.i < self.total else 0)
         return n > 0
+
+    def _publish_ahead(self) -> bool:
+        """Simulated clock: each stream's next records go out in one run per stream, ahead of
+        time and stamped with their recorded times (the deterministic runner hands each one over
+        at its time, merging the streams); ``wakeup`` is the earliest record not yet out, so no
+        consumer is handed anything past it before the rest is published."""
+        n, nxt = 0, 0
+        for w, times in enumerate(self.parts):
+            k = self.k[w]
+            m = min(self._room(w), len(times) - k)
+            if m > 0:
+                size = self.sizes[w]
+                blob = self.blobs[w][k * size:(k + m) * size]
+                self.outs[w].send_records(blob, m)
+                self.set_origin(int.from_bytes(blob[(m - 1) * size:(m - 1) * size + 8], "little"))
+                self.k[w] = k = k + m
+                n += m
+            if k < len(times) and (not nxt or times[k] < nxt):
+                nxt = int(times[k])
+        self.i += n
+        self._next(nxt)
+        return n > 0
+
+    def _next(self, wakeup: int) -> None:
+        self.wakeup = wakeup
+        if not wakeup:
+            self.log.info("replay: done, %d records", self.total)
 
     @property
     def progress(self) -> float:

@@ -355,10 +355,16 @@ class MockExchange(AccountHandler):
                 self._fill(o, at, q, Liquidity.MAKER, ts)
 
     def _book_moved(self, iid: int, book: Book, now: int) -> None:
+        """After each exchange message: queues ahead shrink with their levels, and resting orders
+        the book moved through fill as makers."""
         ts = None
         bb, ba = book.best_bid(), book.best_ask()
+        size = book.size
         for o in list(self.resting[iid].values()):
-            o.queue = min(o.queue, self._level(o))
+            if o.queue:
+                lvl = size(o.side, o.price)
+                if lvl < o.queue:
+                    o.queue = lvl
             if (o.side > 0 and ba is not None and ba <= o.price) or (o.side < 0 and bb is not None and bb >= o.price):
                 ts = ts or self._stamp(now)
                 self._cross(o, ts, at=o.price)

@@ -286,6 +286,8 @@ class Overseer(Actor):
         if (price <= 0 or size <= 0 or price % inst.tick or size % inst.lot or size < inst.min_size
                 or price * size // 10**inst.size_scale < inst.min_notional):
             return Refusal.FILTER
+        if not venue.rate.allows(now):
+            return Refusal.RATE  # transient, and cheap to tell: before the walks over our orders
         buys = sells = 0
         for o in self.orders.by_instrument.get(iid, {}).values():
             if o.live and o.side == -side:
@@ -310,8 +312,6 @@ class Overseer(Actor):
             return why
         if self._need(inst, venue, side, price, size, amended) > self._free(inst, venue, side):
             return Refusal.BALANCE
-        if not venue.rate.allows(now):
-            return Refusal.RATE
         return None
 
     def _lock(self, o: Order, inst: Instrument, venue: _Venue) -> int:

@@ -39,8 +39,14 @@ class MarketMaker(TradeModel):
         if self.size_i <= 0 or self.max_inv <= 0 or self.spread_i < 0:
             raise ValueError(f"{self.name}: size and max_inventory must be > 0, spread >= 0")
 
+    _seen = None
+
     def on_book(self, iid: int, book, exch_ts: int) -> None:
         bb, ba = book.best_bid(), book.best_ask()
+        seen = (bb, ba, self.position(iid), self.written[0], self.written[1])
+        if seen == self._seen:
+            return  # quotes are a function of exactly these: most messages change none of them
+        self._seen = seen
         if bb is None or ba is None:
             self.withdraw(0)
             self.withdraw(1)
