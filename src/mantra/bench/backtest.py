@@ -1,9 +1,17 @@
 """`mantra bench backtest --dataset PATH`: the deterministic backtest over the reference stream.
 
 Runs ``mantra backtest`` on the reference L2 stream (``../shared/bench/gen_l2_dataset.py``; generated
-into a temporary directory when no ``--dataset`` is given) with the no-op model and with the quoting
-model (market maker -> overseer -> mock exchange).  When NautilusTrader is importable (or a Python
-that has it is named by ``MANTRA_NAUTILUS_PYTHON``), its backtest on the same stream
+into a temporary directory when no ``--dataset`` is given) with three systems:
+
+- ``noop``: a model that handles every event and does nothing;
+- ``quote``: the touch quoter (every 200 messages a post-only bid and ask at the touch) -> overseer
+  -> mock exchange: the workload of the NautilusTrader side's quote mode;
+- ``mm``: the market maker (requotes on every 2-tick move of its skewed mid, rate-limited by the
+  overseer): a heavier workload, compared with the same NautilusTrader quote figure.
+
+``events_per_s`` is events over the run loop (loading the data excluded), as NautilusTrader's
+``run()`` is timed; ``wall_events_per_s`` includes loading.  When NautilusTrader is importable (or a
+Python that has it is named by ``MANTRA_NAUTILUS_PYTHON``), its backtest on the same stream
 (``../shared/bench/peer_nautilus_backtest.py``, modes noop and quote) runs in the same invocation and
 the ratios are reported.
 """
@@ -49,14 +57,23 @@ def run(dataset: str | None = None, messages: int = 2_000_000) -> dict:
         dataset = Path(dataset)
         reference.write_segments(dataset, work / "data")
         out = {"bench": "backtest", "dataset": dataset.name}
-        for name, cfg in (("noop", "backtest_noop.toml"), ("quote", "backtest_mm.toml")):
+        peers: dict = {}
+        for name, cfg, peer_mode in (("noop", "backtest_noop.toml", "noop"), ("quote", "backtest_quote.toml", "quote"),
+                                     ("mm", "backtest_mm.toml", "quote")):
             r = backtest.run(CONFIGS / cfg, work / "data", work / f"out-{name}")
-            out[name] = {k: r[k] for k in ("events", "events_per_s", "wall_s", "orders", "fills", "fees", "pnl", "digest")}
-            peer = _nautilus(dataset, name)
+            out[name] = {k: r[k] for k in ("events", "events_per_s", "run_s", "wall_s", "orders", "fills", "fees",
+                                           "pnl", "digest")}
+            out[name]["wall_events_per_s"] = round(r["events"] / r["wall_s"])
+            if peer_mode not in peers:
+                peers[peer_mode] = _nautilus(dataset, peer_mode)
+            peer = peers[peer_mode]
             if peer is not None:
                 out[name]["nautilus"] = peer
                 if "events_per_s" in peer:
                     out[name]["ratio_vs_nautilus"] = round(r["events_per_s"] / peer["events_per_s"], 2)
+                    wall = peer.get("total_wall_s")
+                    if wall:  # both end to end: loading, building and running
+                        out[name]["wall_ratio_vs_nautilus"] = round(r["events"] / r["wall_s"] / (peer["n_events"] / wall), 2)
         out["events_per_s"] = out["noop"]["events_per_s"]
         return out
     finally:
