@@ -90,7 +90,7 @@ class RawWsServer:
     After the handshake it plays ``script`` to every client: ``bytes`` are written in one
     ``send``, a number is a pause in seconds; then it keeps the connection open (``hold``) or closes
     it.  ``handshake``: bytes to answer the upgrade request with instead of accepting it (``None``:
-    never answer).  ``writes`` records (``_spine.now()`` after each write, bytes), ``received`` the
+    never answer).  ``writes`` records (``_spine.now()`` just before each write, bytes), ``received`` the
     frames clients sent, ``connections`` the monotonic time of each accepted connection.
     """
 
@@ -140,8 +140,8 @@ class RawWsServer:
                 if isinstance(step, (int, float)):
                     time.sleep(step)
                 else:
-                    conn.sendall(step)
                     self.writes.append((_spine.now(), step))
+                    conn.sendall(step)
             while self.hold and not self._stop.is_set():
                 try:
                     data = conn.recv(65536)
