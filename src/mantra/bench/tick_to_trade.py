@@ -135,9 +135,9 @@ def measure(d, trading_process: str, mm_id: int, warmup_s: float) -> dict:
     out = {"count": int(len(lat)), "requests": int(len(req)), **_pct(lat)}
     f2l = np.array([frame_pub[o] - o for o in ticked["origin"].tolist()], np.int64)
     out["frame_to_l2"] = _pct(f2l)
-    # Before the origin, not in the figures above: the simulator's send stamp (the frame's
-    # exchange timestamp, same clock) to the receipt stamp: loopback, the feed's wake-up (parked)
-    # or the rest of its pass (spinning), and the simulator's own lag behind its schedule.
+    # Before the origin, not in the figures above: the simulator's market step (the frame's
+    # exchange timestamp, same clock) to the receipt stamp: the simulator's queue and writer
+    # thread, loopback, then the feed's wake-up (parked) or the rest of its pass (spinning).
     sent = frames[frames["origin"] >= t0]
     hidden = sent["origin"].astype(np.int64) - sent["exch_ts"].astype(np.int64)
     out["sim_send_to_origin"] = _pct(hidden[sent["exch_ts"] > 0])
