@@ -298,6 +298,21 @@ def test_a_peer_that_stops_answering_pings_is_dropped_and_reconnected():
     assert sum(f.opcode is Opcode.PING for f in srv.received) >= 1 and r.drops >= 1
 
 
+def test_a_parked_loop_sleeps_while_a_ping_goes_unanswered():
+    bell = Doorbell()
+    with RawWsServer([frame("hello")]) as srv:  # never answers a ping
+        r = FeedRunner(Script(srv.url, subscribe=None), ping_interval=0.05, ping_timeout=None, silent_s=None,
+                       doorbell=bell)
+        passes, end = 0, time.monotonic() + 0.5
+        while time.monotonic() < end:  # an idle Feed's loop
+            r.poll(64, 0)
+            bell.wait(0.1)
+            passes += 1
+        r.close()
+    assert sum(f.opcode is Opcode.PING for f in srv.received) == 1 and len(srv.connections) == 1
+    assert passes < 30  # woken by the timer, not spinning on an overdue ping
+
+
 def test_malformed_frames_are_counted_and_never_stop_the_feed():
     bad_utf8 = frame(b"\xff\xfe", Opcode.TEXT)
     reserved_opcode = bytes([0x83, 0])  # FIN + opcode 3: breaks the WebSocket protocol

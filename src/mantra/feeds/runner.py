@@ -249,13 +249,14 @@ class FeedRunner:
         if self.closed:
             return float("inf")
         due = self._next_timer
-        if self.ws is None:
+        ws = self.ws
+        if ws is None:
             due = min(due, self._connect_at)
-        elif self.ping_interval is not None:
+        elif self.ping_interval is not None and ws.ping_sent is None:  # none while one is unanswered
             due = min(due, self._next_ping)
         if self._fetch_due:
             due = min(due, min(self._fetch_due.values()))
-        return due
+        return max(due, self._next_service)  # poll() looks at jobs no sooner
 
     def stats(self) -> dict:
         """Counters (``bytes``: characters for text frames)."""
