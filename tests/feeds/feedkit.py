@@ -90,12 +90,13 @@ class RawWsServer:
     After the handshake it plays ``script`` to every client: ``bytes`` are written in one
     ``send``, a number is a pause in seconds; then it keeps the connection open (``hold``) or closes
     it.  ``handshake``: bytes to answer the upgrade request with instead of accepting it (``None``:
-    never answer).  ``writes`` records (``_spine.now()`` just before each write, bytes), ``received`` the
-    frames clients sent, ``connections`` the monotonic time of each accepted connection.
+    never answer); ``first``: bytes written in the same ``send`` as the accepting response.
+    ``writes`` records (``_spine.now()`` just before each write, bytes), ``received`` the frames
+    clients sent, ``connections`` the monotonic time of each accepted connection.
     """
 
-    def __init__(self, script=(), hold: bool = True, handshake: bytes | None | bool = True):
-        self.script, self.hold, self.handshake = list(script), hold, handshake
+    def __init__(self, script=(), hold: bool = True, handshake: bytes | None | bool = True, first: bytes = b""):
+        self.script, self.hold, self.handshake, self.first = list(script), hold, handshake, first
         self.writes: list[tuple[int, bytes]] = []
         self.received: list[Frame] = []
         self.connections: list[float] = []
@@ -134,7 +135,7 @@ class RawWsServer:
                 conn.sendall(self.handshake)
                 return
             proto.send_response(proto.accept(proto.events_received()[0]))
-            conn.sendall(b"".join(proto.data_to_send()))
+            conn.sendall(b"".join(proto.data_to_send()) + self.first)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for step in self.script:
                 if isinstance(step, (int, float)):

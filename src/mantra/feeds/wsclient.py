@@ -123,6 +123,7 @@ class WsClient:
             if events and isinstance(events[0], Response):
                 self.response = events.pop(0)
                 self._frames(events, ts)  # frames that came in the response's read
+                self._flush()  # and the pongs they asked for
                 self._check()
             elif not data:
                 raise ConnectionError("connection closed during the handshake")
