@@ -6,14 +6,18 @@ processes a Supervisor forks.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
 from websockets.sync.server import serve
 
+from mantra import _spine
 from mantra.book import L2Book
 from mantra.runtime.actor import Actor
 from mantra.spine.messages import L2Flags
@@ -29,7 +33,8 @@ class WsServer:
     clients sent.  ``hold``: keep connections open (silently) after the frames are sent.
     """
 
-    def __init__(self, frames=(), drop_after: int | None = None, hold: bool = True, wait_for_client: int = 0):
+    def __init__(self, frames=(), drop_after: int | None = None, hold: bool = True, wait_for_client: int = 0,
+                 ssl=None):
         self.frames = list(frames)
         self.drop_after = drop_after
         self.hold = hold
@@ -37,9 +42,9 @@ class WsServer:
         self.connections: list[tuple[float, str]] = []
         self.received: list[str] = []
         self._stop = threading.Event()
-        self.server = serve(self._handler, "127.0.0.1", 0, compression=None, max_size=None)
+        self.server = serve(self._handler, "127.0.0.1", 0, compression=None, max_size=None, ssl=ssl)
         self.port = self.server.socket.getsockname()[1]
-        self.url = f"ws://127.0.0.1:{self.port}"
+        self.url = f"wss://localhost:{self.port}" if ssl else f"ws://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -64,6 +69,97 @@ class WsServer:
         self._stop.set()
         self.server.shutdown()
         self.thread.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def frame(data, opcode: Opcode = Opcode.TEXT, fin: bool = True) -> bytes:
+    """One unmasked (server to client) WebSocket frame on the wire."""
+    if isinstance(data, str):
+        data = data.encode()
+    return Frame(opcode, data, fin).serialize(mask=False)
+
+
+class RawWsServer:
+    """A WebSocket server that writes exactly the bytes it is given, in the pieces it is given.
+
+    After the handshake it plays ``script`` to every client: ``bytes`` are written in one
+    ``send``, a number is a pause in seconds; then it keeps the connection open (``hold``) or closes
+    it.  ``handshake``: bytes to answer the upgrade request with instead of accepting it (``None``:
+    never answer); ``first``: bytes written in the same ``send`` as the accepting response.
+    ``writes`` records (``_spine.now()`` just before each write, bytes), ``received`` the frames
+    clients sent, ``connections`` the monotonic time of each accepted connection.
+    """
+
+    def __init__(self, script=(), hold: bool = True, handshake: bytes | None | bool = True, first: bytes = b""):
+        self.script, self.hold, self.handshake, self.first = list(script), hold, handshake, first
+        self.writes: list[tuple[int, bytes]] = []
+        self.received: list[Frame] = []
+        self.connections: list[float] = []
+        self._stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.url = f"ws://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections.append(time.monotonic())
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        proto = ServerProtocol()
+        conn.settimeout(0.05)
+        with conn:
+            while not proto.events and not self._stop.is_set():  # the upgrade request
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                proto.receive_data(data)
+            if self.handshake is None:
+                self._stop.wait()
+                return
+            if self.handshake is not True:
+                conn.sendall(self.handshake)
+                return
+            proto.send_response(proto.accept(proto.events_received()[0]))
+            conn.sendall(b"".join(proto.data_to_send()) + self.first)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for step in self.script:
+                if isinstance(step, (int, float)):
+                    time.sleep(step)
+                else:
+                    self.writes.append((_spine.now(), step))
+                    conn.sendall(step)
+            while self.hold and not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                proto.receive_data(data)
+                self.received.extend(proto.events_received())
+                proto.data_to_send()  # this server answers nothing, not even pings
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
 
     def __enter__(self):
         return self

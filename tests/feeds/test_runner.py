@@ -1,16 +1,23 @@
 """The connection runner against local servers: timestamps, reconnects with backoff, REST retries,
-watchdogs, stopping, and the doorbell that lets one thread wait for several connections."""
+watchdogs, stopping, the doorbell that lets one thread wait for several connections, and the
+WebSocket wire itself (frames split or batched by TCP, pings, malformed frames, broken handshakes,
+TLS), all read from the test's own thread."""
 
+import shutil
+import ssl
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from feedkit import RestServer, WsServer  # noqa: E402
+from feedkit import RawWsServer, RestServer, WsServer, frame  # noqa: E402
 
 from mantra import _spine  # noqa: E402
 from mantra.feeds.runner import Doorbell, FeedRunner  # noqa: E402
@@ -205,9 +212,9 @@ def test_run_in_a_thread_stops_promptly_connected_or_backing_off():
     assert not th.is_alive() and time.monotonic() - t < 0.5 and r.connect_errors >= 1
 
 
-def test_doorbell_wakes_a_waiting_thread_for_either_connection():
+def test_doorbell_sleeps_until_either_socket_has_bytes_and_not_while_messages_wait():
     bell = Doorbell()
-    with WsServer(hold=True, wait_for_client=1) as quiet, WsServer(["late"], wait_for_client=2) as loud:
+    with WsServer(hold=True, wait_for_client=1) as quiet, WsServer(["late", "x", "y", "z"], wait_for_client=2) as loud:
         pa, pb = Script(quiet.url), Script(loud.url)
         ra = FeedRunner(pa, ping_interval=None, doorbell=bell, timer_s=10)
         rb = FeedRunner(pb, ping_interval=None, doorbell=bell, timer_s=10)
@@ -215,18 +222,150 @@ def test_doorbell_wakes_a_waiting_thread_for_either_connection():
         rb.poll(64, 0)  # both connected and subscribed; loud waits for one more message
         t = time.monotonic()
         assert bell.wait(0.2) is False and time.monotonic() - t >= 0.15  # nothing to do: it slept
-        rb.ws.send("go")
+        rb.ws.send_text("go")
         t = time.monotonic()
         assert bell.wait(2.0) is True and time.monotonic() - t < 1.0
+        time.sleep(0.05)  # all four frames are in the socket
+        assert ra.poll(64, 0) == 0 and rb.poll(1, 0) == 1
+        # Read but not yet handled (max_frames): the doorbell must not sleep on them.
         assert rb.pending() and not ra.pending()
+        t = time.monotonic()
+        assert bell.wait(1.0) is True and time.monotonic() - t < 0.05
         rb.poll(64, 0)
-        assert [d for d, _ in pb.frames] == ["late"] and not rb.pending()
+        assert [d for d, _ in pb.frames] == ["late", "x", "y", "z"] and not rb.pending()
         ra.close()
         rb.close()
     # Closed runners no longer count: their stale timers must not turn the wait into a spin.
     time.sleep(0.05)
     t = time.monotonic()
     assert bell.wait(0.2) is False and time.monotonic() - t >= 0.15
+
+
+def test_messages_split_across_reads_or_batched_in_one_read_arrive_whole_with_their_receipt_time():
+    big = "B" * 300_000  # several reads of the socket
+    part1, part2 = frame("frag-", fin=False), frame("mented", Opcode.CONT)
+    one = frame(big)
+    batch = frame("a") + frame("b") + frame(b"\x00c", Opcode.BINARY)
+    script = [one[:3], 0.05, one[3:100_000], 0.05, one[100_000:], 0.05, part1, 0.05, part2, 0.05, batch]
+    with RawWsServer(script) as srv:
+        proto = Script(srv.url, subscribe=None)
+        r = FeedRunner(proto, ping_interval=None)
+        pump(r, lambda: len(proto.frames) == 5)
+        r.close()
+    assert [d for d, _ in proto.frames] == [big, "frag-mented", "a", "b", b"\x00c"]
+    sent = [t for t, _ in srv.writes]
+    ts = [t for _, t in proto.frames]
+    # Stamped when the last piece arrived, not the first; one read, one stamp.
+    assert sent[2] <= ts[0] < sent[3] and sent[4] <= ts[1] < sent[5] and sent[5] <= ts[2] == ts[3] == ts[4]
+    assert r.frames == 5 and r.bad_frames == 0
+
+
+def test_receipt_is_stamped_before_the_bytes_are_parsed(monkeypatch):
+    parsed_at = []
+    receive = ClientProtocol.receive_data
+
+    def timed(self, data):
+        parsed_at.append(_spine.now())
+        return receive(self, data)
+
+    monkeypatch.setattr(ClientProtocol, "receive_data", timed)
+    with RawWsServer([frame('{"n":1}'), 0.05, frame('{"n":2}')]) as srv:
+        proto = Script(srv.url, subscribe=None)
+        r = FeedRunner(proto, ping_interval=None)
+        pump(r, lambda: len(proto.frames) == 2)
+        r.close()
+    for (_, ts), (w, _) in zip(proto.frames, srv.writes):
+        assert w <= ts <= min(p for p in parsed_at if p >= ts)
+
+
+@pytest.mark.parametrize("when", ["with the handshake response", "later"])
+def test_the_servers_pings_are_answered_from_the_polling_thread(when):
+    ping = frame(b"hb-1", Opcode.PING) + frame("x")
+    with (RawWsServer(first=ping) if when != "later" else RawWsServer([0.05, ping])) as srv:
+        proto = Script(srv.url, subscribe=None)
+        r = FeedRunner(proto, ping_interval=None)
+        pump(r, lambda: any(f.opcode is Opcode.PONG for f in srv.received), timeout_s=3)
+        r.close()
+    assert [f.data for f in srv.received if f.opcode is Opcode.PONG] == [b"hb-1"]
+    assert [d for d, _ in proto.frames] == ["x"]  # pings are not messages
+
+
+def test_a_peer_that_stops_answering_pings_is_dropped_and_reconnected():
+    with RawWsServer([frame("hello")]) as srv:  # never answers a ping
+        proto = Script(srv.url, subscribe=None)
+        r = FeedRunner(proto, ping_interval=0.05, ping_timeout=0.2, silent_s=None, backoff_s=0.01)
+        pump(r, lambda: len(srv.connections) >= 2)
+        r.close()
+    assert 0.25 <= srv.connections[1] - srv.connections[0] < 1.0  # a ping, no pong within 0.2 s
+    assert sum(f.opcode is Opcode.PING for f in srv.received) >= 1 and r.drops >= 1
+
+
+def test_a_parked_loop_sleeps_while_a_ping_goes_unanswered():
+    bell = Doorbell()
+    with RawWsServer([frame("hello")]) as srv:  # never answers a ping
+        r = FeedRunner(Script(srv.url, subscribe=None), ping_interval=0.05, ping_timeout=None, silent_s=None,
+                       doorbell=bell)
+        passes, end = 0, time.monotonic() + 0.5
+        while time.monotonic() < end:  # an idle Feed's loop
+            r.poll(64, 0)
+            bell.wait(0.1)
+            passes += 1
+        r.close()
+    assert sum(f.opcode is Opcode.PING for f in srv.received) == 1 and len(srv.connections) == 1
+    assert passes < 30  # woken by the timer, not spinning on an overdue ping
+
+
+def test_malformed_frames_are_counted_and_never_stop_the_feed():
+    bad_utf8 = frame(b"\xff\xfe", Opcode.TEXT)
+    reserved_opcode = bytes([0x83, 0])  # FIN + opcode 3: breaks the WebSocket protocol
+    with RawWsServer([frame("a"), bad_utf8, frame("b"), 0.05, reserved_opcode]) as srv:
+        proto = Script(srv.url, subscribe=None)
+        r = FeedRunner(proto, ping_interval=None, backoff_s=0.01)
+        pump(r, lambda: len(srv.connections) >= 2 and len(proto.frames) >= 4)
+        r.close()
+    # The undecodable message is skipped, the connection lives on until the broken frame.
+    assert [d for d, _ in proto.frames][:4] == ["a", "b", "a", "b"]
+    assert r.stats()["bad_frames"] >= 3 and r.drops >= 1  # 1 + 1 on the first connection, 1 more on the next
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                                    b"\x00\x01 not HTTP at all\r\n\r\n", None],
+                         ids=["status", "garbage", "silence"])
+def test_broken_handshakes_are_counted_and_retried(answer):
+    with RawWsServer(handshake=answer) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, open_timeout=0.1, backoff_s=0.01, backoff_max_s=0.02)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            r.poll(64, 0.01)
+        r.close()
+    assert r.connect_errors >= 2 and r.connects == 0 and proto.log == [] and len(srv.connections) >= 2
+
+
+@pytest.fixture
+def tls(tmp_path, monkeypatch):
+    """A server context with a fresh self-signed certificate for localhost that clients trust."""
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # read by the default context the runner makes
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def test_wss_frames_larger_than_a_tls_record_and_many_per_read(tls):
+    big = "T" * 100_000  # several 16 KB TLS records
+    frames = [big] + [f'{{"n":{i}}}' for i in range(50)]
+    with WsServer(frames, wait_for_client=1, ssl=tls) as srv:
+        proto = Script(srv.url)
+        r = FeedRunner(proto, ping_interval=None)
+        pump(r, lambda: len(proto.frames) == 51)
+        r.close()
+    assert srv.received[0] == "sub" and [d for d, _ in proto.frames] == frames
 
 
 def test_capture_records_both_directions_rest_and_connections(tmp_path):

@@ -8,13 +8,16 @@ origin is a frame's receipt stamp (found in the ``l2`` queue) are counted.
 
 Placements, measured in the same run (the simulator serves from this parked process's threads):
 
-- ``feed_parked`` (the headline): process ``feed`` (CPU 0) runs the Feed, parked on its doorbell;
-  process ``trading`` (spin, CPU 1) the market maker, the overseer and the mock exchange.
-- ``split_spin``: the same with the feed's process spinning too.  Its main thread then holds the
-  interpreter lock, so the connection's reader thread waits for a forced switch (ms) before it
-  can even stamp a frame: that wait shows in ``sim_send_to_origin``, not in tick-to-trade.
+- ``feed_parked`` (the headline): process ``feed`` (CPU 0) runs the Feed, parked on its doorbell
+  (``poll(2)`` on the socket); process ``trading`` (spin, CPU 1) the market maker, the overseer and
+  the mock exchange.  A parked process wakes cold: the same frame costs it about twice the CPU
+  time it costs a spinning one.
+- ``split_spin``: the same with the feed's process spinning too (reading its socket every pass).
 - ``single_spin`` / ``single_parked``: everything in one process (CPU 0): the baseline (the
   better of the two by p50), and the ratios are headline / baseline.
+
+The Feed reads its socket in its own thread and stamps each read right after ``recv``, before
+the WebSocket frame is parsed: ``frame_to_l2`` includes parsing, decoding and publishing.
 
 Breakdown (from the queues and the ``trading`` process's timing ring): ``frame_to_l2`` (receipt
 -> the frame's last L2Update published), ``l2_to_ideal`` (that publish -> end of the market
@@ -132,9 +135,9 @@ def measure(d, trading_process: str, mm_id: int, warmup_s: float) -> dict:
     out = {"count": int(len(lat)), "requests": int(len(req)), **_pct(lat)}
     f2l = np.array([frame_pub[o] - o for o in ticked["origin"].tolist()], np.int64)
     out["frame_to_l2"] = _pct(f2l)
-    # Before the origin, not in the figures above: the simulator's send stamp (the frame's
-    # exchange timestamp, same clock) to the receipt stamp, taken in the connection's reader
-    # thread once it holds the interpreter lock.
+    # Before the origin, not in the figures above: the simulator's market step (the frame's
+    # exchange timestamp, same clock) to the receipt stamp: the simulator's queue and writer
+    # thread, loopback, then the feed's wake-up (parked) or the rest of its pass (spinning).
     sent = frames[frames["origin"] >= t0]
     hidden = sent["origin"].astype(np.int64) - sent["exch_ts"].astype(np.int64)
     out["sim_send_to_origin"] = _pct(hidden[sent["exch_ts"] > 0])

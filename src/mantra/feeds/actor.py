@@ -17,10 +17,12 @@ Levels follow the protocols' convention (``venues/base.py``): a snapshot arrives
 may either apply every level as it comes, or clear its book at ``CLEAR``; both end with the
 venue's book.  ``LAST`` closes each exchange message.
 
-Waiting: a parked process may host several feeds.  With ``wait_ms > 0`` an idle feed blocks in
-``loop()`` on the process's doorbell until any feed has a frame (other actors of that process wait
-at most ``wait_ms``); with ``wait_ms = 0`` it never blocks and asks to be stepped every ``poll_ms``
-(for spinning processes, or processes whose other actors must never wait).
+Every ``loop()`` reads the feed's socket itself (non-blocking; about a microsecond when nothing
+came), so a frame is stamped and published in the actor's own thread.  Waiting: a parked process
+may host several feeds.  With ``wait_ms > 0`` an idle feed blocks in ``loop()`` on the process's
+doorbell, a ``poll(2)`` over the sockets of all its feeds, until any has bytes (other actors of
+that process wait at most ``wait_ms``); with ``wait_ms = 0`` it never blocks and asks to be stepped
+every ``poll_ms`` (for spinning processes, or processes whose other actors must never wait).
 
 Instrument ids come from one registry per system, ``<system dir>/instruments.json``, shared under
 a file lock by every process that registers instruments (:class:`SharedRegistry`).

@@ -1,9 +1,11 @@
-"""The blocking connection runner: one WebSocket driving one sans-IO venue protocol.
+"""The connection runner: one WebSocket driving one sans-IO venue protocol, from the caller's thread.
 
-No asyncio: websockets' sync client reads the socket in its own thread, and ``poll`` takes what
-has arrived.  Each message's receipt time is stamped in that reader thread the moment the frame is
-parsed (``mantra._spine.now()``, ns, CLOCK_REALTIME) and handed to the protocol as ``ts``, so time
-spent queued behind a slow REST fetch shows up as latency instead of disappearing.
+No asyncio and no reader thread: ``poll`` reads the non-blocking socket itself (a
+:class:`~mantra.feeds.wsclient.WsClient`), so a frame goes from ``recv`` to the protocol and the
+sink without changing threads.  Each message's receipt time is stamped right after ``recv``
+returns (``mantra._spine.now()``, ns, CLOCK_REALTIME) and handed to the protocol as ``ts``; a frame
+that waited in the socket behind a slow REST fetch or a busy loop has waited before its stamp, as
+with any venue socket: keep the loop that polls a feed short.
 
 The runner does what the protocol asks (``Send``, ``Fetch``, ``Reconnect``), calls ``on_timer``
 about once a second, and looks after the connection itself:
@@ -11,18 +13,18 @@ about once a second, and looks after the connection itself:
 * reconnect with exponential backoff and jitter when the socket drops, the handshake fails, or the
   protocol asks; a connection that lived ``stable_s`` resets the backoff; ``on_connect`` makes the
   protocol resubscribe and resync;
-* keepalive pings (websockets answers the venue's pings itself), a silent-socket watchdog
-  (nothing at all, not even a pong, for ``silent_s``), and planned reconnects before a venue's
-  connection age limit (``max_age_s``, e.g. Binance's 24 h);
+* keepalive pings (a pong not back within ``ping_timeout`` drops the connection), answers to the
+  venue's pings, a silent-socket watchdog (nothing at all, not even a pong, for ``silent_s``), and
+  planned reconnects before a venue's connection age limit (``max_age_s``, e.g. Binance's 24 h);
 * REST GETs with a timeout: errors and non-200 answers (429/418 included, ``Retry-After``
   honoured) are counted, logged and retried with backoff, never passed to the protocol.  A fetch
-  blocks the loop (frames wait in the socket meanwhile); snapshots are rare and the protocols
-  buffer diffs while they sync.
+  blocks the loop (frames wait in the socket meanwhile), and so does connecting (up to
+  ``open_timeout``); snapshots and reconnects are rare and the protocols buffer diffs while they sync.
 
 ``poll(max_frames, timeout)`` serves what is available and returns, so one thread (an actor's
 ``loop``) can host several runners; ``run()`` loops until ``stop()`` for a runner of its own
-thread.  A :class:`Doorbell` shared by the runners of a process lets it sleep until any of them has
-a frame, without busy-waiting.
+thread.  A :class:`Doorbell` shared by the runners of a process lets it sleep until any of their
+sockets has bytes (or a job is due), without busy-waiting.
 
 Market events (``Level``, ``Trade``, ``BookState``) go to ``sink(events, ts)`` together with the
 control events the runner has already acted on; a sink ignores types it does not know and must
@@ -35,96 +37,71 @@ import inspect
 import logging
 import os
 import random
+import select
 import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections import deque
 from email.utils import parsedate_to_datetime
 
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import DATA_OPCODES, Frame
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
 from .. import _spine
 from ..venues.events import Fetch, Level, Reconnect, Send, Trade
+from .wsclient import WsClient
 
 log = logging.getLogger(__name__)
 
 _now = _spine.now
 _mono = time.monotonic
-# websockets >= 15 warns unless a directly used connection says so; older ones lack the flag.
+# For bench/feeds.py's transport-only comparison with websockets' threaded client: websockets >= 15
+# warns unless a directly used connection says so; older ones lack the flag.
 _LEGACY = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class Doorbell:
-    """Lets one thread sleep until any of several runners has a frame, a dead socket or a due job."""
+    """Lets one thread sleep until any of several runners has bytes on its socket, a message
+    already read, or a job due."""
 
     def __init__(self):
-        self._cond = threading.Condition()
         self._runners = weakref.WeakSet()
+        self._fds: tuple = ()
+        self._poller = select.poll()
 
     def add(self, runner: "FeedRunner") -> None:
-        with self._cond:
-            self._runners.add(runner)
+        self._runners.add(runner)
 
     def remove(self, runner: "FeedRunner") -> None:
-        with self._cond:
-            self._runners.discard(runner)
+        self._runners.discard(runner)
 
     def _forget(self) -> None:
-        # A forked child inherits the parent's runners but not their reader threads.
-        self._cond = threading.Condition()
-        self._runners = weakref.WeakSet()
-
-    def ring(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        # A forked child must not read its parent's sockets.
+        self.__init__()
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` s (less if a runner has a job due sooner); True if a runner has input."""
-        with self._cond:
-            runners = list(self._runners)
-            if any(r.pending() for r in runners):
-                return True
-            due = min((r.next_due() for r in runners), default=_mono() + timeout)
-            timeout = min(timeout, max(due - _mono(), 0.0))
-            if timeout <= 0:
-                return False
-            return self._cond.wait_for(lambda: any(r.pending() for r in runners), timeout)
+        runners = list(self._runners)
+        if any(r.pending() for r in runners):
+            return True
+        due = min((r.next_due() for r in runners), default=_mono() + timeout)
+        timeout = min(timeout, max(due - _mono(), 0.0))
+        if timeout <= 0:
+            return False
+        fds = tuple(fd for fd in (r.fileno() for r in runners) if fd >= 0)
+        if fds != self._fds:  # connections come and go: watch the current sockets
+            self._poller = select.poll()
+            for fd in fds:
+                self._poller.register(fd, select.POLLIN)
+            self._fds = fds
+        if not fds:
+            time.sleep(timeout)
+            return False
+        return bool(self._poller.poll(timeout * 1000))
 
 
 DOORBELL = Doorbell()  # the one every Feed of a process shares
 os.register_at_fork(after_in_child=DOORBELL._forget)
-
-
-class _Connection(ClientConnection):
-    """websockets' client connection, stamping receipt times in its reader thread."""
-
-    def __init__(self, *args, doorbell: Doorbell | None = None, **kwargs):
-        self.rx_times: deque[int] = deque()  # receipt time of each message not yet taken by recv()
-        self.last_rx = _mono()  # last frame of any kind (pings and pongs too)
-        self.dead = False
-        self.doorbell = doorbell
-        super().__init__(*args, **kwargs)
-
-    def process_event(self, event) -> None:
-        if isinstance(event, Frame):
-            self.last_rx = _mono()
-            if event.fin and event.opcode in DATA_OPCODES:
-                self.rx_times.append(_now())  # before the message becomes readable
-                super().process_event(event)
-                if self.doorbell is not None:
-                    self.doorbell.ring()
-                return
-        super().process_event(event)
-
-    def close_socket(self) -> None:
-        super().close_socket()
-        self.dead = True
-        if self.doorbell is not None:
-            self.doorbell.ring()
 
 
 def _retry_after(headers) -> float:
@@ -142,17 +119,18 @@ def _retry_after(headers) -> float:
 
 
 class FeedRunner:
-    """One connection of one protocol.  Not thread-safe: use it from one thread."""
+    """One connection of one protocol.  Not thread-safe: use it from one thread (``stop`` excepted)."""
 
     MAX_RETRY_AFTER_S = 3600.0
+    SERVICE_S = 0.001  # with no frames, look at the jobs (timer, watchdogs, pings, fetches) this often
 
     def __init__(self, protocol, sink=None, *, url: str | None = None, capture=None, headers: dict | None = None,
                  ping_interval: float | None = 15.0, ping_timeout: float | None = 15.0,
-                 open_timeout: float = 10.0, close_timeout: float = 1.0, silent_s: float | None = 60.0,
+                 open_timeout: float = 10.0, silent_s: float | None = 60.0,
                  max_age_s: float | None = None, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
                  stable_s: float = 30.0, fetch_timeout: float = 10.0, fetch_backoff_s: float = 1.0,
                  fetch_backoff_max_s: float = 60.0, timer_s: float = 1.0, max_size: int = 1 << 25,
-                 max_queue: int = 4096, compression: str | None = None, proxy: str | bool | None = None,
+                 compression: str | None = None, proxy: str | bool | None = None,
                  doorbell: Doorbell | None = None, seed: int | None = None):
         self.proto = protocol
         self.sink = sink
@@ -160,23 +138,25 @@ class FeedRunner:
         self.capture = capture
         self.headers = dict(headers or {})
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
-        self.open_timeout, self.close_timeout = open_timeout, close_timeout
+        self.open_timeout = open_timeout
         self.silent_s, self.max_age_s = silent_s, max_age_s
         self.backoff_s, self.backoff_max_s, self.stable_s = backoff_s, backoff_max_s, stable_s
         self.fetch_timeout, self.fetch_backoff_s, self.fetch_backoff_max_s = fetch_timeout, fetch_backoff_s, fetch_backoff_max_s
         self.timer_s = timer_s
-        self.max_size, self.max_queue, self.compression, self.proxy = max_size, max_queue, compression, proxy
+        self.max_size, self.compression, self.proxy = max_size, compression, proxy
         self.doorbell = doorbell
         self._rng = random.Random(seed)
         handlers = [] if proxy is True else [urllib.request.ProxyHandler({} if not proxy else {"http": proxy, "https": proxy})]
         self._opener = urllib.request.build_opener(*handlers)
-        self.ws: _Connection | None = None
+        self.ws: WsClient | None = None
         self.conn = 0  # id of the current connection (the capture's, when capturing)
         self._connected_at = 0.0
         self._connect_at = 0.0  # monotonic time of the next connection attempt
         self._failures = 0  # consecutive failed or short-lived connections
         self._reconnect: str | None = None  # the protocol asked for a new connection (why)
         self._next_timer = _mono() + timer_s
+        self._next_service = 0.0
+        self._next_ping = 0.0
         self._fetch_due: dict[str, float] = {}  # url -> monotonic time to GET it
         self._fetch_fails: dict[str, int] = {}
         self._fetch_not_before: dict[str, float] = {}  # 429/418 cool-down, kept across reconnects
@@ -191,14 +171,13 @@ class FeedRunner:
 
     # -- driving ----------------------------------------------------------------------------
     def poll(self, max_frames: int = 256, timeout: float = 0.0) -> int:
-        """Handle up to ``max_frames`` frames (waiting up to ``timeout`` s for the first), then
-        due jobs: (re)connect, timer, fetches, watchdogs.  Returns the number of frames handled."""
+        """Handle up to ``max_frames`` frames (waiting up to ``timeout`` s for the first bytes), then
+        due jobs: (re)connect, timer, fetches, pings, watchdogs.  Returns the number of frames handled."""
         if self.closed:
             return 0
         ws = self.ws
         if ws is None:
-            now = _mono()
-            if now >= self._connect_at:
+            if _mono() >= self._connect_at:
                 self._connect()
                 ws = self.ws
             if ws is None:
@@ -207,22 +186,15 @@ class FeedRunner:
                     self._stop.wait(min(timeout, max(self._connect_at - _mono(), 0.0)))
                 return 0
         n = 0
-        rx, recv, proto, cap, conn = ws.rx_times, ws.recv, self.proto, self.capture, self.conn
+        msgs, read, proto, cap, conn = ws.msgs, ws.read, self.proto, self.capture, self.conn
         wait = timeout
         while n < max_frames:
-            try:
-                data = recv(wait)
-            except TimeoutError:
-                break
-            except ConnectionClosed as e:
-                self._drop(f"closed by peer: {e}")
-                break
-            except UnicodeDecodeError as e:  # a text frame that is not UTF-8: the venue's fault
-                self.bad_frames += 1
-                log.warning("%s: undecodable text frame: %s", self.proto.venue, e)
-                continue
-            wait = 0
-            ts = rx.popleft() if rx else _now()
+            if not msgs:
+                if not read(wait):
+                    break
+                wait = 0
+                continue  # a partial frame, or control frames only: read on until the socket is empty
+            data, ts = msgs.popleft()
             n += 1
             self.bytes += len(data)
             if cap is not None:
@@ -232,8 +204,12 @@ class FeedRunner:
                 self._drain(ts)
             if self._reconnect is not None or self.ws is not ws:
                 break
-        self.frames += n
-        self._service(_mono())
+        now = _mono()
+        if n:
+            self.frames += n
+        elif now < self._next_service and ws.ended is None:
+            return 0  # the idle path of a spinning loop: keep it short
+        self._service(now)
         return n
 
     def run(self, max_frames: int = 256, timeout: float = 0.1) -> None:
@@ -257,29 +233,40 @@ class FeedRunner:
         if self.doorbell is not None:
             self.doorbell.remove(self)
 
-    def pending(self) -> bool:
-        """A frame (or a dead socket) is waiting to be handled."""
+    def fileno(self) -> int:
+        """The socket to wait on (-1 while disconnected)."""
         ws = self.ws
-        return ws is not None and (bool(ws.rx_times) or ws.dead)
+        return ws.fileno() if ws is not None else -1
+
+    def pending(self) -> bool:
+        """Input is waiting that the socket's readiness does not show: messages already read, bytes
+        inside TLS, a connection that ended."""
+        ws = self.ws
+        return ws is not None and (ws.pending() or ws.ended is not None)
 
     def next_due(self) -> float:
-        """Monotonic time of the next scheduled job (timer, connection attempt, fetch)."""
+        """Monotonic time of the next scheduled job (timer, connection attempt, fetch, ping)."""
         if self.closed:
             return float("inf")
         due = self._next_timer
-        if self.ws is None and not self.closed:
+        ws = self.ws
+        if ws is None:
             due = min(due, self._connect_at)
+        elif self.ping_interval is not None and ws.ping_sent is None:  # none while one is unanswered
+            due = min(due, self._next_ping)
         if self._fetch_due:
             due = min(due, min(self._fetch_due.values()))
-        return due
+        return max(due, self._next_service)  # poll() looks at jobs no sooner
 
     def stats(self) -> dict:
         """Counters (``bytes``: characters for text frames)."""
+        ws = self.ws
         return {"frames": self.frames, "bytes": self.bytes, "connects": self.connects,
                 "reconnects": self.reconnects, "connect_errors": self.connect_errors, "drops": self.drops,
                 "sent": self.sent, "send_errors": self.send_errors, "fetches": self.fetches,
-                "fetch_errors": self.fetch_errors, "bad_frames": self.bad_frames,
-                "http_status": dict(self.http_status), "connected": self.ws is not None}
+                "fetch_errors": self.fetch_errors,
+                "bad_frames": self.bad_frames + (ws.bad_frames if ws is not None else 0),
+                "http_status": dict(self.http_status), "connected": ws is not None}
 
     # -- events -----------------------------------------------------------------------------
     def _drain(self, ts: int) -> None:
@@ -302,14 +289,9 @@ class FeedRunner:
 
     def _send(self, text: str, ts: int) -> None:
         ws = self.ws
-        if ws is None:
-            self.send_errors += 1  # asked while disconnected: on_connect will subscribe again
+        if ws is None or not ws.send_text(text):
+            self.send_errors += 1  # disconnected (on_connect will subscribe again) or dropping
             return
-        try:
-            ws.send(text)
-        except ConnectionClosed:
-            self.send_errors += 1
-            return  # the next recv() reports the drop
         self.sent += 1
         if self.capture is not None:
             self.capture.sent(self.conn, _now(), text)
@@ -322,14 +304,10 @@ class FeedRunner:
         return d * (0.5 + 0.5 * self._rng.random())  # jitter: reconnecting clients do not stampede
 
     def _connect(self) -> None:
-        bell = self.doorbell
         try:
-            ws = connect(self.url, open_timeout=self.open_timeout, ping_interval=self.ping_interval,
-                         ping_timeout=self.ping_timeout, close_timeout=self.close_timeout,
-                         max_size=self.max_size, max_queue=self.max_queue, compression=self.compression,
-                         additional_headers=self.headers or None, proxy=self.proxy,
-                         create_connection=lambda *a, **k: _Connection(*a, doorbell=bell, **k), **_LEGACY)
-        except Exception as e:  # noqa: BLE001 - refused, DNS, TLS, handshake status: all retried
+            ws = WsClient(self.url, headers=self.headers, open_timeout=self.open_timeout, max_size=self.max_size,
+                          compression=self.compression, proxy=self.proxy)
+        except Exception as e:  # noqa: BLE001 - refused, DNS, TLS, handshake status or garbage: all retried
             self.connect_errors += 1
             self._failures += 1
             delay = self._backoff(self._failures, self.backoff_s, self.backoff_max_s)
@@ -342,6 +320,8 @@ class FeedRunner:
         if self.connects > 1:
             self.reconnects += 1
         self._connected_at = _mono()
+        if self.ping_interval is not None:
+            self._next_ping = self._connected_at + self.ping_interval
         ts = _now()
         self.conn = self.capture.open(ts, self.url, self.headers) if self.capture is not None else self.connects
         log.info("%s: connected to %s", self.proto.venue, self.url)
@@ -353,6 +333,7 @@ class FeedRunner:
         ws, self.ws = self.ws, None
         now = _mono()
         self.drops += 1
+        self.bad_frames += ws.bad_frames
         if planned:
             self._failures = 0
         elif now - self._connected_at >= self.stable_s:
@@ -365,10 +346,7 @@ class FeedRunner:
         self._fetch_due.clear()  # the protocol asks again once it resyncs
         (log.info if planned else log.warning)("%s: connection dropped (%s); reconnect in %.2f s",
                                                self.proto.venue, reason, delay)
-        try:
-            ws.close()
-        except Exception:  # noqa: BLE001 - the socket is going away either way
-            pass
+        ws.close()
         ts = _now()
         if self.capture is not None:
             self.capture.closed(self.conn, ts, reason)
@@ -377,14 +355,19 @@ class FeedRunner:
 
     # -- jobs -------------------------------------------------------------------------------
     def _service(self, now: float) -> None:
+        self._next_service = now + self.SERVICE_S
         ws = self.ws
         if ws is not None:
-            if self._reconnect is not None:
+            if ws.ended is not None and not ws.msgs:
+                self._drop(ws.ended)
+            elif self._reconnect is not None:
                 self._drop(f"protocol: {self._reconnect}")
             elif self.silent_s is not None and now - ws.last_rx > self.silent_s:
                 self._drop(f"silent socket: nothing for {now - ws.last_rx:.1f} s")
             elif self.max_age_s is not None and now - self._connected_at >= self.max_age_s:
                 self._drop(f"planned: connection age {now - self._connected_at:.0f} s", planned=True)
+            elif self.ping_interval is not None:
+                self._keepalive(ws, now)
         if now >= self._next_timer:
             nxt = self._next_timer + self.timer_s
             self._next_timer = nxt if nxt > now else now + self.timer_s  # after a stall: no burst of ticks
@@ -399,6 +382,14 @@ class FeedRunner:
                     self._get(url)
         if self.capture is not None:
             self.capture.tick(_now())
+
+    def _keepalive(self, ws: WsClient, now: float) -> None:
+        if ws.ping_sent is not None:
+            if self.ping_timeout is not None and now - ws.ping_sent > self.ping_timeout:
+                self._drop(f"keepalive: no pong for {now - ws.ping_sent:.1f} s")
+        elif now >= self._next_ping:
+            ws.ping()
+            self._next_ping = now + self.ping_interval
 
     def _want(self, url: str) -> None:
         if url not in self._fetch_due:  # one GET per url at a time
