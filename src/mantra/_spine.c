@@ -1075,8 +1075,9 @@ static inline int64_t owner_wakeup(Input *in) {
  * The deterministic runner's merge: hand over the records published before `limit` (the earliest
  * wake-up: at that instant the loops run first), across
  * all inputs in publish-time order (ties: list order), until a handler reacts (publishes or writes
- * an array slot), its input has `stop_after`, or its owner asks for a wake-up at or before the
- * record's time; a wake-up asked for later only lowers the limit.  The simulated clock's view is
+ * an array slot) or its owner asks for a wake-up at or before the record's time; a wake-up asked
+ * for later only lowers the limit, and an input with `stop_after` (its actor loops after input)
+ * ends the call with the last record of that instant.  The simulated clock's view is
  * left at the last record's time: the instant at which the runner then runs the due loops. */
 static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyList_Check(args[0])) {
@@ -1105,7 +1106,8 @@ static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t n
         uint64_t before = activity;
         if (dispatch(best, 0, 1) < 0) return NULL;
         if (bi < 63) mask |= 1ull << bi;
-        if (activity != before || best->stop_after) break;
+        if (activity != before) break;
+        if (best->stop_after && limit > bt + 1) limit = bt + 1; /* the rest of this instant, then its loop */
         if (best->owner) {
             int64_t w = owner_wakeup(best);
             if (w < 0) return NULL;

@@ -286,7 +286,9 @@ class Runner:
                     if x and x < w:
                         w = x
                 try:
-                    mask = dispatch_all(inputs, w)
+                    # records before the next wake-up (its loop runs first at that instant); a
+                    # wake-up due already has had its loop run: hand over what exists by now
+                    mask = dispatch_all(inputs, w if w > t else t + 1)
                 except Exception:
                     mask = -1
                     for s in fg:
