@@ -1061,6 +1061,28 @@ static PyTypeObject InputType = {
               "an actor's input port; layout: [(offset in record, size, struct code)] per field",
 };
 
+/* dispatch_each(inputs, max_n) -> records handled: up to max_n from each input in turn (a live
+ * pass: one busy stream cannot starve the others). */
+static PyObject *dispatch_each(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "dispatch_each(list_of_inputs, max_n)");
+        return NULL;
+    }
+    Py_ssize_t max_n = PyLong_AsSsize_t(args[1]), total = 0;
+    if (max_n == -1 && PyErr_Occurred()) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
+        PyObject *o = PyList_GET_ITEM(args[0], i);
+        if (!PyObject_TypeCheck(o, &InputType)) {
+            PyErr_SetString(PyExc_TypeError, "dispatch_each takes Inputs");
+            return NULL;
+        }
+        Py_ssize_t k = dispatch((Input *)o, 0, max_n);
+        if (k < 0) return NULL;
+        total += k;
+    }
+    return PyLong_FromSsize_t(total);
+}
+
 /* Wake-up the owner asks for (0 = none), or -1 with an error set. */
 static inline int64_t owner_wakeup(Input *in) {
     PyObject *w = PyObject_GetAttr(in->owner, s_wakeup);
@@ -1357,6 +1379,7 @@ static PyMethodDef module_methods[] = {
     {"now", m_now, METH_NOARGS, "wall-clock time in ns (CLOCK_REALTIME), the spine's timestamps"},
     {"monotonic", m_monotonic, METH_NOARGS, "CLOCK_MONOTONIC in ns"},
     {"wait_any", (PyCFunction)(void (*)(void))wait_any, METH_FASTCALL, "wait_any(readers, timeout_ns) -> bool"},
+    {"dispatch_each", (PyCFunction)(void (*)(void))dispatch_each, METH_FASTCALL, "dispatch_each(inputs, max_n) -> records handled (a live pass)"},
     {"dispatch_all", (PyCFunction)(void (*)(void))dispatch_all, METH_FASTCALL, "dispatch_all(inputs, limit) -> mask of inputs that handled records"},
     {"next_time", (PyCFunction)next_time, METH_O, "next_time(inputs) -> earliest publish ns waiting, 0 if none"},
     {"load", (PyCFunction)(void (*)(void))m_load, METH_FASTCALL, "load(buf, offset): acquire-load a u64"},

@@ -3,6 +3,7 @@ watchdogs, stopping, the doorbell that lets one thread wait for several connecti
 WebSocket wire itself (frames split or batched by TCP, pings, malformed frames, broken handshakes,
 TLS), all read from the test's own thread."""
 
+import random
 import shutil
 import ssl
 import subprocess
@@ -21,6 +22,7 @@ from feedkit import RawWsServer, RestServer, WsServer, frame  # noqa: E402
 
 from mantra import _spine  # noqa: E402
 from mantra.feeds.runner import Doorbell, FeedRunner  # noqa: E402
+from mantra.feeds.wsclient import WsClient  # noqa: E402
 from mantra.store.capture import CaptureReader, CaptureWriter, Kind  # noqa: E402
 from mantra.venues.events import Fetch, Reconnect, Send  # noqa: E402
 
@@ -260,6 +262,46 @@ def test_messages_split_across_reads_or_batched_in_one_read_arrive_whole_with_th
     assert r.frames == 5 and r.bad_frames == 0
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_mix_of_frames_cut_anywhere_arrives_whole_and_in_order(seed):
+    """Whole text frames are parsed directly, the rest by the protocol: cut at random points
+    (inside headers, between frames, mid-payload), every message still arrives once, in order."""
+    rng = random.Random(seed)
+    wire, want, pings = b"", [], 0
+    for k in range(60):
+        kind = rng.choice(["small", "ext16", "ext64", "ping", "fragmented", "binary"])
+        if kind == "small":
+            want.append(f"m{k}")
+            wire += frame(want[-1])
+        elif kind == "ext16":
+            want.append(f"m{k}" + "x" * rng.randrange(126, 3000))
+            wire += frame(want[-1])
+        elif kind == "ext64":
+            want.append(f"m{k}" + "y" * 70_000)
+            wire += frame(want[-1])
+        elif kind == "ping":
+            pings += 1
+            wire += frame(f"p{k}".encode(), Opcode.PING)
+        elif kind == "fragmented":
+            want.append(f"m{k}-frag")
+            wire += frame(f"m{k}-", fin=False) + frame("frag", Opcode.CONT)
+        else:
+            want.append(f"m{k}".encode())
+            wire += frame(want[-1], Opcode.BINARY)
+    cuts = sorted(rng.sample(range(1, len(wire)), 40))
+    script = []
+    for a, b in zip([0] + cuts, cuts + [len(wire)]):
+        script += [wire[a:b], 0.002]
+    with RawWsServer(script) as srv:
+        proto = Script(srv.url, subscribe=None)
+        r = FeedRunner(proto, ping_interval=None)
+        pump(r, lambda: len(proto.frames) == len(want) and
+             sum(f.opcode is Opcode.PONG for f in srv.received) == pings, timeout_s=10)
+        r.close()
+    assert [d for d, _ in proto.frames] == want
+    assert sum(f.opcode is Opcode.PONG for f in srv.received) == pings and r.bad_frames == 0
+
+
 def test_receipt_is_stamped_before_the_bytes_are_parsed(monkeypatch):
     parsed_at = []
     receive = ClientProtocol.receive_data
@@ -268,7 +310,14 @@ def test_receipt_is_stamped_before_the_bytes_are_parsed(monkeypatch):
         parsed_at.append(_spine.now())
         return receive(self, data)
 
+    direct = WsClient._direct
+
+    def timed_direct(self, data, ts):
+        parsed_at.append(_spine.now())
+        return direct(self, data, ts)
+
     monkeypatch.setattr(ClientProtocol, "receive_data", timed)
+    monkeypatch.setattr(WsClient, "_direct", timed_direct)  # whole text frames are parsed here
     with RawWsServer([frame('{"n":1}'), 0.05, frame('{"n":2}')]) as srv:
         proto = Script(srv.url, subscribe=None)
         r = FeedRunner(proto, ping_interval=None)

@@ -45,11 +45,16 @@ class Array:
         self.slots = [(0, None, 0)] * size
         self.last = 0
         self.writer = 0
+        self.n_writes = 0
 
     def write(self, i, msg, *a):
         v = self.slots[i][0] + 2
         self.slots[i] = (v, msg, self.writer)
+        self.n_writes += 1
         return v
+
+    def writes(self):
+        return self.n_writes
 
     def read(self, i):
         v, msg, pub = self.slots[i]

@@ -7,6 +7,12 @@ that.  :meth:`WsClient.read` takes what the socket holds and stamps its receipt 
 goes to ``msgs`` as ``(data, ts)`` (``str`` for text, ``bytes`` for binary).  A message split over
 several reads carries the stamp of the read that completed it; messages of one read share its stamp.
 
+The common case, a read holding only whole unfragmented text frames while the stream is at a frame
+boundary, is parsed here directly (a frame header is 2-10 bytes); everything else (control
+frames, fragments, compressed or split frames) goes through the protocol.  So that both stay
+in step, every byte handed to the protocol is also walked frame by frame here (``_walk``): the
+direct path is taken only at a boundary.
+
 Frames the protocol answers by itself (pongs to the server's pings, the echo of a close) are written
 at once.  When the connection is over (closed by the peer, EOF, a socket error, a frame that breaks
 the WebSocket protocol) ``ended`` says why; the messages that came before stay in ``msgs``.
@@ -79,6 +85,9 @@ class WsClient:
         self._ping = b""
         self._pings = 0
         self._frag: list | None = None  # opcode then the parts of a fragmented message
+        self._rest = 0  # bytes of the frame the protocol is in the middle of
+        self._head = b""  # a frame header split across reads, as given to the protocol
+        self.max_size = max_size or 1 << 62
         self._out = bytearray()  # written when the socket has room
         deadline = _mono() + open_timeout
         sock = _open_socket(uri, proxy, open_timeout)
@@ -155,6 +164,14 @@ class WsClient:
             proto.receive_eof()
             self._end("closed by peer (EOF)")
             return False
+        if not self._rest and not self._head:
+            i = self._direct(data, ts)
+            if i == len(data):
+                if self._out:
+                    self._flush()
+                return True
+            data = data[i:]
+        self._walk(data)
         proto.receive_data(data)
         self._frames(proto.events_received(), ts)
         if proto.writes:  # pongs, a close echo
@@ -164,6 +181,56 @@ class WsClient:
         elif self._out:
             self._flush()
         return True
+
+    def _direct(self, data: bytes, ts: int) -> int:
+        """Take the whole unfragmented, uncompressed text frames at the start of ``data`` (a frame
+        boundary); returns how many bytes they span."""
+        i, n, msgs = 0, len(data), self.msgs
+        while n - i >= 2 and data[i] == 0x81 and data[i + 1] < 0x80:  # FIN + TEXT, unmasked
+            ln, h = data[i + 1], 2
+            if ln == 126:
+                ln, h = int.from_bytes(data[i + 2:i + 4], "big"), 4
+            elif ln == 127:
+                ln, h = int.from_bytes(data[i + 2:i + 10], "big"), 10
+            end = i + h + ln
+            if end > n or ln > self.max_size or n - i < h:
+                break
+            try:
+                msgs.append((data[i + h:end].decode(), ts))
+            except UnicodeDecodeError as e:
+                self.bad_frames += 1
+                log.warning("%s: text message that is not UTF-8 dropped: %s", self.proto.uri.host, e)
+            i = end
+        return i
+
+    def _walk(self, data: bytes) -> None:
+        """Follow the frame boundaries in bytes handed to the protocol."""
+        if self._rest:
+            k = min(self._rest, len(data))
+            self._rest -= k
+            data = data[k:]
+            if self._rest:
+                return
+        buf = self._head + data if self._head else data
+        i, n = 0, len(buf)
+        while n - i >= 2:
+            ln, h = buf[i + 1] & 0x7F, 2
+            if ln == 126:
+                h = 4
+            elif ln == 127:
+                h = 10
+            if buf[i + 1] & 0x80:
+                h += 4  # masked (a server never should; the protocol will say so)
+            if n - i < h:
+                break
+            if ln >= 126:
+                ln = int.from_bytes(buf[i + 2:i + (4 if ln == 126 else 10)], "big")
+            end = i + h + ln
+            if end > n:
+                self._rest, self._head = end - n, b""
+                return
+            i = end
+        self._head = bytes(buf[i:])
 
     def _frames(self, frames: list, ts: int) -> None:
         msgs = self.msgs

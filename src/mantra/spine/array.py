@@ -26,6 +26,7 @@ class SeqArray:
         self._make = msg_type._make
         self.record = bytearray(header["slot_size"] - 8)
         self.version = self._a.version
+        self.writes = self._a.writes  # writes to any slot so far: one load tells "nothing changed"
 
     @classmethod
     def create(cls, path, msg_type, size: int, *, recreate: bool = False) -> "SeqArray":

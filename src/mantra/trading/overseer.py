@@ -104,6 +104,7 @@ class Overseer(Actor):
         self.sent: Counter = Counter()  # NEW / CANCEL / AMEND -> count
         self.ports = [getattr(self, p) for p in self.models]
         self.slots = [[_Slot(m, i) for i in range(p.size)] for m, p in enumerate(self.ports)]
+        self.seen_writes = [-1] * len(self.ports)
         self.by_key: dict[tuple[int, int], _Slot] = {}  # (model id, slot) -> slot
         self.dirty: set[_Slot] = set()
         self.refused: set[_Slot] = set()
@@ -146,8 +147,12 @@ class Overseer(Actor):
         if self.kill_switch.check(now):
             self._killed()
         dirty = self.dirty
-        for port, slots in zip(self.ports, self.slots):
+        for k, (port, slots) in enumerate(zip(self.ports, self.slots)):
             arr = port.array
+            w = arr.writes()
+            if w == self.seen_writes[k]:
+                continue  # no slot of this model was written since the last pass
+            self.seen_writes[k] = w
             version = arr.version
             for st in slots:
                 if version(st.index) != st.seen:
