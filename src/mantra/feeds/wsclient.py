@@ -115,6 +115,7 @@ class WsClient:
         req.headers.setdefault("User-Agent", USER_AGENT)
         proto.send_request(req)
         self._flush()
+        got = bytearray()  # what came before the first frame boundary is known
         while self.response is None:
             left = deadline - _mono()
             if left <= 0:
@@ -123,6 +124,7 @@ class WsClient:
             data = sock.recv(RECV_SIZE)
             ts = _now()
             if data:
+                got += data
                 proto.receive_data(data)
             else:
                 proto.receive_eof()
@@ -131,6 +133,7 @@ class WsClient:
                 raise proto.handshake_exc
             if events and isinstance(events[0], Response):
                 self.response = events.pop(0)
+                self._walk(bytes(got[got.find(b"\r\n\r\n") + 4:]))  # frames read with the response
                 self._frames(events, ts)  # frames that came in the response's read
                 self._flush()  # and the pongs they asked for
                 self._check()
