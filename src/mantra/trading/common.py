@@ -85,8 +85,10 @@ def fee(price: int, size: int, size_scale: int, bps: int) -> int:
 
 
 def buy_lock(price: int, size: int, size_scale: int, fee_bps: int) -> int:
-    """Quote a buy of ``size`` at limit ``price`` can cost at most, fee included."""
-    return cost(price, size, size_scale) + fee(price, size, size_scale, fee_bps)
+    """Quote a buy of ``size`` at limit ``price`` can cost at most, fee included: ``cost`` plus
+    ``fee``, inlined (the overseer's checks call this per open order)."""
+    n, unit = price * size, 10**size_scale
+    return -(-n // unit) - (-n * fee_bps // (unit * BPS))
 
 
 def bind_ports(actor, ports, handler) -> tuple[str, ...]:

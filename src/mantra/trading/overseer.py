@@ -38,7 +38,7 @@ from ..instruments import Instrument
 from ..spine.messages import BalanceUpdate, Fill, IdealOrder, OrderAction, OrderFlags, OrderRequest, OrderStatus
 from ..spine.messages import OrderUpdate
 from ..runtime.actor import Actor
-from .accounts import Balances, Order, Orders, Reject
+from .accounts import TERMINAL, Balances, Order, Orders, Reject
 from .common import asset_scales, buy_lock, load_registry
 from .risk import KillSwitch, Limits, RateLimit, Refusal
 
@@ -236,11 +236,10 @@ class Overseer(Actor):
         return self.next_id
 
     def _send(self, r: OrderRequest, now: int) -> Order:
-        inst = self.registry.by_id[r.instrument]
-        venue = self.v.get(inst.venue)
+        self.requests.send(r)  # first: the bookkeeping below is not on the way to the venue
+        venue = self.v.get(self.registry.by_id[r.instrument].venue)
         if venue is not None:
             venue.rate.record(now)
-        self.requests.send(r)
         self.sent[_ACTION[r.action]] += 1
         return self.orders.sent(r)
 
@@ -295,7 +294,8 @@ class Overseer(Actor):
             return Refusal.RATE  # transient, and cheap to tell: before the walks over our orders
         buys = sells = 0
         for o in self.orders.by_instrument.get(iid, {}).values():
-            if o.live and o.side == -side:
+            live = o.status not in TERMINAL
+            if live and o.side == -side:
                 p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
                 if (p <= price) if side > 0 else (p >= price):
                     return Refusal.SELF_TRADE
@@ -303,10 +303,11 @@ class Overseer(Actor):
                 continue
             # what may still execute plus executions whose fills have not arrived: position moves
             # only with fills, so a filled order's size counts here until its fills are in
+            q = o.lock_qty
             if o.side > 0:
-                buys += o.lock_qty
+                buys += q
             else:
-                sells += o.lock_qty
+                sells += q
         add = size - (amended.fill_qty if amended else 0)
         if side > 0:
             buys += add
