@@ -3,9 +3,10 @@
 The generator writes one row per event (ts, kind, side, price_tk, qty_lt, last); kinds 0/1/2/4 are
 level adds/updates/deletes/snapshot levels, kind 3 a trade.  They become ``L2Update`` and
 ``TradeUpdate`` record arrays ready for the segment writer or the replayer: exchange time is the
-row's ``ts``; origin = publish = ``ts`` plus the row's place within its timestamp in ns, so the
-rows' order (a trade, then the level it hit, ...) survives the split into two streams: replay goes
-by publish time.  Prices are in ticks of 0.01 and sizes in lots of 0.001, so the
+row's ``ts``, and so is the origin (shared by a message's rows, as a live frame's receipt stamp
+is); publish = ``ts`` plus the row's place within its timestamp in ns, so the rows' order (a
+trade, then the level it hit, ...) survives the split into two streams: replay goes by publish
+time.  Prices are in ticks of 0.01 and sizes in lots of 0.001, so the
 instrument is registered with price scale 2 and size scale 3.
 """
 
@@ -31,8 +32,8 @@ def convert(rows: np.ndarray, instrument: int = 1, publisher: int = 0) -> tuple[
     publish = np.maximum.accumulate(ts + place)
     d, t = rows[~trade], rows[trade]
     l2 = np.zeros(len(d), L2Update.DTYPE)
-    l2["exch_ts"] = d["ts"]
-    l2["origin"] = l2["publish"] = publish[~trade]
+    l2["origin"] = l2["exch_ts"] = d["ts"]
+    l2["publish"] = publish[~trade]
     l2["publisher"] = publisher
     l2["price"] = d["price_tk"]
     l2["size"] = np.where(d["kind"] == KIND_DELETE, 0, d["qty_lt"])
@@ -41,8 +42,8 @@ def convert(rows: np.ndarray, instrument: int = 1, publisher: int = 0) -> tuple[
     l2["flags"] = (d["last"].astype(np.uint8) * int(L2Flags.LAST)) | \
         np.where(d["kind"] == KIND_SNAPSHOT, int(L2Flags.SNAPSHOT), 0).astype(np.uint8)
     tr = np.zeros(len(t), TradeUpdate.DTYPE)
-    tr["exch_ts"] = t["ts"]
-    tr["origin"] = tr["publish"] = publish[trade]
+    tr["origin"] = tr["exch_ts"] = t["ts"]
+    tr["publish"] = publish[trade]
     tr["publisher"] = publisher
     tr["price"], tr["size"], tr["side"], tr["instrument"] = t["price_tk"], t["qty_lt"], t["side"], instrument
     tr["trade_id"] = np.arange(1, len(t) + 1)
