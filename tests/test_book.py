@@ -118,3 +118,54 @@ def test_bad_input_is_an_error():
     with pytest.raises(ValueError):
         L2Book(-1)
     assert len(book) == 0
+
+
+# ---------------------------------------------------------------- the C book consumers keep
+
+from mantra.book import Book  # noqa: E402
+
+takes = st.lists(st.tuples(st.sampled_from(["apply", "take", "clear"]), st.sampled_from([BID, ASK]),
+                           st.integers(1, 30), st.integers(0, 5)), max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(takes)
+def test_c_book_matches_reference_with_takes(seq):
+    """Levels, best prices, crossing and what is left after our takes, after every operation; a
+    take lasts until the level is next set."""
+    book, ref, taken = Book(), NaiveBook(), {}
+    for op, side, price, size in seq:
+        if op == "apply":
+            book.apply(side, price, size)
+            ref.apply(side, price, size)
+            taken.pop((side, price), None)
+        elif op == "take":
+            book.take(side, price, size)
+            if price in ref.side[side]:
+                taken[(side, price)] = taken.get((side, price), 0) + size
+        else:
+            book.clear()
+            ref = NaiveBook()
+            taken.clear()
+        for s in (BID, ASK):
+            left = [(p, q - taken.get((s, p), 0)) for p, q in ref.sorted(s)]
+            assert book.levels(s) == [(p, q) for p, q in left if q > 0]
+            assert book.top(s, 3) == [(p, q) for p, q in left if q > 0][:3]
+            for p in range(1, 31):
+                assert book.size(s, p) == max(ref.side[s].get(p, 0) - taken.get((s, p), 0), 0)
+        bids, asks = ref.sorted(BID), ref.sorted(ASK)
+        assert book.best_bid() == (bids[0][0] if bids else None)
+        assert book.best_ask() == (asks[0][0] if asks else None)
+        assert book.crossed() == bool(bids and asks and bids[0][0] >= asks[0][0])
+        assert len(book) == len(bids) + len(asks)
+
+
+def test_c_book_rejects_bad_input_clearly():
+    b = Book()
+    with pytest.raises(ValueError, match="negative size"):
+        b.apply(BID, 100, -1)
+    with pytest.raises(ValueError, match="side"):
+        b.apply(0, 100, 1)
+    with pytest.raises(OverflowError):
+        b.apply(BID, 2**70, 1)  # prices and sizes are int64 fixed point
+    assert len(b) == 0

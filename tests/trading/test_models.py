@@ -150,3 +150,19 @@ def test_cross_venue_withdraws_a_leg_the_overseer_held_back_once_the_other_is_do
     m.on_updates(OrderUpdate(1, 10000, 500, 0, 2, BTC, int(S.EXPIRED), 1, 0, b""))  # nothing taken
     assert slots(arr)[1].size == 0  # the sell leg never went out: not left to go out later
     assert m.position(BTC) == m.position(KR) == 0
+
+
+def test_touch_quoter_quotes_the_touch_every_n_messages_post_only():
+    from mantra.trading.models.touch_quoter import TouchQuoter
+
+    arr = Array(2)
+    m = make(TouchQuoter, Clock(), arrays={"ideal": arr}, instruments=INSTRUMENTS, instrument="binance:BTCUSDT",
+             size="0.005", every=3)
+    book(m, BTC, [(1, 10000, 50), (-1, 10010, 50)], clear=True)
+    book(m, BTC, [(1, 10001, 50)])
+    assert slots(arr) == [None, None]  # two messages so far
+    book(m, BTC, [(-1, 10008, 50)])
+    assert [(o.side, o.price, o.size, o.flags) for o in slots(arr)] == [(1, 10001, 5, POST), (-1, 10008, 5, POST)]
+    for _ in range(3):
+        book(m, BTC, [(1, 10002, 50)])
+    assert slots(arr)[0].price == 10002 and slots(arr)[1].price == 10008

@@ -1,7 +1,8 @@
 """Runs the actors placed in one process: wiring, the step loop, timing and status.
 
-Every handled message is timed: the runner reads the clock before the handler and ``stamp`` (in C)
-writes (key, origin, start, end) to this process's timing ring after it.  Actor code never sees it.
+Handlers are called from C (``_spine.Input``: read the record, build the message, set the origin,
+call, then write (key, origin, start, end) to this process's timing ring): every handled message is
+timed and counted, and actor code never sees it.
 """
 
 from __future__ import annotations
@@ -50,15 +51,20 @@ class _Input:
 class _Slot:
     """Runtime bookkeeping for one actor."""
 
-    __slots__ = ("actor", "spec", "inputs", "cinputs", "handled", "loops", "busy", "errors", "has_loop", "outputs")
+    __slots__ = ("actor", "spec", "inputs", "cinputs", "loops", "busy", "errors", "has_loop", "outputs")
 
     def __init__(self, actor, spec):
         self.actor, self.spec = actor, spec
         self.inputs: list[_Input] = []
         self.cinputs: list = []  # their C dispatchers
         self.outputs: list[Output] = []
-        self.handled = self.loops = self.busy = self.errors = 0
+        self.loops = self.busy = self.errors = 0
         self.has_loop = type(actor).loop is not Actor.loop
+
+    @property
+    def handled(self) -> int:
+        """Records handed to this actor's handlers (counted in C)."""
+        return sum(i.c.handled for i in self.inputs)
 
 
 class Runner:
@@ -150,7 +156,6 @@ class Runner:
         self.status.close()
 
     def _set_state(self, s: _Slot, state) -> None:
-        s.handled = sum(i.c.handled for i in s.inputs)
         self.status.write(s.spec.id, ActorStatus(s.handled, s.loops, s.busy, self._since, s.errors,
                                                  _spine.now(), os.getpid(), int(state)), 1, 0)
 

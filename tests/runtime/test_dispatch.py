@@ -1,0 +1,135 @@
+"""The C dispatcher: per-message handler calls, the deterministic merge by publish time, its stops,
+and book ports.  Rings in one process; a SimClock shows each handler its record's time."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mantra import _spine
+from mantra.book import Book
+from mantra.runtime.actor import Tracking
+from mantra.runtime.clock import SimClock
+from mantra.spine import Ring
+from mantra.spine.messages import L2Flags, L2Update, TradeUpdate
+
+LAST = int(L2Flags.LAST)
+
+
+class Owner:
+    wakeup = 0
+
+
+def make_input(ring, handler, clock, owner=None, stop_after=False, books=None, track=None):
+    t = ring.msg_type
+    return _spine.Input(ring.reader("t").reader, handler, t, list(t.FIELDS_AT), track or Tracking(), clock, None, 1,
+                        owner, stop_after, books)
+
+
+def publish(ring, msg, at, origin=None):
+    ring.writer()._w.publish(ring.msg_type.STRUCT.pack(*msg), origin or at, 9, at)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 50)), min_size=1, max_size=60))
+def test_records_of_several_inputs_are_handed_over_in_publish_time_order(tmp_path_factory, recs):
+    d = tmp_path_factory.mktemp("q")
+    a, b = Ring.create(d / "a", L2Update, 256), Ring.create(d / "b", TradeUpdate, 256)
+    pa, pb = a.writer(), b.writer()
+    clock, seen = SimClock(1), []
+    ins = [make_input(a, lambda m: seen.append((clock.t, "a", m.price)), clock),
+           make_input(b, lambda m: seen.append((clock.t, "b", m.price)), clock)]
+    ta = tb = 0  # each ring is in time order, the two interleave arbitrarily
+    for k, (on_a, dt) in enumerate(recs):
+        if on_a:
+            ta += dt
+            pa._w.publish(L2Update.STRUCT.pack(k, 1, 0, 1, 1, 0), 1, 9, ta)
+        else:
+            tb += dt
+            pb._w.publish(TradeUpdate.STRUCT.pack(k, 1, 0, k, 1, 1), 1, 9, tb)
+    limit = max(ta, tb) // 2 + 1
+    firsts = [next((t for (on_a, _), t in zip(recs, _times(recs)) if on_a == side), None) for side in (True, False)]
+    assert _spine.next_time(ins) == min(t for t in firsts if t is not None)
+    _spine.dispatch_all(ins, limit)
+    want = sorted([(t, "a" if on_a else "b", k) for k, ((on_a, _), t) in enumerate(
+        zip(recs, _times(recs)))], key=lambda x: (x[0], x[1]))
+    assert seen == [w for w in want if w[0] < limit]  # ties: list order; the limit is exclusive
+    _spine.dispatch_all(ins, 2**64 - 1)
+    assert seen == want
+
+
+def _times(recs):
+    ta = tb = 0
+    for on_a, dt in recs:
+        if on_a:
+            ta += dt
+            yield ta
+        else:
+            tb += dt
+            yield tb
+
+
+def test_the_merge_stops_at_a_reaction_and_at_a_wake_up(sysdir):
+    a, out = Ring.create(sysdir / "a", L2Update, 64), Ring.create(sysdir / "out", L2Update, 64)
+    w = out.writer()
+    clock, owner, seen = SimClock(1), Owner(), []
+
+    def handler(m):
+        seen.append(m.price)
+        if m.price == 3:
+            w.send(m, origin=1, publisher=1)  # a reaction: the runner must run loops now
+        if m.price == 5:
+            owner.wakeup = clock.t  # "call my loop now"
+        if m.price == 7:
+            owner.wakeup = 95  # later: records from 95 on wait for that loop
+
+    inp = make_input(a, handler, clock, owner)
+    for i in range(1, 11):
+        publish(a, L2Update(i, 1, 0, 1, 1, 0), at=10 * i)
+    assert _spine.dispatch_all([inp], 2**64 - 1) and seen == [1, 2, 3] and clock.t == 30
+    _spine.dispatch_all([inp], 2**64 - 1)
+    assert seen[-1] == 5 and clock.t == 50
+    owner.wakeup = 0
+    _spine.dispatch_all([inp], 2**64 - 1)
+    assert seen[-1] == 9  # 7 asked for 95: 8 (80) and 9 (90) still go, 10 (100) waits
+    assert _spine.next_time([inp]) == 100
+
+
+def test_an_actor_that_loops_after_input_gets_the_rest_of_its_instant_first(sysdir):
+    a = Ring.create(sysdir / "a", L2Update, 64)
+    clock, seen = SimClock(1), []
+    inp = make_input(a, lambda m: seen.append(m.price), clock, Owner(), stop_after=True)
+    for i, t in enumerate([10, 10, 10, 20, 20]):
+        publish(a, L2Update(i, 1, 0, 1, 1, 0), at=t)
+    _spine.dispatch_all([inp], 2**64 - 1)
+    assert seen == [0, 1, 2]
+    _spine.dispatch_all([inp], 2**64 - 1)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_book_port_applies_levels_in_c_and_calls_once_per_message(sysdir):
+    a = Ring.create(sysdir / "a", L2Update, 64)
+    clock, books, seen, track = SimClock(1), {1: Book()}, [], Tracking()
+    inp = make_input(a, lambda m: seen.append((m.price, books[1].best_bid(), books[1].best_ask(), track.origin)),
+                     clock, books=books, track=track)
+    msgs = [L2Update(100, 5, 0, 1, 1, 0), L2Update(101, 5, 0, 2, 1, LAST),  # instrument 2: not followed
+            L2Update(105, 5, 0, 1, -1, LAST), L2Update(99, 5, 0, 1, 1, 0), L2Update(100, 0, 0, 1, 1, LAST)]
+    for k, m in enumerate(msgs):
+        publish(a, m, at=10 + k, origin=1000 + k)
+    assert inp.dispatch() == 5 and inp.handled == 5
+    assert seen == [(105, 100, 105, 1002), (100, 99, 105, 1004)]
+    assert books[1].levels(1) == [(99, 5)]
+
+
+def test_a_bad_record_on_a_book_port_is_an_error_the_runner_counts_not_a_crash(sysdir):
+    a = Ring.create(sysdir / "a", L2Update, 64)
+    books, seen = {1: Book()}, []
+    inp = make_input(a, lambda m: seen.append(m.price), SimClock(1), books=books)
+    publish(a, L2Update(100, -5, 0, 1, 1, LAST), at=10)
+    publish(a, L2Update(101, 5, 0, 1, 1, LAST), at=11)
+    try:
+        inp.dispatch()
+        raise AssertionError("no error")
+    except ValueError as e:
+        assert "negative size" in str(e)
+    assert inp.failed  # the runner logs and counts it against the actor
+    inp.failed = False
+    assert inp.dispatch() == 1 and seen == [101]  # the bad record was consumed, the next one goes
