@@ -32,12 +32,16 @@ park timeout wakes it.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 
 from ..instruments import Instrument
 from ..spine.messages import BalanceUpdate, Fill, IdealOrder, OrderAction, OrderFlags, OrderRequest, OrderStatus
 from ..spine.messages import OrderUpdate
+from ..runtime import paths
 from ..runtime.actor import Actor
+from ..spine import Ring
 from .accounts import TERMINAL, Balances, Order, Orders, Reject
 from .common import asset_scales, buy_lock, load_registry
 from .risk import KillSwitch, Limits, RateLimit, Refusal
@@ -111,6 +115,68 @@ class Overseer(Actor):
         self.retry_at = 0
         self._logged: dict[Refusal, int] = {}  # reason -> when it may be logged again
         self.next_id = max(int(self.order_id_base), self.clock.now())
+        self._adopt: dict[tuple[int, int], Order] = {}  # (model id, slot) -> live order found on restart
+        if hasattr(self.requests, "ring"):  # wired to the spine (not a bare test double)
+            self._recover()
+
+    # ------------------------------------------------------------------ restart
+    def _recover(self) -> None:
+        """Rebuild orders, positions and balances from the queues' history, so a restarted overseer
+        never places an order twice.  The rings keep their recent records in shared memory: every
+        request we sent, and every answer up to where our predecessor had read (our inputs resume
+        there, by label).  Replayed in publish-time order through the normal handlers.  If a ring
+        has overwritten part of that history, positions and open orders cannot be known: the kill
+        switch trips (cancel every order, also with CANCEL_ALL per venue; refuse new ones)."""
+        d = paths.system_dir(self.system)
+        me = json.loads(paths.manifest(d).read_text())["actors"].get(self.name, {})
+        records, complete = [], True
+        ring = self.requests.ring
+        head = ring.count()
+        complete &= head <= ring.capacity
+        c = ring.reader("", start=max(head - ring.capacity, 0), register=False)
+        for k in range(head - c.seq):
+            m = c.read()
+            if m is None:
+                break
+            records.append((c.tracking()[1], 0, k, None, m))
+        for order, (port, handler) in enumerate((("updates", self.on_updates), ("fills", self.on_fills),
+                                                 ("balances", self.on_balances)), 1):
+            q = me.get("inputs", {}).get(port)
+            if q is None:
+                continue
+            r = Ring.attach(paths.queue(d, q))
+            mine = [x["seq"] for x in r.consumers() if x["label"] == f"{self.name}.{port}" and x["pid"] == os.getpid()]
+            upto = mine[0] if mine else 0
+            complete &= upto <= r.capacity
+            c = r.reader("", start=max(upto - r.capacity, 0), register=False)
+            for k in range(upto - c.seq):
+                m = c.read()
+                if m is None:
+                    break
+                records.append((c.tracking()[1], order, k, handler, m))
+            complete &= c.lost == 0
+            r.close()
+        if not records:
+            return
+        records.sort(key=lambda x: x[:3])
+        for _, _, _, handler, m in records:
+            if handler is None:
+                self.orders.sent(m)
+                self.next_id = max(self.next_id, m.order_id)
+            else:
+                handler(m)
+        live = self.orders.live()
+        self._adopt = {(o.model, o.slot): o for o in sorted(live, key=lambda o: o.order_id)}
+        self.log.warning("%s: restarted: %d requests and %d answers replayed, %d orders live", self.name,
+                         sum(1 for x in records if x[3] is None), sum(1 for x in records if x[3] is not None),
+                         len(live))
+        if not complete:
+            self.kill("restarted without the full order history: open orders and positions unknown")
+            for venue in self.v:
+                iid = next((i for i in self.lim if self.registry.by_id[i].venue == venue), None)
+                if iid is not None:
+                    self._send(OrderRequest(self._id(), 0, 0, 0, iid, 0, 0, int(OrderAction.CANCEL_ALL), 1, 0),
+                               self.clock.now())
 
     # ------------------------------------------------------------------ venue answers
     def on_updates(self, u: OrderUpdate) -> None:
@@ -163,6 +229,8 @@ class Overseer(Actor):
                     st.seen, st.origin = v, origin
                     st.ideal = msg if msg is not None and msg.size > 0 else None
                     self.by_key[(st.model, st.index)] = st
+                    if st.order is None and self._adopt:
+                        st.order = self._adopt.pop((st.model, st.index), None)  # ours from before a restart
                     dirty.add(st)
         if self.retry_at and now >= self.retry_at:
             self.retry_at = 0

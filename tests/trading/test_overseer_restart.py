@@ -1,0 +1,101 @@
+"""A restarted overseer rebuilds its orders from the queues' history: no order placed twice, and
+the orders it had out stay its own (a later change of wish replaces them, once)."""
+
+import multiprocessing as mp
+import time
+
+from mantra.runtime.actor import Actor
+from mantra.runtime.config import parse
+from mantra.runtime.process import Runner
+from mantra.runtime.supervisor import create_spine
+from mantra.runtime import paths
+from mantra.spine import Ring
+from mantra.spine.messages import IdealOrder, OrderAction
+from mantra.trading.common import load_registry, resolve
+
+from .harness import INSTRUMENTS
+
+
+class Wisher(Actor):
+    """Wants a bid and an ask; ``bid`` moves the bid when set from outside."""
+
+    arrays = ("ideal",)
+    bid = 1_000_000
+
+    def on_start(self):
+        self.iid = resolve(load_registry(INSTRUMENTS, self.system), "binance:BTCUSDT").id
+        self.move(self.bid)
+        self.ideal.write(1, IdealOrder(1_100_000, 10, self.iid, -1, 0))
+
+    def move(self, price):
+        self.ideal.write(0, IdealOrder(price, 10, self.iid, 1, 0))
+
+
+DOC = {
+    "system": {"name": "ovrestart"},
+    "queues": {"l2": {"type": "L2Update", "capacity": 1024}, "trades": {"type": "TradeUpdate", "capacity": 1024},
+               **{q: {"type": t, "capacity": 1024} for q, t in (("requests", "OrderRequest"), ("updates", "OrderUpdate"),
+                                                              ("fills", "Fill"), ("balances", "BalanceUpdate"))}},
+    "arrays": {"wish": {"type": "IdealOrder", "size": 2}},
+    "actors": {
+        "wisher": {"class": f"{__name__}:Wisher", "arrays": {"ideal": "wish"}},
+        "overseer": {"class": "mantra.trading.overseer:Overseer",
+                     "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                     "outputs": {"requests": "requests"}, "arrays": {"w": "wish"},
+                     "params": {"models": ["w"], "instruments": INSTRUMENTS,
+                                "venues": {"binance": {"fee_bps": 10, "amend": False, "rate": 1000}},
+                                "limits": {"binance:BTCUSDT": {"max_position": "1", "max_notional": "100000"}}}},
+        "exchange": {"class": "mantra.trading.mock_exchange:MockExchange",
+                     "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
+                     "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                     "params": {"instruments": INSTRUMENTS, "venues": {"binance": {
+                         "maker_bps": 10, "taker_bps": 20, "amend": False, "balances": {"BTC": "1", "USDT": "10000"}}}}},
+    },
+}
+
+
+def _first_overseer(seconds):
+    r = Runner(parse(DOC), ["overseer"], process="ov1")
+    r.start()
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        r.step()
+    r.stop()  # its cursors stay behind with a pid that is about to die
+
+
+def _step(runners, seconds):
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        for r in runners:
+            r.step()
+
+
+def test_a_restarted_overseer_places_nothing_twice_and_keeps_its_orders(shm_root):
+    spec = parse(DOC)
+    create_spine(spec).close()
+    venue_side = Runner(spec, ["wisher", "exchange"], process="main")
+    venue_side.start()
+    child = mp.get_context("fork").Process(target=_first_overseer, args=(0.6,))
+    child.start()
+    while child.is_alive():
+        venue_side.step()
+    assert child.exitcode == 0
+    wisher, ex = (s.actor for s in venue_side.slots)
+    assert len(ex.orders) == 2  # the first overseer placed both wishes
+
+    second = Runner(spec, ["overseer"], process="ov2")
+    second.start()
+    _step([second, venue_side], 0.3)
+    ov = second.slots[0].actor
+    reqs = Ring.attach(paths.queue(paths.system_dir(spec.name), "requests")).reader("t", start=0, register=False)
+    actions = [m.action for m in iter(reqs.read, None)]
+    assert actions.count(int(OrderAction.NEW)) == 2 and len(actions) == 2  # nothing sent again
+    assert len(ov.orders.live()) == 2 and {st.order.order_id for st in ov.slots[0]} == set(ex.orders)
+
+    wisher.move(1_000_100)  # a new wish for the bid: replaced once (cancel, then new)
+    _step([second, venue_side], 0.3)
+    actions += [m.action for m in iter(reqs.read, None)]
+    assert actions[2:] == [int(OrderAction.CANCEL), int(OrderAction.NEW)]
+    assert sorted(o.price for o in ex.orders.values()) == [1_000_100, 1_100_000]
+    second.stop()
+    venue_side.stop()
