@@ -191,7 +191,7 @@ def test_rate_limit_refuses_then_retries_when_the_window_frees():
     assert g.run() == []
     g.clock.t = t0 + 1_000_000_000
     assert [r.slot for r in g.run()] == [2]
-    assert g.ov.wakeup == 0
+    assert g.ov.wakeup == t0 + 5_000_000_000  # no retry due; the answer deadline of the first two
 
 
 def test_cancels_are_never_held_back_by_the_rate_limit():
@@ -228,3 +228,45 @@ def test_a_parked_overseer_of_its_own_polls_the_ideals():
     g.run()
     assert g.ov.wakeup == g.clock.t + 2_000_000  # seqlock writes ring no doorbell
     assert Rig().ov.wakeup == 0  # by default only rate retries ask for a wake-up
+
+
+def test_a_lost_new_is_cancelled_after_the_timeout_and_the_slot_freed(caplog):
+    g = Rig(answer_timeout_ms=100)
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    g.clock.t += 50_000_000
+    assert g.run() == [] and g.ov.wakeup == g.clock.t + 50_000_000  # asks to be woken at the deadline
+    g.clock.t += 60_000_000
+    with caplog.at_level(logging.WARNING):
+        (c,) = g.run()
+    assert (c.action, c.ref_id) == (A.CANCEL, r.order_id) and g.ov.lost_answers["NEW"] == 1
+    assert "no answer to the NEW" in caplog.text
+    g.answer(upd(c, S.CANCEL_REJECTED, reason=7))  # the venue never heard of it: UNKNOWN_ORDER
+    assert not g.ov.orders.live() and g.ov.orders.counts["lost_new"] == 1
+    assert g.run() == []  # like any order that ended: the model sees it and re-arms the slot
+    g.want(0, 10000, 500)
+    (again,) = g.run()
+    assert again.action == A.NEW and again.order_id != r.order_id and (again.price, again.size) == (10000, 500)
+
+
+def test_an_answered_order_never_times_out():
+    g = Rig(answer_timeout_ms=100)
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    g.answer(upd(r, S.ACK), upd(r, S.OPEN))
+    g.clock.t += 10**9
+    assert g.run() == [] and not g.ov.lost_answers and g.ov.wakeup == 0
+
+
+def test_a_lost_cancel_is_sent_again():
+    g = Rig(answer_timeout_ms=100)
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    g.answer(upd(r, S.ACK), upd(r, S.OPEN))
+    g.want(0, 0, 0)
+    (c,) = g.run()
+    g.clock.t += 150_000_000
+    (c2,) = g.run()
+    assert (c.action, c2.action, c2.ref_id) == (A.CANCEL, A.CANCEL, r.order_id) and g.ov.lost_answers["CANCEL"] == 1
+    g.answer(upd(c2, S.CANCELLED))
+    assert not g.ov.orders.live() and g.run() == []

@@ -147,6 +147,12 @@ class Orders:
             if o.pending not in (CANCEL, AMEND):
                 self.counts["stray_cancel_reject"] += 1
                 return None
+            if o.pending == CANCEL and o.status == 0 and u.reason == Reject.UNKNOWN_ORDER:
+                # never acknowledged and the venue does not know it: the NEW was lost on the way
+                o.status, o.pending, o.target = S.REJECTED, 0, None
+                self.counts["lost_new"] += 1
+                self._settle(o)
+                return o
             if o.pending == AMEND:  # the order stands unchanged: it no longer implements the new wish
                 o.no_amend, o.version = True, 0
             o.pending, o.target = 0, None

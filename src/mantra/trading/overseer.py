@@ -11,6 +11,10 @@ changed state) and compares them with our orders there, open or in flight:
   a CANCEL, and the NEW follows once the cancel is confirmed (never two live orders per slot);
 - size 0 cancels the slot's order.
 
+A request the venue never answers (``answer_timeout_ms``) is counted and logged, and the order is
+cancelled (again): a NEW the venue never received comes back as an unknown order and the slot is
+free again; nothing stays pending for ever.
+
 Before a NEW or an AMEND that adds exposure: kill switch, venue filters, no crossing one of our own
 orders (self-trade), position and notional limits on the worst case, balance free of every order
 we have out (in flight included) and the venue's order-rate limit.  A refusal is counted per
@@ -22,7 +26,7 @@ Params: ``models`` (array ports, one per model, bound in config), ``instruments`
 ``venues = { binance = { fee_bps = 10, amend = true, rate = 10, rate_window_ms = 1000 } }``
 (``fee_bps``: the venue's highest fee, reserved on buys), ``limits = { "binance:BTCUSDT" =
 { max_position = "0.5", max_notional = "30000" } }``, ``kill_file`` (path; its existence trips the
-kill switch, which cancels everything and refuses every new order), ``order_id_base``, ``poll_ns``.
+kill switch, which cancels everything and refuses every new order), ``order_id_base``, ``poll_ns``, ``answer_timeout_ms`` (default 5000).
 
 Placement: seqlock writes ring no doorbell.  Put the overseer after the models in their process
 (it then runs in the same pass as the handler that wrote the ideal) or in a spinning process; in
@@ -87,6 +91,7 @@ class Overseer(Actor):
     kill_file = ""
     order_id_base = 0
     poll_ns = 0
+    answer_timeout_ms = 5000
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -116,6 +121,9 @@ class Overseer(Actor):
         self._logged: dict[Refusal, int] = {}  # reason -> when it may be logged again
         self.next_id = max(int(self.order_id_base), self.clock.now())
         self._adopt: dict[tuple[int, int], Order] = {}  # (model id, slot) -> live order found on restart
+        self._asked: dict[int, int] = {}  # order id -> when its pending request went out
+        self.timeout_ns = int(self.answer_timeout_ms) * 1_000_000
+        self.lost_answers: Counter = Counter()  # action that got no answer -> count
         if hasattr(self.requests, "ring"):  # wired to the spine (not a bare test double)
             self._recover()
 
@@ -167,6 +175,8 @@ class Overseer(Actor):
                 handler(m)
         live = self.orders.live()
         self._adopt = {(o.model, o.slot): o for o in sorted(live, key=lambda o: o.order_id)}
+        now = self.clock.now()
+        self._asked.update((o.order_id, now) for o in live if o.pending)  # unanswered: their clock starts now
         self.log.warning("%s: restarted: %d requests and %d answers replayed, %d orders live", self.name,
                          sum(1 for x in records if x[3] is None), sum(1 for x in records if x[3] is not None),
                          len(live))
@@ -183,6 +193,8 @@ class Overseer(Actor):
         o = self.orders.on_update(u)
         if o is None:
             return
+        if not o.pending:
+            self._asked.pop(o.order_id, None)
         if u.status in (OrderStatus.REJECTED, OrderStatus.CANCEL_REJECTED):
             why = Reject(u.reason).name if u.reason in Reject._value2member_map_ else str(u.reason)
             what = "order" if u.status == OrderStatus.REJECTED else "change of order"
@@ -239,11 +251,36 @@ class Overseer(Actor):
             self.dirty = set()
             for st in (sorted(dirty, key=_slot_order) if len(dirty) > 1 else dirty):  # fixed order: deterministic
                 self._reconcile(st, now)
+        if self._asked:
+            due = min(self._asked.values()) + self.timeout_ns
+            if now >= due:
+                self._sweep(now)
+                due = min(self._asked.values()) + self.timeout_ns if self._asked else 0
+        else:
+            due = 0
         w = self.retry_at
-        if self.poll_ns:
-            w = min(w, now + self.poll_ns) if w else now + self.poll_ns
+        for x in (now + self.poll_ns if self.poll_ns else 0, due):
+            if x:
+                w = min(w, x) if w else x
         self.wakeup = w
         return bool(dirty)
+
+    def _sweep(self, now: int) -> None:
+        """Requests the venue has not answered in time: cancel (again) what they were about."""
+        for oid, t in list(self._asked.items()):
+            o = self.orders.active.get(oid)
+            if o is None or not o.pending or not o.live:
+                del self._asked[oid]
+                continue
+            if now - t < self.timeout_ns:
+                continue
+            what = _ACTION.get(int(o.pending), str(o.pending))
+            n = self.lost_answers[what] = self.lost_answers[what] + 1
+            if n <= 10 or n % 1000 == 0:
+                self.log.warning("%s: no answer to the %s of order %d in %d ms (%d so far): cancelling it",
+                                 self.name, what, oid, self.timeout_ns // 1_000_000, n)
+            self._track.origin = 0
+            self._cancel(o, now)
 
     def _reconcile(self, st: _Slot, now: int) -> None:
         self._track.origin = st.origin  # requests carry the origin of the ideal they serve (tick to trade)
@@ -309,7 +346,10 @@ class Overseer(Actor):
         if venue is not None:
             venue.rate.record(now)
         self.sent[_ACTION[r.action]] += 1
-        return self.orders.sent(r)
+        o = self.orders.sent(r)
+        if o is not None:
+            self._asked[o.order_id] = now
+        return o
 
     def _cancel(self, o: Order, now: int) -> None:
         self._send(OrderRequest(self._id(), o.order_id, o.price, o.size, o.instrument, o.model, o.slot, _CANCEL,
