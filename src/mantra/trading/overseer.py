@@ -400,22 +400,33 @@ class Overseer(Actor):
             return Refusal.FILTER
         if not venue.rate.allows(now):
             return Refusal.RATE  # transient, and cheap to tell: before the walks over our orders
-        buys = sells = 0
-        for o in self.orders.by_instrument.get(iid, {}).values():
-            live = o.status not in TERMINAL
-            if live and o.side == -side:
-                p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
-                if (p <= price) if side > 0 else (p >= price):
-                    return Refusal.SELF_TRADE
-            if o is amended:
+        # One walk over our orders: self-trade and open size on this instrument, and what every order
+        # on this venue holds of the asset this one would lock (balance scale).
+        asset, scale = (inst.quote, inst.price_scale) if side > 0 else (inst.base, inst.size_scale)
+        key = (inst.venue, asset)
+        bscale = self.balances.scales[key]
+        reg, fee_bps, vname = self.registry.by_id, venue.fee_bps, inst.venue
+        buys = sells = held = 0
+        for o in self.orders.active.values():
+            if o.instrument == iid:
+                if o.side == -side and o.status not in TERMINAL:
+                    p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
+                    if (p <= price) if side > 0 else (p >= price):
+                        return Refusal.SELF_TRADE
+                if o is amended:
+                    continue  # its new size is counted below, and the lock it holds is freed
+                # what may still execute plus executions whose fills have not arrived: position
+                # moves only with fills, so a filled order's size counts until its fills are in
+                q = o.lock_qty
+                if o.side > 0:
+                    buys += q
+                else:
+                    sells += q
+            elif o is amended:
                 continue
-            # what may still execute plus executions whose fills have not arrived: position moves
-            # only with fills, so a filled order's size counts here until its fills are in
-            q = o.lock_qty
-            if o.side > 0:
-                buys += q
-            else:
-                sells += q
+            oi = reg[o.instrument]
+            if oi.venue == vname and (oi.quote if o.side > 0 else oi.base) == asset:
+                held += self._lock(o, oi, fee_bps) * 10**(bscale - (oi.price_scale if o.side > 0 else oi.size_scale))
         add = size - (amended.fill_qty if amended else 0)
         if side > 0:
             buys += add
@@ -424,38 +435,19 @@ class Overseer(Actor):
         why = lim.refusal(inst, price, self.orders.positions.get(iid, 0), buys, sells)
         if why is not None:
             return why
-        if self._need(inst, venue, side, price, size, amended) > self._free(inst, venue, side):
+        need = add if side < 0 else buy_lock(price, add, inst.size_scale, fee_bps)
+        if need > (self.balances.total(*key) - held) // 10**(bscale - scale):
             return Refusal.BALANCE
         return None
 
-    def _lock(self, o: Order, inst: Instrument, venue: _Venue) -> int:
+    @staticmethod
+    def _lock(o: Order, inst: Instrument, fee_bps: int) -> int:
         """What an order of ours holds, in the locked asset at the instrument's scale."""
         q = o.lock_qty
         if o.side < 0:
             return q
         price = o.price if o.target is None else max(o.price, o.target[0])
-        return buy_lock(price, q, inst.size_scale, venue.fee_bps)
-
-    def _need(self, inst: Instrument, venue: _Venue, side: int, price: int, size: int, amended: Order | None) -> int:
-        q = size - (amended.fill_qty if amended else 0)
-        need = q if side < 0 else buy_lock(price, q, inst.size_scale, venue.fee_bps)
-        return need - (self._lock(amended, inst, venue) if amended else 0)
-
-    def _free(self, inst: Instrument, venue: _Venue, side: int) -> int:
-        """Balance of the asset an order on this side locks, less everything our orders hold, at
-        the instrument's scale (floored)."""
-        asset, scale = (inst.quote, inst.price_scale) if side > 0 else (inst.base, inst.size_scale)
-        key = (inst.venue, asset)
-        bscale = self.balances.scales[key]
-        free = self.balances.total(*key)
-        reg = self.registry.by_id
-        for o in self.orders.active.values():
-            oi = reg[o.instrument]
-            if oi.venue != inst.venue or (oi.quote if o.side > 0 else oi.base) != asset:
-                continue
-            held = self._lock(o, oi, venue)
-            free -= held * 10**(bscale - (oi.price_scale if o.side > 0 else oi.size_scale))
-        return free // 10**(bscale - scale)
+        return buy_lock(price, q, inst.size_scale, fee_bps)
 
     # ------------------------------------------------------------------ kill switch
     def kill(self, reason: str) -> None:
