@@ -60,6 +60,13 @@ class Script:
         self.timers.append(ts)
 
 
+def run_for(runner, seconds):
+    """Poll for a fixed time (what happens meanwhile is the test)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        runner.poll(64, 0.01)
+
+
 def pump(runner, until, timeout_s=10.0):
     end = time.monotonic() + timeout_s
     while not until():
@@ -119,9 +126,7 @@ def test_connection_refused_is_retried_not_fatal():
         url = srv.url
     proto = Script(url)  # nothing listens there any more
     r = FeedRunner(proto, backoff_s=0.01, backoff_max_s=0.02)
-    end = time.monotonic() + 0.5
-    while time.monotonic() < end:
-        r.poll(64, 0.01)
+    run_for(r, 0.5)
     assert r.connect_errors >= 5 and r.connects == 0 and proto.log == []
 
 
@@ -152,9 +157,7 @@ def test_unreachable_rest_is_counted_and_retried():
     with WsServer() as srv:
         proto = Script(srv.url, fetch="http://127.0.0.1:9/none")  # discard port: refused
         r = FeedRunner(proto, ping_interval=None, fetch_backoff_s=0.01, fetch_backoff_max_s=0.02, fetch_timeout=1)
-        end = time.monotonic() + 0.5
-        while time.monotonic() < end:
-            r.poll(64, 0.01)
+        run_for(r, 0.5)
         r.close()
     assert r.fetch_errors >= 3 and proto.rest == []
 
@@ -174,9 +177,7 @@ def test_keepalive_pings_keep_a_quiet_connection_alive():
     with WsServer(["hello"]) as srv:
         proto = Script(srv.url)
         r = FeedRunner(proto, ping_interval=0.05, ping_timeout=0.5, silent_s=0.3)
-        end = time.monotonic() + 0.8
-        while time.monotonic() < end:
-            r.poll(64, 0.01)
+        run_for(r, 0.8)
         r.close()
     assert len(srv.connections) == 1  # the pongs count as traffic for the watchdog
 
@@ -384,9 +385,7 @@ def test_broken_handshakes_are_counted_and_retried(answer):
     with RawWsServer(handshake=answer) as srv:
         proto = Script(srv.url)
         r = FeedRunner(proto, open_timeout=0.1, backoff_s=0.01, backoff_max_s=0.02)
-        end = time.monotonic() + 0.5
-        while time.monotonic() < end:
-            r.poll(64, 0.01)
+        run_for(r, 0.5)
         r.close()
     assert r.connect_errors >= 2 and r.connects == 0 and proto.log == [] and len(srv.connections) >= 2
 

@@ -63,6 +63,19 @@ class _Venue:
         self.rate = RateLimit(int(rate), int(rate_window_ms) * 1_000_000)
 
 
+def _history(ring, upto: int, order: int, handler) -> tuple[list, bool]:
+    """Records [0, upto) of a ring still in it, as (publish, order, k, handler, message); and
+    whether none of them was overwritten already."""
+    c = ring.reader("", start=max(upto - ring.capacity, 0), register=False)
+    out = []
+    for k in range(upto - c.seq):
+        m = c.read()
+        if m is None:
+            break
+        out.append((c.tracking()[1], order, k, handler, m))
+    return out, upto <= ring.capacity and c.lost == 0
+
+
 def _slot_order(st) -> tuple[int, int]:
     return st.port, st.index
 
@@ -137,16 +150,8 @@ class Overseer(Actor):
         switch trips (cancel every order, also with CANCEL_ALL per venue; refuse new ones)."""
         d = paths.system_dir(self.system)
         me = json.loads(paths.manifest(d).read_text())["actors"].get(self.name, {})
-        records, complete = [], True
         ring = self.requests.ring
-        head = ring.count()
-        complete &= head <= ring.capacity
-        c = ring.reader("", start=max(head - ring.capacity, 0), register=False)
-        for k in range(head - c.seq):
-            m = c.read()
-            if m is None:
-                break
-            records.append((c.tracking()[1], 0, k, None, m))
+        records, complete = _history(ring, ring.count(), 0, None)
         for order, (port, handler) in enumerate((("updates", self.on_updates), ("fills", self.on_fills),
                                                  ("balances", self.on_balances)), 1):
             q = me.get("inputs", {}).get(port)
@@ -154,15 +159,9 @@ class Overseer(Actor):
                 continue
             r = Ring.attach(paths.queue(d, q))
             mine = [x["seq"] for x in r.consumers() if x["label"] == f"{self.name}.{port}" and x["pid"] == os.getpid()]
-            upto = mine[0] if mine else 0
-            complete &= upto <= r.capacity
-            c = r.reader("", start=max(upto - r.capacity, 0), register=False)
-            for k in range(upto - c.seq):
-                m = c.read()
-                if m is None:
-                    break
-                records.append((c.tracking()[1], order, k, handler, m))
-            complete &= c.lost == 0
+            got, ok = _history(r, mine[0] if mine else 0, order, handler)
+            records += got
+            complete &= ok
             r.close()
         if not records:
             return
