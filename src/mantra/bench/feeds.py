@@ -391,18 +391,24 @@ def _serve(frames, bodies, conn) -> None:
 
 
 def _raw_rate(url: str, n: int) -> int | None:
-    """The same frames received with websockets alone (no protocol, no spine): the transport's share."""
-    from websockets.sync.client import connect
+    """The same frames received by the feed's WebSocket client alone (no protocol, no spine): the
+    transport's share."""
+    from ..feeds.wsclient import WsClient
 
-    from ..feeds.runner import _LEGACY
-
-    with connect(url, compression=None, max_queue=4096, max_size=None, proxy=None, **_LEGACY) as ws:
-        ws.recv()
-        t0 = pc()
-        for _ in range(n - 1):
-            ws.recv()
+    ws = WsClient(url, max_size=None)
+    try:
+        got, t0 = 0, 0
+        while got < n and ws.ended is None:
+            ws.read(1.0)
+            while ws.msgs:
+                ws.msgs.popleft()
+                got += 1
+                if got == 1:
+                    t0 = pc()
         dt = (pc() - t0) / 1e9
-    return round((n - 1) / dt) if dt else None
+    finally:
+        ws.close()
+    return round((got - 1) / dt) if got > 1 and dt else None
 
 
 def loopback_rate(s: Session) -> dict:

@@ -33,7 +33,6 @@ not keep the list.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import random
@@ -45,7 +44,6 @@ import urllib.request
 import weakref
 from email.utils import parsedate_to_datetime
 
-from websockets.sync.client import connect
 
 from .. import _spine
 from ..venues.events import Fetch, Level, Reconnect, Send, Trade
@@ -55,9 +53,6 @@ log = logging.getLogger(__name__)
 
 _now = _spine.now
 _mono = time.monotonic
-# For bench/feeds.py's transport-only comparison with websockets' threaded client: websockets >= 15
-# warns unless a directly used connection says so; older ones lack the flag.
-_LEGACY = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class Doorbell:
