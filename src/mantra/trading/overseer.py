@@ -223,7 +223,7 @@ class Overseer(Actor):
         now = self.clock.now()
         if self.kill_switch.check(now):
             self._killed()
-        dirty = self.dirty
+        dirty, changed = self.dirty, []  # changed: slots written since the last pass, in slot order
         for k, (port, slots) in enumerate(zip(self.ports, self.slots)):
             arr = port.array
             w = arr.writes()
@@ -233,23 +233,23 @@ class Overseer(Actor):
             version = arr.version
             for st in slots:
                 if version(st.index) != st.seen:
-                    v, msg = arr.read(st.index)
+                    v, msg, origin, model = arr.read_tracked(st.index)
                     if v & 1 or v == st.seen:
                         continue
-                    origin, _, st.model, _ = arr.tracking()
-                    st.seen, st.origin = v, origin
+                    st.seen, st.origin, st.model = v, origin, model
                     st.ideal = msg if msg is not None and msg.size > 0 else None
-                    self.by_key[(st.model, st.index)] = st
+                    self.by_key[(model, st.index)] = st
                     if st.order is None and self._adopt:
-                        st.order = self._adopt.pop((st.model, st.index), None)  # ours from before a restart
-                    dirty.add(st)
+                        st.order = self._adopt.pop((model, st.index), None)  # ours from before a restart
+                    changed.append(st)
         if self.retry_at and now >= self.retry_at:
             self.retry_at = 0
             dirty |= self.refused
         if dirty:
             self.dirty = set()
-            for st in (sorted(dirty, key=_slot_order) if len(dirty) > 1 else dirty):  # fixed order: deterministic
-                self._reconcile(st, now)
+            changed = sorted(dirty.union(changed), key=_slot_order)  # a fixed order: deterministic
+        for st in changed:
+            self._reconcile(st, now)
         if self._asked:
             due = min(self._asked.values()) + self.timeout_ns
             if now >= due:
@@ -262,7 +262,7 @@ class Overseer(Actor):
             if x:
                 w = min(w, x) if w else x
         self.wakeup = w
-        return bool(dirty)
+        return bool(changed)
 
     def _sweep(self, now: int) -> None:
         """Requests the venue has not answered in time: cancel (again) what they were about."""
