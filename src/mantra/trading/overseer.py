@@ -176,9 +176,12 @@ class Overseer(Actor):
         self._adopt = {(o.model, o.slot): o for o in sorted(live, key=lambda o: o.order_id)}
         now = self.clock.now()
         self._asked.update((o.order_id, now) for o in live if o.pending)  # unanswered: their clock starts now
-        self.log.warning("%s: restarted: %d requests and %d answers replayed, %d orders live", self.name,
-                         sum(1 for x in records if x[3] is None), sum(1 for x in records if x[3] is not None),
-                         len(live))
+        sent = sum(1 for x in records if x[3] is None)
+        if sent:
+            self.log.warning("%s: restarted: %d requests and %d answers replayed, %d orders live", self.name,
+                             sent, len(records) - sent, len(live))
+        else:  # a first start: what the venues said before we were up (starting balances)
+            self.log.info("%s: %d answers published before the start read", self.name, len(records))
         if not complete:
             self.kill("restarted without the full order history: open orders and positions unknown")
             for venue in self.v:
