@@ -12,7 +12,7 @@ test: setup
 	@$(PY) -m pytest
 
 # The backtest benchmark with NautilusTrader measured side by side on the same stream (its own
-# virtualenv: it pins numpy and pulls ~650 MB the engine itself does not need).
+# virtualenv: ~650 MB the engine itself does not need).
 bench-backtest: setup
 	@test -x .venv-nautilus/bin/python || ($(PY) -m venv .venv-nautilus && .venv-nautilus/bin/pip install -q nautilus-trader==1.221.0)
 	@MANTRA_NAUTILUS_PYTHON=.venv-nautilus/bin/python $(PY) -m mantra.cli bench backtest --json
