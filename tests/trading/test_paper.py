@@ -48,7 +48,7 @@ class Recorder(Actor):
 
 def paper_doc(name: str, count: int = 2500) -> dict:
     doc = tomllib.loads(PAPER.read_text())
-    doc["system"] = {"name": name, "mode": "deterministic"}
+    doc["system"].update(name=name, mode="deterministic")
     doc["actors"]["market"]["params"]["count"] = count
     del doc["actors"]["telemetry"], doc["processes"]
     doc["actors"]["overseer"]["params"]["kill_file"] = ""

@@ -3,6 +3,10 @@
     [system]
     name = "hello"
     mode = "realtime"            # or "deterministic": one process, simulated clock, fixed order
+    instruments = [              # optional: every trading actor's instruments, listed once
+      { venue = "coinbase", symbol = "BTC-USD", base = "BTC", quote = "USD", price_scale = 2,
+        size_scale = 8, tick = "0.01", lot = "0.00000001", min_size = "0.0001", min_notional = "1" },
+    ]
 
     [queues.ticks]
     type = "L2Update"            # a message type from mantra.spine.messages
@@ -95,6 +99,7 @@ class SystemSpec:
     actors: dict[str, ActorSpec]
     processes: dict[str, ProcessSpec]
     source: dict = field(default_factory=dict)
+    instruments: list = field(default_factory=list)  # inline instrument specs for every actor
 
 
 def _msg_type(where: str, name: str):
@@ -110,6 +115,10 @@ def parse(doc: dict) -> SystemSpec:
     mode = sysd.get("mode", "realtime")
     if mode not in ("realtime", "deterministic"):
         raise ConfigError(f"system.mode must be realtime or deterministic, not {mode!r}")
+    instruments = sysd.get("instruments", [])
+    if not isinstance(instruments, list) or not all(isinstance(i, dict) and "venue" in i and "symbol" in i
+                                                    for i in instruments):
+        raise ConfigError("system.instruments must be a list of tables, each with venue and symbol")
     queues = {}
     for qn, q in doc.get("queues", {}).items():
         check_name(qn)
@@ -166,7 +175,7 @@ def parse(doc: dict) -> SystemSpec:
     for qn, who in producers.items():
         if len(who) > 1 and not queues[qn].mpmc:
             raise ConfigError(f"queue {qn} has producers {who}: set mpmc = true")
-    return SystemSpec(name, mode, queues, arrays, actors, procs, doc)
+    return SystemSpec(name, mode, queues, arrays, actors, procs, doc, instruments)
 
 
 def load(path: str | Path) -> SystemSpec:

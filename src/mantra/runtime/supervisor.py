@@ -50,6 +50,7 @@ def create_spine(spec: SystemSpec, *, fresh: bool = True):
                             "arrays": a.arrays} for a in spec.actors.values()},
         "processes": {p.name: {"actors": p.actors, "mode": p.mode, "cpu": p.cpu, "restart": p.restart}
                       for p in spec.processes.values()},
+        "instruments": spec.instruments,
     }
     paths.manifest(d).write_text(json.dumps(manifest, indent=1))
     return status

@@ -10,6 +10,7 @@ floor, fees are the ceiling.  Balances of an asset on a venue are kept at one sc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..fixed import to_fixed
@@ -27,19 +28,23 @@ def load_registry(spec, system: str = "") -> InstrumentRegistry:
 
     In a running system (``system`` set) inline specs are registered in the system's shared
     registry, the one the feeds use, so ids agree across actors and processes whatever the order
-    they start in; an empty list then means "the instruments the feeds registered".  Without a
-    system (unit tests), ids follow list order."""
+    they start in, and so are the system's own (``[system] instruments``, listed once for every
+    actor); an empty list then means "those, and the instruments the feeds registered".  Without
+    a system (unit tests), ids follow list order."""
     if isinstance(spec, InstrumentRegistry):
         return spec
     if isinstance(spec, (str, Path)):
         return InstrumentRegistry.load(spec)
     if system:
         from ..feeds.actor import system_registry
+        from ..runtime import paths
 
         reg = system_registry(system)
+        man = paths.manifest(paths.system_dir(system))
+        shared = json.loads(man.read_text()).get("instruments", []) if man.exists() else []
     else:
-        reg = InstrumentRegistry()
-    for d in spec or ():
+        reg, shared = InstrumentRegistry(), []
+    for d in list(shared) + list(spec or ()):
         d = dict(d)
         venue, symbol = d.pop("venue"), d.pop("symbol")
         for k, sk in _SPEC_SCALE.items():
