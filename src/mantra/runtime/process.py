@@ -247,8 +247,9 @@ class Runner:
 
         ``_spine.dispatch_all`` hands the foreground actors every waiting record in publish-time
         order (each handler seeing its record's time as "now") up to the earliest wake-up, and
-        returns at the first reaction: a handler that published or wrote an array, one whose actor
-        loops after input (``loop_after_input``), or one that asked for a wake-up by then.  At that
+        returns at the first reaction: a handler that published, wrote an array or asked for a
+        wake-up by then (for an actor that loops after input, ``loop_after_input``: once the rest
+        of that record's instant is handed over).  At that
         instant the loops with a reason to run do: the actor handled input (and loops after it),
         its ``wakeup`` is due, or an array it reads was written.  So no decision meets data from
         its future, however far ahead a source publishes, and the long stretches where nothing
