@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def cmd_run(a) -> int:
 
     spec = load(a.config)
     if a.deterministic or spec.mode == "deterministic":
+        # SIGTERM unwinds like Ctrl-C, so stop hooks run and the system's shared memory goes
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         runner = run_deterministic(spec, keep=a.keep)
         for s in runner.slots:
             print(f"{s.spec.name}: handled {s.handled}, loops {s.loops}, errors {s.errors}")

@@ -179,3 +179,17 @@ inputs = {{ l2 = "l2" }}
     assert log.count("process work started") == 2
     assert res.returncode == 1  # a failure happened during the run, and the exit code says so
     assert not (shm_root / "crashy").exists()
+
+
+def test_a_deterministic_run_stopped_by_sigterm_removes_its_shared_memory(shm_root):
+    cfg = Path(__file__).resolve().parents[2] / "src" / "mantra" / "configs" / "hello.toml"  # runs until stopped
+    proc = subprocess.Popen([sys.executable, "-m", "mantra.cli", "run", str(cfg), "--deterministic"], env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (shm_root / "hello").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 128 + signal.SIGTERM
+    assert not (shm_root / "hello").exists()
