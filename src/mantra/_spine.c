@@ -1140,29 +1140,6 @@ static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t n
     return PyLong_FromUnsignedLongLong(mask);
 }
 
-/* next_time(inputs) -> smallest publish time among the records waiting on the inputs, 0 if none. */
-static PyObject *next_time(PyObject *mod, PyObject *arg) {
-    if (!PyList_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "next_time(list_of_inputs)");
-        return NULL;
-    }
-    uint64_t best = 0;
-    Py_ssize_t n = PyList_GET_SIZE(arg);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyList_GET_ITEM(arg, i);
-        if (!PyObject_TypeCheck(o, &InputType) || !((Input *)o)->reader->m.base) {
-            PyErr_SetString(PyExc_TypeError, "next_time takes Inputs on open readers");
-            return NULL;
-        }
-        uint64_t pub;
-        if (peek_publish(((Input *)o)->reader, &pub)) {
-            if (!pub) pub = 1; /* lapped or torn: due now */
-            if (!best || pub < best) best = pub;
-        }
-    }
-    return PyLong_FromUnsignedLongLong(best);
-}
-
 /* ---------------------------------------------------------------- Array (seqlock array) */
 
 typedef struct {
@@ -1381,7 +1358,6 @@ static PyMethodDef module_methods[] = {
     {"wait_any", (PyCFunction)(void (*)(void))wait_any, METH_FASTCALL, "wait_any(readers, timeout_ns) -> bool"},
     {"dispatch_each", (PyCFunction)(void (*)(void))dispatch_each, METH_FASTCALL, "dispatch_each(inputs, max_n) -> records handled (a live pass)"},
     {"dispatch_all", (PyCFunction)(void (*)(void))dispatch_all, METH_FASTCALL, "dispatch_all(inputs, limit) -> mask of inputs that handled records"},
-    {"next_time", (PyCFunction)next_time, METH_O, "next_time(inputs) -> earliest publish ns waiting, 0 if none"},
     {"load", (PyCFunction)(void (*)(void))m_load, METH_FASTCALL, "load(buf, offset): acquire-load a u64"},
     {"store", (PyCFunction)(void (*)(void))m_store, METH_FASTCALL, "store(buf, offset, value)"},
     {"cas", (PyCFunction)(void (*)(void))m_cas, METH_FASTCALL, "cas(buf, offset, expected, new) -> bool"},

@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 from mantra.runtime.actor import Actor
-from mantra.spine.messages import L2Update
 
 
 class Recorder(Actor):

@@ -1,12 +1,11 @@
 """Every message type survives the spine byte-exactly, per message and in numpy batches."""
 
-import struct
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from mantra.spine import Ring, SeqArray
+from mantra.spine import Ring
 from mantra.spine.messages import REGISTRY, TRACK, message
 
 _RANGES = {"q": (-(2**63), 2**63 - 1), "Q": (0, 2**64 - 1), "i": (-(2**31), 2**31 - 1), "I": (0, 2**32 - 1),

@@ -1,11 +1,10 @@
 """Rings in one process: delivery, lapping and loss accounting, batches, headers, cursors."""
 
 import os
-from collections import deque
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from mantra import _spine

@@ -67,10 +67,6 @@ class Array:
     def tracking(self):
         return (0, 0, self.last, 0)
 
-    def read_tracked(self, i):
-        v, msg = self.read(i)
-        return v, msg, 0, self.last
-
 
 class Port:
     """ArrayPort stand-in bound to one writer id."""

@@ -12,7 +12,7 @@ from mantra.instruments import InstrumentRegistry
 from mantra.store.cryptofeed import OPEN, RECV
 from mantra.venues.bitfinex.instruments import parse_instruments
 from mantra.venues.bitfinex.protocol import BitfinexProtocol, checksum_string, signed_crc32
-from mantra.venues.events import BookState, Level, Reconnect, Send, Status, Trade
+from mantra.venues.events import Level, Reconnect, Status, Trade
 from venuekit import as_decimal, drain, sends, statuses
 
 T0 = 1_700_000_000_000_000_000

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mantra.instruments import InstrumentRegistry
 from mantra.store.cryptofeed import OPEN, RECV
-from mantra.venues.events import BookState, Level, Reconnect, Send, Status, Trade
+from mantra.venues.events import BookState, Level, Reconnect, Status, Trade
 from mantra.venues.kraken.instruments import parse_instruments, spec_from_v2_pair
 from mantra.venues.kraken.protocol import KrakenProtocol
 from venuekit import as_decimal, drain, sends, statuses

@@ -25,6 +25,8 @@ class SimClock:
     simulated = True
 
     def __init__(self, start_ns: int = 0):
+        # t: "now"; while an actor handles a record, the runtime's C dispatcher sets it to that
+        # record's publish time; advance_to(0) returns it to the run's present (high)
         self.t = self.high = start_ns
 
     def now(self) -> int:
@@ -37,8 +39,3 @@ class SimClock:
         if t > self.high:
             self.high = t
         self.t = self.high
-
-    def view(self, t: int) -> None:
-        """While an actor handles a message, "now" is that message's publish time (the runtime's
-        C dispatcher sets ``t`` itself)."""
-        self.t = t

@@ -35,10 +35,10 @@ class _Input:
     """One input port: ``c`` is the C dispatcher (read, build the message, set origin and the
     simulated clock's view, call the handler, write the timing record)."""
 
-    __slots__ = ("c", "handler", "key", "consumer", "port")
+    __slots__ = ("c", "consumer", "port")
 
     def __init__(self, consumer, handler, key, port, track, clock, timing, actor):
-        self.consumer, self.port, self.handler, self.key = consumer, port, handler, key
+        self.consumer, self.port = consumer, port
         t = consumer.msg_type
         books = actor.book_ports.get(port)
         if books is not None and (t is not L2Update or _L2_AT != _spine.L2_OFFSETS):

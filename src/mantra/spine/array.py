@@ -48,15 +48,6 @@ class SeqArray:
         v = self._a.read_into(index, self.record)
         return v, (self._make(self._unpack(self.record, _HDR)) if v else None)
 
-    def read_tracked(self, index: int):
-        """(version, message, origin, publisher) of one slot in one go (the overseer's pass)."""
-        rec = self.record
-        v = self._a.read_into(index, rec)
-        if not v:
-            return 0, None, 0, 0
-        return v, self._make(self._unpack(rec, _HDR)), int.from_bytes(rec[0:8], "little"), \
-            int.from_bytes(rec[16:20], "little")
-
     def tracking(self) -> tuple:
         return TRACK.unpack_from(self.record, 0)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _spine
 from ..runtime.actor import Actor
 from . import segments
 

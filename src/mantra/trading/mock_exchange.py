@@ -35,13 +35,12 @@ from collections import Counter
 from ..book import Book
 from ..fixed import to_fixed
 from ..instruments import VENUE_IDS, Instrument
-from ..spine.messages import BalanceUpdate, Fill, L2Flags, Liquidity, OrderAction, OrderFlags, OrderRequest
+from ..spine.messages import BalanceUpdate, Fill, Liquidity, OrderAction, OrderFlags, OrderRequest
 from ..spine.messages import OrderStatus as S
 from ..spine.messages import OrderUpdate, TradeUpdate
 from .accounts import AccountHandler, Reject
 from .common import BPS, asset_scales, bind_ports
 
-_CLEAR, _LAST = int(L2Flags.CLEAR), int(L2Flags.LAST)
 _POST_ONLY, _IOC = int(OrderFlags.POST_ONLY), int(OrderFlags.IOC)
 
 

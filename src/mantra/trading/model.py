@@ -1,9 +1,10 @@
 """The trade-model API.
 
-A model is an ``Actor`` (so where it runs is configuration).  It follows some instruments, keeps
-their books from ``L2Update``s itself, and on each complete exchange message (``L2Flags.LAST``) on
-a consistent book it decides its **ideal orders**: one ``IdealOrder`` per slot of its own seqlock
-array (slot -> instrument, side, price, size, flags; size 0 = no order).  The overseer turns those
+A model is an ``Actor`` (so where it runs is configuration).  It follows some instruments (the
+runtime keeps their books from the ``L2Update`` ports, in C), and on each complete exchange
+message (``L2Flags.LAST``) on a consistent book it decides its **ideal orders**: one
+``IdealOrder`` per slot of its own seqlock array (slot -> instrument, side, price, size, flags;
+size 0 = no order).  The overseer turns those
 into requests.  A model reads what became of its orders from the request/update/fill streams.
 
     class MyModel(TradeModel):
@@ -28,12 +29,11 @@ from __future__ import annotations
 from ..book import Book
 from ..instruments import Instrument
 from ..runtime.actor import Actor
-from ..spine.messages import BookStatus, Fill, IdealOrder, L2Flags, OrderAction, OrderRequest, OrderUpdate, TradeUpdate
+from ..spine.messages import BookStatus, Fill, IdealOrder, OrderAction, OrderRequest, OrderUpdate, TradeUpdate
 from ..venues.events import Status
 from .accounts import Order, Orders
 from .common import bind_ports, load_registry, resolve
 
-_CLEAR, _LAST = int(L2Flags.CLEAR), int(L2Flags.LAST)
 _EMPTY = IdealOrder(0, 0, 0, 0, 0)
 _STALE = object()  # the slot's order ended: rewrite even identical content
 

@@ -236,9 +236,10 @@ class Overseer(Actor):
             version = arr.version
             for st in slots:
                 if version(st.index) != st.seen:
-                    v, msg, origin, model = arr.read_tracked(st.index)
+                    v, msg = arr.read(st.index)
                     if v & 1 or v == st.seen:
                         continue
+                    origin, _, model, _ = arr.tracking()
                     st.seen, st.origin, st.model = v, origin, model
                     st.ideal = msg if msg is not None and msg.size > 0 else None
                     self.by_key[(model, st.index)] = st
