@@ -1,9 +1,11 @@
 """Rings in one process: delivery, lapping and loss accounting, batches, headers, cursors."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -168,6 +170,35 @@ def test_seqlock_array_latest_value_by_index(sysdir):
         Ring.attach(sysdir / "a", IdealOrder)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(1, 10**9)), max_size=40))
+def test_seqlock_array_latest_is_the_last_write_from_any_handle(writes):
+    """``latest`` hands back what this handle wrote without decoding it, but only while the slot
+    still holds that write: a write through another handle (another process) is always seen."""
+    import tempfile
+    from pathlib import Path
+    d = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        a = SeqArray.create(d / "a", IdealOrder, 4)
+        b = SeqArray.attach(d / "a")
+        want = {}
+        for k, (mine, i, price) in enumerate(writes):
+            msg = IdealOrder(price, k, i, 1, 0)
+            (a if mine else b).write(i, msg, origin=price, publisher=7 if mine else 8)
+            want[i] = (msg, price, 7 if mine else 8)
+            for h in (a, b):
+                for j in range(4):
+                    v, m, origin, pub = h.latest(j)
+                    if j in want:
+                        assert (m, origin, pub) == want[j] and v == h.version(j)
+                    else:
+                        assert (v, m) == (0, None)
+        a.close()
+        b.close()
+    finally:
+        shutil.rmtree(d)
+
+
 class RingModel(RuleBasedStateMachine):
     """Any interleaving of publishes and reads: each read returns exactly the next message the
     model expects, or the consumer counted precisely the ones it skipped."""
@@ -210,7 +241,6 @@ class RingModel(RuleBasedStateMachine):
 
     def teardown(self):
         self.ring.close()
-        import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -67,6 +67,10 @@ class Array:
     def tracking(self):
         return (0, 0, self.last, 0)
 
+    def latest(self, i):
+        v, msg, pub = self.slots[i]
+        return v, msg, 0, pub
+
 
 class Port:
     """ArrayPort stand-in bound to one writer id."""

@@ -22,6 +22,7 @@ the WebSocket frame is parsed: ``frame_to_l2`` includes parsing, decoding and pu
 Breakdown (from the queues and the ``trading`` process's timing ring): ``frame_to_l2`` (receipt
 -> the frame's last L2Update published), ``l2_to_ideal`` (that publish -> end of the market
 maker's handler of it, which wrote the ideal), ``ideal_to_request`` (-> the request published).
+``first_request``: per frame, its first request only (the reaction; a requote sends two).
 The market maker requotes on every tick move (``refresh`` = one tick) of a fast synthetic market.
 """
 
@@ -133,6 +134,13 @@ def measure(d, trading_process: str, mm_id: int, warmup_s: float) -> dict:
     ticked = req[mine]
     lat = ticked["publish"].astype(np.int64) - ticked["origin"].astype(np.int64)
     out = {"count": int(len(lat)), "requests": int(len(req)), **_pct(lat)}
+    # The reaction time proper: each frame's first request (a requote sends two; the second one's
+    # wait for the first is in the figures above).
+    first: dict[int, int] = {}
+    for o, p in zip(ticked["origin"].tolist(), ticked["publish"].tolist()):
+        if o not in first or p < first[o]:
+            first[o] = p
+    out["first_request"] = {**_pct(np.array([p - o for o, p in first.items()], np.int64)), "count": len(first)}
     f2l = np.array([frame_pub[o] - o for o in ticked["origin"].tolist()], np.int64)
     out["frame_to_l2"] = _pct(f2l)
     # Before the origin, not in the figures above: the simulator's market step (the frame's

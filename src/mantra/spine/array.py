@@ -27,6 +27,11 @@ class SeqArray:
         self.record = bytearray(header["slot_size"] - 8)
         self.version = self._a.version
         self.writes = self._a.writes  # writes to any slot so far: one load tells "nothing changed"
+        self._track = TRACK.unpack_from
+        # What this process wrote last per slot: (version, message, origin, publisher).  A reader
+        # in the writer's process (a model and the overseer placed together) gets the message
+        # back without decoding it while the slot's version is still the one written here.
+        self._mine: dict[int, tuple] = {}
 
     @classmethod
     def create(cls, path, msg_type, size: int, *, recreate: bool = False) -> "SeqArray":
@@ -41,12 +46,26 @@ class SeqArray:
         return cls(path, *L.open_file(path, L.KIND_ARRAY, msg_type))
 
     def write(self, index: int, msg, origin: int = 0, publisher: int = 0, now: int = 0) -> int:
-        return self._a.write(index, self._pack(*msg), origin or _spine.now(), publisher, now)
+        origin = origin or _spine.now()
+        v = self._a.write(index, self._pack(*msg), origin, publisher, now)
+        self._mine[index] = (v, msg if type(msg) is self.msg_type else self._make(msg), origin, publisher)
+        return v
 
     def read(self, index: int):
         """(version, message) — message is None for a slot never written."""
         v = self._a.read_into(index, self.record)
         return v, (self._make(self._unpack(self.record, _HDR)) if v else None)
+
+    def latest(self, index: int) -> tuple:
+        """(version, message or None, origin, publisher) of the slot's current value."""
+        mine = self._mine.get(index)
+        if mine is not None and mine[0] == self._a.version(index):
+            return mine
+        v = self._a.read_into(index, self.record)
+        if not v:
+            return 0, None, 0, 0
+        origin, _, publisher, _ = self._track(self.record, 0)
+        return v, self._make(self._unpack(self.record, _HDR)), origin, publisher
 
     def tracking(self) -> tuple:
         return TRACK.unpack_from(self.record, 0)

@@ -76,6 +76,23 @@ def _history(ring, upto: int, order: int, handler) -> tuple[list, bool]:
     return out, upto <= ring.capacity and c.lost == 0
 
 
+class _Terms:
+    """An instrument as the checks see it: filters, venue, limits, and per side the balance a
+    buy / sell locks ``(venue, asset)`` with the factor from the instrument's scale to its.
+    ``venue`` / ``lim`` are None when not configured (such orders are refused)."""
+
+    __slots__ = ("inst", "venue", "lim", "tick", "lot", "min_size", "min_notional", "unit", "buy_key",
+                 "sell_key", "buy_shift", "sell_shift")
+
+    def __init__(self, inst: Instrument, venue: _Venue | None, lim, quote_scale: int, base_scale: int):
+        self.inst, self.venue, self.lim = inst, venue, lim
+        self.tick, self.lot, self.min_size, self.min_notional = inst.tick, inst.lot, inst.min_size, inst.min_notional
+        self.unit = 10**inst.size_scale
+        self.buy_key, self.sell_key = (inst.venue, inst.quote), (inst.venue, inst.base)
+        self.buy_shift = 10**(quote_scale - inst.price_scale)
+        self.sell_shift = 10**(base_scale - inst.size_scale)
+
+
 def _slot_order(st) -> tuple[int, int]:
     return st.port, st.index
 
@@ -118,6 +135,7 @@ class Overseer(Actor):
         self.registry = reg = load_registry(self.instruments, self.system)
         self.v = {name: _Venue(**(cfg or {})) for name, cfg in dict(self.venues).items()}
         self.lim = Limits.parse(reg, self.limits)
+        self._terms_of: dict[int, _Terms] = {}
         self.orders = Orders()
         self.balances = Balances(asset_scales(reg))
         self.kill_switch = KillSwitch(self.kill_file)
@@ -233,13 +251,12 @@ class Overseer(Actor):
             if w == self.seen_writes[k]:
                 continue  # no slot of this model was written since the last pass
             self.seen_writes[k] = w
-            version = arr.version
+            version, latest = arr.version, arr.latest
             for st in slots:
                 if version(st.index) != st.seen:
-                    v, msg = arr.read(st.index)
-                    if v & 1 or v == st.seen:
+                    v, msg, origin, model = latest(st.index)
+                    if v == st.seen:
                         continue
-                    origin, _, model, _ = arr.tracking()
                     st.seen, st.origin, st.model = v, origin, model
                     st.ideal = msg if msg is not None and msg.size > 0 else None
                     self.by_key[(model, st.index)] = st
@@ -380,38 +397,50 @@ class Overseer(Actor):
             self.refused.discard(st)
 
     # ------------------------------------------------------------------ checks
+    def _terms(self, iid: int) -> "_Terms | None":
+        """What the checks need of an instrument, kept per instrument (a registered instrument, its
+        venue and limits never change); None for one unknown here, or one whose assets came after
+        our balances (their scale is not known)."""
+        t = self._terms_of.get(iid)
+        if t is None:
+            inst = self.registry.by_id.get(iid)
+            if inst is None:
+                try:
+                    inst = self.registry[iid]  # a shared registry re-reads its file on a miss
+                except KeyError:
+                    return None
+            scales = self.balances.scales
+            bq, bb = scales.get((inst.venue, inst.quote), -1), scales.get((inst.venue, inst.base), -1)
+            if bq < inst.price_scale or bb < inst.size_scale:
+                return None
+            t = self._terms_of[iid] = _Terms(inst, self.v.get(inst.venue), self.lim.get(iid), bq, bb)
+        return t
+
     def _check(self, iid: int, side: int, price: int, size: int, amended: Order | None, now: int) -> Refusal | None:
         """Refusal for a NEW (``amended`` None) or an AMEND to total ``size`` at ``price``."""
         if self.kill_switch:
             return Refusal.KILLED
-        inst = self.registry.by_id.get(iid)
-        if inst is None:
-            try:
-                inst = self.registry[iid]  # a shared registry re-reads its file on a miss
-            except KeyError:
-                return Refusal.UNKNOWN_INSTRUMENT
-        if side not in (1, -1):
+        t = self._terms_of.get(iid) or self._terms(iid)
+        if t is None or (side != 1 and side != -1):
             return Refusal.UNKNOWN_INSTRUMENT
-        venue = self.v.get(inst.venue)
-        if venue is None:
+        if t.venue is None:
             return Refusal.NO_VENUE
-        lim = self.lim.get(iid)
-        if lim is None:
+        if t.lim is None:
             return Refusal.NO_LIMITS
-        if (price <= 0 or size <= 0 or price % inst.tick or size % inst.lot or size < inst.min_size
-                or price * size // 10**inst.size_scale < inst.min_notional):
+        if (price <= 0 or size <= 0 or price % t.tick or size % t.lot or size < t.min_size
+                or price * size // t.unit < t.min_notional):
             return Refusal.FILTER
+        venue = t.venue
         if not venue.rate.allows(now):
-            return Refusal.RATE  # transient, and cheap to tell: before the walks over our orders
+            return Refusal.RATE  # transient, and cheap to tell: before the walk over our orders
         # One walk over our orders: self-trade and open size on this instrument, and what every order
-        # on this venue holds of the asset this one would lock (balance scale).
-        asset, scale = (inst.quote, inst.price_scale) if side > 0 else (inst.base, inst.size_scale)
-        key = (inst.venue, asset)
-        bscale = self.balances.scales[key]
-        reg, fee_bps, vname = self.registry.by_id, venue.fee_bps, inst.venue
+        # on this venue holds of the asset this one would lock (at the balance's scale).
+        key = t.buy_key if side > 0 else t.sell_key
+        fee_bps, terms, own_terms = venue.fee_bps, self._terms_of, self._terms
         buys = sells = held = 0
         for o in self.orders.active.values():
-            if o.instrument == iid:
+            oid = o.instrument
+            if oid == iid:
                 if o.side == -side and o.status not in TERMINAL:
                     p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
                     if (p <= price) if side > 0 else (p >= price):
@@ -425,21 +454,34 @@ class Overseer(Actor):
                     buys += q
                 else:
                     sells += q
+                ot = t
             elif o is amended:
                 continue
-            oi = reg[o.instrument]
-            if oi.venue == vname and (oi.quote if o.side > 0 else oi.base) == asset:
-                held += self._lock(o, oi, fee_bps) * 10**(bscale - (oi.price_scale if o.side > 0 else oi.size_scale))
+            else:
+                ot = terms.get(oid) or own_terms(oid)
+                if ot is None:
+                    continue  # an instrument whose assets are not among our balances
+            if o.side > 0:
+                if ot.buy_key == key:
+                    held += self._lock(o, ot.inst, fee_bps) * ot.buy_shift
+            elif ot.sell_key == key:
+                held += o.lock_qty * ot.sell_shift
         add = size - (amended.fill_qty if amended else 0)
         if side > 0:
             buys += add
         else:
             sells += add
-        why = lim.refusal(inst, price, self.orders.positions.get(iid, 0), buys, sells)
-        if why is not None:
-            return why
-        need = add if side < 0 else buy_lock(price, add, inst.size_scale, fee_bps)
-        if need > (self.balances.total(*key) - held) // 10**(bscale - scale):
+        pos = self.orders.positions.get(iid, 0)
+        long_, short, lim = pos + buys, pos - sells, t.lim
+        if long_ > lim.max_position or -short > lim.max_position:
+            return Refusal.POSITION
+        if max(abs(long_), abs(short)) * price // t.unit > lim.max_notional:
+            return Refusal.NOTIONAL
+        if side > 0:
+            need, shift = buy_lock(price, add, t.inst.size_scale, fee_bps), t.buy_shift
+        else:
+            need, shift = add, t.sell_shift
+        if need > (self.balances.total(*key) - held) // shift:
             return Refusal.BALANCE
         return None
 
