@@ -1,0 +1,26 @@
+"""The tick-to-trade benchmark measures what it says: on a running two-process system fed by a
+venue simulator, every counted request answers a frame the feed received (its origin is that
+frame's receipt stamp), and the breakdown's stages fit inside the whole."""
+
+import os
+
+from mantra.bench.tick_to_trade import SYMBOL, run_placement
+from mantra.venues.coinbase.simulator import LISTINGS, CoinbaseSimulator
+from mantra.venues.simulator import SyntheticMarket
+
+
+def test_tick_to_trade_counts_requests_that_answer_frames():
+    src = SyntheticMarket("coinbase", [ls for ls in LISTINGS if ls.symbol == SYMBOL], seed=3, rate=2000.0)
+    procs = {"feed": {"actors": ["feed"], "mode": "park"},
+             "trading": {"actors": ["mm", "overseer", "exchange"], "mode": "park"}}
+    with CoinbaseSimulator(src) as sim:
+        r = run_placement(f"t2t-test-{os.getpid()}", sim.ws_url, procs, seconds=2.5, warmup_s=0.5, spin=False)
+    assert r["failures"] == 0
+    assert r["frames"] > 500
+    # the market maker requotes on tick moves: many requests, each traced to its frame
+    assert r["count"] > 50 and r["count"] <= r["requests"]
+    first = r["first_request"]
+    assert 0 < first["count"] <= r["count"] <= 2 * first["count"] + 10  # a requote is one or two requests
+    assert 0 < first["p50"] <= r["p50"] < 10_000  # µs: a reaction, not a backlog
+    assert 0 < r["frame_to_l2"]["p50"] <= r["p50"]
+    assert r["l2_to_ideal"]["count"] > 0 and 0 < r["l2_to_ideal"]["p50"] <= r["p50"]
