@@ -68,9 +68,37 @@ def test_registry_ids_scales_and_persistence(tmp_path):
         reg.get("coinbase", "BTC-USD")
 
 
+def _outcome(fn, text, scale):
+    try:
+        return fn(text, scale)
+    except Exception as e:  # noqa: BLE001 - the kind and message are what is compared
+        return type(e), str(e)
+
+
+decimalish = st.text(alphabet="0123456789.-+eE _", max_size=24)
+
+
+@given(st.one_of(decimalish, st.from_regex(r"-?[0-9]{0,22}(\.[0-9]{0,22})?", fullmatch=True)), st.integers(0, 20))
+def test_c_conversion_agrees_with_the_python_reference(text, scale):
+    """The C ``to_fixed`` (plain decimals) and its Python reference give the same value, or the
+    same error, for any text: overflow, long fractions and odd forms all reach the reference."""
+    from mantra.fixed import _to_fixed_py
+    assert _outcome(to_fixed, text, scale) == _outcome(_to_fixed_py, text, scale)
+
+
 @given(st.lists(st.tuples(st.decimals(min_value=0, max_value=10**9, places=6, allow_nan=False),
                           st.decimals(min_value=0, max_value=10**6, places=8, allow_nan=False)), max_size=20))
-def test_side_rows_fast_path_agrees_with_to_fixed(rows):
+def test_side_rows_agrees_with_to_fixed(rows):
     from mantra.fixed import side_rows
-    text = [(format(p, "f"), format(q, "f")) for p, q in rows]
+    text = [[format(p, "f"), format(q, "f")] for p, q in rows]
     assert side_rows(-1, text, 6, 8) == [(-1, to_fixed(p, 6), to_fixed(q, 8)) for p, q in text]
+
+
+def test_side_rows_refuses_what_is_not_a_level():
+    from mantra.fixed import side_rows
+    with pytest.raises(ValueError, match="level must be"):
+        side_rows(1, [["1.0", "2.0", "3"]], 2, 2)
+    with pytest.raises(FixedPointError):
+        side_rows(1, [["1.0", "x"]], 2, 2)
+    with pytest.raises(TypeError):
+        side_rows(1, None, 2, 2)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from . import _fixed
+
 
 class FixedPointError(ValueError):
     """A decimal string that cannot be represented exactly at the requested scale."""
@@ -16,8 +18,9 @@ class FixedPointError(ValueError):
 _POW10 = [10**i for i in range(40)]
 
 
-def to_fixed(text: str, scale: int) -> int:
-    """``"123.4500", 2 -> 12345``; raises FixedPointError on inexact or malformed input."""
+def _to_fixed_py(text: str, scale: int) -> int:
+    """``to_fixed`` in Python: the reference, and what the C version hands anything but a plain
+    decimal to (so both raise the same errors)."""
     whole, _, frac = text.partition(".")
     if len(frac) <= scale:  # hot path: a plain non-negative decimal that fits the scale
         digits = whole + frac
@@ -82,21 +85,10 @@ def decimals_of(text: str) -> int:
     return len(text.partition(".")[2])
 
 
-def side_rows(side: int, rows, price_scale: int, size_scale: int) -> list[tuple[int, int, int]]:
-    """Venue ``[[price, size], ...]`` strings -> ``(side, price, size)`` ints, exactly.
-
-    ``to_fixed`` inlined for the common case (no more decimals than the scale): one function call
-    per side instead of two per level is a third of a typical book frame's cost.
-    """
-    out = []
-    for p, q in rows:
-        w, _, f = p.partition(".")
-        d = w + f
-        price = int(d) * _POW10[price_scale - len(f)] \
-            if len(f) <= price_scale and d.isdigit() and d.isascii() else to_fixed(p, price_scale)
-        w, _, f = q.partition(".")
-        d = w + f
-        size = int(d) * _POW10[size_scale - len(f)] \
-            if len(f) <= size_scale and d.isdigit() and d.isascii() else to_fixed(q, size_scale)
-        out.append((side, price, size))
-    return out
+# The venues' hot path: C for plain decimals, the Python above for the rest.
+_fixed.set_fallback(_to_fixed_py)
+# ``to_fixed("123.4500", 2) -> 12345``; raises FixedPointError on inexact or malformed input.
+to_fixed = _fixed.to_fixed
+# ``side_rows(side, [[price, size], ...], price_scale, size_scale) -> [(side, price, size), ...]``:
+# a venue's levels of one side, converted exactly (one C call per side).
+side_rows = _fixed.side_rows

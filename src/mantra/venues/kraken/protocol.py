@@ -75,14 +75,6 @@ def _v1_time(text: str) -> int:
     return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
-def _v1_num(text: str, scale: int) -> int:
-    """A v1 decimal string -> fixed point.  v1 writes exactly the pair's decimals, which are our
-    scale when we registered the pair: splicing the dot out is then exact (and twice as fast)."""
-    if scale and len(text) > scale and text[-scale - 1] == "." and text[0] != "-":
-        return int(text.replace(".", "", 1))
-    return fx(text, scale)
-
-
 _second_cache: dict[str, int] = {}
 
 
@@ -334,7 +326,7 @@ class KrakenProtocol(VenueProtocol):
                 else:
                     continue
                 for r in rows:
-                    levels.append((side, _v1_num(r[0], ps), _v1_num(r[1], ss)))
+                    levels.append((side, fx(r[0], ps), fx(r[1], ss)))
                     stamp = r[2]
         self.apply_levels(iid, levels, _v1_time(stamp) if stamp else 0)
         if checksum is None:

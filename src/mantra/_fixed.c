@@ -1,0 +1,143 @@
+/* Venue decimal text -> fixed-point integers, exactly: the feeds' hottest conversion.
+ *
+ * to_fixed(text, scale) handles a plain decimal ("-"? digits ("." digits)?, ASCII, at most
+ * `scale` significant decimals, the value within int64) in C.  Anything else (exponents,
+ * whitespace, "+", more decimals than the scale, huge values, errors, a non-str) goes to the
+ * Python reference registered with set_fallback, so both give the same answer or the same error.
+ * side_rows(side, rows, price_scale, size_scale) converts a venue's [[price, size], ...] list. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+static PyObject *fallback; /* fixed._to_fixed_slow(text, scale) */
+
+static const int64_t POW10[19] = {1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1000000LL, 10000000LL,
+                                  100000000LL, 1000000000LL, 10000000000LL, 100000000000LL,
+                                  1000000000000LL, 10000000000000LL, 100000000000000LL,
+                                  1000000000000000LL, 10000000000000000LL, 100000000000000000LL,
+                                  1000000000000000000LL};
+
+/* 1: *out set; 0: not a plain decimal at this scale (ask the fallback). */
+static int plain(PyObject *text, long scale, int64_t *out) {
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text) || scale < 0 || scale > 18) return 0;
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
+    int neg = 0, digits = 0, frac = -1; /* frac: decimals seen, -1 before the point */
+    int64_t v = 0;
+    if (n && s[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+    for (; i < n; i++) {
+        char c = s[i];
+        if (c >= '0' && c <= '9') {
+            if (frac >= 0 && ++frac > scale) return 0;
+            if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, c - '0', &v)) return 0;
+            digits++;
+        } else if (c == '.' && frac < 0) {
+            frac = 0;
+        } else {
+            return 0;
+        }
+    }
+    if (!digits) return 0;
+    if (__builtin_mul_overflow(v, POW10[scale - (frac < 0 ? 0 : frac)], &v)) return 0;
+    *out = neg ? -v : v;
+    return 1;
+}
+
+static PyObject *convert(PyObject *text, long scale) {
+    int64_t v;
+    if (plain(text, scale, &v)) return PyLong_FromLongLong(v);
+    if (!fallback) {
+        PyErr_SetString(PyExc_RuntimeError, "_fixed: no fallback registered");
+        return NULL;
+    }
+    PyObject *s = PyLong_FromLong(scale);
+    if (!s) return NULL;
+    PyObject *r = PyObject_CallFunctionObjArgs(fallback, text, s, NULL);
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *to_fixed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "to_fixed(text, scale)");
+        return NULL;
+    }
+    long scale = PyLong_AsLong(args[1]);
+    if (scale == -1 && PyErr_Occurred()) return NULL;
+    return convert(args[0], scale);
+}
+
+static PyObject *side_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "side_rows(side, rows, price_scale, size_scale)");
+        return NULL;
+    }
+    PyObject *side = args[0];
+    long ps = PyLong_AsLong(args[2]), ss = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *rows = PySequence_Fast(args[1], "rows must be a sequence of [price, size]");
+    if (!rows) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (!out) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(rows, i);
+        PyObject *p, *q;
+        if ((PyList_CheckExact(row) || PyTuple_CheckExact(row)) && PySequence_Fast_GET_SIZE(row) == 2) {
+            p = PySequence_Fast_GET_ITEM(row, 0);
+            q = PySequence_Fast_GET_ITEM(row, 1);
+        } else {
+            PyErr_Format(PyExc_ValueError, "a level must be [price, size], not %R", row);
+            goto fail;
+        }
+        PyObject *price = convert(p, ps);
+        if (!price) goto fail;
+        PyObject *size = convert(q, ss);
+        if (!size) {
+            Py_DECREF(price);
+            goto fail;
+        }
+        PyObject *t = PyTuple_New(3);
+        if (!t) {
+            Py_DECREF(price);
+            Py_DECREF(size);
+            goto fail;
+        }
+        Py_INCREF(side);
+        PyTuple_SET_ITEM(t, 0, side);
+        PyTuple_SET_ITEM(t, 1, price);
+        PyTuple_SET_ITEM(t, 2, size);
+        PyList_SET_ITEM(out, i, t);
+    }
+    Py_DECREF(rows);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_DECREF(rows);
+    return NULL;
+}
+
+static PyObject *set_fallback(PyObject *self, PyObject *fn) {
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return NULL;
+    }
+    Py_INCREF(fn);
+    Py_XSETREF(fallback, fn);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"to_fixed", (PyCFunction)(void (*)(void))to_fixed, METH_FASTCALL, "to_fixed(text, scale) -> int, exactly"},
+    {"side_rows", (PyCFunction)(void (*)(void))side_rows, METH_FASTCALL,
+     "side_rows(side, rows, price_scale, size_scale) -> [(side, price, size), ...]"},
+    {"set_fallback", set_fallback, METH_O, "set_fallback(fn): fn(text, scale) for what is not a plain decimal"},
+    {NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fixed", "Exact decimal text -> fixed-point int", -1, methods};
+
+PyMODINIT_FUNC PyInit__fixed(void) { return PyModule_Create(&module); }
