@@ -24,3 +24,8 @@ def test_tick_to_trade_counts_requests_that_answer_frames():
     assert 0 < first["p50"] <= r["p50"] < 10_000  # µs: a reaction, not a backlog
     assert 0 < r["frame_to_l2"]["p50"] <= r["p50"]
     assert r["l2_to_ideal"]["count"] > 0 and 0 < r["l2_to_ideal"]["p50"] <= r["p50"]
+    # stage by stage, in causal order: every stage of a frame starts after the one before ended
+    stages = r["stages_first_request"]
+    assert stages["count"] > 0.5 * first["count"]
+    for name in ("frame_to_l2", "l2_to_model", "model", "model_to_overseer", "overseer"):
+        assert stages[name]["p50"] > 0, name

@@ -36,6 +36,7 @@ import numpy as np
 from ..feeds.actor import Feed
 from ..runtime import paths
 from ..runtime.config import parse
+from ..runtime.process import LOOP_STREAM
 from ..runtime.supervisor import Supervisor
 from ..spine import Ring
 from ..spine.messages import L2Flags
@@ -123,7 +124,7 @@ def _drain(path) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def measure(d, trading_process: str, mm_id: int, warmup_s: float) -> dict:
+def measure(d, trading_process: str, mm_id: int, ov_id: int, warmup_s: float) -> dict:
     """Tick-to-trade and its breakdown from a kept system directory ``d``."""
     l2, req = _drain(paths.queue(d, "l2")), _drain(paths.queue(d, "requests"))
     frames = l2[(l2["flags"] & int(L2Flags.LAST)) != 0]
@@ -149,22 +150,43 @@ def measure(d, trading_process: str, mm_id: int, warmup_s: float) -> dict:
     sent = frames[frames["origin"] >= t0]
     hidden = sent["origin"].astype(np.int64) - sent["exch_ts"].astype(np.int64)
     out["sim_send_to_origin"] = _pct(hidden[sent["exch_ts"] > 0])
-    # The market maker's l2 handler: timing record key = actor id << 16 | input 0 (l2).
+    # From the trading process's timing ring (key = actor id << 16 | input, or | 0xFFFF for a
+    # loop that acted on an origin): the market maker's l2 handler and the overseer's pass.
     tpath = paths.timing(d, trading_process)
     if tpath.exists():
         tim = _drain(tpath)
-        tim = tim[tim["key"] == (mm_id << 16)]
-        ideal_at: dict[int, int] = {}
-        for o, e in zip(tim["origin"].tolist(), tim["end"].tolist()):
-            ideal_at[o] = max(e, ideal_at.get(o, 0))
-        l2i, i2r = [], []
+        handler: dict[int, tuple[int, int]] = {}  # origin -> (start, end) of the handler that wrote the ideal
+        for o, b, e in zip(*(tim[tim["key"] == (mm_id << 16)][k].tolist() for k in ("origin", "start", "end"))):
+            if o not in handler or e > handler[o][1]:
+                handler[o] = (b, e)
+        loop_at: dict[int, int] = {}  # origin -> start of the overseer's first pass that served it
+        for o, b in zip(*(tim[tim["key"] == (ov_id << 16 | LOOP_STREAM)][k].tolist() for k in ("origin", "start"))):
+            loop_at.setdefault(o, b)
+        l2i, i2r, feed, hop, model, rest, ov = [], [], [], [], [], [], []
         for o, p in zip(ticked["origin"].tolist(), ticked["publish"].tolist()):
-            e = ideal_at.get(o)
-            if e is not None:
-                l2i.append(e - frame_pub[o])
-                i2r.append(p - e)
+            h = handler.get(o)
+            if h is not None:
+                l2i.append(h[1] - frame_pub[o])
+                i2r.append(p - h[1])
+        for o, p in first.items():
+            h, b = handler.get(o), loop_at.get(o)
+            if h is not None and b is not None and b >= h[1]:
+                feed.append(frame_pub[o] - o)
+                hop.append(h[0] - frame_pub[o])
+                model.append(h[1] - h[0])
+                rest.append(b - h[1])
+                ov.append(p - b)
         out["l2_to_ideal"] = {**_pct(np.array(l2i, np.int64)), "count": len(l2i)}
         out["ideal_to_request"] = _pct(np.array(i2r, np.int64))
+        # each frame's first request, stage by stage (p50s of stages do not add up to the whole)
+        out["stages_first_request"] = {
+            "count": len(hop),
+            "frame_to_l2": _pct(np.array(feed, np.int64)),  # the feed: parse, decode, book, publish
+            "l2_to_model": _pct(np.array(hop, np.int64)),  # hop, the pass reaching the input, book apply
+            "model": _pct(np.array(model, np.int64)),  # the market maker's handler (writes the ideal)
+            "model_to_overseer": _pct(np.array(rest, np.int64)),  # the rest of the pass
+            "overseer": _pct(np.array(ov, np.int64)),  # its pass: read slots, checks, publish
+        }
     out["frames"] = int(len(frames))
     return out
 
@@ -178,7 +200,7 @@ def run_placement(name: str, url: str, processes: dict, seconds: float, warmup_s
         failures = sup.run(duration=seconds)
         d = system_dir(name)
         trading = next(p for p, cfg in processes.items() if "mm" in cfg["actors"])
-        out = measure(d, trading, spec.actors["mm"].id, warmup_s)
+        out = measure(d, trading, spec.actors["mm"].id, spec.actors["overseer"].id, warmup_s)
     finally:
         remove_system(name)
     out["failures"] = failures
