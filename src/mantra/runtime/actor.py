@@ -32,7 +32,7 @@ class Output:
     """An actor's output port: ``send(msg)`` publishes with origin, publish time and publisher
     filled in by the runtime."""
 
-    __slots__ = ("_publish", "_pack", "_track", "_clock", "_id", "queue", "sent", "_publish_record", "ring",
+    __slots__ = ("_publish", "_pack", "_track", "_clock", "_sim", "_id", "queue", "sent", "_publish_record", "ring",
                  "_publish_batch")
 
     def __init__(self, producer, track: Tracking, clock, actor_id: int, queue: str):
@@ -42,12 +42,13 @@ class Output:
         self.ring = producer.ring
         self._pack = producer.msg_type.STRUCT.pack
         self._track, self._clock, self._id, self.queue = track, clock, actor_id, queue
+        self._sim = clock.simulated  # real time: publish time 0 tells C to read the clock itself
         self.sent = 0
 
     def send(self, msg) -> int:
         self.sent += 1
         return self._publish(self._pack(*msg), self._track.origin or self._clock.now(), self._id,
-                             self._clock.stamp())
+                             self._clock.stamp() if self._sim else 0)
 
     def send_records(self, records, n: int) -> int:
         """Republish n recorded records verbatim (headers and publish times kept): replay bursts."""
@@ -64,14 +65,15 @@ class Output:
 class ArrayPort:
     """A seqlock-array port: ``write(i, msg)`` (tracked like Output.send) and ``read(i)``."""
 
-    __slots__ = ("array", "_track", "_clock", "_id")
+    __slots__ = ("array", "_track", "_clock", "_sim", "_id")
 
     def __init__(self, array, track: Tracking, clock, actor_id: int):
         self.array, self._track, self._clock, self._id = array, track, clock, actor_id
+        self._sim = clock.simulated  # real time: 0 tells C to read the clock itself
 
     def write(self, index: int, msg) -> int:
         return self.array.write(index, msg, self._track.origin or self._clock.now(), self._id,
-                                self._clock.stamp())
+                                self._clock.stamp() if self._sim else 0)
 
     def read(self, index: int):
         return self.array.read(index)

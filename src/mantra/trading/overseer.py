@@ -145,6 +145,7 @@ class Overseer(Actor):
         self.ports = [getattr(self, p) for p in self.models]
         self.slots = [[_Slot(m, i) for i in range(p.size)] for m, p in enumerate(self.ports)]
         self.seen_writes = [-1] * len(self.ports)
+        self._watch = [(k, p.array, slots) for k, (p, slots) in enumerate(zip(self.ports, self.slots))]
         self.by_key: dict[tuple[int, int], _Slot] = {}  # (model id, slot) -> slot
         self.dirty: set[_Slot] = set()
         self.refused: set[_Slot] = set()
@@ -242,11 +243,11 @@ class Overseer(Actor):
     # ------------------------------------------------------------------ the pass
     def loop(self) -> bool:
         now = self.clock.now()
-        if self.kill_switch.check(now):
+        ks = self.kill_switch
+        if ks.path is not None and ks.check(now):
             self._killed()
         dirty, changed = self.dirty, []  # changed: slots written since the last pass, in slot order
-        for k, (port, slots) in enumerate(zip(self.ports, self.slots)):
-            arr = port.array
+        for k, arr, slots in self._watch:
             w = arr.writes()
             if w == self.seen_writes[k]:
                 continue  # no slot of this model was written since the last pass
@@ -310,7 +311,7 @@ class Overseer(Actor):
         if o is not None and o.pending:
             return  # wait for the venue's answer
         ideal = st.ideal
-        if self.kill_switch or ideal is None:
+        if self.kill_switch.reason or ideal is None:
             if o is not None:
                 self._cancel(o, now)
             elif ideal is not None and st.placed != st.seen:
@@ -326,7 +327,8 @@ class Overseer(Actor):
                 if ideal.price == o.price and ideal.size == o.size - done:
                     o.version = st.placed = st.seen
                     return
-                venue = self.v.get(self.registry.by_id[o.instrument].venue)
+                t = self._terms_of.get(o.instrument) or self._terms(o.instrument)
+                venue = t.venue if t is not None else None
                 if venue is not None and venue.amend and not o.no_amend:
                     size = done + ideal.size
                     why = self._check(o.instrument, o.side, ideal.price, size, o, now)
@@ -362,9 +364,9 @@ class Overseer(Actor):
 
     def _send(self, r: OrderRequest, now: int) -> Order:
         self.requests.send(r)  # first: the bookkeeping below is not on the way to the venue
-        venue = self.v.get(self.registry.by_id[r.instrument].venue)
-        if venue is not None:
-            venue.rate.record(now)
+        t = self._terms_of.get(r.instrument) or self._terms(r.instrument)
+        if t is not None and t.venue is not None:
+            t.venue.rate.record(now)
         self.sent[_ACTION[r.action]] += 1
         o = self.orders.sent(r)
         if o is not None:
@@ -418,7 +420,7 @@ class Overseer(Actor):
 
     def _check(self, iid: int, side: int, price: int, size: int, amended: Order | None, now: int) -> Refusal | None:
         """Refusal for a NEW (``amended`` None) or an AMEND to total ``size`` at ``price``."""
-        if self.kill_switch:
+        if self.kill_switch.reason:
             return Refusal.KILLED
         t = self._terms_of.get(iid) or self._terms(iid)
         if t is None or (side != 1 and side != -1):
