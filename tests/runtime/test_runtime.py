@@ -66,6 +66,8 @@ def test_deterministic_placement_gives_identical_output_twice(shm_root):
       "actors": {"a": {"class": "x:Y", "outputs": {"o": "q"}}, "b": {"class": "x:Y", "outputs": {"o": "q"}}}},
      "mpmc"),
     ({"system": {"name": "bad/name"}}, "bad name"),
+    ({"actors": {"a": {"class": "x:Y"}}, "processes": {"p": {"actors": ["a"], "timing": 1000}}},
+     "timing must be a power of two"),
 ])
 def test_config_errors_are_clear(doc, match):
     with pytest.raises((ConfigError, ValueError), match=match):

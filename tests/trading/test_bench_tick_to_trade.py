@@ -12,7 +12,7 @@ from mantra.venues.simulator import SyntheticMarket
 def test_tick_to_trade_counts_requests_that_answer_frames():
     src = SyntheticMarket("coinbase", [ls for ls in LISTINGS if ls.symbol == SYMBOL], seed=3, rate=2000.0)
     procs = {"feed": {"actors": ["feed"], "mode": "park"},
-             "trading": {"actors": ["mm", "overseer", "exchange"], "mode": "park"}}
+             "trading": {"actors": ["mm", "overseer", "exchange"], "mode": "park", "timing": 1 << 18}}
     with CoinbaseSimulator(src) as sim:
         r = run_placement(f"t2t-test-{os.getpid()}", sim.ws_url, procs, seconds=2.5, warmup_s=0.5, spin=False)
     assert r["failures"] == 0
@@ -24,8 +24,8 @@ def test_tick_to_trade_counts_requests_that_answer_frames():
     assert 0 < first["p50"] <= r["p50"] < 10_000  # µs: a reaction, not a backlog
     assert 0 < r["frame_to_l2"]["p50"] <= r["p50"]
     assert r["l2_to_ideal"]["count"] > 0 and 0 < r["l2_to_ideal"]["p50"] <= r["p50"]
-    # stage by stage, in causal order: every stage of a frame starts after the one before ended
+    # stage by stage, in causal order, for (nearly) every frame: the timing ring kept the whole run
     stages = r["stages_first_request"]
-    assert stages["count"] > 0.5 * first["count"]
+    assert stages["count"] >= 0.9 * first["count"]
     for name in ("frame_to_l2", "l2_to_model", "model", "model_to_overseer", "overseer"):
         assert stages[name]["p50"] > 0, name

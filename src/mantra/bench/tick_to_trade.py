@@ -212,13 +212,14 @@ def run(seconds: float = 8.0, rate: int = 4000) -> dict:
     tag = os.getpid()
     cpu1 = 1 % os.cpu_count()
     trading = ["mm", "overseer", "exchange"]
+    keep = 1 << 19  # timing records: the whole run's, for the stage breakdown (about 35k/s here)
     placements = {  # name -> (processes, feed spins)
         "feed_parked": ({"feed": {"actors": ["feed"], "mode": "park", "cpu": 0},
-                         "trading": {"actors": trading, "mode": "spin", "cpu": cpu1}}, False),
+                         "trading": {"actors": trading, "mode": "spin", "cpu": cpu1, "timing": keep}}, False),
         "split_spin": ({"feed": {"actors": ["feed"], "mode": "spin", "cpu": 0},
-                        "trading": {"actors": trading, "mode": "spin", "cpu": cpu1}}, True),
-        "single_spin": ({"all": {"actors": ["feed", *trading], "mode": "spin", "cpu": 0}}, True),
-        "single_parked": ({"all": {"actors": ["feed", *trading], "mode": "park", "cpu": 0}}, False),
+                        "trading": {"actors": trading, "mode": "spin", "cpu": cpu1, "timing": keep}}, True),
+        "single_spin": ({"all": {"actors": ["feed", *trading], "mode": "spin", "cpu": 0, "timing": keep}}, True),
+        "single_parked": ({"all": {"actors": ["feed", *trading], "mode": "park", "cpu": 0, "timing": keep}}, False),
     }
     out = {}
     src = SyntheticMarket("coinbase", [ls for ls in LISTINGS if ls.symbol == SYMBOL], seed=7, rate=float(rate))

@@ -30,6 +30,7 @@
     cpu = 0                      # pin to this CPU (optional)
     restart = "on-failure"       # never | on-failure | always
     max_restarts = 3
+    timing = 65536               # timing ring records (power of two): per-message timings kept
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class ProcessSpec:
     cpu: int | None = None
     restart: str = "on-failure"
     max_restarts: int = 3
+    timing: int = 1 << 16
 
 
 @dataclass
@@ -147,7 +149,9 @@ def parse(doc: dict) -> SystemSpec:
     for pn, p in doc.get("processes", {}).items():
         check_name(pn)
         ps = ProcessSpec(pn, list(p.get("actors", [])), p.get("mode", "park"), p.get("cpu"),
-                         p.get("restart", "on-failure"), int(p.get("max_restarts", 3)))
+                         p.get("restart", "on-failure"), int(p.get("max_restarts", 3)), int(p.get("timing", 1 << 16)))
+        if ps.timing < 2 or ps.timing & (ps.timing - 1):
+            raise ConfigError(f"process {pn}: timing must be a power of two, not {ps.timing}")
         if ps.mode not in ("spin", "park"):
             raise ConfigError(f"process {pn}: mode must be spin or park, not {ps.mode!r}")
         if ps.restart not in ("never", "on-failure", "always"):

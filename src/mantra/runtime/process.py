@@ -69,14 +69,15 @@ class _Slot:
 
 class Runner:
     def __init__(self, system, actor_names: list[str], *, process: str, mode: str = "park",
-                 clock=None, timing: bool = True):
+                 clock=None, timing: bool = True, timing_capacity: int = 1 << 16):
         self.system, self.process, self.mode = system, process, mode
         self.clock = clock or RealClock()
         self.track = Tracking()
         self.stopping = False
         self._rings, self._arrays = {}, {}
         d = paths.system_dir(system.name)
-        self.timing = Ring.create(paths.timing(d, process), Timing, 1 << 16, recreate=True).writer() if timing else None
+        self.timing = (Ring.create(paths.timing(d, process), Timing, timing_capacity, recreate=True).writer()
+                       if timing else None)
         self.status = SeqArray.attach(paths.status(d), ActorStatus)
         self.slots: list[_Slot] = []
         for an in actor_names:

@@ -70,7 +70,7 @@ def _child(spec: SystemSpec, pname: str) -> None:
     _die_with_parent()
     p = spec.processes[pname]
     pin(p.cpu)
-    runner = Runner(spec, p.actors, process=pname, mode=p.mode)
+    runner = Runner(spec, p.actors, process=pname, mode=p.mode, timing_capacity=p.timing)
     stop = lambda *_: runner.request_stop()  # noqa: E731
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
