@@ -327,7 +327,7 @@ class Overseer(Actor):
                 if ideal.price == o.price and ideal.size == o.size - done:
                     o.version = st.placed = st.seen
                     return
-                t = self._terms_of.get(o.instrument) or self._terms(o.instrument)
+                t = self._terms(o.instrument)
                 venue = t.venue if t is not None else None
                 if venue is not None and venue.amend and not o.no_amend:
                     size = done + ideal.size
@@ -364,7 +364,7 @@ class Overseer(Actor):
 
     def _send(self, r: OrderRequest, now: int) -> Order:
         self.requests.send(r)  # first: the bookkeeping below is not on the way to the venue
-        t = self._terms_of.get(r.instrument) or self._terms(r.instrument)
+        t = self._terms(r.instrument)
         if t is not None and t.venue is not None:
             t.venue.rate.record(now)
         self.sent[_ACTION[r.action]] += 1
@@ -422,7 +422,7 @@ class Overseer(Actor):
         """Refusal for a NEW (``amended`` None) or an AMEND to total ``size`` at ``price``."""
         if self.kill_switch.reason:
             return Refusal.KILLED
-        t = self._terms_of.get(iid) or self._terms(iid)
+        t = self._terms(iid)
         if t is None or (side != 1 and side != -1):
             return Refusal.UNKNOWN_INSTRUMENT
         if t.venue is None:
@@ -438,7 +438,7 @@ class Overseer(Actor):
         # One walk over our orders: self-trade and open size on this instrument, and what every order
         # on this venue holds of the asset this one would lock (at the balance's scale).
         key = t.buy_key if side > 0 else t.sell_key
-        fee_bps, terms, own_terms = venue.fee_bps, self._terms_of, self._terms
+        fee_bps, terms = venue.fee_bps, self._terms
         buys = sells = held = 0
         for o in self.orders.active.values():
             oid = o.instrument
@@ -460,7 +460,7 @@ class Overseer(Actor):
             elif o is amended:
                 continue
             else:
-                ot = terms.get(oid) or own_terms(oid)
+                ot = terms(oid)
                 if ot is None:
                     continue  # an instrument whose assets are not among our balances
             if o.side > 0:
@@ -473,12 +473,9 @@ class Overseer(Actor):
             buys += add
         else:
             sells += add
-        pos = self.orders.positions.get(iid, 0)
-        long_, short, lim = pos + buys, pos - sells, t.lim
-        if long_ > lim.max_position or -short > lim.max_position:
-            return Refusal.POSITION
-        if max(abs(long_), abs(short)) * price // t.unit > lim.max_notional:
-            return Refusal.NOTIONAL
+        why = t.lim.refusal(t.inst, price, self.orders.positions.get(iid, 0), buys, sells)
+        if why is not None:
+            return why
         if side > 0:
             need, shift = buy_lock(price, add, t.inst.size_scale, fee_bps), t.buy_shift
         else:
