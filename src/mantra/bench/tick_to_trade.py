@@ -22,7 +22,10 @@ the WebSocket frame is parsed: ``frame_to_l2`` includes parsing, decoding and pu
 Breakdown (from the queues and the ``trading`` process's timing ring): ``frame_to_l2`` (receipt
 -> the frame's last L2Update published), ``l2_to_ideal`` (that publish -> end of the market
 maker's handler of it, which wrote the ideal), ``ideal_to_request`` (-> the request published).
-``first_request``: per frame, its first request only (the reaction; a requote sends two).
+``first_request``: per frame, its first request only (the reaction; a requote sends two), and
+``stages_first_request`` splits it: the feed, the hop to the model's handler (with the C book
+apply), the handler, the rest of that pass, and the overseer's pass up to the request.  The
+trading process keeps the whole run's timing records for it (the process option ``timing``).
 The market maker requotes on every tick move (``refresh`` = one tick) of a fast synthetic market.
 """
 
