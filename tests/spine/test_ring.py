@@ -163,7 +163,7 @@ def test_seqlock_array_latest_value_by_index(sysdir):
     v1 = a.write(2, IdealOrder(100, 5, 1, 1, 0), origin=11)
     v2 = a.write(2, IdealOrder(101, 6, 1, 1, 0), origin=12)
     assert v2 > v1 and a.version(2) == v2
-    assert a.read(2) == (v2, IdealOrder(101, 6, 1, 1, 0)) and a.tracking()[0] == 12
+    assert a.read(2) == (v2, IdealOrder(101, 6, 1, 1, 0)) and a.latest(2)[2] == 12
     with pytest.raises(IndexError):
         a.write(4, IdealOrder(1, 1, 1, 1, 0))
     with pytest.raises(LayoutError):

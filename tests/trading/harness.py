@@ -43,7 +43,6 @@ class Array:
     def __init__(self, size: int):
         self.size = size
         self.slots = [(0, None, 0)] * size
-        self.last = 0
         self.writer = 0
         self.n_writes = 0
 
@@ -57,15 +56,10 @@ class Array:
         return self.n_writes
 
     def read(self, i):
-        v, msg, pub = self.slots[i]
-        self.last = pub
-        return v, msg
+        return self.slots[i][:2]
 
     def version(self, i):
         return self.slots[i][0]
-
-    def tracking(self):
-        return (0, 0, self.last, 0)
 
     def latest(self, i):
         v, msg, pub = self.slots[i]

@@ -67,9 +67,6 @@ class SeqArray:
         origin, _, publisher, _ = self._track(self.record, 0)
         return v, self._make(self._unpack(self.record, _HDR)), origin, publisher
 
-    def tracking(self) -> tuple:
-        return TRACK.unpack_from(self.record, 0)
-
     def close(self) -> None:
         self._a.close()
         if not self.mm.closed:
