@@ -21,11 +21,6 @@ _POW10 = [10**i for i in range(40)]
 def _to_fixed_py(text: str, scale: int) -> int:
     """``to_fixed`` in Python: the reference, and what the C version hands anything but a plain
     decimal to (so both raise the same errors)."""
-    whole, _, frac = text.partition(".")
-    if len(frac) <= scale:  # hot path: a plain non-negative decimal that fits the scale
-        digits = whole + frac
-        if digits.isdigit() and digits.isascii():
-            return int(digits) * _POW10[scale - len(frac)]
     s = text.strip()
     if "e" in s or "E" in s:
         return _from_exponent(s, scale)
