@@ -195,8 +195,9 @@ def same_books(feed, sim, syms) -> bool:
     return True
 
 
-def converge(feed, sim, syms, timeout: float = 3.0) -> None:
-    """Freeze the market, let every queued frame arrive, then the books must be equal."""
+def converge(feed, sim, syms, timeout: float = 10.0) -> None:
+    """Freeze the market, let every queued frame arrive, then the books must be equal (the
+    timeout is generous: a loaded machine delivers late, and a pass returns at once)."""
     sim.pause()
     feed.pump(lambda: same_books(feed, sim, syms) and all(feed.p.status[i] == Status.SYNCED for i in iids(feed, syms)),
               timeout)
