@@ -1,11 +1,13 @@
 """Capture files: exact round trips, crash damage limited to the last chunk, redaction, import."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import zstandard
 
 from mantra.store import cryptofeed as cf
 from mantra.store.capture import (
@@ -189,3 +191,32 @@ def test_any_damaged_byte_never_yields_garbage_nor_raises(tmp_path_factory, data
     assert all(r in recs for r in got) and got == sorted(got, key=recs.index)  # a subsequence of what was written
     assert len(got) >= len(recs) - 10  # at most the damaged chunk and (when its header broke) the next one
     assert reader.corrupt + reader.truncated >= (len(got) < len(recs))
+
+
+def _bomb(size: int, declared: bool) -> bytes:
+    """A zstd frame of ``size`` zero bytes (a few KB on disk), declaring its size or not."""
+    c = zstandard.ZstdCompressor(level=1, write_content_size=declared).compressobj(size=size if declared else -1)
+    zeros = bytes(1 << 20)
+    return b"".join(c.compress(zeros) for _ in range(size >> 20)) + c.flush()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_a_decompression_bomb_is_refused_quickly_and_the_rest_still_reads(tmp_path, declared):
+    path, recs, ends = _chunked(tmp_path, 3)
+    raw = path.read_bytes()
+    bomb = _bomb(1 << 30, declared)
+    assert len(bomb) < 64 << 10
+    path.write_bytes(raw[:ends[1]] + bomb + raw[ends[1]:])  # a 1 GiB chunk between the second and third
+    t = time.perf_counter()
+    reader = CaptureReader(path)
+    got = list(reader)
+    assert time.perf_counter() - t < 2.0
+    assert got == recs  # every real chunk, none of the bomb
+    assert reader.oversized == 1 and reader.corrupt == 1
+
+
+def test_the_chunk_limit_is_a_reader_setting(tmp_path):
+    path, recs, _ = _chunked(tmp_path, 2)
+    assert list(CaptureReader(path, max_chunk=1 << 20)) == recs
+    small = CaptureReader(path, max_chunk=100)  # every chunk (header and two data) is larger
+    assert list(small) == [] and small.oversized == 3

@@ -262,14 +262,19 @@ class CaptureReader:
 
     Damage is counted, never fatal: ``truncated`` files ending in a partial chunk (a crash, or a
     file still being written), ``corrupt`` chunks that failed to decode (skipped up to the next
-    chunk).  A file that is not a capture at all raises :class:`CaptureError`.
+    chunk), of which ``oversized`` would have decoded to more than ``max_chunk`` bytes (a chunk
+    holds ``flush_bytes`` plus one record, so more is damage or a decompression bomb: refused
+    before its memory is taken).  A file that is not a capture at all raises :class:`CaptureError`.
     """
 
     BLOCK = 1 << 18
+    MAX_CHUNK = 64 << 20
+    STEP = 64  # input fed at a time to a frame of undeclared size: bounds what one call can inflate
 
-    def __init__(self, paths):
+    def __init__(self, paths, max_chunk: int = MAX_CHUNK):
         self.paths = capture_files(paths)
-        self.records = self.truncated = self.corrupt = 0
+        self.max_chunk = max_chunk
+        self.records = self.truncated = self.corrupt = self.oversized = 0
         self.meta: dict[Path, dict] = {}
 
     def __iter__(self) -> Iterator[Record]:
@@ -293,32 +298,50 @@ class CaptureReader:
                 first = False
 
     def _chunks(self, path: Path) -> Iterator[bytes]:
-        """Decoded chunks of one file, skipping damaged ones."""
+        """Decoded chunks of one file, skipping damaged and oversized ones."""
         dctx = zstandard.ZstdDecompressor()
         with open(path, "rb") as fp:
             buf = fp.read(self.BLOCK)  # input from the start of the chunk being decoded
             if buf and not buf.startswith(MAGIC):
                 raise CaptureError(f"{path}: not a {FORMAT} file (no zstd magic)")
             while buf:
-                dobj, out, fed = dctx.decompressobj(), [], 0
+                if len(buf) < 18:  # a frame header is at most 18 bytes
+                    buf += fp.read(self.BLOCK)
+                size = _content_size(buf)
+                if size is not None and size > self.max_chunk:
+                    self._oversized(path, f"declares {size} bytes")
+                    buf = self._next_magic(fp, buf)
+                    continue
+                # a declared size is enforced by zstd itself; an undeclared one is fed in small
+                # steps and the output counted, so no single call can inflate far past the limit
+                step = None if size is not None else self.STEP
+                dobj, out, fed, total = dctx.decompressobj(), [], 0, 0
                 while True:
+                    if fed == len(buf):
+                        more = fp.read(self.BLOCK)
+                        if not more:
+                            self.truncated += 1
+                            log.warning("%s: ends in a partial chunk (%d bytes), skipped", path.name, len(buf))
+                            return
+                        buf += more
+                    piece = buf[fed:fed + step] if step else (buf[fed:] if fed else buf)
+                    fed += len(piece)
                     try:
-                        out.append(dobj.decompress(buf[fed:] if fed else buf))
+                        data = dobj.decompress(piece)
                     except zstandard.ZstdError as e:
                         self._damaged(path, e)
                         buf = self._next_magic(fp, buf)
                         break
+                    out.append(data)
+                    total += len(data)
+                    if total > self.max_chunk:
+                        self._oversized(path, f"decodes to more than {total} bytes")
+                        buf = self._next_magic(fp, buf)
+                        break
                     if dobj.eof:
                         yield b"".join(out)
-                        buf = dobj.unused_data or fp.read(self.BLOCK)
+                        buf = dobj.unused_data + buf[fed:] or fp.read(self.BLOCK)
                         break
-                    fed = len(buf)
-                    more = fp.read(self.BLOCK)
-                    if not more:
-                        self.truncated += 1
-                        log.warning("%s: ends in a partial chunk (%d bytes), skipped", path.name, len(buf))
-                        return
-                    buf += more
 
     def _next_magic(self, fp, buf: bytes) -> bytes:
         """``buf`` from the next chunk start after its first byte (reading on as needed); b"" at the end."""
@@ -357,6 +380,21 @@ class CaptureReader:
     def _damaged(self, path: Path, why) -> None:
         self.corrupt += 1
         log.warning("%s: damaged chunk skipped: %s", path.name, why)
+
+    def _oversized(self, path: Path, why: str) -> None:
+        self.oversized += 1
+        self.corrupt += 1
+        log.error("%s: chunk refused: %s, over the %d-byte limit", path.name, why, self.max_chunk)
+
+
+def _content_size(buf: bytes) -> int | None:
+    """The size a zstd frame declares it decodes to, None when it does not say (or the header is
+    damaged: decoding then fails and is counted as such)."""
+    try:
+        size = zstandard.get_frame_parameters(buf[:18]).content_size
+    except zstandard.ZstdError:
+        return None
+    return None if size >= zstandard.CONTENTSIZE_ERROR else size
 
 
 def _check_meta(path: Path, text) -> dict:
