@@ -15,7 +15,11 @@ Machines without internet run their feeds, the demo and the tests against these.
   between two diffs of the same connection.
 * **Faults**, callable from any thread at runtime: ``disconnect``, ``drop_next``,
   ``corrupt_checksum_next``, ``malformed_next``, ``slow``, ``reconnect_request``,
-  ``rate_limit_next`` (and ``rest_limit_per_s`` for a standing REST rate limit).
+  ``rate_limit_next`` (and ``rest_limit_per_s`` for a standing REST rate limit).  From outside the
+  process: a ``faults`` schedule (``[(seconds after start, name, argument), ...]``; the command
+  line's ``--fault 5:disconnect``), and the control paths on the REST port (loopback only, never
+  rate limited): ``GET /__sim/fault/<name>[?arg=N]``, ``/__sim/pause``, ``/__sim/resume`` and
+  ``/__sim/book/<symbol>`` (the truth, as exact decimal text).
 
 ``pause()``/``resume()`` freeze the market (connections and heartbeats go on) so that a client's
 books can be compared with ``book(symbol)``.  ``make_simulator(venue, replay=None, **options)``
@@ -437,7 +441,7 @@ class VenueSimulator:
 
     def __init__(self, source=None, *, seed: int = 1, rate: float = 50.0, levels: int = 20,
                  host: str = "127.0.0.1", port: int = 0, lifetime_s: float = 600.0,
-                 rest_limit_per_s: int | None = None, max_queue: int = 100_000):
+                 rest_limit_per_s: int | None = None, max_queue: int = 100_000, faults=()):
         if host not in LOOPBACK:
             raise ValueError(f"simulators serve loopback only, not {host!r}")
         self.source = source or SyntheticMarket(self.venue, self.LISTINGS, seed=seed, rate=rate, levels=levels)
@@ -454,6 +458,8 @@ class VenueSimulator:
         self._stall_until = 0.0
         self._limited: deque[int] = deque()
         self._rest_times: deque[float] = deque()
+        self.schedule = sorted((float(at), *parse_fault(name, arg)) for at, name, arg in faults)
+        self.injected: Counter = Counter()  # fault name -> times injected (schedule and control paths)
         # counters, for tests and the demo
         self.connections = 0  # WebSocket connections accepted so far
         self.frames_sent = 0
@@ -581,6 +587,14 @@ class VenueSimulator:
         with self.lock:
             self._limited.extend([status or self.rate_limit_status] * n)
 
+    def inject(self, name: str, arg: float | None = None) -> None:
+        """Run the fault ``name`` (one of ``FAULTS``) with its optional numeric argument."""
+        name, arg = parse_fault(name, arg)
+        method = getattr(self, FAULTS[name])
+        method() if arg is None else method(arg)
+        self.injected[name] += 1
+        log.info("%s simulator: fault %s%s injected", self.venue, name, "" if arg is None else f" ({arg})")
+
     # -- for venue modules -------------------------------------------------------------------
     def send(self, client: Client, obj, *, book: bool = False) -> None:
         """Queue one frame (``str`` as is, anything else as JSON) for ``client``; faults apply here."""
@@ -620,7 +634,9 @@ class VenueSimulator:
         self.recent_trades[step.symbol].extend((t, step.ts) for t in step.trades)
 
     def _run(self) -> None:
-        end = time.monotonic() + self.lifetime_s
+        start = time.monotonic()
+        end = start + self.lifetime_s
+        schedule = list(self.schedule)
         steps = self.source.steps()
         due = next_idle = time.monotonic()
         while not self._stop.is_set():
@@ -629,6 +645,12 @@ class VenueSimulator:
                 log.info("%s simulator: lifetime of %.0f s is over, stopping", self.venue, self.lifetime_s)
                 threading.Thread(target=self.stop, daemon=True).start()
                 return
+            while schedule and now - start >= schedule[0][0]:
+                _, name, arg = schedule.pop(0)
+                try:
+                    self.inject(name, arg)
+                except NotImplementedError as e:  # e.g. a venue without reconnect requests
+                    log.warning("%s simulator: scheduled fault %s: %s", self.venue, name, e)
             if self._paused:
                 due = now
             elif steps is not None and now >= due:
@@ -649,6 +671,8 @@ class VenueSimulator:
                     self.idle(now)
                 next_idle = now + self.idle_s
             wake = min(next_idle, due) if steps is not None and not self._paused else next_idle
+            if schedule:
+                wake = min(wake, start + schedule[0][0])
             self._stop.wait(max(wake - time.monotonic(), 0.0))
 
     def _handle(self, conn) -> None:
@@ -703,6 +727,11 @@ class VenueSimulator:
         url = urlsplit(request.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         headers = [("Content-Type", "application/json")]
+        if url.path.startswith(CONTROL):
+            status, body = self._control(url.path[len(CONTROL):], query)
+            data = msgspec.json.encode(body)
+            return Response(status, HTTPStatus(status).phrase,
+                            Headers(headers + [("Content-Length", str(len(data)))]), data)
         with self.lock:
             self.rest_requests[url.path] += 1
             now = time.monotonic()
@@ -722,6 +751,26 @@ class VenueSimulator:
         data = body if isinstance(body, bytes) else msgspec.json.encode(body)
         headers.append(("Content-Length", str(len(data))))
         return Response(status, HTTPStatus(status).phrase, Headers(headers), data)
+
+    def _control(self, path: str, query: dict) -> tuple[int, dict]:
+        """The control paths (see the module doc): faults, pause/resume and the truth from outside."""
+        what, _, arg = path.partition("/")
+        try:
+            if what == "fault":
+                self.inject(arg, query.get("arg"))
+                return 200, {"ok": True, "injected": dict(self.injected)}
+            if what in ("pause", "resume"):
+                getattr(self, what)()
+                return 200, {"ok": True, "steps": self.steps, "injected": dict(self.injected)}
+            if what == "book":
+                inst = self.instruments[self.symbol(arg)]
+                book = self.book(arg)
+                side = lambda s: [[from_fixed(p, inst.price_scale), from_fixed(q, inst.size_scale)]  # noqa: E731
+                                  for p, q in book.top(s, 10**9)]
+                return 200, {"symbol": inst.symbol, "bids": side(BID), "asks": side(ASK), "steps": self.steps}
+        except (KeyError, ValueError, NotImplementedError) as e:
+            return 400, {"error": str(e) or type(e).__name__}
+        return 404, {"error": f"no control path {path!r}; known: fault/<name>, pause, resume, book/<symbol>"}
 
     # -- venue hooks -------------------------------------------------------------------------
     def on_open(self, client: Client) -> None:
@@ -749,6 +798,42 @@ class VenueSimulator:
 
     def reconnect_message(self, client: Client):
         raise NotImplementedError(f"{self.venue} has no reconnect request")
+
+
+# -- faults by name ------------------------------------------------------------------------------
+CONTROL = "/__sim/"
+FAULTS = {"disconnect": "disconnect", "drop": "drop_next", "corrupt_checksum": "corrupt_checksum_next",
+          "malformed": "malformed_next", "slow": "slow", "reconnect_request": "reconnect_request",
+          "rate_limit": "rate_limit_next"}
+FAULT_ARGS = {"drop": 1, "slow": 1.0, "rate_limit": 1}  # the faults that take a number, and its type
+
+
+def parse_fault(name: str, arg=None) -> tuple[str, float | None]:
+    """Checks a fault's name and argument; an unknown one is an error naming the known ones."""
+    if name not in FAULTS:
+        raise ValueError(f"unknown simulator fault {name!r}; known: {', '.join(FAULTS)}")
+    if arg is None or arg == "":
+        return name, None
+    if name not in FAULT_ARGS:
+        raise ValueError(f"simulator fault {name!r} takes no argument (got {arg!r})")
+    try:
+        value = type(FAULT_ARGS[name])(arg)
+    except (TypeError, ValueError):
+        raise ValueError(f"simulator fault {name!r}: argument {arg!r} is not a number") from None
+    if not 0 < value <= 1000:
+        raise ValueError(f"simulator fault {name!r}: argument {arg!r} is out of range (0, 1000]")
+    return name, value
+
+
+def fault_option(text: str) -> tuple[float, str, str | None]:
+    """``SECONDS:NAME[:ARG]`` from the command line -> a schedule entry."""
+    at, _, rest = text.partition(":")
+    name, _, arg = rest.partition(":")
+    try:
+        when = float(at)
+    except ValueError:
+        raise ValueError(f"--fault {text!r}: expected SECONDS:NAME[:ARG], e.g. 5:disconnect or 8:drop:3") from None
+    return (when, *parse_fault(name, arg or None))
 
 
 # -- by venue name ---------------------------------------------------------------------------------
@@ -785,10 +870,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", nargs="+", metavar="FILE", help="re-serve these recordings instead")
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
     ap.add_argument("--lifetime", type=float, default=3600.0, help="stop after this many seconds")
+    ap.add_argument("--fault", action="append", default=[], metavar="SECONDS:NAME[:ARG]",
+                    help=f"inject a fault at that time after start (repeatable); names: {', '.join(FAULTS)}")
     args = ap.parse_args(argv)
+    try:
+        faults = [fault_option(f) for f in args.fault]
+    except ValueError as e:
+        ap.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sim = make_simulator(args.venue, args.replay, args.speed, seed=args.seed, rate=args.rate, port=args.port,
-                         lifetime_s=args.lifetime)
+                         lifetime_s=args.lifetime, faults=faults)
     with sim:
         print(f"{args.venue}: ws {sim.ws_url}  rest {sim.rest_url}  instruments {', '.join(sim.instruments)}",
               flush=True)
