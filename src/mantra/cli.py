@@ -38,6 +38,14 @@ def cmd_demo(a) -> int:
     return demo.run(duration=a.duration, out=a.out)
 
 
+def cmd_drill(a) -> int:
+    from . import drill
+
+    r = drill.run(a.steps or None, a.out, step_deadline_s=a.deadline)
+    print(json.dumps(r, indent=1) if a.json else drill.report(r))
+    return 0 if r["ok"] else 1
+
+
 def cmd_inspect(a) -> int:
     from .runtime import inspect
 
@@ -130,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--out", help="where the session is recorded (default: data/demo/<UTC time>)")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("drill", help="kill each process and inject each venue fault into the live demo system; "
+                                     "check nothing is lost or duplicated and every book ends equal to its venue's")
+    p.add_argument("steps", nargs="*", help="only these steps (kill:PROCESS, VENUE:FAULT; default: all)")
+    p.add_argument("--out", help="where the session is recorded (default: data/drill/<UTC time>)")
+    p.add_argument("--deadline", type=float, default=30.0, help="seconds each step may take to recover")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_drill)
 
     p = sub.add_parser("inspect", help="queues and actors of a running system")
     p.add_argument("system", nargs="?")
