@@ -2,11 +2,12 @@
 
 from itertools import accumulate
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mantra.spine.messages import BalanceUpdate, Fill, OrderAction, OrderRequest, OrderStatus as S, OrderUpdate
-from mantra.trading.accounts import Balances, Orders
+from mantra.trading.accounts import Balances, Orders, Reject
 from mantra.trading.common import asset_scales, load_registry
 
 from .harness import INSTRUMENTS
@@ -76,9 +77,23 @@ def test_cancel_reject_clears_the_pending_cancel_and_a_stray_one_is_counted():
     orders.on_update(OrderUpdate(9, 10000, 1000, 0, 5, 1, int(S.OPEN), 1, 0, b""))
     orders.sent(OrderRequest(10, 9, 10000, 1000, 1, 3, 0, int(OrderAction.CANCEL), 1, 0))
     assert o.pending == OrderAction.CANCEL
-    rej = OrderUpdate(9, 10000, 1000, 0, 6, 1, int(S.CANCEL_REJECTED), 1, 7, b"")
+    rej = OrderUpdate(9, 10000, 1000, 0, 6, 1, int(S.CANCEL_REJECTED), 1, int(Reject.BAD_REQUEST), b"")
     assert orders.on_update(rej) is o and o.pending == 0 and o.live
     assert orders.on_update(rej) is None and orders.counts["stray_cancel_reject"] == 1
+
+
+@pytest.mark.parametrize("action", [OrderAction.CANCEL, OrderAction.AMEND])
+def test_an_order_the_venue_does_not_know_ends(action):
+    """A venue that restarted forgot our open order: its "unknown order" answer to a cancel or an
+    amend ends the order, or it would stay open (and be asked about) for ever."""
+    orders = Orders()
+    o = orders.sent(OrderRequest(9, 0, 10000, 1000, 1, 3, 0, int(OrderAction.NEW), 1, 0))
+    orders.on_update(OrderUpdate(9, 10000, 1000, 0, 5, 1, int(S.OPEN), 1, 0, b""))
+    orders.sent(OrderRequest(10, 9, 10010, 1000, 1, 3, 0, int(action), 1, 0))
+    rej = OrderUpdate(9, 10000, 1000, 0, 6, 1, int(S.CANCEL_REJECTED), 1, int(Reject.UNKNOWN_ORDER), b"")
+    assert orders.on_update(rej) is o and not o.live and o.pending == 0 and o.target is None
+    assert orders.live() == [] and 9 not in orders.active and orders.counts["unknown_to_venue"] == 1
+    assert o.open_qty == o.lock_qty == 0  # it holds no balance and no position room any more
 
 
 def test_unknown_orders_are_counted_not_booked():

@@ -270,3 +270,80 @@ def test_a_lost_cancel_is_sent_again():
     assert (c.action, c2.action, c2.ref_id) == (A.CANCEL, A.CANCEL, r.order_id) and g.ov.lost_answers["CANCEL"] == 1
     g.answer(upd(c2, S.CANCELLED))
     assert not g.ov.orders.live() and g.run() == []
+
+
+@pytest.mark.parametrize("venue_slot", [(KR, 1), (BTC, 0)])  # a change by cancel, a change by amend
+def test_an_order_the_venue_forgot_ends_and_frees_its_slot(venue_slot, caplog):
+    """A restarted venue (or handler) no longer knows our open order: its "unknown order" answer
+    ends the order once, and the slot's new wish is placed: no cancel asked again and again."""
+    iid, slot = venue_slot
+    price = 1000 if iid == KR else 10000
+    g = Rig()
+    g.want(slot, price, 100 if iid == KR else 500, iid=iid)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN))
+    g.want(slot, price - 5, 100 if iid == KR else 500, iid=iid)
+    (c,) = g.run()
+    assert c.action == (A.CANCEL if iid == KR else A.AMEND)
+    with caplog.at_level(logging.WARNING):
+        g.answer(upd(c, S.CANCEL_REJECTED, price=r.price, size=r.size, reason=7))  # UNKNOWN_ORDER
+        reqs = g.run() + g.run()
+        g.want(slot, price - 5, 100 if iid == KR else 500, iid=iid)  # the model saw the order end: re-armed
+        reqs += g.run() + g.run()
+    assert [x.action for x in reqs] == [A.NEW] and reqs[0].price == price - 5
+    assert not g.ov.orders.get(r.order_id).live
+    assert g.ov.venue_rejects["CANCEL_UNKNOWN_ORDER"] == 1
+    assert caplog.text.count(f"order {r.order_id} is unknown to the venue") == 1
+
+
+def test_a_cancel_the_venue_keeps_refusing_is_retried_with_backoff():
+    """Every cancel answered at once with a refusal: retries back off (never the round-trip rate)."""
+    g = Rig(cancel_retry_ms=50, cancel_retry_max_ms=2000)
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN))
+    g.want(0, 0, 0)
+    t0, sent = g.clock.t, []
+    while g.clock.t < t0 + 20 * 10**9:
+        for c in g.run():
+            assert (c.action, c.ref_id) == (A.CANCEL, r.order_id)
+            sent.append(g.clock.t)
+            g.answer(upd(c, S.CANCEL_REJECTED, reason=9))  # refused, the order stands
+        g.clock.t += 1_000_000
+    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    assert gaps[:6] == [50_000_000, 100_000_000, 200_000_000, 400_000_000, 800_000_000, 1_600_000_000]
+    assert set(gaps[6:]) == {2_000_000_000} and len(sent) == 15  # capped: one every 2 s
+    assert g.ov.wakeup == sent[-1] + 2_000_000_000  # it asks to be woken for the next one
+
+
+def test_cancel_retries_wait_for_the_rate_window():
+    g = Rig(venues={"binance": {"fee_bps": 20, "amend": True, "rate": 2, "rate_window_ms": 1000}},
+            cancel_retry_ms=1)
+    for s in range(2):
+        g.want(s, 10000 - s, 500)
+    rs = g.run()
+    g.answer(*(upd(r, S.OPEN) for r in rs))
+    t0 = g.clock.t = g.clock.t + 10**9
+    for s in range(2):
+        g.want(s, 0, 0)
+    cancels = g.run()
+    assert len(cancels) == 2  # first cancels are never held back
+    g.answer(*(upd(c, S.CANCEL_REJECTED, reason=9) for c in cancels))
+    g.clock.t += 5_000_000
+    assert g.run() == [] and g.ov.wakeup == t0 + 10**9  # the retries wait for the window
+    g.clock.t = t0 + 10**9
+    assert [c.action for c in g.run()] == [A.CANCEL, A.CANCEL]
+
+
+def test_an_unanswered_cancel_is_retried_with_a_growing_wait():
+    g = Rig(answer_timeout_ms=100, cancel_retry_max_ms=1000)
+    g.want(0, 10000, 500)
+    (r,) = g.run()
+    g.answer(upd(r, S.OPEN))
+    g.want(0, 0, 0)
+    t0, sent = g.clock.t, []
+    while g.clock.t < t0 + 5 * 10**9:
+        sent += [g.clock.t for c in g.run() if c.action == A.CANCEL]
+        g.clock.t += 1_000_000
+    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    assert gaps[:4] == [100_000_000, 200_000_000, 400_000_000, 800_000_000] and set(gaps[4:]) == {1_000_000_000}

@@ -99,3 +99,40 @@ def test_a_restarted_overseer_places_nothing_twice_and_keeps_its_orders(shm_root
     assert sorted(o.price for o in ex.orders.values()) == [1_000_100, 1_100_000]
     second.stop()
     venue_side.stop()
+
+
+def _first_run(names, seconds):
+    r = Runner(parse(DOC), names, process="first")
+    r.start()
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        r.step()
+    r.stop()
+
+
+def test_after_the_venue_restarted_an_order_it_forgot_ends_once(shm_root):
+    """The trading process dies and restarts: the overseer rebuilds its orders from the queues, the
+    (mock) venue starts empty.  A change of wish cancels the order the venue no longer knows: its
+    "unknown order" answer ends it and the new wish is placed, with no cancel sent twice."""
+    spec = parse(DOC)
+    create_spine(spec).close()
+    names = ["wisher", "overseer", "exchange"]
+    child = mp.get_context("fork").Process(target=_first_run, args=(names, 0.6))
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    reqs = Ring.attach(paths.queue(paths.system_dir(spec.name), "requests")).reader("t", start=0, register=False)
+    assert [m.action for m in iter(reqs.read, None)] == [int(OrderAction.NEW)] * 2
+
+    again = Runner(spec, names, process="again")
+    again.start()
+    wisher, ov, ex = (s.actor for s in again.slots)
+    assert not ex.orders and len(ov.orders.live()) == 2  # the venue forgot what the overseer remembers
+    _step([again], 0.2)
+    wisher.move(1_000_100)
+    _step([again], 0.5)
+    actions = [m.action for m in iter(reqs.read, None)]
+    assert actions == [int(OrderAction.CANCEL), int(OrderAction.NEW)]
+    assert [o.price for o in ex.orders.values()] == [1_000_100]
+    assert ov.venue_rejects["CANCEL_UNKNOWN_ORDER"] == 1 and len(ov.orders.live()) == 2
+    again.stop()

@@ -6,7 +6,8 @@ does too, so paper trading and backtests exercise the same contract:
 
 - NEW: answered about ``order_id``; CANCEL / AMEND: about ``ref_id`` (the order acted on), with a
   fresh ``order_id`` of their own.  AMEND carries the new limit price and new *total* size.
-- A CANCEL or AMEND that fails answers ``CANCEL_REJECTED`` (the order stands as it was).
+- A CANCEL or AMEND that fails answers ``CANCEL_REJECTED`` (the order stands as it was), except
+  with reason ``UNKNOWN_ORDER``: the venue does not have the order, so it has ended for us too.
 - ``OrderUpdate.filled`` is cumulative; ``reason`` is a ``Reject`` code on refusals.
 - A venue's timestamps are ordered: a ``BalanceUpdate`` at ``exch_ts`` T covers every fill at <= T.
 
@@ -147,10 +148,13 @@ class Orders:
             if o.pending not in (CANCEL, AMEND):
                 self.counts["stray_cancel_reject"] += 1
                 return None
-            if o.pending == CANCEL and o.status == 0 and u.reason == Reject.UNKNOWN_ORDER:
-                # never acknowledged and the venue does not know it: the NEW was lost on the way
-                o.status, o.pending, o.target = S.REJECTED, 0, None
-                self.counts["lost_new"] += 1
+            if u.reason == Reject.UNKNOWN_ORDER:
+                # The venue does not know the order: a NEW lost on the way (never acknowledged), or
+                # an order the venue forgot (a restarted venue or handler).  Either way it is not
+                # there to cancel or amend, now or later: it ends, or we would ask about it forever.
+                lost = o.status == 0
+                o.status, o.pending, o.target = S.REJECTED if lost else S.CANCELLED, 0, None
+                self.counts["lost_new" if lost else "unknown_to_venue"] += 1
                 self._settle(o)
                 return o
             if o.pending == AMEND:  # the order stands unchanged: it no longer implements the new wish

@@ -13,7 +13,12 @@ changed state) and compares them with our orders there, open or in flight:
 
 A request the venue never answers (``answer_timeout_ms``) is counted and logged, and the order is
 cancelled (again): a NEW the venue never received comes back as an unknown order and the slot is
-free again; nothing stays pending for ever.
+free again; nothing stays pending for ever.  A CANCEL or AMEND the venue answers with "unknown
+order" ends the order (a lost NEW, or a venue or handler that restarted and forgot it): the slot is
+free, counted and logged once.  A cancel of an order that was cancelled before (no answer, or
+refused) is a retry: it waits ``cancel_retry_ms``, doubled with each retry of that order up to
+``cancel_retry_max_ms`` (an unanswered one waits the answer timeout, doubled likewise), and the
+venue's rate window, so a venue that keeps refusing is never flooded.
 
 Before a NEW or an AMEND that adds exposure: kill switch, venue filters, no crossing one of our own
 orders (self-trade), position and notional limits on the worst case, balance free of every order
@@ -26,7 +31,8 @@ Params: ``models`` (array ports, one per model, bound in config), ``instruments`
 ``venues = { binance = { fee_bps = 10, amend = true, rate = 10, rate_window_ms = 1000 } }``
 (``fee_bps``: the venue's highest fee, reserved on buys), ``limits = { "binance:BTCUSDT" =
 { max_position = "0.5", max_notional = "30000" } }``, ``kill_file`` (path; its existence trips the
-kill switch, which cancels everything and refuses every new order), ``order_id_base``, ``poll_ns``, ``answer_timeout_ms`` (default 5000).
+kill switch, which cancels everything and refuses every new order), ``order_id_base``, ``poll_ns``, ``answer_timeout_ms`` (default 5000), ``cancel_retry_ms`` (100),
+``cancel_retry_max_ms`` (30000).
 
 Placement: seqlock writes ring no doorbell.  Put the overseer after the models in their process
 (it then runs in the same pass as the handler that wrote the ideal) or in a spinning process; in
@@ -57,10 +63,25 @@ _ACTION = {int(a): a.name for a in OrderAction}
 
 class _Venue:
     __slots__ = ("fee_bps", "amend", "rate")
+    KEYS = ("fee_bps", "amend", "rate", "rate_window_ms")
 
     def __init__(self, fee_bps=0, amend=False, rate=10, rate_window_ms=1000):
         self.fee_bps, self.amend = int(fee_bps), bool(amend)
         self.rate = RateLimit(int(rate), int(rate_window_ms) * 1_000_000)
+
+
+def settings(what: str, cls, cfg):
+    """``cls(**cfg)`` for one entry of a ``venues`` param, a misspelt key named (not ignored)."""
+    cfg = cfg or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{what}: expected a table of settings, not {cfg!r}")
+    unknown = sorted(set(cfg) - set(cls.KEYS))
+    if unknown:
+        raise ValueError(f"{what}: unknown settings {unknown} (known: {', '.join(cls.KEYS)})")
+    try:
+        return cls(**cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: {e}") from None
 
 
 def _history(ring, upto: int, order: int, handler) -> tuple[list, bool]:
@@ -122,18 +143,33 @@ class Overseer(Actor):
     order_id_base = 0
     poll_ns = 0
     answer_timeout_ms = 5000
+    cancel_retry_ms = 100
+    cancel_retry_max_ms = 30_000
 
     def __init__(self, **params):
         super().__init__(**params)
         self.models = tuple(self.models)
         for p in self.models:
-            if not p.isidentifier() or hasattr(self, p):
+            if not isinstance(p, str) or not p.isidentifier() or hasattr(self, p):
                 raise ValueError(f"overseer: model port name {p!r} is not usable")
         self.arrays = self.models
+        self.messages = {"updates": OrderUpdate, "fills": Fill, "balances": BalanceUpdate,
+                         "requests": OrderRequest, **{p: IdealOrder for p in self.models}}
+        # settings checked here, before the system starts, not in a forked process
+        try:
+            self.v = {name: settings(f"venues.{name}", _Venue, cfg) for name, cfg in dict(self.venues).items()}
+            self.timeout_ns = int(self.answer_timeout_ms) * 1_000_000
+            self.retry_ns = int(self.cancel_retry_ms) * 1_000_000
+            self.retry_max_ns = int(self.cancel_retry_max_ms) * 1_000_000
+            self.poll_ns = int(self.poll_ns)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"overseer: {e}") from None
+        if self.timeout_ns <= 0 or self.retry_ns <= 0 or self.retry_max_ns < self.retry_ns:
+            raise ValueError("overseer: answer_timeout_ms and cancel_retry_ms must be > 0, "
+                             "cancel_retry_max_ms >= cancel_retry_ms")
 
     def on_start(self) -> None:
         self.registry = reg = load_registry(self.instruments, self.system)
-        self.v = {name: _Venue(**(cfg or {})) for name, cfg in dict(self.venues).items()}
         self.lim = Limits.parse(reg, self.limits)
         self._terms_of: dict[int, _Terms] = {}
         self.orders = Orders()
@@ -153,8 +189,10 @@ class Overseer(Actor):
         self._logged: dict[Refusal, int] = {}  # reason -> when it may be logged again
         self.next_id = max(int(self.order_id_base), self.clock.now())
         self._adopt: dict[tuple[int, int], Order] = {}  # (model id, slot) -> live order found on restart
-        self._asked: dict[int, int] = {}  # order id -> when its pending request went out
-        self.timeout_ns = int(self.answer_timeout_ms) * 1_000_000
+        self._asked: dict[int, int] = {}  # order id -> when its pending request is given up on
+        self._cancels: dict[int, tuple[int, int]] = {}  # order id -> (cancels sent, when the last went out)
+        self._held: dict[int, Order] = {}  # order id -> order whose cancel retry waits (backoff, rate)
+        self.cancel_at = 0  # when the earliest held cancel may go
         self.lost_answers: Counter = Counter()  # action that got no answer -> count
         if hasattr(self.requests, "ring"):  # wired to the spine (not a bare test double)
             self._recover()
@@ -194,7 +232,7 @@ class Overseer(Actor):
         live = self.orders.live()
         self._adopt = {(o.model, o.slot): o for o in sorted(live, key=lambda o: o.order_id)}
         now = self.clock.now()
-        self._asked.update((o.order_id, now) for o in live if o.pending)  # unanswered: their clock starts now
+        self._asked.update((o.order_id, now + self.timeout_ns) for o in live if o.pending)  # their clock starts now
         sent = sum(1 for x in records if x[3] is None)
         if sent:
             self.log.warning("%s: restarted: %d requests and %d answers replayed, %d orders live", self.name,
@@ -216,11 +254,18 @@ class Overseer(Actor):
             return
         if not o.pending:
             self._asked.pop(o.order_id, None)
+        if not o.live:
+            self._cancels.pop(o.order_id, None)
+            self._held.pop(o.order_id, None)
         if u.status in (OrderStatus.REJECTED, OrderStatus.CANCEL_REJECTED):
             why = Reject(u.reason).name if u.reason in Reject._value2member_map_ else str(u.reason)
             what = "order" if u.status == OrderStatus.REJECTED else "change of order"
             self.venue_rejects[why if u.status == OrderStatus.REJECTED else f"CANCEL_{why}"] += 1
-            self.log.warning("%s: %s %d rejected by the venue: %s", self.name, what, o.order_id, why)
+            if u.status == OrderStatus.CANCEL_REJECTED and not o.live:
+                self.log.warning("%s: order %d is unknown to the venue: ended, its slot is free (%d so far)",
+                                 self.name, o.order_id, self.venue_rejects[f"CANCEL_{why}"])
+            else:
+                self.log.warning("%s: %s %d rejected by the venue: %s", self.name, what, o.order_id, why)
         self._touched(o)
 
     def on_fills(self, f: Fill) -> None:
@@ -267,20 +312,22 @@ class Overseer(Actor):
         if self.retry_at and now >= self.retry_at:
             self.retry_at = 0
             dirty |= self.refused
+        if self.cancel_at and now >= self.cancel_at:
+            self._release(now)
         if dirty:
             self.dirty = set()
             changed = sorted(dirty.union(changed), key=_slot_order)  # a fixed order: deterministic
         for st in changed:
             self._reconcile(st, now)
         if self._asked:
-            due = min(self._asked.values()) + self.timeout_ns
+            due = min(self._asked.values())
             if now >= due:
                 self._sweep(now)
-                due = min(self._asked.values()) + self.timeout_ns if self._asked else 0
+                due = min(self._asked.values()) if self._asked else 0
         else:
             due = 0
         w = self.retry_at
-        for x in (now + self.poll_ns if self.poll_ns else 0, due):
+        for x in (now + self.poll_ns if self.poll_ns else 0, due, self.cancel_at):
             if x:
                 w = min(w, x) if w else x
         self.wakeup = w
@@ -293,15 +340,31 @@ class Overseer(Actor):
             if o is None or not o.pending or not o.live:
                 del self._asked[oid]
                 continue
-            if now - t < self.timeout_ns:
+            if now < t:
                 continue
+            del self._asked[oid]  # asked again below (or once the retry's backoff allows)
             what = _ACTION.get(int(o.pending), str(o.pending))
             n = self.lost_answers[what] = self.lost_answers[what] + 1
             if n <= 10 or n % 1000 == 0:
-                self.log.warning("%s: no answer to the %s of order %d in %d ms (%d so far): cancelling it",
-                                 self.name, what, oid, self.timeout_ns // 1_000_000, n)
+                self.log.warning("%s: no answer to the %s of order %d (%d so far): cancelling it",
+                                 self.name, what, oid, n)
             self._track.origin = 0
             self._cancel(o, now)
+
+    def _release(self, now: int) -> None:
+        """Held cancel retries whose time has come: a slot's order goes back to its slot (the
+        model may want it again by now), the rest are cancelled."""
+        self.cancel_at = 0
+        for oid, o in list(self._held.items()):
+            del self._held[oid]
+            if not o.live:
+                continue
+            st = self.by_key.get((o.model, o.slot))
+            if st is not None and st.order is o and not o.pending:
+                self.dirty.add(st)
+            else:
+                self._track.origin = 0
+                self._cancel(o, now)
 
     def _reconcile(self, st: _Slot, now: int) -> None:
         self._track.origin = st.origin  # requests carry the origin of the ideal they serve (tick to trade)
@@ -362,7 +425,7 @@ class Overseer(Actor):
         self.next_id += 1
         return self.next_id
 
-    def _send(self, r: OrderRequest, now: int) -> Order:
+    def _send(self, r: OrderRequest, now: int, wait: int = 0) -> Order:
         self.requests.send(r)  # first: the bookkeeping below is not on the way to the venue
         t = self._terms(r.instrument)
         if t is not None and t.venue is not None:
@@ -370,12 +433,29 @@ class Overseer(Actor):
         self.sent[_ACTION[r.action]] += 1
         o = self.orders.sent(r)
         if o is not None:
-            self._asked[o.order_id] = now
+            self._asked[o.order_id] = now + (wait or self.timeout_ns)
         return o
 
     def _cancel(self, o: Order, now: int) -> None:
+        """Cancel ``o``.  The first cancel goes at once (risk reduction first); a retry (the
+        last was refused or not answered) waits its backoff and the venue's rate window."""
+        n, last = self._cancels.get(o.order_id, (0, 0))
+        if n:
+            due = last + min(self.retry_ns << min(n - 1, 40), self.retry_max_ns)
+            t = self._terms(o.instrument)
+            rate = t.venue.rate if t is not None and t.venue is not None else None
+            if now >= due and rate is not None and not rate.allows(now):
+                due = rate.next_free()
+            if now < due:
+                self._held[o.order_id] = o
+                self.cancel_at = min(self.cancel_at, due) if self.cancel_at else due
+                return
+        self._held.pop(o.order_id, None)
+        self._cancels[o.order_id] = (n + 1, now)
+        # an unanswered cancel is given up on after the answer timeout, doubled with each retry
+        wait = min(self.timeout_ns << min(n, 40), max(self.retry_max_ns, self.timeout_ns))
         self._send(OrderRequest(self._id(), o.order_id, o.price, o.size, o.instrument, o.model, o.slot, _CANCEL,
-                                o.side, o.flags), now)
+                                o.side, o.flags), now, wait)
 
     def _refuse(self, st: _Slot, why: Refusal, now: int) -> None:
         n = self.refusals[why.name] = self.refusals[why.name] + 1
