@@ -4,13 +4,15 @@
  * `scale` significant decimals, the value within int64) in C.  Anything else (exponents,
  * whitespace, "+", more decimals than the scale, huge values, errors, a non-str) goes to the
  * Python reference registered with set_fallback, so both give the same answer or the same error.
+ * A scale outside 0..18 is refused here, before any row, with the reference's error and message.
  * side_rows(side, rows, price_scale, size_scale) converts a venue's [[price, size], ...] list. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 
-static PyObject *fallback; /* fixed._to_fixed_slow(text, scale) */
+static PyObject *fallback; /* fixed._to_fixed_py(text, scale) */
+static PyObject *error;    /* fixed.FixedPointError */
 
 static const int64_t POW10[19] = {1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1000000LL, 10000000LL,
                                   100000000LL, 1000000000LL, 10000000000LL, 100000000000LL,
@@ -18,9 +20,23 @@ static const int64_t POW10[19] = {1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1
                                   1000000000000000LL, 10000000000000000LL, 100000000000000000LL,
                                   1000000000000000000LL};
 
-/* 1: *out set; 0: not a plain decimal at this scale (ask the fallback). */
+/* The scale as a C long in 0..18; -1 with an exception set otherwise (the reference's message). */
+static long get_scale(PyObject *obj) {
+    int ovf;
+    long scale = PyLong_AsLongAndOverflow(obj, &ovf);
+    if (scale == -1 && PyErr_Occurred()) return -1; /* not an integer: TypeError, as operator.index */
+    if (!ovf && scale >= 0 && scale <= 18) return scale;
+    PyObject *i = PyNumber_Index(obj);
+    if (i) {
+        PyErr_Format(error ? error : PyExc_ValueError, "scale %R is outside 0..18", i);
+        Py_DECREF(i);
+    }
+    return -1;
+}
+
+/* 1: *out set; 0: not a plain decimal at this scale (ask the fallback).  0 <= scale <= 18. */
 static int plain(PyObject *text, long scale, int64_t *out) {
-    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text) || scale < 0 || scale > 18) return 0;
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) return 0;
     const char *s = (const char *)PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
     int neg = 0, digits = 0, frac = -1; /* frac: decimals seen, -1 before the point */
@@ -47,18 +63,14 @@ static int plain(PyObject *text, long scale, int64_t *out) {
     return 1;
 }
 
-static PyObject *convert(PyObject *text, long scale) {
+static PyObject *convert(PyObject *text, long scale, PyObject *scale_obj) {
     int64_t v;
     if (plain(text, scale, &v)) return PyLong_FromLongLong(v);
     if (!fallback) {
         PyErr_SetString(PyExc_RuntimeError, "_fixed: no fallback registered");
         return NULL;
     }
-    PyObject *s = PyLong_FromLong(scale);
-    if (!s) return NULL;
-    PyObject *r = PyObject_CallFunctionObjArgs(fallback, text, s, NULL);
-    Py_DECREF(s);
-    return r;
+    return PyObject_CallFunctionObjArgs(fallback, text, scale_obj, NULL);
 }
 
 static PyObject *to_fixed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -66,9 +78,9 @@ static PyObject *to_fixed(PyObject *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_TypeError, "to_fixed(text, scale)");
         return NULL;
     }
-    long scale = PyLong_AsLong(args[1]);
-    if (scale == -1 && PyErr_Occurred()) return NULL;
-    return convert(args[0], scale);
+    long scale = get_scale(args[1]);
+    if (scale < 0) return NULL;
+    return convert(args[0], scale, args[1]);
 }
 
 static PyObject *side_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -77,8 +89,10 @@ static PyObject *side_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     PyObject *side = args[0];
-    long ps = PyLong_AsLong(args[2]), ss = PyLong_AsLong(args[3]);
-    if (PyErr_Occurred()) return NULL;
+    long ps = get_scale(args[2]);
+    if (ps < 0) return NULL;
+    long ss = get_scale(args[3]);
+    if (ss < 0) return NULL;
     PyObject *rows = PySequence_Fast(args[1], "rows must be a sequence of [price, size]");
     if (!rows) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(rows);
@@ -94,9 +108,9 @@ static PyObject *side_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
             PyErr_Format(PyExc_ValueError, "a level must be [price, size], not %R", row);
             goto fail;
         }
-        PyObject *price = convert(p, ps);
+        PyObject *price = convert(p, ps, args[2]);
         if (!price) goto fail;
-        PyObject *size = convert(q, ss);
+        PyObject *size = convert(q, ss, args[3]);
         if (!size) {
             Py_DECREF(price);
             goto fail;
@@ -121,13 +135,17 @@ fail:
     return NULL;
 }
 
-static PyObject *set_fallback(PyObject *self, PyObject *fn) {
-    if (!PyCallable_Check(fn)) {
-        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+static PyObject *set_fallback(PyObject *self, PyObject *args) {
+    PyObject *fn, *err;
+    if (!PyArg_ParseTuple(args, "OO:set_fallback", &fn, &err)) return NULL;
+    if (!PyCallable_Check(fn) || !PyExceptionClass_Check(err)) {
+        PyErr_SetString(PyExc_TypeError, "set_fallback(fn, error): a callable and an exception class");
         return NULL;
     }
     Py_INCREF(fn);
     Py_XSETREF(fallback, fn);
+    Py_INCREF(err);
+    Py_XSETREF(error, err);
     Py_RETURN_NONE;
 }
 
@@ -135,7 +153,8 @@ static PyMethodDef methods[] = {
     {"to_fixed", (PyCFunction)(void (*)(void))to_fixed, METH_FASTCALL, "to_fixed(text, scale) -> int, exactly"},
     {"side_rows", (PyCFunction)(void (*)(void))side_rows, METH_FASTCALL,
      "side_rows(side, rows, price_scale, size_scale) -> [(side, price, size), ...]"},
-    {"set_fallback", set_fallback, METH_O, "set_fallback(fn): fn(text, scale) for what is not a plain decimal"},
+    {"set_fallback", set_fallback, METH_VARARGS,
+     "set_fallback(fn, error): fn(text, scale) for what is not a plain decimal; error for a bad scale"},
     {NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fixed", "Exact decimal text -> fixed-point int", -1, methods};
