@@ -136,3 +136,52 @@ def test_after_the_venue_restarted_an_order_it_forgot_ends_once(shm_root):
     assert [o.price for o in ex.orders.values()] == [1_000_100]
     assert ov.venue_rejects["CANCEL_UNKNOWN_ORDER"] == 1 and len(ov.orders.live()) == 2
     again.stop()
+
+
+def test_a_restart_without_the_whole_history_trips_the_kill_switch_and_cancels_everything(shm_root):
+    """The answers queue has overwritten part of what the first overseer read: its successor cannot
+    know its open orders or positions.  It trips its kill switch, cancels every order it knows and
+    sends CANCEL_ALL to the venue, and places nothing more."""
+    doc = {**DOC, "system": {"name": "ovpartial"},
+           "queues": {**DOC["queues"], "updates": {"type": "OrderUpdate", "capacity": 16}}}
+    spec = parse(doc)
+    create_spine(spec).close()
+    venue_side = Runner(spec, ["wisher", "exchange"], process="main")
+    venue_side.start()
+    wisher, ex = (s.actor for s in venue_side.slots)
+    child = mp.get_context("fork").Process(target=_first_overseer_of, args=(doc, 1.5))
+    child.start()
+    t, price = time.monotonic(), 1_000_000
+    while child.is_alive():
+        venue_side.step()
+        if time.monotonic() - t > 0.1 and price < 1_000_020:  # requotes: more answers than the queue holds
+            t, price = time.monotonic(), price + 1
+            wisher.move(price)
+    assert child.exitcode == 0
+    ring = Ring.attach(paths.queue(paths.system_dir(spec.name), "updates"))
+    assert ring.count() > ring.capacity and len(ex.orders) == 2
+    reqs = Ring.attach(paths.queue(paths.system_dir(spec.name), "requests")).reader("t", start=0, register=False)
+    assert len(list(iter(reqs.read, None))) > 2  # the first overseer's
+
+    second = Runner(spec, ["overseer"], process="ov2")
+    second.start()
+    ov = second.slots[0].actor
+    assert "history" in ov.kill_switch.reason
+    _step([second, venue_side], 0.3)
+    assert int(OrderAction.CANCEL_ALL) in [m.action for m in iter(reqs.read, None)]
+    assert not ex.orders and not ov.orders.live()  # nothing left on the venue
+    wisher.move(price + 5)  # the model still wants a bid: refused
+    _step([second, venue_side], 0.2)
+    assert not [m for m in iter(reqs.read, None) if m.action == int(OrderAction.NEW)]
+    assert not ex.orders and ov.refusals["KILLED"] >= 1
+    second.stop()
+    venue_side.stop()
+
+
+def _first_overseer_of(doc, seconds):
+    r = Runner(parse(doc), ["overseer"], process="ov1")
+    r.start()
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        r.step()
+    r.stop()

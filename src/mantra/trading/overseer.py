@@ -204,7 +204,8 @@ class Overseer(Actor):
         request we sent, and every answer up to where our predecessor had read (our inputs resume
         there, by label).  Replayed in publish-time order through the normal handlers.  If a ring
         has overwritten part of that history, positions and open orders cannot be known: the kill
-        switch trips (cancel every order, also with CANCEL_ALL per venue; refuse new ones)."""
+        switch trips (cancel every order rebuilt, in flight or not, also with CANCEL_ALL per venue;
+        refuse new ones)."""
         d = paths.system_dir(self.system)
         me = json.loads(paths.manifest(d).read_text())["actors"].get(self.name, {})
         ring = self.requests.ring
@@ -241,6 +242,9 @@ class Overseer(Actor):
             self.log.info("%s: %d answers published before the start read", self.name, len(records))
         if not complete:
             self.kill("restarted without the full order history: open orders and positions unknown")
+            for o in live:  # their answers may be among what was lost: ask now, not after a timeout
+                if o.pending:
+                    self._cancel(o, now)
             for venue in self.v:
                 iid = next((i for i in self.lim if self.registry.by_id[i].venue == venue), None)
                 if iid is not None:
