@@ -93,6 +93,22 @@ def cmd_backtest(a) -> int:
 
 
 def cmd_import(a) -> int:
+    out = Path(a.out)
+    old = [q for q in ("l2", "trades") if any((out / q).glob("*.seg"))]
+    if old and not a.overwrite:
+        raise SystemExit(f"mantra import: {out} already holds {' and '.join(old)} data; importing again would "
+                         "mix two copies. Choose another --out, or pass --overwrite to replace it.")
+    for q in old:
+        for f in (out / q).glob("*.seg"):
+            f.unlink()
+    if a.format == "tardis":
+        from .store.tardis import TardisError, import_tardis
+
+        try:
+            print(json.dumps(import_tardis(a.files, a.out)))
+        except TardisError as e:
+            raise SystemExit(f"mantra import: {e}") from None
+        return 0
     if a.venue:
         from .store.recordings import import_recording
 
@@ -189,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--venue", help="the files are this venue's recordings")
-    p.add_argument("--format", default="cryptofeed")
+    p.add_argument("--overwrite", action="store_true", help="replace the data already in --out")
+    p.add_argument("--format", default="cryptofeed",
+                   help="cryptofeed (venue recordings, with --venue) or tardis (Tardis.dev CSV files, .csv or .csv.gz)")
     p.set_defaults(fn=cmd_import)
 
     p = sub.add_parser("export", help="persisted streams -> Parquet files")
@@ -202,7 +220,13 @@ def main(argv: list[str] | None = None) -> int:
 
     a = ap.parse_args(argv)
     _setup_logging(a.verbose)
-    return a.fn(a)
+    from .spine.shm import Refused
+
+    try:
+        return a.fn(a)
+    except Refused as e:  # unsafe shared memory, or the system already runs: the message says what to do
+        print(f"mantra: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ trading actors take ``instruments = []``: "whatever the system registered".
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from pathlib import Path
 from . import backtest
 from .runtime import paths
 from .runtime.config import parse
-from .runtime.supervisor import Supervisor
+from .runtime.supervisor import Supervisor, die_with_parent
 from .spine import Ring
 from .spine.messages import OrderAction
 from .spine.shm import remove_system
@@ -50,7 +52,8 @@ QUEUES = {"l2": ("L2Update", 1 << 16, True), "trades": ("TradeUpdate", 1 << 14, 
 
 # -- simulators -------------------------------------------------------------------------------
 def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list, dict]:
-    """One simulator process per venue; returns (processes, venue -> {ws, rest, symbols})."""
+    """One simulator process per venue; returns (processes, venue -> {ws, rest, symbols}).
+    Each dies with this process, however it ends (SIGKILL included)."""
     procs, urls = [], {}
     log = open(log_path, "ab")
     try:
@@ -58,7 +61,8 @@ def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list
             p = subprocess.Popen(
                 [sys.executable, "-m", "mantra.venues.simulator", venue, "--port", "0", "--seed", str(i + 1),
                  "--rate", str(rate), "--lifetime", str(lifetime)],
-                stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)  # Ctrl-C is ours
+                stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,  # Ctrl-C is ours
+                preexec_fn=functools.partial(die_with_parent, os.getpid()))
             procs.append(p)
         for venue, p in zip(VENUES, procs):
             line = p.stdout.readline()  # "VENUE: ws URL  rest URL  instruments A, B, C"

@@ -1,5 +1,7 @@
 """`mantra inspect` and `mantra tail`: look at a running system from outside, attaching read-only
-by name (queues' write counters and published consumer cursors, the actors' status array)."""
+by name (queues' write counters and published consumer cursors, the actors' status array).
+Everything is opened through ``spine.shm``'s checks: files another user made or planted are refused,
+never decoded and printed."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import time
 
 from ..spine import Ring, SeqArray
 from ..spine.messages import ActorState, ActorStatus, text
-from ..spine.shm import systems
+from ..spine.shm import read_text, systems
 from . import paths
 
 
@@ -26,7 +28,7 @@ def find_system(name: str | None) -> str:
 def snapshot(system: str, sample: float = 0.5) -> dict:
     """Queues (writes, rate, consumers' lag and losses) and actors (state, counters, utilisation)."""
     d = paths.system_dir(system)
-    man = json.loads(paths.manifest(d).read_text())
+    man = json.loads(read_text(paths.manifest(d)))
     rings = {q: Ring.attach(paths.queue(d, q)) for q in man["queues"]}
     status = SeqArray.attach(paths.status(d), ActorStatus)
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..spine.shm import system_dir
 
-__all__ = ["system_dir", "queue", "array", "timing", "status", "manifest", "telemetry"]
+__all__ = ["system_dir", "queue", "array", "timing", "status", "manifest", "telemetry", "lock"]
 
 
 def queue(d: Path, name: str) -> Path:
@@ -31,3 +31,8 @@ def manifest(d: Path) -> Path:
 
 def telemetry(d: Path) -> Path:
     return d / "telemetry.json"
+
+
+def lock(d: Path) -> Path:
+    """Held (flock) by the process that created the system, for its life; records its pid."""
+    return d / "lock"

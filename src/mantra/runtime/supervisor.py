@@ -3,10 +3,17 @@
 SIGINT/SIGTERM stop every actor (stop hooks run) and remove the system's shared-memory directory.
 A process that dies is reported and restarted per its policy, with backoff; its consumers resume
 from the positions they published, its producers finish any slot left half-written.
+
+One system per name: ``create_spine`` takes the system's lock (``shm.lock_system``) for the life of
+the process that creates it, so a second start is refused while the first lives.  Every actor
+process is killed by the kernel when the supervisor dies (even by SIGKILL), and the next start
+takes over what a dead supervisor left: it names it, kills any process it recorded that still
+runs, and clears its files.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import multiprocessing as mp
@@ -14,9 +21,9 @@ import os
 import signal
 import time
 
-from ..spine import Ring, SeqArray
+from ..spine import Ring, SeqArray, shm
 from ..spine.messages import ActorState, ActorStatus
-from ..spine.shm import remove_system
+from ..spine.shm import release_system, remove_system
 from . import paths
 from .clock import SimClock
 from .config import SystemSpec
@@ -27,11 +34,48 @@ GRACE_S = 5.0
 
 
 def create_spine(spec: SystemSpec, *, fresh: bool = True):
-    """Make every queue and array of the system; returns the status array (kept by the caller)."""
-    d = paths.system_dir(spec.name)
-    if fresh:
+    """Make every queue and array of the system; returns the status array (kept by the caller).
+
+    Takes the system's lock for this process (``shm.SystemRunning`` if another live process has
+    it), released by ``remove_system`` / ``release_system`` or this process's end."""
+    lock = shm.lock_system(spec.name)
+    try:
+        if lock.previous:
+            take_over(spec.name, lock.previous)
+        if fresh:
+            shm.clear_system(lock)
+        return _create(spec, fresh)
+    except BaseException:
         remove_system(spec.name)
-    d.mkdir(parents=True, exist_ok=True)
+        raise
+
+
+def take_over(system: str, previous: dict) -> None:
+    """The lock's last holder died without stopping its system: say so, kill the processes it
+    recorded that still run (each known by pid and start time, so a reused pid is left alone)."""
+    log.warning("system %s: taking over from supervisor pid %s, which died without stopping it; "
+                "cleaning up what it left", system, previous.get("pid", "?"))
+    stale = []
+    for pname, rec in (previous.get("processes") or {}).items():
+        try:
+            pid, start = int(rec[0]), rec[1]
+        except (TypeError, ValueError, IndexError):
+            continue
+        if start is not None and shm.proc_start(pid) == start:
+            log.warning("system %s: killing process %s (pid %d), left running by the dead supervisor",
+                        system, pname, pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                stale.append((pid, start))
+            except (ProcessLookupError, PermissionError):
+                pass
+    deadline = time.monotonic() + GRACE_S
+    while any(shm.proc_start(pid) == start for pid, start in stale) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _create(spec: SystemSpec, fresh: bool):
+    d = paths.system_dir(spec.name)
     for q in spec.queues.values():
         Ring.create(paths.queue(d, q.name), q.type, q.capacity, mpmc=q.mpmc, recreate=fresh).close()
     for a in spec.arrays.values():
@@ -52,22 +96,33 @@ def create_spine(spec: SystemSpec, *, fresh: bool = True):
                       for p in spec.processes.values()},
         "instruments": spec.instruments,
     }
-    paths.manifest(d).write_text(json.dumps(manifest, indent=1))
+    shm.write_text(paths.manifest(d), json.dumps(manifest, indent=1))
     return status
 
 
-def _die_with_parent() -> None:
-    """A supervisor killed with SIGKILL must not leave its processes spinning forever."""
+def _libc_prctl():
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
 
 
-def _child(spec: SystemSpec, pname: str) -> None:
-    _die_with_parent()
+_PRCTL = _libc_prctl()  # looked up before any fork: a child calls it and nothing else
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Call in a process right after it is forked (or as a ``preexec_fn``) from ``parent``: the
+    kernel SIGKILLs it when the parent dies, even by SIGKILL, so nothing Mantra starts outlives it.
+    A parent that died before the request leaves the signal unsent: then die now."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _child(spec: SystemSpec, pname: str, parent: int) -> None:
+    die_with_parent(parent)
     p = spec.processes[pname]
     pin(p.cpu)
     runner = Runner(spec, p.actors, process=pname, mode=p.mode, timing_capacity=p.timing)
@@ -90,17 +145,34 @@ class Supervisor:
         self.final_telemetry = None  # the telemetry snapshot at shutdown, if any
 
     def _start(self, pname: str) -> None:
-        pr = self.ctx.Process(target=_child, args=(self.spec, pname), name=f"mantra:{pname}", daemon=False)
+        pr = self.ctx.Process(target=_child, args=(self.spec, pname, os.getpid()), name=f"mantra:{pname}",
+                              daemon=False)
         pr.start()
         self.procs[pname] = pr
+        self._note(pname, pr.pid)
         log.info("process %s started (pid %d)", pname, pr.pid)
 
+    def _note(self, pname: str, pid: int | None) -> None:
+        """Record the process in the system's lock, for the next start if this supervisor dies."""
+        lock = shm.held(self.spec.name)
+        if lock is not None:
+            try:
+                lock.note(pname, pid)
+            except OSError as e:
+                log.warning("could not record process %s in the system's lock: %s", pname, e)
+
     def _mark_crashed(self, pname: str) -> None:
+        """Mark the dead process's actors CRASHED.  A slot it left half-written cannot be read
+        (the read gives up and raises): it is reported as unreadable and the rest carry on."""
         for an in self.spec.processes[pname].actors:
             aid = self.spec.actors[an].id
-            v, st = self.status.read(aid)
-            if st is not None:
-                self.status.write(aid, st._replace(state=int(ActorState.CRASHED)), 1, 0)
+            try:
+                v, st = self.status.read(aid)
+                if st is not None:
+                    self.status.write(aid, st._replace(state=int(ActorState.CRASHED)), 1, 0)
+            except Exception as e:  # noqa: BLE001 - a crash report must never crash the supervisor
+                log.error("process %s: actor %s's status (slot %d) is unreadable, left as it is: %s: %s",
+                          pname, an, aid, type(e).__name__, e)
 
     def run(self, duration: float | None = None) -> int:
         """Run until a signal (or ``duration`` seconds); returns the number of process failures."""
@@ -124,6 +196,7 @@ class Supervisor:
                     code = pr.exitcode
                     pr.join()
                     del self.procs[pname]
+                    self._note(pname, None)
                     ps = self.spec.processes[pname]
                     failed = code != 0
                     failures += failed
@@ -173,10 +246,12 @@ class Supervisor:
         self.procs.clear()
         self.status.close()
         try:
-            self.final_telemetry = json.loads(paths.telemetry(paths.system_dir(self.spec.name)).read_text())
-        except (OSError, ValueError):
+            self.final_telemetry = json.loads(shm.read_text(paths.telemetry(paths.system_dir(self.spec.name))))
+        except (OSError, ValueError, shm.Refused):
             pass
-        if not self.keep:
+        if self.keep:
+            release_system(self.spec.name)
+        else:
             remove_system(self.spec.name)
 
 
@@ -184,11 +259,12 @@ def run_deterministic(spec: SystemSpec, *, start_ns: int = 1, keep: bool = False
     """Every actor in one process, stepped in configuration order on a simulated clock."""
     status = create_spine(spec)
     status.close()
-    clock = SimClock(start_ns)
-    runner = Runner(spec, list(spec.actors), process="deterministic", clock=clock)
     try:
+        runner = Runner(spec, list(spec.actors), process="deterministic", clock=SimClock(start_ns))
         runner.run_deterministic()
     finally:
-        if not keep:
+        if keep:
+            release_system(spec.name)
+        else:
             remove_system(spec.name)
     return runner
