@@ -260,7 +260,7 @@ def test_capture_books_match_a_plain_replay_and_never_cross(capture):
     expected = plain_replay(ws, snaps)
     for pair, book in expected.items():
         iid = reg.get("bitstamp", pair).id
-        assert p.status[iid] == Status.SYNCED
+        assert p.status[iid] in (Status.SYNCED, Status.UNVERIFIED)  # UNVERIFIED once diffs came: no audit yet
         assert p.stats[iid].crossed == 0
         assert as_decimal(p, iid) == book
 

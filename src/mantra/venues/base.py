@@ -18,7 +18,16 @@ Conventions every venue follows (see ``venues/events.py`` for the tuples):
   malformed frame for that book, stale feed) sets the reason status with ``set_status``, is
   counted in ``stats``, and triggers the venue's ``resync`` (which counts ``resyncs``).
 * ``on_frame`` never raises: unreadable frames are counted in ``malformed`` and logged with an
-  excerpt (``bad_frame``).
+  excerpt (``bad_frame``).  Fields are type-checked where they are read (a string is not a number, a
+  bool is not an int), and every number that leaves a protocol fits the int64 field it ends up in
+  (``L2Update``/``TradeUpdate``): prices > 0, sizes >= 0, ids and times in 0..2**63-1.
+  ``apply_levels``/``apply_snapshot``/``trade`` check before anything of the message is applied or
+  emitted, so a bad number is a malformed frame (its book resynced), never a half-applied message.
+* A feed that cannot prove it lost nothing (no sequence numbers, no checksum) marks a book it
+  applied diffs to ``UNVERIFIED`` until it can check it again (Bitstamp's audit).
+* Stale watchdog (``on_timer``): every venue sets ``stale_after_s``; venues whose quiet connection
+  may legitimately send nothing set ``probe_after_s`` and ``probe()``, a request the venue answers,
+  so silence then means a stalled connection, not a quiet market.
 """
 
 from __future__ import annotations
@@ -28,11 +37,12 @@ from dataclasses import dataclass
 
 from ..book import L2Book
 from ..instruments import Instrument, InstrumentRegistry
-from .events import BookState, Level, Reconnect, Status
+from .events import BookState, Level, Reconnect, Status, Trade
 
 log = logging.getLogger(__name__)
 
 SEC = 1_000_000_000
+INT64_MAX = (1 << 63) - 1  # every price, size, id and time ends up in an int64 message field
 _new = tuple.__new__  # builds a Level without the NamedTuple's Python-level __new__ (hot path)
 _SYNCED = Status.SYNCED
 
@@ -60,10 +70,21 @@ def excerpt(data, limit: int = 160) -> str:
     return repr(data[:limit]) + ("..." if len(data) > limit else "")
 
 
+def check_levels(levels, exch_ts: int = 0) -> None:
+    """Raise ``ValueError`` unless every ``(side, price, size)`` and the time fit an ``L2Update``:
+    0 < price <= int64 max, 0 <= size <= int64 max, 0 <= exch_ts <= int64 max."""
+    if type(exch_ts) is not int or not 0 <= exch_ts <= INT64_MAX:
+        raise ValueError(f"exchange time {exch_ts!r} outside 0..int64")
+    for _, price, size in levels:
+        if not 0 < price <= INT64_MAX or not 0 <= size <= INT64_MAX:
+            raise ValueError(f"level {price} x {size} outside the book's int64 range")
+
+
 class VenueProtocol:
     venue: str = ""
     default_depth: int = 0
     stale_after_s: float | None = None  # silent feed for this long -> STALE + Reconnect; None: off
+    probe_after_s: float | None = None  # silent this long -> probe(), then again every as long
 
     def __init__(self, registry: InstrumentRegistry, symbols: list[str], depth: int | None = None):
         self.registry = registry
@@ -80,6 +101,7 @@ class VenueProtocol:
         self._seen_frames = 0  # frames count at the last watchdog look
         self._active_at = 0  # when the watchdog last saw frames arrive
         self._stale_reported = False
+        self._probed_at = 0  # when the watchdog last probed the connection
         for sym in self.symbols:
             try:
                 inst = registry.get(self.venue, sym)
@@ -111,6 +133,7 @@ class VenueProtocol:
         self.last_ts = self._active_at = ts
         self._seen_frames = self.frames
         self._stale_reported = False
+        self._probed_at = ts
         for iid in self.books:
             self.set_status(iid, Status.SYNCING, "connected")
 
@@ -136,6 +159,9 @@ class VenueProtocol:
     def on_rest(self, url: str, body: bytes, ts: int) -> None:
         log.warning("%s: unexpected REST body for %s: %s", self.venue, url, excerpt(body))
 
+    def probe(self, ts: int) -> None:
+        """Ask the venue for an answer (a frame) on a quiet connection.  Venues with ``probe_after_s``."""
+
     def on_timer(self, ts: int) -> None:
         """Stale-feed watchdog.  It counts frames, so it works whoever overrides ``on_frame``."""
         self.last_ts = ts
@@ -155,6 +181,10 @@ class VenueProtocol:
                 self.stats[iid].resyncs += 1
                 self.set_status(iid, Status.STALE, why)
             self.events.append(Reconnect(f"{self.venue}: {why}"))
+        elif self.probe_after_s is not None and silent >= self.probe_after_s * SEC \
+                and ts - self._probed_at >= self.probe_after_s * SEC:
+            self._probed_at = ts
+            self.probe(ts)
 
     # -- status -----------------------------------------------------------------------------
     def set_status(self, iid: int, status: Status, reason: str) -> None:
@@ -176,7 +206,12 @@ class VenueProtocol:
         Truncates to the subscribed depth afterwards (emitting deletions for the dropped levels)
         and flags the message's final ``Level`` with ``last``.  Crossed/checksum checks are the
         caller's, at the same message boundary.  Returns the ``(side, price)`` levels truncated.
+        A level or time outside the int64 message fields raises ``ValueError`` before anything is applied.
         """
+        check_levels(levels, exch_ts)
+        return self._apply_levels(iid, levels, exch_ts)
+
+    def _apply_levels(self, iid: int, levels, exch_ts: int) -> list[tuple[int, int]]:
         book = self.books[iid]
         apply = book.apply
         for side, price, size in levels:
@@ -205,17 +240,24 @@ class VenueProtocol:
     def apply_snapshot(self, iid: int, bids, asks, exch_ts: int) -> list[tuple[int, int]]:
         """Replace a book by a snapshot (``(price, size)`` pairs per side), following the convention above."""
         book = self.books[iid]
+        new = [(1, p, s) for p, s in bids]
+        new += [(-1, p, s) for p, s in asks]
+        check_levels(new, exch_ts)  # before the SYNCING: a bad snapshot leaves the book as it was
         self.status[iid] = Status.SYNCING
         self.events.append(BookState(iid, int(Status.SYNCING), "snapshot"))
-        bids = [(p, s) for p, s in bids if s]
-        asks = [(p, s) for p, s in asks if s]
-        keep_b = {p for p, _ in bids}
-        keep_a = {p for p, _ in asks}
+        new = [lv for lv in new if lv[2]]
+        keep_b = {p for side, p, _ in new if side == 1}
+        keep_a = {p for side, p, _ in new if side == -1}
         levels = [(1, p, 0) for p in book.bids if p not in keep_b]
         levels += [(-1, p, 0) for p in book.asks if p not in keep_a]
-        levels += [(1, p, s) for p, s in bids]
-        levels += [(-1, p, s) for p, s in asks]
-        return self.apply_levels(iid, levels, exch_ts)
+        return self._apply_levels(iid, levels + new, exch_ts)
+
+    def trade(self, iid: int, side: int, price: int, size: int, trade_id: int, exch_ts: int) -> None:
+        """Emit a trade; raises ``ValueError`` unless every number fits its ``TradeUpdate`` field."""
+        if (type(trade_id) is not int or type(exch_ts) is not int or not 0 < price <= INT64_MAX
+                or not 0 < size <= INT64_MAX or not 0 <= trade_id <= INT64_MAX or not 0 <= exch_ts <= INT64_MAX):
+            raise ValueError(f"trade {price!r} x {size!r} id {trade_id!r} at {exch_ts!r}: not a positive int64")
+        self.events.append(_new(Trade, (iid, side, price, size, trade_id, exch_ts)))
 
     def check_crossed(self, iid: int) -> bool:
         """At a message boundary: a crossed book is counted, flagged and resynchronised."""

@@ -17,7 +17,8 @@ class Side(IntEnum):
 
 
 class Status(IntEnum):
-    """Trust in a book.  Anything but SYNCED means: do not trade on it."""
+    """Trust in a book.  SYNCED is proven; UNVERIFIED is consistent but unprovable; anything else
+    means: do not trade on it."""
 
     SYNCING = 0  # waiting for snapshot / first consistent state
     SYNCED = 1
@@ -28,6 +29,10 @@ class Status(IntEnum):
     RESYNCING = 6  # resync requested, waiting for fresh state
     MALFORMED = 7  # a frame for this book could not be parsed
     DISCONNECTED = 8
+    # Built from a snapshot and consistent, but diffs were applied since the venue last let us
+    # verify it, on a feed that cannot show a lost diff (no sequence numbers, no checksum):
+    # Bitstamp between audits, Coinbase's Exchange level2.  Consumers decide whether to trade on it.
+    UNVERIFIED = 9
 
 
 class Level(NamedTuple):

@@ -11,18 +11,23 @@ One connection carries every stream, combined (``/stream?streams=...``): the ``u
 what the runner connects to, so nothing needs sending after connect.  WebSocket ping/pong is the
 runner's job (the server pings every 20 s and drops a client that has not answered within 60 s).
 ``serverShutdown`` asks for a ``Reconnect``.
+
+Stale watchdog: the server's pings prove only the socket, and a quiet symbol may send no diff for
+long, so after ``probe_after_s`` of silence we send ``LIST_SUBSCRIPTIONS`` (answered at once, one
+message in the venue's 5 per second); no frame at all for ``stale_after_s`` is a stalled feed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import msgspec
 
 from ...fixed import side_rows as _rows
 from ...fixed import to_fixed as fx
-from ..base import VenueProtocol
-from ..events import Fetch, Reconnect, Side, Status, Trade
+from ..base import INT64_MAX, VenueProtocol, check_levels
+from ..events import Fetch, Reconnect, Send, Side, Status
 
 BID, ASK = int(Side.BID), int(Side.ASK)
 
@@ -93,8 +98,8 @@ class _Sync:
 
 class BinanceProtocol(VenueProtocol):
     venue = "binance"
-    # No stale watchdog: the server's 20 s pings (answered by the runner) prove the connection,
-    # and a quiet symbol legitimately sends no diff for minutes.
+    stale_after_s = 5.0  # 100 ms diffs; a quiet connection still answers the probe within a second
+    probe_after_s = 2.0
 
     def __init__(
         self,
@@ -120,6 +125,7 @@ class BinanceProtocol(VenueProtocol):
         self._url_iid = {}  # snapshot url -> iid
         self._snap_url = {}  # iid -> snapshot url
         self._sync = {}
+        self._req = 0
         streams = []
         for iid in self.books:
             sym = self.registry[iid].symbol
@@ -165,6 +171,10 @@ class BinanceProtocol(VenueProtocol):
                 self._fetch(iid, ts)
             elif st.fetching and ts - st.fetched_at >= self.refetch_ns:
                 self._fetch(iid, ts)
+
+    def probe(self, ts: int) -> None:
+        self._req += 1
+        self.events.append(Send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": self._req})))
 
     def _fetch(self, iid: int, ts: int) -> None:
         st = self._sync[iid]
@@ -213,6 +223,10 @@ class BinanceProtocol(VenueProtocol):
         if ev.a:
             levels += _rows(ASK, ev.a, ps, ss)
         item = (ev.U, ev.u, levels, ev.E * 1_000_000)
+        # Checked here, not when applied: a buffered event is applied from on_rest.
+        check_levels(levels, item[3])
+        if not 0 <= ev.U <= ev.u <= INT64_MAX:
+            raise ValueError(f"update ids U={ev.U} u={ev.u}")
         if st.update_id is None:
             if len(st.buffer) >= self.max_buffer:
                 # The snapshot is not coming; start over rather than grow without bound.
@@ -227,7 +241,7 @@ class BinanceProtocol(VenueProtocol):
         if ev.U > st.update_id + 1:
             self._gap(iid, item, f"U={ev.U} > last u+1={st.update_id + 1}")
             return
-        self.apply_levels(iid, levels, item[3])
+        self._apply_levels(iid, levels, item[3])
         st.update_id = ev.u
         self.check_crossed(iid)
 
@@ -252,9 +266,7 @@ class BinanceProtocol(VenueProtocol):
             return
         inst = self.registry[iid]
         side = -1 if t.m else 1
-        self.events.append(
-            Trade(iid, side, fx(t.p, inst.price_scale), fx(t.q, inst.size_scale), t.t or t.a, t.T * 1_000_000)
-        )
+        self.trade(iid, side, fx(t.p, inst.price_scale), fx(t.q, inst.size_scale), t.t or t.a, t.T * 1_000_000)
 
     # -- REST ---------------------------------------------------------------------------------
     def on_rest(self, url: str, body: bytes, ts: int) -> None:
@@ -281,12 +293,12 @@ class BinanceProtocol(VenueProtocol):
             return
         inst = self.registry[iid]
         try:
-            bids = _levels(snap.bids, inst)
-            asks = _levels(snap.asks, inst)
+            if not 0 <= snap.lastUpdateId <= INT64_MAX:
+                raise ValueError(f"lastUpdateId {snap.lastUpdateId}")
+            self.apply_snapshot(iid, _levels(snap.bids, inst), _levels(snap.asks, inst), 0)
         except ValueError as e:
             self.bad_rest(iid, url, body, e)
             return
-        self.apply_snapshot(iid, bids, asks, 0)
         last = st.update_id = snap.lastUpdateId
         buffered, st.buffer = st.buffer, []
         for i, (U, u, levels, exch_ts) in enumerate(buffered):
@@ -296,7 +308,7 @@ class BinanceProtocol(VenueProtocol):
                 self._gap(iid, buffered[i], f"event U={U} after snapshot {last} (applied to {st.update_id})")
                 st.buffer += buffered[i + 1 :]  # still needed after the next snapshot
                 return
-            self.apply_levels(iid, levels, exch_ts)
+            self._apply_levels(iid, levels, exch_ts)
             st.update_id = u
         if not self.check_crossed(iid):
             self.set_status(iid, Status.SYNCED, f"snapshot {last}")

@@ -9,9 +9,15 @@ Bitstamp sends no sequence numbers (../shared/research/exchanges.md 5.2), so:
 * Gaps cannot be seen, so the book is audited: every ``audit_s`` seconds (``on_timer``) the snapshot
   is fetched again and compared with the local book *at the same point*: diffs received since the
   fetch that are newer than the snapshot are replayed onto it, and if the local book is still behind
-  the snapshot the comparison waits for the first diff past it (or the next timer tick).  A
-  difference counts as ``checksum_failed`` (status CHECKSUM) and the fresh book replaces the local
-  one; agreement counts as ``checksum_ok``.
+  the snapshot the comparison waits for the first diff past it (or the next timer tick).  Every
+  level down to the snapshot's deepest is compared; local levels beyond it cannot be checked and are
+  dropped (deletions emitted).  A difference counts as ``checksum_failed`` (status CHECKSUM) and
+  the fresh book replaces the local one; agreement counts as ``checksum_ok``.
+* Trust: SYNCED after a snapshot or an audit that agreed; the first diff applied after it makes the
+  book UNVERIFIED (a lost diff would not show) until the next audit agrees.
+* Stale watchdog: a quiet pair sends nothing and the venue has no server heartbeat, so after
+  ``probe_after_s`` of silence we send ``bts:heartbeat`` (answered at once); no frame at all for
+  ``stale_after_s`` is a stalled feed.
 * ``bts:request_reconnect`` asks for a ``Reconnect``.
 """
 
@@ -25,10 +31,13 @@ import msgspec
 from ...book import L2Book
 from ...fixed import side_rows as _rows
 from ...fixed import to_fixed as fx
-from ..base import VenueProtocol
-from ..events import Fetch, Reconnect, Send, Side, Status, Trade
+from ..base import INT64_MAX, VenueProtocol, check_levels
+from ..events import Fetch, Reconnect, Send, Side, Status
 
 BID, ASK = int(Side.BID), int(Side.ASK)
+_SYNCED, _UNVERIFIED = Status.SYNCED, Status.UNVERIFIED
+_MAX_MICRO = INT64_MAX // 1000  # microtimestamps go out as ns
+HEARTBEAT = json.dumps({"event": "bts:heartbeat"})
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +85,7 @@ class _Sync:
 
     def __init__(self) -> None:
         self.micro: int | None = None  # microtimestamp of the last applied state; None until synced
-        self.buffer: list[BookData] | None = None  # diffs kept since a fetch (sync or audit)
+        self.buffer: list[tuple[int, list]] | None = None  # (micro, levels) of diffs since a fetch
         self.fetching = False
         self.fetched_at = 0
         self.audit: tuple[L2Book, int] | None = None  # fresh book waiting for the local one to catch up
@@ -86,7 +95,8 @@ class _Sync:
 
 class BitstampProtocol(VenueProtocol):
     venue = "bitstamp"
-    # No stale watchdog: Bitstamp sends nothing on a quiet pair, and has no server heartbeat.
+    stale_after_s = 5.0  # the probe is answered at once, however quiet the pairs
+    probe_after_s = 2.0
 
     def __init__(
         self,
@@ -155,6 +165,9 @@ class BitstampProtocol(VenueProtocol):
             elif st.micro is not None and self.audit_ns and ts >= st.audit_due:
                 self._fetch(iid, ts)
 
+    def probe(self, ts: int) -> None:
+        self.events.append(Send(HEARTBEAT))
+
     def _fetch(self, iid: int, ts: int) -> None:
         st = self._sync[iid]
         st.fetching = True
@@ -206,14 +219,20 @@ class BitstampProtocol(VenueProtocol):
 
     def _on_diff(self, iid: int, d: BookData, ts: int) -> None:
         st = self._sync[iid]
-        micro = int(d.microtimestamp)
+        micro = _micro(d.microtimestamp)
+        # Converted and checked on arrival: a buffered diff is applied from on_rest.
+        ps, ss = self._scales[iid]
+        levels = _rows(BID, d.bids, ps, ss)
+        if d.asks:
+            levels += _rows(ASK, d.asks, ps, ss)
+        check_levels(levels)
         if st.buffer is not None:
             if len(st.buffer) >= self.max_buffer:
                 st.buffer.clear()
                 st.fetching = False
                 if st.micro is None:
                     self._fetch(iid, ts)
-            st.buffer.append(d)
+            st.buffer.append((micro, levels))
         if st.micro is None:
             return
         if st.audit is not None and micro > st.audit[1]:
@@ -222,23 +241,17 @@ class BitstampProtocol(VenueProtocol):
                 return
         if micro <= st.micro:
             return  # not newer than the state we hold
-        self._apply(iid, d, micro)
+        self._apply_levels(iid, levels, micro * 1000)
         st.micro = micro
-        self.check_crossed(iid)
-
-    def _apply(self, iid: int, d: BookData, micro: int) -> None:
-        ps, ss = self._scales[iid]
-        levels = _rows(BID, d.bids, ps, ss)
-        if d.asks:
-            levels += _rows(ASK, d.asks, ps, ss)
-        self.apply_levels(iid, levels, micro * 1000)
+        if not self.check_crossed(iid) and self.status[iid] is _SYNCED:
+            self.set_status(iid, _UNVERIFIED, "diffs since the last audit")
 
     def _on_trade(self, iid: int, t: TradeData) -> None:
+        if t.type != 0 and t.type != 1:
+            raise ValueError(f"trade type {t.type}")
         inst = self.registry[iid]
-        side = 1 if t.type == 0 else -1
-        self.events.append(
-            Trade(iid, side, fx(t.price_str, inst.price_scale), fx(t.amount_str, inst.size_scale), t.id, int(t.microtimestamp) * 1000)
-        )
+        self.trade(iid, 1 if t.type == 0 else -1, fx(t.price_str, inst.price_scale), fx(t.amount_str, inst.size_scale),
+                   t.id, _micro(t.microtimestamp) * 1000)
 
     # -- REST ---------------------------------------------------------------------------------
     def on_rest(self, url: str, body: bytes, ts: int) -> None:
@@ -249,22 +262,21 @@ class BitstampProtocol(VenueProtocol):
         st = self._sync[iid]
         if not st.fetching:
             return  # an answer nobody is waiting for
-        inst = self.registry[iid]
+        ps, ss = self._scales[iid]
         try:
             snap = self._book.decode(body)
-            micro = int(snap.microtimestamp)
+            micro = _micro(snap.microtimestamp)
+            levels = _rows(BID, snap.bids, ps, ss) + _rows(ASK, snap.asks, ps, ss)
+            check_levels(levels)
             fresh = L2Book(self.depth)
-            for side, rows in ((Side.BID, snap.bids), (Side.ASK, snap.asks)):
-                for p, q in rows:
-                    fresh.apply(side, fx(p, inst.price_scale), fx(q, inst.size_scale))
+            for side, p, q in levels:
+                fresh.apply(side, p, q)
             # Replay the diffs that arrived since the fetch and are newer than the snapshot.
             at = micro
-            for d in st.buffer or ():
-                m = int(d.microtimestamp)
+            for m, levels in st.buffer or ():
                 if m > at:
-                    for side, rows in ((Side.BID, d.bids), (Side.ASK, d.asks)):
-                        for p, q in rows:
-                            fresh.apply(side, fx(p, inst.price_scale), fx(q, inst.size_scale))
+                    for side, p, q in levels:
+                        fresh.apply(side, p, q)
                     at = m
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
             self.bad_rest(iid, url, body, e)
@@ -290,19 +302,40 @@ class BitstampProtocol(VenueProtocol):
         st = self._sync[iid]
         st.audit = None
         local = self.books[iid]
-        if _same(local, fresh, self.depth):
-            self.stats[iid].checksum_ok += 1
+        beyond = _audit(local, fresh, self.depth)
+        if beyond is None:
+            self.stats[iid].checksum_failed += 1
+            self.set_status(iid, Status.CHECKSUM, "local book differs from the REST snapshot")
+            self.stats[iid].resyncs += 1
+            self._install(iid, fresh, max(micro, st.micro or 0), "replaced by the REST snapshot")
             return
-        self.stats[iid].checksum_failed += 1
-        self.set_status(iid, Status.CHECKSUM, "local book differs from the REST snapshot")
-        self.stats[iid].resyncs += 1
-        self._install(iid, fresh, max(micro, st.micro or 0), "replaced by the REST snapshot")
+        self.stats[iid].checksum_ok += 1
+        if beyond:  # deeper than the snapshot reaches: cannot be checked, so not kept
+            self._apply_levels(iid, [(side, p, 0) for side, p in beyond], (st.micro or 0) * 1000)
+        if self.status[iid] is _UNVERIFIED:
+            self.set_status(iid, _SYNCED, "audit agrees")
 
 
-def _same(local: L2Book, fresh: L2Book, depth: int) -> bool:
-    """Equal over the snapshot's levels (levels deeper than the REST book are not compared)."""
-    for side, rows in ((Side.BID, fresh.bids), (Side.ASK, fresh.asks)):
-        n = min(len(rows), depth) if depth else len(rows)
-        if local.top(side, n) != fresh.top(side, n):
-            return False
-    return True
+def _audit(local: L2Book, fresh: L2Book, depth: int) -> list[tuple[int, int]] | None:
+    """Compare ``local`` with the snapshot ``fresh`` down to the snapshot's deepest level (or
+    ``depth``).  ``None`` if they differ there, else the local ``(side, price)`` levels beyond it."""
+    beyond = []
+    for side in (BID, ASK):
+        n = len(fresh.bids if side == BID else fresh.asks)
+        if depth:
+            n = min(n, depth)
+        want = fresh.top(side, n)
+        mine = local.top(side, n)
+        if mine != want:
+            return None
+        prices = local.top_prices(side, len(local.bids if side == BID else local.asks))
+        beyond += [(side, p) for p in prices[n:]]
+    return beyond
+
+
+def _micro(text: str) -> int:
+    """A microtimestamp string -> int, within what its ns form can hold."""
+    m = int(text)
+    if not 0 <= m <= _MAX_MICRO:
+        raise ValueError(f"microtimestamp {text!r}")
+    return m
