@@ -28,7 +28,7 @@ T0 = 1_700_000_000_000_000  # µs
 
 def write(path, header, rows, gz=True):
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    csv.writer(buf).writerows([header, *rows])  # quotes a cell holding a line break
     text = buf.getvalue()
     if gz:
         with gzip.open(path, "wt") as f:
