@@ -16,16 +16,33 @@ def read(system: str) -> dict | None:
         return None
 
 
+def duration(us: float) -> str:
+    """A duration in at most 7 characters, in the unit that suits it (µs in, ns to s out)."""
+    if us < 1:
+        return f"{us * 1000:.0f}ns"
+    for unit, scale in (("µs", 1), ("ms", 1e3), ("s", 1e6)):
+        v = us / scale
+        if v < 1000 or unit == "s":
+            return f"{v:.{2 if v < 10 else 1 if v < 100 else 0}f}{unit}"
+    raise AssertionError  # unreachable
+
+
+W = 8  # every duration column: 7 characters and a space, so columns never run together
+
+
 def render(system: str, snap: dict | None) -> str:
     if not snap:
         return f"{system}: no telemetry yet (is a Telemetry actor configured?)"
-    head = (f"{'actor.stream':<22}{'msg/s':>10}{'count':>11} | {'proc p50':>9}{'p99':>8}{'p99.9':>8}{'max':>9}"
-            f" | {'lat p50':>9}{'p99':>8}{'p99.9':>9}  (µs)")
+    n = max([len("actor.stream"), *map(len, snap["timers"])]) + 1
+    cols = ("proc p50", "p99", "p99.9", "max", "lat p50", "p99", "p99.9")
+    head = f"{'actor.stream':<{n}}{'msg/s':>10}{'count':>12} |" + "".join(
+        f"{c:>{W + 1}}" + (" |" if i == 3 else "") for i, c in enumerate(cols))
     out = [f"system {system}   timing records lost: {snap.get('timing_lost', 0)}", head, "-" * len(head)]
     for name, t in snap["timers"].items():
         p, lat = t["processing_us"], t["latency_us"]
-        out.append(f"{name:<22}{t['rate']:>10.0f}{p['count']:>11} | {p['p50']:>9.2f}{p['p99']:>8.2f}{p['p999']:>8.1f}"
-                   f"{p['max']:>9.1f} | {lat['p50']:>9.2f}{lat['p99']:>8.2f}{lat['p999']:>9.1f}")
+        vals = [p["p50"], p["p99"], p["p999"], p["max"], lat["p50"], lat["p99"], lat["p999"]]
+        out.append(f"{name:<{n}}{t['rate']:>10.0f}{p['count']:>12} |" + "".join(
+            f"{duration(v):>{W + 1}}" + (" |" if i == 3 else "") for i, v in enumerate(vals)))
     return "\n".join(out)
 
 
