@@ -1,4 +1,7 @@
-"""Persisted streams for analysis: Arrow tables, DataFrames (pandas or polars), Parquet."""
+"""Persisted streams for analysis: Arrow tables, DataFrames (pandas or polars), Parquet.
+
+Every function takes ``damage``: a list that receives a ``segments.Damage`` per damaged part of a
+file that had to be skipped (also logged), so an export never hides what it could not read."""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import pyarrow.parquet as pq
 from . import segments
 
 
-def table(root, queue: str, start: int = 0, end: int = 2**64 - 1) -> pa.Table:
-    recs = segments.load(Path(root), queue, start, end)
+def table(root, queue: str, start: int = 0, end: int = 2**64 - 1, damage: list | None = None) -> pa.Table:
+    recs = segments.load(Path(root), queue, start, end, damage)
     cols = {}
     for name in recs.dtype.names or ():
         col = recs[name]
@@ -23,9 +26,10 @@ def table(root, queue: str, start: int = 0, end: int = 2**64 - 1) -> pa.Table:
     return pa.table(cols)
 
 
-def frame(root, queue: str, start: int = 0, end: int = 2**64 - 1, backend: str = "pandas"):
+def frame(root, queue: str, start: int = 0, end: int = 2**64 - 1, backend: str = "pandas",
+          damage: list | None = None):
     """One stream as a DataFrame: ``backend`` "pandas" or "polars" (whichever is installed)."""
-    t = table(root, queue, start, end)
+    t = table(root, queue, start, end, damage)
     if backend == "polars":
         import polars as pl
 
@@ -33,13 +37,13 @@ def frame(root, queue: str, start: int = 0, end: int = 2**64 - 1, backend: str =
     return t.to_pandas()
 
 
-def to_parquet(root, out_dir, queues: list[str] | None = None) -> dict[str, int]:
+def to_parquet(root, out_dir, queues: list[str] | None = None, damage: list | None = None) -> dict[str, int]:
     """Write each queue to ``<out_dir>/<queue>.parquet``; returns rows per queue."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
     for q in queues or segments.queues(Path(root)):
-        t = table(root, q)
+        t = table(root, q, damage=damage)
         pq.write_table(t, out / f"{q}.parquet", compression="zstd")
         rows[q] = t.num_rows
     return rows
