@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -123,7 +124,15 @@ def cmd_import(a) -> int:
 
 
 def cmd_export(a) -> int:
+    from .store import segments
     from .store.export import to_parquet
+
+    have = segments.queues(Path(a.data)) if Path(a.data).is_dir() else []
+    if not have:
+        raise SystemExit(f"mantra export: {a.data} holds no recorded queues (a recording or backtest --out directory)")
+    unknown = sorted(set(a.queues or ()) - set(have))
+    if unknown:
+        raise SystemExit(f"mantra export: no queue {', '.join(unknown)} in {a.data}; it has {', '.join(have)}")
 
     print(json.dumps(to_parquet(a.data, a.out, a.queues or None)))
     return 0
@@ -227,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except Refused as e:  # unsafe shared memory, or the system already runs: the message says what to do
         print(f"mantra: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `mantra inspect --json | head`: the reader left; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
