@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def cmd_run(a) -> int:
@@ -228,11 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("venues", help="venue tools: `mantra venues check --venue NAME --format cryptofeed FILE... --json`")
 
     a = ap.parse_args(argv)
-    _setup_logging(a.verbose)
+    from . import logs
+
+    logs.setup(a.verbose)
     from .spine.shm import Refused
 
     try:
-        return a.fn(a)
+        try:
+            return a.fn(a)
+        finally:
+            logs.flush()  # the counts of repeated warnings that were not shown
     except Refused as e:  # unsafe shared memory, or the system already runs: the message says what to do
         print(f"mantra: {e}", file=sys.stderr)
         return 1
