@@ -42,7 +42,7 @@ class Repeats(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, record.levelno, record.pathname, record.lineno, str(record.msg))
+        key = (record.name, record.levelno, str(record.msg))
         now = self.clock()
         s = self.seen.get(key)
         if s is None or now - s[0] >= self.window_s:
