@@ -5,6 +5,12 @@ It drains each queue with ``read_batch`` (no per-message Python), and appends a 
 interval is missing.  Files rotate every ``rotate_s`` seconds of publish time:
 ``<dir>/<queue>/<first publish ns>.seg``.  A consumer lapped by a burst counts its loss, and the
 persister reports it (loss is logged, never silent).
+
+Each chunk records the ring's identity and the sequence number just past its last record, so a
+restarted persister (kill -9, a crash, a system restart on the same rings) resumes exactly after
+the last record on disk: nothing is written twice, and what the ring overwrote meanwhile is
+counted as lost and logged.  It always starts new files, never appending to one a crash may have
+torn.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 from ..runtime import paths
 from ..runtime.actor import Actor
 from ..spine import Ring
+from . import segments
 from .segments import SegmentWriter
 
 
@@ -40,9 +47,7 @@ class Persister(Actor):
             (self.out / "instruments.json").write_text(inst.read_text())
         d = paths.system_dir(self.system)
         self.rings = {q: Ring.attach(paths.queue(d, q)) for q in names}
-        # start from the oldest message still in each ring: a persister started late keeps what it can
-        self.readers = {q: r.reader(f"{self.name}", start=max(r.count() - r.capacity // 2, 0))
-                        for q, r in self.rings.items()}
+        self.readers = {q: r.reader(f"{self.name}", start=self._start(q, r)) for q, r in self.rings.items()}
         self.pending: dict[str, list] = {q: [] for q in names}
         self.npending = dict.fromkeys(names, 0)
         self.writers: dict[str, SegmentWriter] = {}
@@ -51,13 +56,31 @@ class Persister(Actor):
         self.next_flush = self.clock.now() + self.flush_ms * 1_000_000
         self.wakeup = self.next_flush
 
+    def _start(self, q: str, ring: Ring) -> int:
+        """Where to read ``q`` from: just past the last record on disk when it came from this very
+        ring, else the oldest message still in the ring (a persister started late keeps what it can)."""
+        head, oldest = ring.count(), max(ring.count() - ring.capacity // 2, 0)
+        rid, seq = segments.resume_point(self.out, q)
+        if not seq or rid != ring.header["created_ns"] or seq > head:
+            return oldest
+        if head - seq > ring.capacity:  # overwritten: the first read resyncs and counts the loss
+            self.log.error("persister restart on %s: messages published while it was down were overwritten before"
+                           " it came back (%d behind, ring of %d)", q, head - seq, ring.capacity)
+        else:
+            self.log.info("persister restart on %s: resuming at seq %d (%d behind)", q, seq, head - seq)
+        return seq
+
     def _writer(self, q: str, first_ns: int) -> SegmentWriter:
         w = self.writers.get(q)
         if w is not None and first_ns - self.opened[q] >= self.rotate_s * 1_000_000_000:
             w.close()
             w = None
         if w is None:
-            w = SegmentWriter(self.out / q / f"{first_ns}.seg", q, self.rings[q].msg_type, level=self.level)
+            path = self.out / q / f"{first_ns}.seg"
+            while path.exists():  # a new file: never append to one an earlier run left (maybe torn)
+                first_ns += 1
+                path = self.out / q / f"{first_ns}.seg"
+            w = SegmentWriter(path, q, self.rings[q].msg_type, level=self.level)
             self.writers[q], self.opened[q] = w, first_ns
         return w
 
@@ -84,7 +107,9 @@ class Persister(Actor):
             if not parts:
                 continue
             recs = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            self._writer(name, int(recs["publish"][0])).append(recs)
+            # pending holds everything read so far: the reader's position is just past its last record
+            self._writer(name, int(recs["publish"][0])).append(
+                recs, ring=self.rings[name].header["created_ns"], seq=self.readers[name].seq)
             self.pending[name], self.npending[name] = [], 0
 
     def loop(self) -> bool:

@@ -470,15 +470,15 @@ def load(root: Path, queue: str, start: int = 0, end: int = 2**64 - 1, damage: l
 
 
 def resume_point(root: Path, queue: str) -> tuple[int, int]:
-    """(ring, seq) of the newest chunk that came from a ring: where its persister stopped."""
+    """(ring, seq) of the newest chunk on disk that came from a ring (0, 0 when there is none):
+    where the persister that wrote it stopped."""
     for p in reversed(segments(root, queue)):
         try:
-            info = scan(p)
+            chunks = scan(p).chunks
         except ValueError:
             continue
-        for c in reversed(info.chunks):
-            if c.seq:
-                return c.ring, c.seq
+        if chunks:  # the newest file with records decides
+            return next(((c.ring, c.seq) for c in reversed(chunks) if c.seq), (0, 0))
     return 0, 0
 
 
