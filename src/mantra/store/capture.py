@@ -16,9 +16,10 @@ REST record or the reason of a CLOSE, ``status`` the HTTP status of a REST recor
 stored as UTF-8 and read back as ``str``; binary frames carry the ``BINARY`` kind bit and read back
 as ``bytes``.  Every file starts with a META record (JSON: format, version, writer).
 
-Secrets never reach a file: field values (JSON ``"name": value``, URL ``name=value``) and header
-values with configured names are replaced by ``***`` in what we send (frames, URLs, headers).
-Received data is redacted too when ``redact_received`` is set (private channels echoing tokens).
+Secrets never reach a file: what we send (frames, URLs, headers) and the reasons of CLOSE records
+go through :mod:`mantra.redact`, the redaction logs and error messages use too (secret field and
+header values, tokens in URL paths, replaced by ``***``).  Received data is redacted too when
+``redact_received`` is set (private channels echoing tokens).
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ import heapq
 import json
 import logging
 import os
-import re
 import struct
 import time
 from enum import IntEnum
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 import zstandard
 
@@ -67,42 +67,8 @@ class CaptureError(ValueError):
     pass
 
 
-# -- redaction -------------------------------------------------------------------------------
-SECRET_FIELDS = ("apiKey", "api_key", "apikey", "key", "secret", "signature", "sign", "passphrase", "password",
-                 "token", "authSig", "authPayload", "listenKey", "access_token")
-SECRET_HEADERS = ("authorization", "x-mbx-apikey", "cb-access-key", "cb-access-sign", "cb-access-passphrase",
-                  "api-key", "api-sign", "bfx-apikey", "bfx-signature", "x-auth", "x-auth-signature",
-                  "cookie")
-MASK = "***"
-
-
-class Redactor:
-    """Masks the values of secret fields (JSON and URL query) and headers."""
-
-    def __init__(self, fields: Iterable[str] = SECRET_FIELDS, headers: Iterable[str] = SECRET_HEADERS):
-        names = "|".join(re.escape(f) for f in fields)
-        self.headers = {h.lower() for h in headers}
-        if not names:
-            self._json = self._query = self._bjson = self._bquery = None
-            return
-        # JSON: "name": "value" (escapes honoured) or a bare number/literal.
-        js = r'("(?:%s)"\s*:\s*)(?:"(?:[^"\\]|\\.)*"|[^,}\]\s]+)' % names
-        qs = r"([?&;](?:%s)=)[^&#;\s\"']*" % names
-        self._json, self._query = re.compile(js), re.compile(qs)
-        self._bjson, self._bquery = re.compile(js.encode()), re.compile(qs.encode())
-
-    def text(self, s):
-        """A frame, URL or body (``str`` or ``bytes``) with secret values masked."""
-        if self._json is None:
-            return s
-        if isinstance(s, str):
-            return self._query.sub(r"\1" + MASK, self._json.sub(r'\1"' + MASK + '"', s))
-        s = bytes(s)
-        return self._bquery.sub(rb"\1" + MASK.encode(), self._bjson.sub(rb'\1"' + MASK.encode() + b'"', s))
-
-    def header_lines(self, headers) -> str:
-        return "\n".join(f"{k}: {MASK if k.lower() in self.headers else self.text(str(v))}"
-                         for k, v in dict(headers).items())
+# -- redaction: the project's one (mantra.redact), shared with logs and errors ------------------
+from ..redact import MASK, SECRET_FIELDS, SECRET_HEADERS, Redactor  # noqa: E402,F401 - part of this API
 
 
 # -- writer ----------------------------------------------------------------------------------
@@ -161,7 +127,7 @@ class CaptureWriter:
         self.write(Kind.REST, conn, ts, body, self.redactor.text(url), status)
 
     def closed(self, conn: int, ts: int, reason: str = "") -> None:
-        self.write(Kind.CLOSE, conn, ts, "", reason)
+        self.write(Kind.CLOSE, conn, ts, "", self.redactor.text(reason))
 
     def write(self, kind: int, conn: int, ts: int, data, meta: str = "", status: int = 0) -> None:
         """One record, as is (the typed methods above redact; the importer redacts itself)."""
