@@ -18,7 +18,8 @@ as ``bytes``.  Every file starts with a META record (JSON: format, version, writ
 
 Secrets never reach a file: what we send (frames, URLs, headers) and the reasons of CLOSE records
 go through :mod:`mantra.redact`, the redaction logs and error messages use too (secret field and
-header values, tokens in URL paths, replaced by ``***``).  Received data is redacted too when
+header values, tokens in URL paths, replaced by ``***``).  So are REST answers other than 200 (a
+venue's error may echo the request; no protocol sees them), and all received data when
 ``redact_received`` is set (private channels echoing tokens).
 """
 
@@ -122,7 +123,7 @@ class CaptureWriter:
         self.write(Kind.SENT, conn, ts, self.redactor.text(data))
 
     def rest(self, conn: int, ts: int, url: str, body: bytes, status: int = 200) -> None:
-        if self.redact_received:
+        if self.redact_received or status != 200:  # error bodies echo requests, and nothing replays them
             body = self.redactor.text(body)
         self.write(Kind.REST, conn, ts, body, self.redactor.text(url), status)
 
