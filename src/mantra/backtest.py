@@ -14,6 +14,8 @@ simulated clock, fixed actor order), except that:
 
 The result counts events, orders and fills, sums fees, marks positions to the last trade price for
 the PnL, and digests every message the run produced (two deterministic runs give equal digests).
+``damage`` says what of the recordings (and of the run's own output) could not be read and was
+skipped: chunks, bytes, records, and where.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def run(config: str | Path | dict, data: str | Path, out: str | Path | None = No
         handled = {s.spec.name: s.handled for s in runner.slots if s.inputs}
     finally:
         remove_system(spec.name)
-    return {**summarize(out, data, replay.total, run_s, telemetry), "wall_s": round(wall, 3),
+    return {**summarize(out, data, replay.total, run_s, telemetry, list(replay.damage)), "wall_s": round(wall, 3),
             "load_s": round(wall - run_s, 3), "handled": handled}
 
 
@@ -113,22 +115,25 @@ def _registry(data: Path) -> InstrumentRegistry | None:
     return InstrumentRegistry.load(p) if p.exists() else None
 
 
-def digest(out: Path) -> str:
+def digest(out: Path, damage: list | None = None) -> str:
     h = hashlib.blake2b(digest_size=16)
     for q in segments.queues(out):
         h.update(q.encode())
-        h.update(segments.load(out, q).tobytes())
+        h.update(segments.load(out, q, damage=damage).tobytes())
     return h.hexdigest()
 
 
-def summarize(out: Path, data: Path, events: int, run_s: float, telemetry: dict | None = None) -> dict:
+def summarize(out: Path, data: Path, events: int, run_s: float, telemetry: dict | None = None,
+              damage: list | None = None) -> dict:
     """``events_per_s``: events over the run loop's time, loading the data excluded (as
-    NautilusTrader's ``run()`` is timed in the peer benchmark)."""
+    NautilusTrader's ``run()`` is timed in the peer benchmark).  ``damage``: what the replay
+    skipped; what reading the results skips is added."""
+    damage = [] if damage is None else damage
     reg = _registry(data)
     has = set(segments.queues(out))
     req = segments.load(out, "requests") if "requests" in has else None
     fills = segments.load(out, "fills") if "fills" in has else None
-    trades = segments.load(data, "trades") if "trades" in segments.queues(data) else None
+    trades = segments.load(data, "trades", damage=damage) if "trades" in segments.queues(data) else None
     res = {"events": events, "events_per_s": round(events / run_s) if run_s else 0, "run_s": round(run_s, 3),
            "orders": 0, "cancels": 0, "amends": 0, "fills": 0, "fees": 0.0, "pnl": 0.0, "positions": {},
            "pnl_curve": [], "out": str(out)}
@@ -164,7 +169,8 @@ def summarize(out: Path, data: Path, events: int, run_s: float, telemetry: dict 
             ts, v = curve_parts[0]
             idx = np.linspace(0, len(v) - 1, min(20, len(v))).astype(int)
             res["pnl_curve"] = [[int(ts[i]), round(float(v[i]), 4)] for i in idx]
-    res["digest"] = digest(out)
+    res["digest"] = digest(out, damage)  # reads every output queue: its damage is noted there
+    res["damage"] = segments.summary(list(dict.fromkeys(damage)))  # the trades are read twice
     if telemetry:
         res["latency"] = {k: {"processing_us": v["processing_us"]} for k, v in telemetry["timers"].items()}
     return res
@@ -180,6 +186,10 @@ def report(r: dict) -> str:
         "positions     " + (", ".join(f"{k} {v}" for k, v in r["positions"].items()) or "flat"),
         f"digest        {r['digest']}",
     ]
+    d = r.get("damage")
+    if d and d["chunks"]:
+        lines.append(f"DAMAGED DATA  {d['chunks']:>12,}   parts skipped ({d['bytes']:,} bytes, "
+                     f"{d['records']:,} records known lost): " + "; ".join(d["where"][:3]))
     if r.get("pnl_curve"):
         vals = [v for _, v in r["pnl_curve"]]
         lo, hi = min(vals), max(vals)

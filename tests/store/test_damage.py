@@ -178,6 +178,7 @@ def test_export_reports_damage(tmp_path):
     assert t.num_rows == 2 * PER_CHUNK and len(damage) == 1 and damage[0].records == PER_CHUNK
     rows = export.to_parquet(tmp_path, tmp_path / "pq", damage=damage)
     assert rows == {"q": 2 * PER_CHUNK} and len(damage) == 2
+    assert json.loads((tmp_path / "pq" / "damage.json").read_text())["records"] == PER_CHUNK  # beside the data
     assert segments.summary(damage[:1]) == {"chunks": 1, "bytes": spans[1][1] - spans[1][0],
                                             "records": PER_CHUNK, "where": [str(damage[0])]}
 
@@ -237,3 +238,20 @@ def test_format_1_damage_never_yields_wrong_records(tmp_path_factory, data):
     ks = chunks_of(got)
     assert [k for k, (a, b) in enumerate(spans) if not a <= at < b] == ks
     assert len(damage) == 1
+
+
+def test_a_backtest_result_says_what_of_its_data_was_skipped(tmp_path):
+    from pathlib import Path
+
+    from mantra import backtest
+
+    config = Path(backtest.__file__).parent / "configs" / "backtest_noop.toml"
+    data = tmp_path / "data"
+    head, spans = write(data / "l2" / "0.seg", 4)
+    raw = bytearray((data / "l2" / "0.seg").read_bytes())
+    raw[spans[2][0] + CHUNK.size + 4] ^= 1  # the third chunk's payload
+    (data / "l2" / "0.seg").write_bytes(bytes(raw))
+    r = backtest.run(config, data, tmp_path / "out")
+    assert r["events"] == 3 * PER_CHUNK
+    assert r["damage"]["chunks"] == 1 and r["damage"]["records"] == PER_CHUNK
+    assert "DAMAGED DATA" in backtest.report(r)

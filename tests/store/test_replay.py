@@ -63,3 +63,21 @@ def test_real_time_replay_as_fast_as_possible_loses_nothing(tmp_path, shm_root):
     Supervisor(spec).run(duration=30)  # the replayer stops the system when done
     got = segments.load(tmp_path / "out", "l2")
     assert len(got) == n and np.array_equal(got["price"], r["price"]) and np.array_equal(got["origin"], r["origin"])
+
+
+def test_a_damaged_recording_replays_the_rest_and_says_what_it_skipped(tmp_path, caplog):
+    live = tmp_path / "live"
+    run_deterministic(parse(doc("rec", live, count=3000)), start_ns=1_700_000_000_000_000_000)
+    f = segments.segments(live, "l2")[0]
+    info = segments.scan(f)
+    assert len(info.chunks) >= 3
+    c = info.chunks[1]
+    raw = bytearray(f.read_bytes())
+    raw[c.offset + c.size // 2] ^= 0x40  # one bit in the second chunk
+    f.write_bytes(bytes(raw))
+    again = run_deterministic(parse(replay_doc("rep", live, tmp_path / "replayed")))
+    rep = _actor(again, "replay")
+    assert rep.total == info.records - c.records and rep.i == rep.total
+    assert rep.skipped["chunks"] == 1 and rep.skipped["records"] == c.records
+    assert rep.damage[0].path == str(f) and rep.damage[0].offset == c.offset - segments.CHUNK.size
+    assert "damaged parts of the recording skipped" in caplog.text

@@ -5,6 +5,8 @@ file that had to be skipped (also logged), so an export never hides what it coul
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import segments
+
+log = logging.getLogger(__name__)
 
 
 def table(root, queue: str, start: int = 0, end: int = 2**64 - 1, damage: list | None = None) -> pa.Table:
@@ -38,12 +42,23 @@ def frame(root, queue: str, start: int = 0, end: int = 2**64 - 1, backend: str =
 
 
 def to_parquet(root, out_dir, queues: list[str] | None = None, damage: list | None = None) -> dict[str, int]:
-    """Write each queue to ``<out_dir>/<queue>.parquet``; returns rows per queue."""
+    """Write each queue to ``<out_dir>/<queue>.parquet``; returns rows per queue.  Damage skipped
+    is also written to ``<out_dir>/damage.json`` (absent when there was none) and logged."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = {}
+    rows, mine = {}, []
     for q in queues or segments.queues(Path(root)):
-        t = table(root, q, damage=damage)
+        t = table(root, q, damage=mine)
         pq.write_table(t, out / f"{q}.parquet", compression="zstd")
         rows[q] = t.num_rows
+    report = out / "damage.json"
+    if mine:
+        s = segments.summary(mine)
+        report.write_text(json.dumps(s, indent=1))
+        log.error("export: %d damaged parts skipped (%d bytes, %d records known lost), listed in %s",
+                  s["chunks"], s["bytes"], s["records"], report)
+    elif report.exists():
+        report.unlink()  # from an earlier export into the same place
+    if damage is not None:
+        damage += mine
     return rows

@@ -11,6 +11,9 @@ records keep their recorded origin and publisher, and get a new publish time.  P
 Producers never wait on the spine, so the replayer paces itself by its consumers instead: it only
 publishes while every registered consumer of its queues is less than a quarter ring behind (the
 positions consumers publish in the ring header), so a replay never laps anybody.
+
+Damaged parts of the recording are skipped, logged and kept in ``damage`` (``segments.Damage``
+entries; ``skipped`` sums them up), so a result built on a replay can say what it lacked.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ class Replayer(Actor):
 
     def on_start(self) -> None:
         parts, ports, self.outs = [], [], []  # one entry per stream with records
+        self.damage: list = []
         for port, queue in self.streams.items():
-            recs = segments.load(Path(self.dir), queue, self.start, self.end or 2**64 - 1)
+            recs = segments.load(Path(self.dir), queue, self.start, self.end or 2**64 - 1, self.damage)
             if not len(recs):
                 self.log.warning("replay: no records for %s in %s", queue, self.dir)
                 continue
@@ -76,6 +80,11 @@ class Replayer(Actor):
         self.wakeup = (int(min(t[0] for t in self.parts)) if self.clock.simulated else self._due_time(0)) \
             if self.total else 0
         self._cursor_check = 0
+        self.skipped = segments.summary(self.damage)
+        if self.damage:
+            self.log.error("replay: %d damaged parts of the recording skipped (%d bytes, %d records known lost): %s",
+                           self.skipped["chunks"], self.skipped["bytes"], self.skipped["records"],
+                           "; ".join(self.skipped["where"][:5]))
         self.log.info("replay: %d records from %s", self.total, self.dir)
 
     def _due_time(self, i: int) -> int:
