@@ -229,6 +229,32 @@ def test_the_demo_simulators_die_with_the_demo(tmp_path):
             parent.wait()
 
 
+def test_a_forked_child_that_asks_dies_with_its_parent():
+    """``die_with_parent()`` with no argument: what any forked helper (benchmarks too) calls first."""
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import multiprocessing as mp, time
+        from mantra.runtime.supervisor import die_with_parent
+        def child():
+            die_with_parent()
+            time.sleep(120)
+        p = mp.get_context("fork").Process(target=child)
+        p.start()
+        print(p.pid, flush=True)
+        time.sleep(120)
+    """)], env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        start = proc_start(pid)
+        assert start is not None
+        parent.kill()
+        parent.wait()
+        assert wait_for(lambda: proc_start(pid) != start, timeout=10), "the child outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
 class _HalfWritten:
     """A status array whose slot 1 a dead writer left half-written: reading it gives up."""
 

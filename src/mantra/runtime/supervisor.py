@@ -109,12 +109,23 @@ def _libc_prctl():
 
 _PRCTL = _libc_prctl()  # looked up before any fork: a child calls it and nothing else
 PR_SET_PDEATHSIG = 1
+_forked_from = os.getpid()
 
 
-def die_with_parent(parent: int) -> None:
-    """Call in a process right after it is forked (or as a ``preexec_fn``) from ``parent``: the
-    kernel SIGKILLs it when the parent dies, even by SIGKILL, so nothing Mantra starts outlives it.
-    A parent that died before the request leaves the signal unsent: then die now."""
+def _remember_parent() -> None:
+    global _forked_from
+    _forked_from = os.getpid()  # runs in the parent just before each fork: the child keeps it
+
+
+os.register_at_fork(before=_remember_parent)
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Call in a process right after it is forked (or as a ``preexec_fn``) from ``parent`` (default:
+    the process that forked this one): the kernel SIGKILLs it when the parent dies, even by
+    SIGKILL, so nothing Mantra starts outlives it.  A parent that died before the request leaves
+    the signal unsent: then die now."""
+    parent = _forked_from if parent is None else parent
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() != parent:
