@@ -82,9 +82,9 @@ def _refuse(path, problem: str, st=None, fix: str = "") -> UnsafePath:
     seen = f" (owner {_who(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o})" if st is not None else ""
     fix = fix or (f"if you do not know who made it, remove it (as its owner or root: rm -rf {path}); "
                   f"or set {ROOT_ENV} to a directory of your own")
-    return UnsafePath(f"{path}: {problem}{seen}. Mantra's shared memory must be created by and owned by you "
-                      f"({me}), mode 0700, or another user could read, forge or redirect its messages. "
-                      f"What to do: {fix}.")
+    return UnsafePath(f"{path}: {problem}{seen}. Mantra's shared memory must be made by you ({me}) and "
+                      f"closed to everyone else (directories 0700, files 0600), or another user could read, "
+                      f"forge or redirect its messages. What to do: {fix}.")
 
 
 def _check_dir(fd: int, path) -> None:
