@@ -10,12 +10,16 @@
         def on_stop(self): ...
 
 Which queue a port reads or writes, which process runs the actor and how it waits are all
-configuration (see runtime.config).  ``self.wakeup`` (ns, 0 = none) asks to be stepped again by
+configuration (see runtime.config).  Params are the public class attributes an actor defines (their
+defaults), or ``PARAMS`` if it declares one; any other param is an error, so a misspelt one never
+silently leaves its default in place.  ``messages`` (port -> message type) declares what a port
+carries; configuration binding it to a queue or array of another type is an error.  ``self.wakeup`` (ns, 0 = none) asks to be stepped again by
 then, which bounds how long a parked process sleeps and drives the simulated clock.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 
@@ -101,6 +105,9 @@ class Actor:
     # these books in C; the handler is called only for the record that ends an exchange message
     # (flags LAST), when the book holds the whole message.  Records of other instruments are skipped.
     book_ports: dict = {}
+    # {port: message type}: what each port carries (ports not listed take any type); checked
+    # against the queue or array the configuration binds it to
+    messages: dict = {}
 
     # Set by the runtime before on_start.
     system: str = ""  # the system's name
@@ -112,8 +119,34 @@ class Actor:
     _track: Tracking
 
     def __init__(self, **params):
+        unknown = sorted(set(params) - self.known_params())
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown param {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(sorted(self.known_params())) or 'none'})")
         for k, v in params.items():
             setattr(self, k, v)
+
+    @classmethod
+    def known_params(cls) -> frozenset:
+        """The params this class takes: ``PARAMS`` if declared, else the public, non-callable class
+        attributes its classes define below ``Actor`` (the runtime's own names excluded), and the
+        named arguments of their ``__init__``."""
+        if "PARAMS" in dir(cls):
+            return frozenset(cls.PARAMS)
+        names = set()
+        for k in cls.__mro__:
+            if k is Actor or not issubclass(k, Actor):
+                continue
+            for n, v in vars(k).items():
+                if (n.startswith("_") or n in _RUNTIME or callable(v)
+                        or isinstance(v, (property, classmethod, staticmethod))):
+                    continue
+                names.add(n)
+            init = vars(k).get("__init__")
+            if init is not None:
+                names.update(n for n, p in list(inspect.signature(init).parameters.items())[1:]
+                             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        return frozenset(names)
 
     def on_start(self) -> None:
         pass
@@ -140,3 +173,7 @@ class Actor:
 
     def _request_stop(self) -> None:  # replaced by the runner
         raise SystemExit(0)
+
+
+# Names the runtime owns (ports, flags, what it sets before on_start): never params.
+_RUNTIME = frozenset(n for n in (*vars(Actor), *Actor.__annotations__) if not n.startswith("__"))

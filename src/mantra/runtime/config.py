@@ -31,6 +31,15 @@
     restart = "on-failure"       # never | on-failure | always
     max_restarts = 3
     timing = 65536               # timing ring records (power of two): per-message timings kept
+
+Everything is checked before anything starts, and the first problem is one ``ConfigError`` naming
+the file, the key and what was expected: unknown keys, values of the wrong type, actor classes
+that do not import, params the class does not take (``Actor.known_params``) or whose values its
+constructor refuses, ports bound that the actor does not have or ports it has left unbound, a
+queue or array of another message type than the port declares (``Actor.messages``), instruments
+listed twice with different terms.  The system's instruments (``[system] instruments`` and every
+actor's inline ``instruments`` list) are registered when the spine is created, before any process
+starts, so every actor and feed sees the same instruments whichever starts first.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from pathlib import Path
 
 from ..spine.messages import BY_NAME
 from ..spine.shm import check_name
+from .actor import Actor
 
 
 class ConfigError(ValueError):
@@ -103,6 +113,46 @@ class SystemSpec:
     source: dict = field(default_factory=dict)
     instruments: list = field(default_factory=list)  # inline instrument specs for every actor
 
+    def register_instruments(self) -> None:
+        """Register the system's instruments in its shared registry (the spine's directory must
+        exist): before any actor starts, so none depends on which process registers first."""
+        from ..trading.common import register_instruments
+
+        register_instruments(self.name, system_instruments(self))
+
+
+_SECTIONS = ("system", "queues", "arrays", "actors", "processes")
+_PORTS = ("inputs", "outputs", "arrays")
+# key -> expected type, per kind of table
+_KEYS = {
+    "system": {"name": str, "mode": str, "instruments": list},
+    "queue": {"type": str, "capacity": int, "mpmc": bool},
+    "array": {"type": str, "size": int},
+    "actor": {"class": str, "params": dict, "inputs": dict, "outputs": dict, "arrays": dict},
+    "process": {"actors": list, "mode": str, "cpu": int, "restart": str, "max_restarts": int, "timing": int},
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table"}
+
+
+def _is(v, t) -> bool:
+    return isinstance(v, t) and not (t is int and isinstance(v, bool))
+
+
+def _table(where: str, d, kind: str | None = None) -> dict:
+    """``d`` as a table, its keys and their value types checked against ``_KEYS[kind]``."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table, not {d!r}")
+    if kind is None:
+        return d
+    keys = _KEYS[kind]
+    for k, v in d.items():
+        t = keys.get(k)
+        if t is None:
+            raise ConfigError(f"{where}.{k}: unknown key (known: {', '.join(keys)})")
+        if not _is(v, t):
+            raise ConfigError(f"{where}.{k}: expected {_TYPE_NAMES[t]}, not {v!r}")
+    return d
+
 
 def _msg_type(where: str, name: str):
     t = BY_NAME.get(name)
@@ -112,55 +162,74 @@ def _msg_type(where: str, name: str):
 
 
 def parse(doc: dict) -> SystemSpec:
-    sysd = doc.get("system", {})
-    name = check_name(str(sysd.get("name", "mantra")))
+    """A checked ``SystemSpec`` from a parsed TOML document (see the module doc)."""
+    _table("the file", doc)
+    for k in doc:
+        if k not in _SECTIONS:
+            raise ConfigError(f"{k}: unknown section (known: {', '.join(_SECTIONS)})")
+    sysd = _table("system", doc.get("system", {}), "system")
+    name = sysd.get("name", "mantra")
+    _name("system.name", name)
     mode = sysd.get("mode", "realtime")
     if mode not in ("realtime", "deterministic"):
-        raise ConfigError(f"system.mode must be realtime or deterministic, not {mode!r}")
+        raise ConfigError(f"system.mode: expected realtime or deterministic, not {mode!r}")
     instruments = sysd.get("instruments", [])
-    if not isinstance(instruments, list) or not all(isinstance(i, dict) and "venue" in i and "symbol" in i
-                                                    for i in instruments):
+    if not all(isinstance(i, dict) and "venue" in i and "symbol" in i for i in instruments):
         raise ConfigError("system.instruments must be a list of tables, each with venue and symbol")
     queues = {}
-    for qn, q in doc.get("queues", {}).items():
-        check_name(qn)
-        cap = int(q.get("capacity", 1 << 16))
+    for qn, q in _table("queues", doc.get("queues", {})).items():
+        where = f"queues.{qn}"
+        _table(where, q, "queue")
+        _name(where, qn)
+        cap = q.get("capacity", 1 << 16)
         if cap < 2 or cap & (cap - 1):
-            raise ConfigError(f"queue {qn}: capacity {cap} is not a power of two")
-        queues[qn] = QueueSpec(qn, _msg_type(f"queue {qn}", q.get("type", "")), cap, bool(q.get("mpmc", False)))
+            raise ConfigError(f"{where}.capacity: expected a power of two, not {cap}")
+        queues[qn] = QueueSpec(qn, _msg_type(f"{where}.type", q.get("type", "")), cap, q.get("mpmc", False))
     arrays = {}
-    for an, a in doc.get("arrays", {}).items():
-        check_name(an)
-        arrays[an] = ArraySpec(an, _msg_type(f"array {an}", a.get("type", "")), int(a.get("size", 1)))
+    for an, a in _table("arrays", doc.get("arrays", {})).items():
+        where = f"arrays.{an}"
+        _table(where, a, "array")
+        _name(where, an)
+        size = a.get("size", 1)
+        if size < 1:
+            raise ConfigError(f"{where}.size: expected at least 1, not {size}")
+        arrays[an] = ArraySpec(an, _msg_type(f"{where}.type", a.get("type", "")), size)
     actors = {}
-    for i, (an, a) in enumerate(doc.get("actors", {}).items(), start=1):
+    for i, (an, a) in enumerate(_table("actors", doc.get("actors", {})).items(), start=1):
+        where = f"actors.{an}"
+        _table(where, a, "actor")
         if "class" not in a:
-            raise ConfigError(f"actor {an}: missing class = \"module:Class\"")
+            raise ConfigError(f"{where}.class: missing (\"module:Class\")")
         spec = ActorSpec(an, a["class"], i, dict(a.get("params", {})), dict(a.get("inputs", {})),
                          dict(a.get("outputs", {})), dict(a.get("arrays", {})))
-        for port, qn in {**spec.inputs, **spec.outputs}.items():
-            if qn not in queues:
-                raise ConfigError(f"actor {an}: port {port} names unknown queue {qn!r}")
-        for port, arn in spec.arrays.items():
-            if arn not in arrays:
-                raise ConfigError(f"actor {an}: port {port} names unknown array {arn!r}")
+        for kind in _PORTS:
+            known = arrays if kind == "arrays" else queues
+            for port, target in getattr(spec, kind).items():
+                if not isinstance(target, str):
+                    raise ConfigError(f"{where}.{kind}.{port}: expected the name of {'an array' if kind == 'arrays' else 'a queue'}, not {target!r}")
+                if target not in known:
+                    raise ConfigError(f"{where}.{kind}.{port}: unknown {'array' if kind == 'arrays' else 'queue'} {target!r}")
         actors[an] = spec
     procs, placed = {}, {}
-    for pn, p in doc.get("processes", {}).items():
-        check_name(pn)
+    for pn, p in _table("processes", doc.get("processes", {})).items():
+        where = f"processes.{pn}"
+        _table(where, p, "process")
+        _name(where, pn)
         ps = ProcessSpec(pn, list(p.get("actors", [])), p.get("mode", "park"), p.get("cpu"),
-                         p.get("restart", "on-failure"), int(p.get("max_restarts", 3)), int(p.get("timing", 1 << 16)))
+                         p.get("restart", "on-failure"), p.get("max_restarts", 3), p.get("timing", 1 << 16))
         if ps.timing < 2 or ps.timing & (ps.timing - 1):
-            raise ConfigError(f"process {pn}: timing must be a power of two, not {ps.timing}")
+            raise ConfigError(f"{where}: timing must be a power of two, not {ps.timing}")
         if ps.mode not in ("spin", "park"):
-            raise ConfigError(f"process {pn}: mode must be spin or park, not {ps.mode!r}")
+            raise ConfigError(f"{where}.mode: expected spin or park, not {ps.mode!r}")
         if ps.restart not in ("never", "on-failure", "always"):
-            raise ConfigError(f"process {pn}: restart must be never, on-failure or always")
+            raise ConfigError(f"{where}.restart: expected never, on-failure or always, not {ps.restart!r}")
+        if ps.max_restarts < 0 or (ps.cpu is not None and ps.cpu < 0):
+            raise ConfigError(f"{where}: cpu and max_restarts cannot be negative")
         for an in ps.actors:
             if an not in actors:
-                raise ConfigError(f"process {pn}: unknown actor {an!r}")
+                raise ConfigError(f"{where}.actors: unknown actor {an!r}")
             if an in placed:
-                raise ConfigError(f"actor {an} placed in both {placed[an]} and {pn}")
+                raise ConfigError(f"{where}.actors: actor {an} is placed in both {placed[an]} and {pn}")
             placed[an] = pn
         procs[pn] = ps
     unplaced = [a for a in actors if a not in placed]
@@ -170,21 +239,104 @@ def parse(doc: dict) -> SystemSpec:
         procs["main"].actors.extend(unplaced)
     spinning = [p for p in procs.values() if p.mode == "spin"]
     if len(spinning) > 2:
-        raise ConfigError(f"{len(spinning)} spinning processes: this engine allows at most two busy pollers "
-                          "per machine of two cores; park the rest")
+        raise ConfigError(f"processes: {len(spinning)} spinning processes: this engine allows at most two busy "
+                          "pollers per machine of two cores; park the rest")
     producers: dict[str, list[str]] = {}
     for a in actors.values():
         for qn in a.outputs.values():
             producers.setdefault(qn, []).append(a.name)
     for qn, who in producers.items():
         if len(who) > 1 and not queues[qn].mpmc:
-            raise ConfigError(f"queue {qn} has producers {who}: set mpmc = true")
-    return SystemSpec(name, mode, queues, arrays, actors, procs, doc, instruments)
+            raise ConfigError(f"queues.{qn}.mpmc: the queue has producers {who}: set mpmc = true")
+    spec = SystemSpec(name, mode, queues, arrays, actors, procs, doc, instruments)
+    for a in actors.values():
+        _check_actor(spec, a)
+    _check_instruments(spec)
+    return spec
+
+
+def _name(where: str, name: str) -> None:
+    try:
+        check_name(name)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_actor(spec: SystemSpec, a: ActorSpec) -> None:
+    """Import the actor's class, build it with its params (constructors only keep and check
+    them: the work starts in on_start, in its process) and check its ports against the bindings."""
+    where = f"actors.{a.name}"
+    cls = a.load_class()
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise ConfigError(f"{where}.class: {a.cls} is not an Actor")
+    known = cls.known_params()
+    for k in a.params:
+        if k not in known:
+            raise ConfigError(f"{where}.params.{k}: unknown param of {a.cls} "
+                              f"(known: {', '.join(sorted(known)) or 'none'})")
+    try:
+        actor = cls(**a.params)
+    except Exception as e:  # the class's own check of its params, whatever it raises
+        raise ConfigError(f"{where}.params: {e}") from None
+    types = actor.messages
+    for kind in _PORTS:
+        declared, bound = tuple(getattr(actor, kind)), getattr(a, kind)
+        what = "array" if kind == "arrays" else kind[:-1]
+        for port in bound:
+            if port not in declared:
+                raise ConfigError(f"{where}.{kind}.{port}: {a.cls} has no {what} port {port!r} "
+                                  f"(its {kind}: {', '.join(declared) or 'none'})")
+        for port in declared:
+            if port not in bound:
+                raise ConfigError(f"{where}.{kind}: {what} port {port!r} of {a.cls} is not bound "
+                                  f"to {'an array' if kind == 'arrays' else 'a queue'}")
+            if kind == "inputs" and not callable(getattr(actor, f"on_{port}", None)):
+                raise ConfigError(f"{where}.inputs.{port}: {a.cls} has no handler on_{port}(msg)")
+            want = types.get(port)
+            target = bound[port]
+            have = (spec.arrays[target] if kind == "arrays" else spec.queues[target]).type
+            if isinstance(want, str):
+                want = BY_NAME.get(want, want)
+            if want is not None and want is not have:
+                raise ConfigError(f"{where}.{kind}.{port}: the port carries {getattr(want, '__name__', want)}, "
+                                  f"{'array' if kind == 'arrays' else 'queue'} {target!r} holds {have.__name__}")
+
+
+def system_instruments(spec: SystemSpec) -> list[tuple[str, dict]]:
+    """(where, inline spec) for every instrument the system lists: ``[system] instruments``, then
+    each actor's ``instruments`` param when it is a list (a path names a saved registry)."""
+    out = [(f"system.instruments[{i}]", d) for i, d in enumerate(spec.instruments)]
+    for a in spec.actors.values():
+        own = a.params.get("instruments")
+        if isinstance(own, (list, tuple)):
+            out += [(f"actors.{a.name}.params.instruments[{i}]", d) for i, d in enumerate(own)]
+    return out
+
+
+def _check_instruments(spec: SystemSpec) -> None:
+    """Every listed instrument is well formed, and one listed twice has the same terms."""
+    from ..instruments import InstrumentRegistry
+    from ..trading.common import register_spec
+
+    reg = InstrumentRegistry()
+    for where, d in system_instruments(spec):
+        try:
+            register_spec(reg, d)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def load(path: str | Path) -> SystemSpec:
+    """The system a TOML file describes, checked; any problem is a ConfigError naming the file."""
     try:
-        doc = tomllib.loads(Path(path).read_text())
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it: {e.strerror or e}") from None
+    try:
+        return parse(tomllib.loads(text))
     except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return parse(doc)

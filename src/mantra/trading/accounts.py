@@ -293,6 +293,7 @@ class AccountHandler(Actor):
 
     inputs = ("requests",)
     outputs = ("updates", "fills", "balances")
+    messages = {"requests": OrderRequest, "updates": OrderUpdate, "fills": Fill, "balances": BalanceUpdate}
     instruments = ()
     venues = ()
 

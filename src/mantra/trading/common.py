@@ -10,7 +10,6 @@ floor, fees are the ceiling.  Balances of an asset on a venue are kept at one sc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..fixed import to_fixed
@@ -26,32 +25,56 @@ def load_registry(spec, system: str = "") -> InstrumentRegistry:
     min_size, min_notional may be decimal text such as "0.01", converted exactly at the
     instrument's scale).
 
-    In a running system (``system`` set) inline specs are registered in the system's shared
-    registry, the one the feeds use, so ids agree across actors and processes whatever the order
-    they start in, and so are the system's own (``[system] instruments``, listed once for every
-    actor); an empty list then means "those, and the instruments the feeds registered".  Without
-    a system (unit tests), ids follow list order."""
+    In a running system (``system`` set) the result is the system's shared registry, the one the
+    feeds use: the system's instruments (``[system] instruments`` and every actor's inline list)
+    were registered there when the spine was created, before any actor started, so ids and terms
+    agree across actors and processes; an empty list means "those, and the instruments the feeds
+    registered".  Without a system (unit tests), ids follow list order."""
     if isinstance(spec, InstrumentRegistry):
         return spec
     if isinstance(spec, (str, Path)):
         return InstrumentRegistry.load(spec)
     if system:
         from ..feeds.actor import system_registry
-        from ..runtime import paths
 
         reg = system_registry(system)
-        man = paths.manifest(paths.system_dir(system))
-        shared = json.loads(man.read_text()).get("instruments", []) if man.exists() else []
     else:
-        reg, shared = InstrumentRegistry(), []
-    for d in list(shared) + list(spec or ()):
-        d = dict(d)
-        venue, symbol = d.pop("venue"), d.pop("symbol")
-        for k, sk in _SPEC_SCALE.items():
-            if isinstance(d.get(k), str):
-                d[k] = to_fixed(d[k], int(d.get(sk, 8)))
-        reg.add(venue, symbol, **d)
+        reg = InstrumentRegistry()
+    for d in spec or ():
+        register_spec(reg, d)
     return reg
+
+
+def register_spec(reg: InstrumentRegistry, d: dict) -> Instrument:
+    """Register one inline spec (decimal-text increments converted at the instrument's scale); an
+    instrument already there with other terms is an error naming both."""
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a table with venue, symbol, ..., not {d!r}")
+    d = dict(d)
+    venue, symbol = d.pop("venue"), d.pop("symbol")
+    for k, sk in _SPEC_SCALE.items():
+        if isinstance(d.get(k), str):
+            d[k] = to_fixed(d[k], int(d.get(sk, 8)))
+    old = reg.by_key.get((venue.lower(), symbol))
+    inst = old if old is not None else reg.add(venue, symbol, **d)
+    differ = {k: (getattr(inst, k), v) for k, v in d.items() if getattr(inst, k) != v}
+    if differ:  # another process registered it first with other terms
+        raise ValueError(f"{venue}:{symbol} is registered with other terms: "
+                         + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items()))
+    return inst
+
+
+def register_instruments(system: str, specs) -> None:
+    """Register ``(where, inline spec)`` pairs in the system's shared registry, in order (ids
+    follow): called when the spine is created, before any actor starts."""
+    from ..feeds.actor import system_registry
+
+    reg = system_registry(system)
+    for where, d in specs:
+        try:
+            register_spec(reg, d)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{where}: {e}") from None
 
 
 def resolve(reg: InstrumentRegistry, ref) -> Instrument:
@@ -96,12 +119,27 @@ def buy_lock(price: int, size: int, size_scale: int, fee_bps: int) -> int:
     return -(-n // unit) - (-n * fee_bps // (unit * BPS))
 
 
+def settings(what: str, cls, cfg, **fixed):
+    """``cls(**fixed, **cfg)`` for one entry of a ``venues`` param: keys outside ``cls.KEYS`` are
+    an error naming them (a misspelt setting never silently keeps its default)."""
+    cfg = cfg or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{what}: expected a table of settings, not {cfg!r}")
+    unknown = sorted(set(cfg) - set(cls.KEYS))
+    if unknown:
+        raise ValueError(f"{what}: unknown settings {unknown} (known: {', '.join(cls.KEYS)})")
+    try:
+        return cls(**fixed, **cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
 def bind_ports(actor, ports, handler) -> tuple[str, ...]:
     """Declare input ports named by configuration (e.g. one per venue's L2 queue), all handled by
     ``handler``; returns them for the actor's ``inputs``."""
     ports = tuple(ports)
     for p in ports:
-        if not p.isidentifier() or hasattr(type(actor), f"on_{p}"):
+        if not isinstance(p, str) or not p.isidentifier() or hasattr(type(actor), f"on_{p}"):
             raise ValueError(f"{type(actor).__name__}: port name {p!r} is not usable")
         setattr(actor, f"on_{p}", handler)
     return ports

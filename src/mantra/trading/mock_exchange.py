@@ -37,17 +37,22 @@ from ..fixed import to_fixed
 from ..instruments import VENUE_IDS, Instrument
 from ..spine.messages import BalanceUpdate, Fill, Liquidity, OrderAction, OrderFlags, OrderRequest
 from ..spine.messages import OrderStatus as S
-from ..spine.messages import OrderUpdate, TradeUpdate
+from ..spine.messages import L2Update, OrderUpdate, TradeUpdate
 from .accounts import AccountHandler, Reject
-from .common import BPS, asset_scales, bind_ports
+from .common import BPS, asset_scales, bind_ports, settings
 
 _POST_ONLY, _IOC = int(OrderFlags.POST_ONLY), int(OrderFlags.IOC)
 
 
 class _Venue:
     __slots__ = ("name", "id", "maker_bps", "taker_bps", "latency", "response", "amend", "seq")
+    KEYS = ("maker_bps", "taker_bps", "latency_ns", "response_ns", "amend", "balances")
 
     def __init__(self, name, maker_bps=0, taker_bps=0, latency_ns=0, response_ns=0, amend=True, balances=None):
+        if name not in VENUE_IDS:
+            raise ValueError(f"unknown venue {name!r} (known: {', '.join(VENUE_IDS)})")
+        if not isinstance(balances or {}, dict):
+            raise ValueError(f"balances: expected a table of asset = amount, not {balances!r}")
         self.name, self.id = name, VENUE_IDS[name]
         self.maker_bps, self.taker_bps = int(maker_bps), int(taker_bps)
         self.latency, self.response, self.amend = int(latency_ns), int(response_ns), bool(amend)
@@ -95,12 +100,16 @@ class MockExchange(AccountHandler):
         self.book_ports = {p: self.books for p in self.l2_ports}
         self.inputs = ("requests",) + bind_ports(self, self.l2_ports, self._on_l2) + \
             bind_ports(self, self.trade_ports, self._on_trade)
+        self.messages = {**self.messages, **{p: L2Update for p in self.l2_ports},
+                         **{p: TradeUpdate for p in self.trade_ports}}
+        # venue settings checked here, before the system starts, not in a forked process
+        self.v = {name: settings(f"venues.{name}", _Venue, cfg, name=name)
+                  for name, cfg in dict(self.venues).items()}
 
     def on_start(self) -> None:
         self._last_due: dict[str, int] = {}
         super().on_start()
         reg = self.registry
-        self.v = {name: _Venue(name, **(cfg or {})) for name, cfg in dict(self.venues).items()}
         self.scales = asset_scales(reg)
         self.books.update((i, Book()) for i in self.served)  # what we take is remembered there (Book.take)
         self.resting: dict[int, dict[int, _Order]] = {i: {} for i in self.served}

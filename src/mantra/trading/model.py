@@ -29,7 +29,7 @@ from __future__ import annotations
 from ..book import Book
 from ..instruments import Instrument
 from ..runtime.actor import Actor
-from ..spine.messages import BookStatus, Fill, IdealOrder, OrderAction, OrderRequest, OrderUpdate, TradeUpdate
+from ..spine.messages import BookStatus, Fill, IdealOrder, L2Update, OrderAction, OrderRequest, OrderUpdate, TradeUpdate
 from ..venues.events import Status
 from .accounts import Order, Orders
 from .common import bind_ports, load_registry, resolve
@@ -51,6 +51,9 @@ class TradeModel(Actor):
         self.book_ports = {p: self.books for p in self.l2_ports}
         self.inputs = (bind_ports(self, self.l2_ports, self._on_l2) + bind_ports(self, self.trade_ports, self._on_trade)
                        + bind_ports(self, self.status_ports, self._on_status) + ("requests", "updates", "fills"))
+        self.messages = {**{p: L2Update for p in self.l2_ports}, **{p: TradeUpdate for p in self.trade_ports},
+                         **{p: BookStatus for p in self.status_ports}, "requests": OrderRequest,
+                         "updates": OrderUpdate, "fills": Fill, "ideal": IdealOrder}
 
     def on_start(self) -> None:
         self.registry = load_registry(self.instruments, self.system)

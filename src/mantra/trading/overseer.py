@@ -53,7 +53,7 @@ from ..runtime import paths
 from ..runtime.actor import Actor
 from ..spine import Ring
 from .accounts import TERMINAL, Balances, Order, Orders, Reject
-from .common import asset_scales, buy_lock, load_registry
+from .common import asset_scales, buy_lock, load_registry, settings
 from .risk import KillSwitch, Limits, RateLimit, Refusal
 
 _NEW, _CANCEL, _AMEND = int(OrderAction.NEW), int(OrderAction.CANCEL), int(OrderAction.AMEND)
@@ -68,20 +68,6 @@ class _Venue:
     def __init__(self, fee_bps=0, amend=False, rate=10, rate_window_ms=1000):
         self.fee_bps, self.amend = int(fee_bps), bool(amend)
         self.rate = RateLimit(int(rate), int(rate_window_ms) * 1_000_000)
-
-
-def settings(what: str, cls, cfg):
-    """``cls(**cfg)`` for one entry of a ``venues`` param, a misspelt key named (not ignored)."""
-    cfg = cfg or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{what}: expected a table of settings, not {cfg!r}")
-    unknown = sorted(set(cfg) - set(cls.KEYS))
-    if unknown:
-        raise ValueError(f"{what}: unknown settings {unknown} (known: {', '.join(cls.KEYS)})")
-    try:
-        return cls(**cfg)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what}: {e}") from None
 
 
 def _history(ring, upto: int, order: int, handler) -> tuple[list, bool]:

@@ -28,6 +28,7 @@ class SyntheticMarket(Actor):
     scale), ``trade_prob``."""
 
     outputs = ("l2", "trades")
+    messages = {"l2": L2Update, "trades": TradeUpdate}
     instruments = ()
     symbols = ()
     price = "30000"
