@@ -97,6 +97,7 @@ def _create(spec: SystemSpec, fresh: bool):
         "instruments": spec.instruments,
     }
     shm.write_text(paths.manifest(d), json.dumps(manifest, indent=1))
+    spec.register_instruments()  # before any actor starts: none depends on who registers first
     return status
 
 
