@@ -13,10 +13,14 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def cmd_run(a) -> int:
-    from .runtime.config import load
+    from .runtime.config import ConfigError, load
     from .runtime.supervisor import Supervisor, run_deterministic
 
-    spec = load(a.config)
+    try:
+        spec = load(a.config)  # the whole system checked before anything starts
+    except ConfigError as e:
+        print(f"mantra run: {e}", file=sys.stderr)
+        return 2
     if a.deterministic or spec.mode == "deterministic":
         # SIGTERM unwinds like Ctrl-C, so stop hooks run and the system's shared memory goes
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
