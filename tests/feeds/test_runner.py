@@ -3,6 +3,7 @@ watchdogs, stopping, the doorbell that lets one thread wait for several connecti
 WebSocket wire itself (frames split or batched by TCP, pings, malformed frames, broken handshakes,
 TLS), all read from the test's own thread."""
 
+import logging
 import random
 import shutil
 import ssl
@@ -10,9 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import zstandard
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
 
@@ -435,3 +438,83 @@ def test_capture_records_both_directions_rest_and_connections(tmp_path):
     assert {x.conn for x in recs} == {1}
     raw = b"".join(p.read_bytes() for p in w.files)
     assert b"s3cr3t" not in raw  # compressed bytes too (the chunks hold no plain copy)
+
+
+class EchoingRest:
+    """Refuses every GET with a venue-style error body that echoes the request's secrets back, and
+    records the headers it was sent."""
+
+    def __init__(self, body: bytes):
+        self.headers: list = []  # each request's headers (names case-insensitive)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.headers.append(self.headers)
+                self.send_response(400)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_secrets_never_reach_the_logs_the_capture_files_or_raised_errors(tmp_path, caplog):
+    """A listenKey in the WebSocket URL's path, an API key header, a signed subscription and a signed
+    GET the venue refuses (echoing the secrets), a connection refused at a secret URL, a fetch of a
+    malformed secret URL, a client error carrying one: the venue gets the secrets, nothing written
+    or raised shows them."""
+    caplog.set_level(logging.DEBUG)  # the WebSocket request line and headers are logged too
+    listen_key = "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"
+    api_key, sig, token = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zv", "c8db56825ae71d6d79447849e617115f", "G38a1tGFzqGiUCmne"
+    secrets = (listen_key, api_key, sig, token)
+    headers = {"X-MBX-APIKEY": api_key}
+    subscribe = f'{{"method":"userDataStream.subscribe.signature","params":{{"apiKey":"{api_key}","signature":"{sig}"}}}}'
+    echo = f'{{"code":-1022,"msg":"Signature for this request is not valid.","signature":"{sig}","token":"{token}"}}'
+    w = CaptureWriter(tmp_path, "t")
+    with EchoingRest(echo.encode()) as rest, WsServer(["f1"]) as srv:
+        proto = Script(f"{srv.url}/ws/{listen_key}", subscribe=subscribe,
+                       fetch=f"{rest.url}/api/v3/account?timestamp=1&signature={sig}")
+        r = FeedRunner(proto, capture=w, headers=headers, ping_interval=None, fetch_backoff_s=0.01,
+                       fetch_backoff_max_s=0.02)
+        pump(r, lambda: r.fetch_errors >= 2 and proto.frames)
+        r.close()
+        bad = Script(srv.url, subscribe=None, fetch=f"nosuch://h/api?signature={sig}&listenKey={listen_key}")
+        r = FeedRunner(bad, capture=w, ping_interval=None, fetch_backoff_s=0.01, fetch_backoff_max_s=0.02)
+        pump(r, lambda: r.fetch_errors >= 1)
+        r.close()
+        dead = f"{srv.url}/ws/{listen_key}"
+    assert srv.received[0] == subscribe and rest.headers[0]["X-MBX-APIKEY"] == api_key  # the venue got them
+    r = FeedRunner(Script(dead), capture=w, headers=headers, backoff_s=0.01, backoff_max_s=0.02)
+    run_for(r, 0.2)  # refused: logged with its URL, retried
+    r.close()
+    w.close()
+    with pytest.raises(Exception) as raised:
+        WsClient(f"nosuch://127.0.0.1/ws/{listen_key}?signature={sig}", headers=headers)
+    assert r.connect_errors >= 1 and bad.rest == [] and proto.rest == []
+    # Ours: the test's own servers log what they receive (websockets.server) and are no part of it.
+    logged = "\n".join(caplog.handler.format(x) for x in caplog.records if x.name.startswith("mantra"))
+    written = [logged, repr(list(CaptureReader(tmp_path))), str(raised.value), repr(raised.value)]
+    for f in w.files:
+        written.append(f.read_bytes().decode("latin-1"))
+        with zstandard.ZstdDecompressor().stream_reader(f.open("rb"), read_across_frames=True) as z:
+            written.append(z.read().decode("latin-1"))
+    for text in written:
+        for s in secrets:
+            assert s not in text
+    # Not vacuous: each path was taken, and logged what it should.
+    assert "cannot connect to ws://127.0.0.1" in logged and "/ws/***" in logged and "> X-MBX-APIKEY: ***" in logged
+    assert "GET http://127.0.0.1" in logged and "signature=***" in logged and "HTTP 400" in logged
+    assert "unknown url type" in logged and "Signature for this request is not valid" in logged

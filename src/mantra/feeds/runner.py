@@ -21,6 +21,9 @@ about once a second, and looks after the connection itself:
   blocks the loop (frames wait in the socket meanwhile), and so does connecting (up to
   ``open_timeout``); snapshots and reconnects are rare and the protocols buffer diffs while they sync.
 
+URLs, error messages, reasons and error bodies are logged through :mod:`mantra.redact` (a
+``listenKey`` in a URL, a ``signature`` in a failed GET), like everything the capture writes.
+
 ``poll(max_frames, timeout)`` serves what is available and returns, so one thread (an actor's
 ``loop``) can host several runners; ``run()`` loops until ``stop()`` for a runner of its own
 thread.  A :class:`Doorbell` shared by the runners of a process lets it sleep until any of their
@@ -46,6 +49,7 @@ from email.utils import parsedate_to_datetime
 
 
 from .. import _spine
+from ..redact import redact
 from ..venues.events import Fetch, Level, Reconnect, Send, Trade
 from .wsclient import WsClient
 
@@ -307,8 +311,8 @@ class FeedRunner:
             self._failures += 1
             delay = self._backoff(self._failures, self.backoff_s, self.backoff_max_s)
             self._connect_at = _mono() + delay
-            log.warning("%s: cannot connect to %s (%s: %s); retry in %.2f s", self.proto.venue, self.url,
-                        type(e).__name__, e, delay)
+            log.warning("%s: cannot connect to %s (%s: %s); retry in %.2f s", self.proto.venue, redact(self.url),
+                        type(e).__name__, redact(e), delay)
             return
         self.ws = ws
         self.connects += 1
@@ -319,7 +323,7 @@ class FeedRunner:
             self._next_ping = self._connected_at + self.ping_interval
         ts = _now()
         self.conn = self.capture.open(ts, self.url, self.headers) if self.capture is not None else self.connects
-        log.info("%s: connected to %s", self.proto.venue, self.url)
+        log.info("%s: connected to %s", self.proto.venue, redact(self.url))
         self.proto.on_connect(ts)
         self._drain(ts)
 
@@ -340,7 +344,7 @@ class FeedRunner:
         self._reconnect = None
         self._fetch_due.clear()  # the protocol asks again once it resyncs
         (log.info if planned else log.warning)("%s: connection dropped (%s); reconnect in %.2f s",
-                                               self.proto.venue, reason, delay)
+                                               self.proto.venue, redact(reason), delay)
         ws.close()
         ts = _now()
         if self.capture is not None:
@@ -404,7 +408,7 @@ class FeedRunner:
             except Exception:  # noqa: BLE001 - the error body is only for the log
                 body = b""
         except Exception as e:  # noqa: BLE001 - timeouts, resets, DNS: counted and retried
-            err = f"{type(e).__name__}: {e}"
+            err = f"{type(e).__name__}: {redact(e)}"
         ts = _now()
         if status:
             self.http_status[status] = self.http_status.get(status, 0) + 1
@@ -424,5 +428,5 @@ class FeedRunner:
         if status in (418, 429) or wait:
             self._fetch_not_before[url] = _mono() + delay
         self._fetch_due[url] = _mono() + delay
-        why = err or f"HTTP {status} {body[:120]!r}"
-        log.warning("%s: GET %s failed (%s); retry %d in %.2f s", self.proto.venue, url, why, fails, delay)
+        why = err or f"HTTP {status} {redact(body)[:120]!r}"  # masked whole, then cut: no half secret
+        log.warning("%s: GET %s failed (%s); retry %d in %.2f s", self.proto.venue, redact(url), why, fails, delay)

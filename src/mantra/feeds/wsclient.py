@@ -16,6 +16,10 @@ direct path is taken only at a boundary.
 Frames the protocol answers by itself (pongs to the server's pings, the echo of a close) are written
 at once.  When the connection is over (closed by the peer, EOF, a socket error, a frame that breaks
 the WebSocket protocol) ``ended`` says why; the messages that came before stay in ``msgs``.
+
+An error raised while connecting has its message masked (:mod:`mantra.redact`: a ``listenKey`` in the
+URL, a proxy's password), and the protocol's debug lines (the request line, headers) go to this
+module's logger, whose records are masked too.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
 from .. import _spine
+from ..redact import redact_exception
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,12 @@ class WsClient:
 
     def __init__(self, url: str, *, headers: dict | None = None, open_timeout: float = 10.0,
                  max_size: int | None = 1 << 25, compression: str | None = None, proxy: str | bool | None = None):
+        try:
+            self._open(url, headers, open_timeout, max_size, compression, proxy)
+        except Exception as e:
+            raise redact_exception(e)  # the URL, headers or proxy may be in its message
+
+    def _open(self, url, headers, open_timeout, max_size, compression, proxy) -> None:
         uri = parse_uri(url)
         extensions = None
         if compression == "deflate":
@@ -75,7 +86,7 @@ class WsClient:
             extensions = enable_client_permessage_deflate(None)
         elif compression is not None:
             raise ValueError(f"unsupported compression: {compression}")
-        self.proto = ClientProtocol(uri, extensions=extensions, max_size=max_size)
+        self.proto = ClientProtocol(uri, extensions=extensions, max_size=max_size, logger=log)
         self.msgs: deque = deque()  # (data, receipt ns) of each complete message not yet taken
         self.ended: str | None = None  # why the connection is over
         self.bad_frames = 0  # text messages that are not UTF-8, frames that break the protocol
