@@ -122,10 +122,12 @@ def _check_ancestors(d: Path) -> None:
             st = os.stat(a)
         except FileNotFoundError:
             continue  # created below, by us
+        fix = f"set {ROOT_ENV} under directories only you or root may change (the default is /dev/shm/mantra)"
         if st.st_uid not in (0, os.geteuid()):
-            raise _refuse(a, f"(above {ROOT_ENV}) is owned by another user", st)
+            raise _refuse(a, f"above {ROOT_ENV} and owned by another user, who could swap the root", st, fix)
         if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            raise _refuse(a, f"(above {ROOT_ENV}) is writable by others without the sticky bit", st)
+            raise _refuse(a, f"above {ROOT_ENV} and writable by others without the sticky bit, so another "
+                             f"user could swap the root", st, fix)
 
 
 def _not_dir(dfd: int | None, name: str, path) -> UnsafePath:
@@ -171,6 +173,8 @@ def _open_dir_at(dfd: int | None, name: str, path, create: bool) -> int:
 
 def _open_root(create: bool) -> int:
     r = root()
+    if create and not r.parent.exists():
+        os.makedirs(r.parent, 0o700, exist_ok=True)
     _check_ancestors(r.parent)
     return _open_dir_at(None, str(r), r, create)
 
