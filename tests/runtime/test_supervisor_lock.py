@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from mantra.runtime import inspect
 from mantra.runtime.config import parse
 from mantra.runtime.supervisor import Supervisor, create_spine, run_deterministic
-from mantra.spine import shm
+from mantra.spine import SeqArray, shm
 from mantra.spine.messages import ActorState, ActorStatus
 from mantra.spine.shm import SystemRunning, proc_start
 
@@ -157,7 +158,7 @@ def test_the_takeover_kills_processes_the_dead_supervisor_recorded_that_still_ru
         # a "supervisor" that started `stray`, recorded it and died without a word
         subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
             import os
-            from mantra.spine import shm
+            from mantra.spine import SeqArray, shm
             shm.lock_system("locky").note("work", {stray.pid})
             os._exit(0)
         """)], env=env(), check=True, timeout=30)
@@ -176,7 +177,7 @@ def test_the_takeover_kills_processes_the_dead_supervisor_recorded_that_still_ru
 def test_deterministic_runs_and_backtests_hold_the_lock_too(shm_root, caplog):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys, time
-        from mantra.spine import shm
+        from mantra.spine import SeqArray, shm
         shm.lock_system("det")
         print("locked", flush=True)
         time.sleep(60)
@@ -288,3 +289,21 @@ def test_a_crash_report_survives_an_unreadable_status_slot(error, caplog):
     assert f"actor {bad}'s status (slot 1) is unreadable" in caplog.text and str(error) in caplog.text
     assert {i for i in sup.status.written} == {i for n, i in ids.items() if n != bad}
     assert all(st.state == ActorState.CRASHED for st in sup.status.written.values())
+
+
+def test_inspect_shows_an_unreadable_status_slot_and_carries_on(shm_root, monkeypatch):
+    spec = parse({"system": {"name": "crashy"},
+                  "actors": {n: {"class": "mantra.telemetry.actor:Telemetry"} for n in "ab"}})
+    create_spine(spec).close()
+    read = SeqArray.read
+
+    def half_written(self, i):
+        if i == spec.actors["a"].id:
+            raise RuntimeError("seqlock read did not settle")
+        return read(self, i)
+
+    monkeypatch.setattr(SeqArray, "read", half_written)
+    snap = inspect.snapshot("crashy", sample=0.01)
+    assert snap["actors"] == {"a": {"state": "UNREADABLE"}, "b": {"state": "UNKNOWN"}}
+    assert "UNREADABLE" in inspect.render(snap)
+    shm.remove_system("crashy")

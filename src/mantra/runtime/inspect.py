@@ -25,6 +25,18 @@ def find_system(name: str | None) -> str:
     return names[0]
 
 
+_UNREADABLE = object()
+
+
+def _read_status(status, i):
+    """An actor's status, None if never written, _UNREADABLE if its writer died mid-write (the
+    seqlock read gives up): shown as such, never an error of the whole tool."""
+    try:
+        return status.read(i)[1]
+    except Exception:  # noqa: BLE001 - whatever the array read raises for a slot it cannot settle
+        return _UNREADABLE
+
+
 def snapshot(system: str, sample: float = 0.5) -> dict:
     """Queues (writes, rate, consumers' lag and losses) and actors (state, counters, utilisation)."""
     d = paths.system_dir(system)
@@ -33,7 +45,7 @@ def snapshot(system: str, sample: float = 0.5) -> dict:
     status = SeqArray.attach(paths.status(d), ActorStatus)
     try:
         c0 = {q: r.count() for q, r in rings.items()}
-        a0 = {a: status.read(v["id"])[1] for a, v in man["actors"].items()}
+        a0 = {a: _read_status(status, v["id"]) for a, v in man["actors"].items()}
         t0 = time.monotonic()
         time.sleep(sample)
         dt = time.monotonic() - t0
@@ -44,11 +56,11 @@ def snapshot(system: str, sample: float = 0.5) -> dict:
                          "rate": round((c - c0[q]) / dt, 1), "consumers": r.consumers()}
         actors = {}
         for a, v in man["actors"].items():
-            st = status.read(v["id"])[1]
-            if st is None:
-                actors[a] = {"state": "UNKNOWN"}
+            st = _read_status(status, v["id"])
+            if st is None or st is _UNREADABLE:
+                actors[a] = {"state": "UNKNOWN" if st is None else "UNREADABLE"}
                 continue
-            before = a0[a] or st
+            before = st if a0[a] is None or a0[a] is _UNREADABLE else a0[a]
             util = (st.busy_ns - before.busy_ns) / max(st.updated_ns - before.updated_ns, 1) \
                 if st.updated_ns != before.updated_ns else None
             actors[a] = {"state": ActorState(st.state).name, "pid": st.pid, "handled": st.handled,
