@@ -7,10 +7,10 @@ BTC) -> the overseer -> the mock exchange playing the three traded venues, a per
 every queue, and telemetry.  A status block is printed every second; at the end the recorded session is
 summarised and replayed through the same system on a simulated clock.
 
-Instrument ids: the traded instruments are registered in the system's shared registry, with the
-simulator's exact increments, after the spine is created and before any actor process starts.
-Feeds then find them there (rather than registering bare specs without base/quote), and the
-trading actors take ``instruments = []``: "whatever the system registered".
+Instrument ids: the traded instruments, with the simulators' exact increments, are the system's
+``instruments``, registered when the spine is created, before any actor process starts.  Feeds
+then find them there (rather than registering bare specs without base/quote), and the trading
+actors take ``instruments = []``: "whatever the system registered".
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import backtest
+from .instruments import InstrumentRegistry
 from .runtime import paths
 from .runtime.config import parse
 from .runtime.supervisor import Supervisor, die_with_parent
@@ -140,7 +142,7 @@ def build(urls: dict, out: Path) -> dict:
         "telemetry": {"class": "mantra.telemetry.actor:Telemetry"},
     })
     return {
-        "system": {"name": SYSTEM},
+        "system": {"name": SYSTEM, "instruments": traded_instruments()},
         "queues": {q: {"type": t, "capacity": c, "mpmc": m} for q, (t, c, m) in QUEUES.items()},
         "arrays": {"mm_ideal": {"type": "IdealOrder", "size": 2}, "xv_ideal": {"type": "IdealOrder", "size": 2}},
         "actors": actors,
@@ -151,27 +153,15 @@ def build(urls: dict, out: Path) -> dict:
     }
 
 
-def register_traded(system: str) -> None:
-    """Register the traded instruments with the simulators' own increments (see module doc)."""
-    from .feeds.actor import system_registry
-
-    reg = system_registry(system)
+def traded_instruments() -> list[dict]:
+    """The traded instruments with the simulators' own increments, as ``[system] instruments``."""
+    out = []
     for ref in dict.fromkeys((MM, *XV)):
         venue, _, symbol = ref.partition(":")
         mod = importlib.import_module(f"mantra.venues.{venue}.simulator")
-        next(x for x in mod.LISTINGS if x.symbol == symbol).instrument(venue, reg)
-
-
-class _Supervisor(Supervisor):
-    """Registers the traded instruments once the spine exists, before the first process starts."""
-
-    registered = False
-
-    def _start(self, pname: str) -> None:
-        if not self.registered:
-            register_traded(self.spec.name)
-            self.registered = True
-        super()._start(pname)
+        inst = next(x for x in mod.LISTINGS if x.symbol == symbol).instrument(venue, InstrumentRegistry())
+        out.append({k: v for k, v in asdict(inst).items() if k != "id"})
+    return out
 
 
 # -- live status ------------------------------------------------------------------------------
@@ -294,7 +284,7 @@ def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.
     try:
         doc = build(urls, out)
         spec = parse(doc)
-        sup = _Supervisor(spec, keep=True)  # kept until the final instrument registry is saved
+        sup = Supervisor(spec, keep=True)  # kept until the final instrument registry is saved
         status = LiveStatus(spec.name, {v: u["symbols"] for v, u in urls.items()})
         tty = sys.stdout.isatty()
         last = [time.monotonic()]
