@@ -277,7 +277,7 @@ def run(steps: list[str] | None = None, out: str | Path | None = None, *, rate: 
         for p in doc["processes"].values():
             p["restart"], p["max_restarts"] = "on-failure", 10
         spec = parse(doc)
-        sup = demo._Supervisor(spec, keep=True)
+        sup = demo.Supervisor(spec, keep=True)
         drill = Drill(sup, urls, steps, step_deadline_s)
         sup.on_tick = drill.tick
         t0 = time.monotonic()
