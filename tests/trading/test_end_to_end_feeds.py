@@ -78,14 +78,14 @@ class Recorder(Actor):
 
 
 def doc(cb_url: str, kr_url: str) -> dict:
-    feed = lambda venue, sym, url, inst: {  # noqa: E731
-        "class": "mantra.bench.tick_to_trade:SpecFeed",
-        "params": {"venue": venue, "symbols": [sym], "options": {"url": url}, "instruments": [inst],
-                   "wait_ms": 1.0},
+    feed = lambda venue, sym, url: {  # noqa: E731
+        "class": "mantra.feeds.actor:Feed",
+        "params": {"venue": venue, "symbols": [sym], "options": {"url": url}, "wait_ms": 1.0},
         "outputs": {"l2": "l2", "trades": "trades", "status": "status"}}
     model_inputs = {"l2": "l2", "requests": "requests", "updates": "updates", "fills": "fills"}
     return {
-        "system": {"name": "e2efeeds", "mode": "deterministic"},
+        # the simulators' listings, registered before any actor starts: the feeds use these terms
+        "system": {"name": "e2efeeds", "mode": "deterministic", "instruments": INSTS},
         "queues": {"l2": {"type": "L2Update", "capacity": 1 << 17, "mpmc": True},  # both feeds write
                    "trades": {"type": "TradeUpdate", "capacity": 1 << 14, "mpmc": True},
                    "status": {"type": "BookStatus", "capacity": 1 << 10, "mpmc": True},
@@ -94,21 +94,21 @@ def doc(cb_url: str, kr_url: str) -> dict:
                        ("balances", "BalanceUpdate"))}},
         "arrays": {"mm_ideal": {"type": "IdealOrder", "size": 2}, "xv_ideal": {"type": "IdealOrder", "size": 2}},
         "actors": {
-            "cb": feed("coinbase", "BTC-USD", cb_url, INSTRUMENT),
-            "kr": feed("kraken", "BTC/USD", kr_url, KRAKEN),
+            "cb": feed("coinbase", "BTC-USD", cb_url),
+            "kr": feed("kraken", "BTC/USD", kr_url),
             "mm": {"class": "mantra.trading.models.market_maker:MarketMaker", "inputs": model_inputs,
                    "arrays": {"ideal": "mm_ideal"},
                    "params": {"instrument": "coinbase:BTC-USD", "spread": "0.02", "size": "0.002", "skew": "0",
-                              "max_inventory": "0.01", "refresh": "0.01", "instruments": INSTS}},
+                              "max_inventory": "0.01", "refresh": "0.01"}},
             "xv": {"class": "mantra.trading.models.cross_venue:CrossVenue", "inputs": model_inputs,
                    "arrays": {"ideal": "xv_ideal"},
                    "params": {"a": "coinbase:BTC-USD", "b": "kraken:BTC/USD", "size": "0.001",
                               "max_inventory": "0.004", "fee_bps_a": 5, "fee_bps_b": 5, "min_edge_bps": 2,
-                              "cooldown_ms": 50, "instruments": INSTS}},
+                              "cooldown_ms": 50}},
             "overseer": {"class": "mantra.trading.overseer:Overseer",
                          "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
                          "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal", "xv": "xv_ideal"},
-                         "params": {"models": ["mm", "xv"], "instruments": INSTS,
+                         "params": {"models": ["mm", "xv"],
                                     "venues": {"coinbase": {"fee_bps": 5, "amend": True, "rate": 1000},
                                                "kraken": {"fee_bps": 5, "amend": False, "rate": 1000}},
                                     "limits": {"coinbase:BTC-USD": {"max_position": "0.05", "max_notional": "5000"},
@@ -116,7 +116,7 @@ def doc(cb_url: str, kr_url: str) -> dict:
             "exchange": {"class": "mantra.trading.mock_exchange:MockExchange",
                          "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
                          "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
-                         "params": {"instruments": INSTS, "venues": {
+                         "params": {"venues": {
                              v: {"maker_bps": 2, "taker_bps": 5, "amend": v == "coinbase", "balances": START}
                              for v in ("coinbase", "kraken")}}},
             "recorder": {"class": f"{__name__}:Recorder",

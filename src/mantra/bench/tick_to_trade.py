@@ -36,7 +36,6 @@ import time
 
 import numpy as np
 
-from ..feeds.actor import Feed
 from ..runtime import paths
 from ..runtime.config import parse
 from ..runtime.process import LOOP_STREAM
@@ -44,38 +43,26 @@ from ..runtime.supervisor import Supervisor
 from ..spine import Ring
 from ..spine.messages import L2Flags
 from ..spine.shm import remove_system, system_dir
-from ..trading.common import load_registry
 from ..venues.coinbase.simulator import LISTINGS, CoinbaseSimulator
 from ..venues.simulator import SyntheticMarket
 
 OPTIONS = {"seconds", "rate"}
 
 SYMBOL = "BTC-USD"
-# The simulator's listing, registered before the feed so every actor trades its exact increments.
+# The simulator's listing: the system's instrument (registered before any actor starts, so the
+# feed and every trading actor use these exact increments).
 INSTRUMENT = {"venue": "coinbase", "symbol": SYMBOL, "base": "BTC", "quote": "USD", "price_scale": 2,
               "size_scale": 8, "tick": "0.01", "lot": "0.00000001", "min_size": "0.00001", "min_notional": "1"}
-
-
-class SpecFeed(Feed):
-    """A Feed that first registers ``instruments`` (inline specs) in the system's registry: the
-    venue's default spec would otherwise win a race with the trading actors' registration."""
-
-    instruments = ()
-
-    def on_start(self) -> None:
-        load_registry(self.instruments, self.system)
-        super().on_start()
 
 
 def system_doc(name: str, url: str, *, mode: str = "realtime", spin: bool = True, mm: dict | None = None) -> dict:
     """Feed (simulated coinbase) -> market maker -> overseer -> mock exchange.  ``spin``: the feed
     never blocks (it polls every pass); else it parks on its doorbell."""
-    inst = [INSTRUMENT]
     params_mm = {"instrument": f"coinbase:{SYMBOL}", "spread": "0.02", "size": "0.001", "skew": "0",
-                 "max_inventory": "10", "refresh": "0.01", "instruments": inst, **(mm or {})}
+                 "max_inventory": "10", "refresh": "0.01", **(mm or {})}
     cap = 1 << 18
     return {
-        "system": {"name": name, "mode": mode},
+        "system": {"name": name, "mode": mode, "instruments": [INSTRUMENT]},
         "queues": {"l2": {"type": "L2Update", "capacity": 1 << 20},
                    "trades": {"type": "TradeUpdate", "capacity": cap},
                    "status": {"type": "BookStatus", "capacity": 1 << 10},
@@ -84,23 +71,22 @@ def system_doc(name: str, url: str, *, mode: str = "realtime", spin: bool = True
                        ("balances", "BalanceUpdate"))}},
         "arrays": {"mm_ideal": {"type": "IdealOrder", "size": 2}},
         "actors": {
-            "feed": {"class": f"{__name__}:SpecFeed",
+            "feed": {"class": "mantra.feeds.actor:Feed",
                      "params": {"venue": "coinbase", "symbols": [SYMBOL], "options": {"url": url},
-                                "instruments": inst, "wait_ms": 0.0 if spin else 10.0, "poll_ms": 1.0},
+                                "wait_ms": 0.0 if spin else 10.0, "poll_ms": 1.0},
                      "outputs": {"l2": "l2", "trades": "trades", "status": "status"}},
             "mm": {"class": "mantra.trading.models.market_maker:MarketMaker", "params": params_mm,
                    "inputs": {"l2": "l2", "requests": "requests", "updates": "updates", "fills": "fills"},
                    "arrays": {"ideal": "mm_ideal"}},
             "overseer": {"class": "mantra.trading.overseer:Overseer",
-                         "params": {"models": ["mm"], "instruments": inst,
+                         "params": {"models": ["mm"],
                                     "venues": {"coinbase": {"fee_bps": 5, "amend": True, "rate": 1_000_000}},
                                     "limits": {f"coinbase:{SYMBOL}": {"max_position": "100",
                                                                       "max_notional": "100000000"}}},
                          "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
                          "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal"}},
             "exchange": {"class": "mantra.trading.mock_exchange:MockExchange",
-                         "params": {"instruments": inst,
-                                    "venues": {"coinbase": {"maker_bps": 2, "taker_bps": 5, "amend": True,
+                         "params": {"venues": {"coinbase": {"maker_bps": 2, "taker_bps": 5, "amend": True,
                                                             "balances": {"BTC": "1000", "USD": "100000000"}}}},
                          "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
                          "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"}},
