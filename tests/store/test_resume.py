@@ -131,3 +131,12 @@ def test_a_new_ring_is_not_mistaken_for_the_old_one(sysdir, tmp_path, shm_root):
     p.on_stop()
     got, _ = prices(out)
     assert got == list(range(500)) + list(range(20))
+
+
+def test_a_persister_started_late_keeps_everything_still_in_the_ring(sysdir, tmp_path):
+    src, out = Source(sysdir), tmp_path / "rec"
+    src.send(CAPACITY - 1)  # published before any persister ran
+    p = start(out)
+    p.drain()
+    p.on_stop()
+    assert prices(out)[0] == list(range(CAPACITY - 1)) and p.lost == 0

@@ -58,11 +58,15 @@ class Persister(Actor):
 
     def _start(self, q: str, ring: Ring) -> int:
         """Where to read ``q`` from: just past the last record on disk when it came from this very
-        ring, else the oldest message still in the ring (a persister started late keeps what it can)."""
-        head, oldest = ring.count(), max(ring.count() - ring.capacity // 2, 0)
+        ring, else the oldest message still in the ring (a persister started late keeps what it can;
+        if the producer overwrites it first, the reader resyncs and counts the loss)."""
+        head = ring.count()
         rid, seq = segments.resume_point(self.out, q)
         if not seq or rid != ring.header["created_ns"] or seq > head:
-            return oldest
+            if head > ring.capacity:
+                self.log.warning("persister on %s: %d messages published before it started are no longer in the"
+                                 " ring and were not recorded", q, head - ring.capacity)
+            return max(head - ring.capacity, 0)
         if head - seq > ring.capacity:  # overwritten: the first read resyncs and counts the loss
             self.log.error("persister restart on %s: messages published while it was down were overwritten before"
                            " it came back (%d behind, ring of %d)", q, head - seq, ring.capacity)
