@@ -169,13 +169,16 @@ def test_params_the_class_refuses_are_an_error_before_the_start(tmp_path):
     assert "actors.overseer.params: overseer: venues.binance: unknown settings ['fe_bps']" in msg
     msg = _error(tmp_path, ORDER_FLOW, 'models = ["m"]', 'models = ["m"]\nanswer_timeout_ms = "soon"')
     assert "actors.overseer.params: overseer: invalid literal for int()" in msg
+    msg = _error(tmp_path, ORDER_FLOW, 'models = ["m"]', 'models = ["m"]\n'
+                 'limits = { "binance:BTCUSDT" = { max_positon = "1", max_notional = "10" } }')
+    assert "actors.overseer.params: overseer: limits for binance:BTCUSDT: expected { max_position, max_notional }" in msg
 
 
 def test_an_actor_class_that_does_not_import_is_an_error(tmp_path):
     msg = _error(tmp_path, HELLO, "mantra.examples.hello:Ticker", "mantra.examples.hello:Tickr")
-    assert "actor ticker: cannot load class 'mantra.examples.hello:Tickr'" in msg
+    assert "actors.ticker.class: cannot load 'mantra.examples.hello:Tickr': AttributeError" in msg
     msg = _error(tmp_path, HELLO, "mantra.examples.hello:Ticker", "mantra.examples.nowhere:Ticker")
-    assert "cannot load class 'mantra.examples.nowhere:Ticker'" in msg and "No module named" in msg
+    assert "cannot load 'mantra.examples.nowhere:Ticker': ModuleNotFoundError" in msg
     msg = _error(tmp_path, HELLO, "mantra.examples.hello:Ticker", "mantra.examples.hello:IdealOrder")
     assert "actors.ticker.class: mantra.examples.hello:IdealOrder is not an Actor" in msg
 

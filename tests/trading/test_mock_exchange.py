@@ -1,6 +1,7 @@
 """Mock exchange: crossing, partial and queued passive fills, fees, every reject, latency, amend,
 and balances that always reconcile with the fills."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -311,3 +312,14 @@ def test_balances_never_negative_and_reconcile_with_fills(acts):
         fee_up = -(-fee_exact // 10_000_000)
         assert sum(f.fee for f in fs) == (fee_up if fs[0].side > 0 else min(fee_up, exact // 1000))
     assert ex.bal[("binance", "USDT")] == [quote, 0]
+
+
+@pytest.mark.parametrize("venues,want", [
+    ({"binance": {"maker_bp": 1}}, r"venues.binance: unknown settings \['maker_bp'\] \(known: maker_bps, "),
+    ({"binanse": {}}, "unknown venue 'binanse'"),
+    ({"binance": {"balances": ["BTC"]}}, "balances: expected a table"),
+])
+def test_misspelt_venue_settings_are_refused_when_the_exchange_is_built(venues, want):
+    """Checked by the constructor, so a system with them never starts (not a crash after the fork)."""
+    with pytest.raises(ValueError, match=want):
+        MockExchange(instruments=INSTRUMENTS, venues=venues)

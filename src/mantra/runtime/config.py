@@ -87,8 +87,9 @@ class ActorSpec:
         mod, _, attr = self.cls.partition(":")
         try:
             return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"actor {self.name}: cannot load class {self.cls!r}: {e}") from None
+        except Exception as e:  # not found, or the module failed while importing
+            raise ConfigError(f"actors.{self.name}.class: cannot load {self.cls!r}: "
+                              f"{type(e).__name__}: {e}") from None
 
 
 @dataclass

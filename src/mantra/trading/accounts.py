@@ -297,12 +297,15 @@ class AccountHandler(Actor):
     instruments = ()
     venues = ()
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        for v in self.venues:  # checked before the system starts
+            if v not in VENUE_IDS:
+                raise ValueError(f"{type(self).__name__}: unknown venue {v!r} (known: {', '.join(VENUES)})")
+
     def on_start(self) -> None:
         self.registry = load_registry(self.instruments, self.system)
         names = list(self.venues)
-        for v in names:
-            if v not in VENUE_IDS:
-                raise ValueError(f"{self.name}: unknown venue {v!r} (known: {', '.join(VENUES)})")
         self.served = {i.id for i in self.registry if i.venue in names}
 
     def on_requests(self, r: OrderRequest) -> None:

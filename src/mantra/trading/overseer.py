@@ -150,6 +150,9 @@ class Overseer(Actor):
             self.poll_ns = int(self.poll_ns)
         except (TypeError, ValueError) as e:
             raise ValueError(f"overseer: {e}") from None
+        for ref, d in dict(self.limits).items():  # the instruments themselves are resolved on start
+            if not isinstance(d, dict) or set(d) != {"max_position", "max_notional"}:
+                raise ValueError(f"overseer: limits for {ref}: expected {{ max_position, max_notional }}, not {d!r}")
         if self.timeout_ns <= 0 or self.retry_ns <= 0 or self.retry_max_ns < self.retry_ns:
             raise ValueError("overseer: answer_timeout_ms and cancel_retry_ms must be > 0, "
                              "cancel_retry_max_ms >= cancel_retry_ms")
