@@ -37,3 +37,20 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
     os.close(wfd)
     assert (tmp_path / "o" / "l2.parquet").exists()  # the work was done
     assert p.returncode == 141 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_export_of_damaged_data_says_so(tmp_path):
+    recs = np.zeros(1000, L2Update.DTYPE)
+    recs["publish"] = np.arange(1, 1001)
+    recs["price"] = np.arange(1000) * 7
+    f = tmp_path / "data" / "l2" / "1.seg"
+    w = SegmentWriter(f, "l2", L2Update)
+    w.append(recs[:500])
+    w.append(recs[500:])
+    w.close()
+    raw = bytearray(f.read_bytes())
+    raw[-40] ^= 0xFF  # inside the last chunk's payload
+    f.write_bytes(bytes(raw))
+    p = run("export", str(tmp_path / "data"), "--out", str(tmp_path / "o"))
+    assert p.returncode == 1 and "damaged data skipped" in p.stderr, p.stderr
+    assert '"l2": 500' in p.stdout  # the sound chunk was exported

@@ -132,7 +132,11 @@ def cmd_export(a) -> int:
     if unknown:
         raise SystemExit(f"mantra export: no queue {', '.join(unknown)} in {a.data}; it has {', '.join(have)}")
 
-    print(json.dumps(to_parquet(a.data, a.out, a.queues or None)))
+    damage: list = []
+    print(json.dumps(to_parquet(a.data, a.out, a.queues or None, damage=damage)))
+    if damage:  # exported all the same: what was readable is worth having, but say what was not
+        print(f"mantra export: damaged data skipped: {json.dumps(segments.summary(damage))}", file=sys.stderr)
+        return 1
     return 0
 
 
