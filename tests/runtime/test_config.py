@@ -133,7 +133,8 @@ def test_the_examples_load(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,want", [
-    ('[system]', '[sytem]\nname = "x"\n[system]', "sytem: unknown section (known: system, queues, arrays, actors, processes)"),
+    ('[system]', '[sytem]\nname = "x"\n[system]',
+     "sytem: unknown section (known: system, queues, arrays, actors, processes)"),
     ('name = "cfgcheck"', 'name = "cfgcheck"\nnmae = "x"', "system.nmae: unknown key (known: name, mode, instruments)"),
     ('capacity = 1024\n\n[queues.top]', 'capacity = 1024\ncapacty = 8\n\n[queues.top]',
      "queues.l2.capacty: unknown key (known: type, capacity, mpmc)"),
@@ -171,7 +172,8 @@ def test_params_the_class_refuses_are_an_error_before_the_start(tmp_path):
     assert "actors.overseer.params: overseer: invalid literal for int()" in msg
     msg = _error(tmp_path, ORDER_FLOW, 'models = ["m"]', 'models = ["m"]\n'
                  'limits = { "binance:BTCUSDT" = { max_positon = "1", max_notional = "10" } }')
-    assert "actors.overseer.params: overseer: limits for binance:BTCUSDT: expected { max_position, max_notional }" in msg
+    assert "actors.overseer.params: overseer: limits for binance:BTCUSDT: expected { max_position, max_notional }" \
+        in msg
 
 
 def test_an_actor_class_that_does_not_import_is_an_error(tmp_path):
@@ -185,7 +187,8 @@ def test_an_actor_class_that_does_not_import_is_an_error(tmp_path):
 
 def test_ports_bound_must_be_declared_and_declared_ports_bound(tmp_path):
     msg = _error(tmp_path, HELLO, 'outputs = { out = "l2" }', 'outputs = { out = "l2" }\ninputs = { extra = "top" }')
-    assert "actors.ticker.inputs.extra: mantra.examples.hello:Ticker has no input port 'extra' (its inputs: none)" in msg
+    assert "actors.ticker.inputs.extra: mantra.examples.hello:Ticker has no input port 'extra' " \
+           "(its inputs: none)" in msg
     msg = _error(tmp_path, HELLO, 'arrays = { quotes = "quotes" }\n', '')
     assert "actors.book.arrays: array port 'quotes' of mantra.examples.hello:BookKeeper is not bound to an array" in msg
     msg = _error(tmp_path, HELLO, 'inputs = { l2 = "l2" }\noutputs = { top = "top" }',

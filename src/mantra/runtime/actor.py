@@ -13,8 +13,10 @@ Which queue a port reads or writes, which process runs the actor and how it wait
 configuration (see runtime.config).  Params are the public class attributes an actor defines (their
 defaults), or ``PARAMS`` if it declares one; any other param is an error, so a misspelt one never
 silently leaves its default in place.  ``messages`` (port -> message type) declares what a port
-carries; configuration binding it to a queue or array of another type is an error.  ``self.wakeup`` (ns, 0 = none) asks to be stepped again by
-then, which bounds how long a parked process sleeps and drives the simulated clock.
+carries; configuration binding it to a queue or array of another type is an error.
+
+``self.wakeup`` (ns, 0 = none) asks to be stepped again by then, which bounds how long a parked
+process sleeps and drives the simulated clock.
 """
 
 from __future__ import annotations

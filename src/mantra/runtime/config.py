@@ -204,12 +204,12 @@ def parse(doc: dict) -> SystemSpec:
         spec = ActorSpec(an, a["class"], i, dict(a.get("params", {})), dict(a.get("inputs", {})),
                          dict(a.get("outputs", {})), dict(a.get("arrays", {})))
         for kind in _PORTS:
-            known = arrays if kind == "arrays" else queues
+            known, what = (arrays, "array") if kind == "arrays" else (queues, "queue")
             for port, target in getattr(spec, kind).items():
                 if not isinstance(target, str):
-                    raise ConfigError(f"{where}.{kind}.{port}: expected the name of {'an array' if kind == 'arrays' else 'a queue'}, not {target!r}")
+                    raise ConfigError(f"{where}.{kind}.{port}: expected the name of a {what}, not {target!r}")
                 if target not in known:
-                    raise ConfigError(f"{where}.{kind}.{port}: unknown {'array' if kind == 'arrays' else 'queue'} {target!r}")
+                    raise ConfigError(f"{where}.{kind}.{port}: unknown {what} {target!r}")
         actors[an] = spec
     procs, placed = {}, {}
     for pn, p in _table("processes", doc.get("processes", {})).items():

@@ -31,8 +31,8 @@ Params: ``models`` (array ports, one per model, bound in config), ``instruments`
 ``venues = { binance = { fee_bps = 10, amend = true, rate = 10, rate_window_ms = 1000 } }``
 (``fee_bps``: the venue's highest fee, reserved on buys), ``limits = { "binance:BTCUSDT" =
 { max_position = "0.5", max_notional = "30000" } }``, ``kill_file`` (path; its existence trips the
-kill switch, which cancels everything and refuses every new order), ``order_id_base``, ``poll_ns``, ``answer_timeout_ms`` (default 5000), ``cancel_retry_ms`` (100),
-``cancel_retry_max_ms`` (30000).
+kill switch, which cancels everything and refuses every new order), ``order_id_base``, ``poll_ns``,
+``answer_timeout_ms`` (default 5000), ``cancel_retry_ms`` (100), ``cancel_retry_max_ms`` (30000).
 
 Placement: seqlock writes ring no doorbell.  Put the overseer after the models in their process
 (it then runs in the same pass as the handler that wrote the ideal) or in a spinning process; in
