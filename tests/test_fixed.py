@@ -233,3 +233,23 @@ def test_anything_else_is_a_fixed_point_error(bad):
     for fn in (to_fixed, _to_fixed_py):
         with pytest.raises(FixedPointError, match="not a decimal number"):
             fn(bad, 4)
+
+
+def test_plain_decimals_padded_beyond_the_scale_stay_in_c():
+    """Venues pad to 8 decimals ("60000.01000000" at a price scale of 2): zeros beyond the scale
+    must not cost a trip to the Python reference."""
+    from mantra import _fixed
+    from mantra.fixed import _to_fixed_py, side_rows
+
+    def no_fallback(text, scale):
+        raise AssertionError(f"{text!r} left the C path")
+
+    _fixed.set_fallback(no_fallback, FixedPointError)
+    try:
+        assert to_fixed("60000.01000000", 2) == 6_000_001 and to_fixed("-0.50", 1) == -5
+        assert to_fixed("7.000", 0) == 7 and to_fixed("9223372036854775807.000", 0) == 2**63 - 1
+        assert side_rows(1, [["60000.01000000", "0.00150000"]], 2, 5) == [(1, 6_000_001, 150)]
+    finally:
+        _fixed.set_fallback(_to_fixed_py, FixedPointError)
+    with pytest.raises(FixedPointError, match="significant decimals"):
+        to_fixed("60000.01000001", 2)

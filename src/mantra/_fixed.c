@@ -1,9 +1,10 @@
 /* Venue decimal text -> fixed-point integers, exactly: the feeds' hottest conversion.
  *
  * to_fixed(text, scale) handles a plain decimal ("-"? digits ("." digits)?, ASCII, at most
- * `scale` significant decimals, the value within int64) in C.  Anything else (exponents,
- * whitespace, "+", more decimals than the scale, huge values, errors, a non-str) goes to the
- * Python reference registered with set_fallback, so both give the same answer or the same error.
+ * `scale` significant decimals (zeros beyond them are fine), the value within int64) in C.
+ * Anything else (exponents, whitespace, "+", more significant decimals than the scale, huge
+ * values, errors, a non-str) goes to the Python reference registered with set_fallback, so both
+ * give the same answer or the same error.
  * A scale outside 0..18 is refused here, before any row, with the reference's error and message.
  * side_rows(side, rows, price_scale, size_scale) converts a venue's [[price, size], ...] list. */
 
@@ -48,7 +49,10 @@ static int plain(PyObject *text, long scale, int64_t *out) {
     for (; i < n; i++) {
         char c = s[i];
         if (c >= '0' && c <= '9') {
-            if (frac >= 0 && ++frac > scale) return 0;
+            if (frac >= 0 && ++frac > scale) {
+                if (c != '0') return 0; /* inexact: the reference says so */
+                continue;               /* a zero beyond the scale (venues pad to 8 decimals) */
+            }
             if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, c - '0', &v)) return 0;
             digits++;
         } else if (c == '.' && frac < 0) {
@@ -58,7 +62,8 @@ static int plain(PyObject *text, long scale, int64_t *out) {
         }
     }
     if (!digits) return 0;
-    if (__builtin_mul_overflow(v, POW10[scale - (frac < 0 ? 0 : frac)], &v)) return 0;
+    int kept = frac < 0 ? 0 : frac > scale ? scale : frac; /* decimals in v */
+    if (__builtin_mul_overflow(v, POW10[scale - kept], &v)) return 0;
     *out = neg ? -v : v;
     return 1;
 }

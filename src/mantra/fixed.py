@@ -43,18 +43,21 @@ def _to_fixed_py(text: str, scale: int) -> int:
     Exact by construction: integer arithmetic on the digits and the exponent, no decimal context
     (which would round to its precision, flush tiny values to 0 and raise its own exceptions).
     """
-    scale = _scale(scale)
+    if type(scale) is not int or not 0 <= scale <= MAX_SCALE:
+        scale = _scale(scale)
     m = _NUMBER.fullmatch(text.strip()) if isinstance(text, str) else None
-    if m is None or not (m[2] or m[3]):
+    if m is None:
         raise FixedPointError(f"{_show(text)} is not a decimal number")
-    sign, whole, frac, exp = m[1], m[2], m[3] or "", m[4]
+    sign, whole, frac, exp = m.groups("")
+    if not (whole or frac):
+        raise FixedPointError(f"{_show(text)} is not a decimal number")
     digits = (whole + frac).lstrip("0")
     if not digits:
         return 0
     # value = int(digits) * 10**e, with digits free of trailing zeros
     kept = digits.rstrip("0")
     e = scale - len(frac) + len(digits) - len(kept)
-    if exp is not None:
+    if exp:
         mag = exp.lstrip("+-").lstrip("0")
         if len(mag) > 20:  # beyond any text's length: only its sign matters
             mag = "1" + "0" * 20
