@@ -63,7 +63,7 @@ def test_what_mantra_makes_is_private_to_its_user(shm_root):
     assert not d.exists()
 
 
-def test_a_root_another_user_made_first_is_refused_with_what_to_do(shm_root, victim):
+def test_a_root_another_user_made_first_is_refused_with_what_to_do(shm_root, victim, tmp_path):
     shm_root.mkdir(mode=0o700)
     (shm_root / "sec").mkdir(mode=0o700)
     os.symlink(victim, shm_root / "sec" / "system.json")  # would be written through, as root
@@ -75,7 +75,7 @@ def test_a_root_another_user_made_first_is_refused_with_what_to_do(shm_root, vic
     assert "What to do" in msg and "MANTRA_SHM" in msg
     assert untouched(victim)
     assert sorted(p.name for p in (shm_root / "sec").iterdir()) == ["system.json"]  # nothing made there
-    r = cli("run", "--duration", "1", str(_toml(shm_root.parent / f"{shm_root.name}.toml")))
+    r = cli("run", "--duration", "1", str(_toml(tmp_path / "sec.toml")))
     assert r.returncode != 0 and "owned by another user" in r.stderr and "Traceback" not in r.stderr
     assert untouched(victim)
 
@@ -107,8 +107,15 @@ def test_forged_rings_are_never_read_or_printed(shm_root):
     assert r.returncode != 0 and r.stdout == "" and str(shm_root) in r.stderr
 
 
+@pytest.fixture
+def unlink_root(shm_root):
+    yield
+    if shm_root.is_symlink():  # (the test root's own cleanup removes directories only)
+        shm_root.unlink()
+
+
 @pytest.mark.parametrize("where", ["root", "system", "queues", "file", "manifest", "tmp"])
-def test_planted_symlinks_are_never_followed(shm_root, victim, tmp_path, where):
+def test_planted_symlinks_are_never_followed(shm_root, victim, tmp_path, where, unlink_root):
     create_spine(spec()).close()
     d = shm_root / "sec"
     if where == "root":  # the root itself is a link to a directory the attacker controls
