@@ -19,7 +19,6 @@ import functools
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from .instruments import InstrumentRegistry
 from .runtime import paths
 from .runtime.config import parse
 from .runtime.supervisor import Supervisor, die_with_parent
-from .spine import Ring
+from .spine import Ring, shm
 from .spine.messages import OrderAction
 from .spine.shm import remove_system
 from .store import segments
@@ -306,7 +305,7 @@ def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.
             status.close()
             inst = paths.system_dir(spec.name) / "instruments.json"
             if inst.exists():  # venues register mid-run (Kraken): keep the final registry
-                shutil.copyfile(inst, out / "instruments.json")
+                (out / "instruments.json").write_text(shm.read_text(inst))
             remove_system(spec.name)
         wall = time.monotonic() - t0
     finally:

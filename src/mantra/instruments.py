@@ -91,8 +91,12 @@ class InstrumentRegistry:
 
     @classmethod
     def load(cls, path: str | Path) -> "InstrumentRegistry":
+        return cls.parse(Path(path).read_text())
+
+    @classmethod
+    def parse(cls, text: str) -> "InstrumentRegistry":
         reg = cls()
-        for d in json.loads(Path(path).read_text()):
+        for d in json.loads(text):
             inst = Instrument(**d)
             reg.by_id[inst.id] = inst
             reg.by_key[inst.key] = inst

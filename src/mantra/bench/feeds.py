@@ -354,6 +354,10 @@ def baseline(s: Session) -> np.ndarray:
 def _serve(frames, bodies, conn) -> None:
     """Child process: a WebSocket server sending ``frames`` to its one client, and REST bodies."""
     import threading
+
+    from ..runtime.supervisor import die_with_parent
+
+    die_with_parent()  # a benchmark stopped by force leaves nothing running
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from websockets.sync.server import serve

@@ -49,7 +49,10 @@ def reference_records(n_deltas: int, workdir: Path) -> np.ndarray:
 
 
 def _produce(path, raw: bytes, rec_size: int, rate: int, seconds: float):
+    from ..runtime.supervisor import die_with_parent
     from ..spine import Ring
+
+    die_with_parent()  # a benchmark stopped by force leaves nothing running
 
     os.sched_setaffinity(0, {0})
     pub = Ring.attach(path).writer().publish_record

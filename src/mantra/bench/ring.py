@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _spine
+from ..runtime.supervisor import die_with_parent
 from ..spine import Ring
 from ..spine.messages import L2Update
 from .pyring import PyRing
@@ -44,6 +45,7 @@ def _pct(a: np.ndarray) -> dict:
 
 # ------------------------------------------------------------------------- raw word ping-pong
 def _pong(mm, n):
+    die_with_parent()  # a benchmark stopped by force leaves nothing spinning
     _pin(0)
     w = memoryview(mm).cast("Q")
     for i in range(1, n + 1):
@@ -74,6 +76,7 @@ def raw_roundtrip(n=200_000) -> dict:
 
 # ------------------------------------------------------------------------- hop latency, C ring
 def _paced_producer(path, n, rate, start_evt):
+    die_with_parent()  # a benchmark stopped by force leaves nothing spinning
     _pin(0)
     p = Ring.attach(path).writer()
     msg = L2Update(1, 2, 3, 4, 1, 1)
@@ -117,6 +120,7 @@ def hop_c(n, rate) -> dict:
 
 
 def _py_producer(mm, cap, n, rate, start_evt):
+    die_with_parent()  # a benchmark stopped by force leaves nothing spinning
     _pin(0)
     publish = PyRing(mm, cap).writer()
     start_evt.wait()
@@ -156,6 +160,7 @@ def hop_py(n, rate) -> dict:
 
 # ------------------------------------------------------------------------- throughput
 def _fast_producer(path, n, rate, start_evt):
+    die_with_parent()  # a benchmark stopped by force leaves nothing spinning
     _pin(0)
     p = Ring.attach(path).writer()
     send = p._w.publish

@@ -31,15 +31,18 @@ a file lock by every process that registers instruments (:class:`SharedRegistry`
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 from ..instruments import Instrument, InstrumentRegistry
 from ..runtime import paths
 from ..runtime.actor import Actor
+from ..spine import shm
 from ..spine.messages import L2Flags
 from ..venues.events import BookState, Level, Status, Trade
 from ..venues.registry import make_protocol
@@ -67,14 +70,14 @@ class SharedRegistry(InstrumentRegistry):
     def __init__(self, path):
         super().__init__()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shm.ensure_dir(self.path.parent)
         self._mtime = None
         with self._locked():
             self.refresh()
 
     @contextmanager
     def _locked(self):
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = shm.open_fd(self.path.with_name(self.path.name + ".lock"))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -84,12 +87,12 @@ class SharedRegistry(InstrumentRegistry):
     def refresh(self) -> None:
         """Merge the file's instruments (ids never change once written)."""
         try:
-            st = self.path.stat()
+            st = os.stat(self.path, follow_symlinks=False)
         except FileNotFoundError:
             return
         if st.st_mtime_ns == self._mtime:
             return
-        for inst in InstrumentRegistry.load(self.path):
+        for inst in InstrumentRegistry.parse(shm.read_text(self.path)):
             mine = self.by_id.get(inst.id)
             if mine is None:
                 self.by_id[inst.id] = inst
@@ -110,10 +113,8 @@ class SharedRegistry(InstrumentRegistry):
                     log.warning("%s:%s was registered by another process with %s; using it", venue, symbol, old)
                 return old
             inst = super().add(venue, symbol, **spec)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            self.save(tmp)
-            os.replace(tmp, self.path)
-            self._mtime = self.path.stat().st_mtime_ns
+            shm.write_text(self.path, json.dumps([asdict(i) for i in self.by_id.values()], indent=1))
+            self._mtime = os.stat(self.path, follow_symlinks=False).st_mtime_ns
             return inst
 
     def get(self, venue: str, symbol: str) -> Instrument:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..runtime import paths
 from ..runtime.actor import Actor
-from ..spine import Ring
+from ..spine import Ring, shm
 from . import segments
 from .segments import SegmentWriter
 
@@ -37,14 +37,14 @@ class Persister(Actor):
     level = 9  # zstd level: ~12x on market data at ~2.8 M records/s, far above what queues carry
 
     def on_start(self) -> None:
-        man = json.loads(paths.manifest(paths.system_dir(self.system)).read_text())
+        man = json.loads(shm.read_text(paths.manifest(paths.system_dir(self.system))))
         names = list(man["queues"]) if self.queues == "*" else list(self.queues)
         self.out = Path(self.dir)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "system.json").write_text(json.dumps(man, indent=1))
         inst = paths.system_dir(self.system) / "instruments.json"
         if inst.exists():
-            (self.out / "instruments.json").write_text(inst.read_text())
+            (self.out / "instruments.json").write_text(shm.read_text(inst))
         d = paths.system_dir(self.system)
         self.rings = {q: Ring.attach(paths.queue(d, q)) for q in names}
         self.readers = {q: r.reader(f"{self.name}", start=self._start(q, r)) for q, r in self.rings.items()}

@@ -8,14 +8,13 @@ happen here, off the hot path.  Snapshot: ``<system dir>/telemetry.json``, repla
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
 from ..runtime import paths
 from ..runtime.actor import Actor
 from ..runtime.process import LOOP_STREAM
-from ..spine import Ring
+from ..spine import Ring, shm
 from ..spine.messages import Timing
 from .hist import Hist
 
@@ -26,7 +25,7 @@ class Telemetry(Actor):
 
     def on_start(self) -> None:
         self.dir = paths.system_dir(self.system)
-        man = json.loads(paths.manifest(self.dir).read_text())
+        man = json.loads(shm.read_text(paths.manifest(self.dir)))
         self.names = {}
         for an, a in man["actors"].items():
             for i, port in enumerate(a["inputs"]):
@@ -100,9 +99,7 @@ class Telemetry(Actor):
         return {"t": now, "timers": timers, "timing_lost": lost}
 
     def write_snapshot(self, now: int) -> None:
-        tmp = paths.telemetry(self.dir).with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot(now)))
-        os.replace(tmp, paths.telemetry(self.dir))
+        shm.write_text(paths.telemetry(self.dir), json.dumps(self.snapshot(now)))
 
     def on_stop(self) -> None:
         self._attach_new()

@@ -6,12 +6,13 @@ import json
 import time
 
 from ..runtime import paths
+from ..spine import shm
 
 
 def read(system: str) -> dict | None:
     p = paths.telemetry(paths.system_dir(system))
     try:
-        return json.loads(p.read_text())
+        return json.loads(shm.read_text(p))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 

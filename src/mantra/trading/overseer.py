@@ -51,7 +51,7 @@ from ..spine.messages import BalanceUpdate, Fill, IdealOrder, OrderAction, Order
 from ..spine.messages import OrderUpdate
 from ..runtime import paths
 from ..runtime.actor import Actor
-from ..spine import Ring
+from ..spine import Ring, shm
 from .accounts import TERMINAL, Balances, Order, Orders, Reject
 from .common import asset_scales, buy_lock, load_registry, settings
 from .risk import KillSwitch, Limits, RateLimit, Refusal
@@ -196,7 +196,7 @@ class Overseer(Actor):
         switch trips (cancel every order rebuilt, in flight or not, also with CANCEL_ALL per venue;
         refuse new ones)."""
         d = paths.system_dir(self.system)
-        me = json.loads(paths.manifest(d).read_text())["actors"].get(self.name, {})
+        me = json.loads(shm.read_text(paths.manifest(d)))["actors"].get(self.name, {})
         ring = self.requests.ring
         records, complete = _history(ring, ring.count(), 0, None)
         for order, (port, handler) in enumerate((("updates", self.on_updates), ("fills", self.on_fills),
