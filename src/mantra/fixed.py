@@ -2,6 +2,9 @@
 
 A value with scale ``s`` is stored as ``int(value * 10**s)``.  Venue strings never pass through
 float: digits are spliced, and any non-zero digit beyond the scale is an error, not a rounding.
+Exponent forms (``1e-08``) are exact too, whatever their digits or exponent (integer arithmetic,
+never a decimal context).  Values must fit an int64 and scales lie in 0..18; anything else is a
+:class:`FixedPointError`.
 """
 
 from __future__ import annotations

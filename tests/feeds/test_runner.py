@@ -481,7 +481,8 @@ def test_secrets_never_reach_the_logs_the_capture_files_or_raised_errors(tmp_pat
     api_key, sig, token = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zv", "c8db56825ae71d6d79447849e617115f", "G38a1tGFzqGiUCmne"
     secrets = (listen_key, api_key, sig, token)
     headers = {"X-MBX-APIKEY": api_key}
-    subscribe = f'{{"method":"userDataStream.subscribe.signature","params":{{"apiKey":"{api_key}","signature":"{sig}"}}}}'
+    subscribe = (f'{{"method":"userDataStream.subscribe.signature",'
+                 f'"params":{{"apiKey":"{api_key}","signature":"{sig}"}}}}')
     echo = f'{{"code":-1022,"msg":"Signature for this request is not valid.","signature":"{sig}","token":"{token}"}}'
     w = CaptureWriter(tmp_path, "t")
     with EchoingRest(echo.encode()) as rest, WsServer(["f1"]) as srv:
