@@ -58,7 +58,8 @@ def test_capture_replays_clean(venue):
     assert report["instruments"]
     for sym, r in report["instruments"].items():
         assert (r["gaps"], r["crossed"], r["checksum_failed"]) == (0, 0, 0), sym
-        assert r["status"] == "SYNCED", sym
+        # Bitstamp between audits and Coinbase's Exchange level2 cannot prove a diff was not lost.
+        assert r["status"] in (("SYNCED", "UNVERIFIED") if venue in ("bitstamp", "coinbase") else ("SYNCED",)), sym
         assert r["bid_levels"] > 0 and r["ask_levels"] > 0, sym
         assert float(r["best_bid"]) < float(r["best_ask"]), sym
 
@@ -92,7 +93,7 @@ def test_malformed_lines_and_frames_are_counted(tmp_path):
     ws.write_text("\n".join(lines) + "\n")
     report = check("bitstamp", [ws, CAPTURES / "BITSTAMP.http.0.0"])
     assert (report["malformed_lines"], report["malformed"]) == (1, 1)
-    assert all(r["status"] == "SYNCED" for r in report["instruments"].values())
+    assert all(r["status"] in ("SYNCED", "UNVERIFIED") for r in report["instruments"].values())
 
 
 def test_main_prints_json(capsys):

@@ -85,6 +85,9 @@ class VenueProtocol:
     default_depth: int = 0
     stale_after_s: float | None = None  # silent feed for this long -> STALE + Reconnect; None: off
     probe_after_s: float | None = None  # silent this long -> probe(), then again every as long
+    # Before a connection's first frame the watchdog waits at least this long: venues can be slow to
+    # answer subscriptions (a recorded Bitstamp connection sent its first frame after 6.8 s).
+    connect_grace_s: float = 10.0
 
     def __init__(self, registry: InstrumentRegistry, symbols: list[str], depth: int | None = None):
         self.registry = registry
@@ -102,6 +105,7 @@ class VenueProtocol:
         self._active_at = 0  # when the watchdog last saw frames arrive
         self._stale_reported = False
         self._probed_at = 0  # when the watchdog last probed the connection
+        self._connect_frames = 0  # frames count when the connection opened
         for sym in self.symbols:
             try:
                 inst = registry.get(self.venue, sym)
@@ -134,6 +138,7 @@ class VenueProtocol:
         self._seen_frames = self.frames
         self._stale_reported = False
         self._probed_at = ts
+        self._connect_frames = self.frames
         for iid in self.books:
             self.set_status(iid, Status.SYNCING, "connected")
 
@@ -147,7 +152,7 @@ class VenueProtocol:
         """One text frame.  Venues override ``handle``; a failure is a counted malformed frame."""
         self.frames += 1
         self.last_ts = ts
-        self._busy = None  # the book a failure would leave untrustworthy, once known
+        self._busy = None  # the book (or list of books) a failure would leave untrustworthy, once known
         try:
             self.handle(data, ts)
         except Exception as e:  # noqa: BLE001 - a frame must never take the feed down
@@ -173,7 +178,10 @@ class VenueProtocol:
         if self.stale_after_s is None or not self.connected or self._stale_reported:
             return
         silent = ts - self._active_at
-        if silent > self.stale_after_s * SEC:
+        limit = self.stale_after_s
+        if self.frames == self._connect_frames:
+            limit = max(limit, self.connect_grace_s)
+        if silent > limit * SEC:
             self._stale_reported = True
             why = f"no data for {silent / SEC:.1f} s"
             for iid in self.books:
@@ -271,18 +279,26 @@ class VenueProtocol:
         return True
 
     # -- bad input --------------------------------------------------------------------------
-    def bad_frame(self, data, error: BaseException | str, iid: int | None = None) -> None:
-        """Count and log a frame we cannot use; if it was for a book, that book is resynced."""
+    def bad_frame(self, data, error: BaseException | str, iid: int | list[int] | None = None) -> None:
+        """Count and log a frame we cannot use; if it was for a book (or may have been for any of a
+        list of books), that book is resynced."""
         self.malformed += 1
+        if type(iid) is list:
+            for i in iid:
+                self._bad_book(i, "message lost: " + (error if isinstance(error, str) else type(error).__name__))
+            iid = None
         name = self.registry[iid].symbol if iid is not None else "-"
         why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         # Unexpected exception types are bugs or new formats: keep their traceback.
         tb = not isinstance(error, (str, ValueError, KeyError, IndexError, TypeError))
         log.warning("%s %s: malformed frame (%s): %s", self.venue, name, why, excerpt(data), exc_info=tb and error)
         if iid is not None:
-            self.stats[iid].malformed += 1
-            self.set_status(iid, Status.MALFORMED, why)
-            self.resync(iid, f"malformed frame: {why}")
+            self._bad_book(iid, why)
+
+    def _bad_book(self, iid: int, why: str) -> None:
+        self.stats[iid].malformed += 1
+        self.set_status(iid, Status.MALFORMED, why)
+        self.resync(iid, f"malformed frame: {why}")
 
     def bad_rest(self, iid: int, url: str, body: bytes, error: BaseException | str) -> None:
         """Count and log a REST body we cannot use (the venue retries its fetch)."""

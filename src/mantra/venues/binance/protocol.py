@@ -126,6 +126,7 @@ class BinanceProtocol(VenueProtocol):
         self._snap_url = {}  # iid -> snapshot url
         self._sync = {}
         self._req = 0
+        self._stream_iid = {}  # "btcusdt@depth@100ms" -> iid: a diff that fails to decode still names its book
         streams = []
         for iid in self.books:
             sym = self.registry[iid].symbol
@@ -136,6 +137,7 @@ class BinanceProtocol(VenueProtocol):
             self._sync[iid] = _Sync()
             low = sym.lower()
             streams.append(f"{low}@depth@{speed}" if speed else f"{low}@depth")
+            self._stream_iid[streams[-1]] = iid
             if trades:
                 streams.append(f"{low}@{trades}")
         self.url = f"{ws_url}/stream?streams={'/'.join(streams)}"
@@ -188,6 +190,7 @@ class BinanceProtocol(VenueProtocol):
         if env.stream:
             stream, raw = env.stream, env.data
             if "@depth@" in stream or stream.endswith("@depth"):  # not the partial "@depth5"
+                self._busy = self._stream_iid.get(stream)  # a field that fails to decode: that book missed a diff
                 self._on_depth(self._depth.decode(raw), ts)
             elif stream.endswith("@trade") or stream.endswith("@aggTrade"):
                 self._on_trade(self._trade.decode(raw))

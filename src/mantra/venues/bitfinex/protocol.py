@@ -19,7 +19,12 @@ read from the venue's ``conf`` answer, so a recording made with other flags repl
 * Trades: ``te`` is emitted, ``tu`` only if its id was not seen; the snapshot of a resubscription
   emits only the trades newer than the last one seen.
 
-Prices and amounts are JSON numbers, read as their exact text (never float).
+Prices and amounts are JSON numbers, read as their exact text (never float).  The frames are
+decoded untyped, so every field is type-checked where it is read: ids, counts, times and sequence
+numbers must be ints (not bools, not text), entries arrays of the right length.
+
+Stale watchdog: an idle channel sends ``hb`` only after 15 s, so after ``probe_after_s`` of silence
+we send ``ping`` (answered by ``pong`` at once); no frame at all for ``stale_after_s`` is a stall.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ import msgspec
 
 from ...fixed import from_fixed
 from ...fixed import to_fixed as fx
-from ..base import VenueProtocol
-from ..events import Reconnect, Send, Side, Status, Trade
+from ..base import INT64_MAX, VenueProtocol
+from ..events import Reconnect, Send, Side, Status
 from .instruments import PRICE_SCALE, SIZE_SCALE, split_pair
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ TIMESTAMP = 32768
 BULK_UPDATES = 536870912
 LENGTHS = (1, 25, 100, 250)
 CHECKSUM_LEVELS = 25
+_MAX_MS = INT64_MAX // 1_000_000  # trade times go out as ns
 
 
 def checksum_string(bids: list[str], asks: list[str]) -> str:
@@ -64,13 +70,23 @@ def signed_crc32(text: str) -> int:
 
 
 def _txt(v) -> str:
+    # JSON numbers arrive as their text (float_hook=str), integers as int; anything else (a bool,
+    # a list) becomes text that to_fixed refuses.
     return v if type(v) is str else str(v)
+
+
+def _trade_ok(t) -> None:
+    """``[ID, MTS, AMOUNT, PRICE]``: ints checked before use (a text MTS times 10**6 is a huge string)."""
+    if (type(t) is not list or len(t) < 4 or type(t[0]) is not int or type(t[1]) is not int
+            or not 0 <= t[1] <= _MAX_MS):
+        raise ValueError(f"trade {t!r} is not [ID, MTS, AMOUNT, PRICE]")
 
 
 class BitfinexProtocol(VenueProtocol):
     venue = "bitfinex"
     default_depth = 25
-    stale_after_s = 30.0  # every idle channel sends "hb" after 15 s
+    stale_after_s = 5.0  # the probe is answered at once, however quiet the channels
+    probe_after_s = 2.0
     resync_timeout_s = 15.0
 
     def __init__(self, registry, symbols, depth: int | None = None, *, trades: bool = True,
@@ -95,6 +111,7 @@ class BitfinexProtocol(VenueProtocol):
         self._last_trade: dict[int, int] = {}
         self._flags = 0
         self._seq: int | None = None
+        self._cid = 0
         self._dec = msgspec.json.Decoder(float_hook=str)
 
     def default_spec(self, symbol: str) -> dict:
@@ -123,6 +140,10 @@ class BitfinexProtocol(VenueProtocol):
         if channel == "book":
             msg.update(prec=self.prec, freq=self.freq, len=str(self.depth))
         self._send(msg)
+
+    def probe(self, ts: int) -> None:
+        self._cid += 1
+        self._send({"event": "ping", "cid": self._cid})
 
     def _send(self, msg: dict) -> None:
         self.events.append(Send(json.dumps(msg, separators=(",", ":"))))
@@ -160,10 +181,12 @@ class BitfinexProtocol(VenueProtocol):
             return
         if type(m) is not list or len(m) < 2 or type(m[0]) is not int:
             raise ValueError("not a channel message")
+        # Until the channel is known, an unreadable message may have been any book's.
+        self._busy = [i for i in self._book_chan if i in self._live]
         flags = self._flags
         if flags & SEQ_ALL:
             seq = m[-1]
-            if type(seq) is not int:
+            if type(seq) is not int or not 0 <= seq <= INT64_MAX:
                 raise ValueError("sequence number missing")
             last = self._seq
             self._seq = seq
@@ -176,19 +199,26 @@ class BitfinexProtocol(VenueProtocol):
             sub = self._chan.get(m[0])
             if sub is None:
                 return
+            self._busy = sub[1] if sub[0] == "book" else None
             if body == "cs":
                 if sub[0] == "book":
                     self._verify(sub[1], m[2])
             elif body == "te" or body == "tu":
                 if sub[0] == "trades":
                     self._trade(sub[1], m[2], body == "te")
+            else:
+                raise ValueError(f"unknown message {body[:20]!r}")
             return
         sub = self._chan.get(m[0])
         if sub is None:
+            if not 0 <= m[0] <= INT64_MAX:
+                raise ValueError(f"channel id {m[0]}")
             return  # a channel we did not ask for (or are leaving)
         kind, iid = sub
+        self._busy = iid if kind == "book" else None
+        if type(body) is not list:
+            raise ValueError("channel message body is neither text nor an array")
         if kind == "book":
-            self._busy = iid
             if m[0] in self._await_snapshot:
                 self._await_snapshot.discard(m[0])
                 self._snapshot(iid, body)
@@ -202,6 +232,8 @@ class BitfinexProtocol(VenueProtocol):
 
     def _entry(self, e, ps: int, ss: int):
         """``[PRICE, COUNT, AMOUNT]`` -> (side, price, size, checksum fragment or None)."""
+        if type(e) is not list or len(e) != 3 or type(e[1]) is not int or not 0 <= e[1] <= INT64_MAX:
+            raise ValueError(f"book entry {e!r} is not [PRICE, COUNT, AMOUNT]")
         ptxt, count, atxt = _txt(e[0]), e[1], _txt(e[2])
         price = fx(ptxt, ps)
         if count == 0:
@@ -306,19 +338,22 @@ class BitfinexProtocol(VenueProtocol):
 
     # -- trades -----------------------------------------------------------------------------
     def _trade(self, iid: int, t: list, executed: bool) -> None:
+        _trade_ok(t)
         tid = t[0]
         last = self._last_trade.get(iid, 0)
         if tid == last or (not executed and tid < last):
             return  # the "tu" of a "te" already emitted
         ps, ss = self._scales[iid]
         atxt = _txt(t[2])
-        neg = atxt[0] == "-"
+        neg = atxt[:1] == "-"
         size = fx(atxt[1:] if neg else atxt, ss)
-        self.events.append(Trade(iid, ASK if neg else BID, fx(_txt(t[3]), ps), size, tid, t[1] * 1_000_000))
+        self.trade(iid, ASK if neg else BID, fx(_txt(t[3]), ps), size, tid, t[1] * 1_000_000)
         if tid > last:
             self._last_trade[iid] = tid
 
     def _trade_snapshot(self, iid: int, rows: list) -> None:
+        for r in rows:
+            _trade_ok(r)
         last = self._last_trade.get(iid)
         if last is None:
             self._last_trade[iid] = max(r[0] for r in rows)  # history before we came: not re-emitted
@@ -329,6 +364,8 @@ class BitfinexProtocol(VenueProtocol):
     # -- events -----------------------------------------------------------------------------
     def _event(self, m: dict) -> None:
         ev = m.get("event")
+        if type(ev) is not str:
+            raise ValueError(f"event {ev!r}")
         if ev == "subscribed":
             iid = self._iid.get(m.get("symbol", ""))
             chan = m.get("chanId")
@@ -347,7 +384,9 @@ class BitfinexProtocol(VenueProtocol):
                 self._subscribe(old[0], old[1])
         elif ev == "conf":
             if m.get("status", "OK") == "OK" and "flags" in m:
-                self._flags = int(m["flags"])
+                if type(m["flags"]) is not int:
+                    raise ValueError(f"conf flags {m['flags']!r}")
+                self._flags = m["flags"]
                 if self._flags & TIMESTAMP and self._flags & SEQ_ALL:
                     # No recording shows where the timestamp goes then; the venue's SDK reads seq last.
                     log.warning("bitfinex: TIMESTAMP with SEQ_ALL: sequence numbers assumed to come last")
@@ -362,6 +401,8 @@ class BitfinexProtocol(VenueProtocol):
     def _info(self, m: dict) -> None:
         code = m.get("code")
         platform = m.get("platform") or {}
+        if type(platform) is not dict:
+            raise ValueError(f"info platform {platform!r}")
         if code == 20051:
             for iid in self.books:
                 self.stats[iid].resyncs += 1

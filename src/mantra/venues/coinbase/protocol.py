@@ -10,8 +10,8 @@ a smaller number is late or repeated and is ignored.
 ``api="exchange"`` (the Exchange feed, ``wss://ws-feed.exchange.coinbase.com``, the format of the
 recorded captures): ``snapshot`` / ``l2update`` (``changes`` of ``[buy|sell, price, size]``),
 ``match`` / ``last_match``.  Level2 messages carry no sequence number, so book gaps cannot be seen
-on this feed; the per-product ``sequence`` of matches only orders trades (an older or repeated one
-is dropped).  ``level2_batch`` is the default channel because plain ``level2`` requires
+on this feed: a book is SYNCED at its snapshot and UNVERIFIED from its first update on.  The
+per-product ``sequence`` of matches only orders trades (an older or repeated one is dropped).  ``level2_batch`` is the default channel because plain ``level2`` requires
 authentication there since 2023.
 
 Trades: both formats give the *maker's* side, so the aggressor is the opposite one.  Trades that
@@ -27,8 +27,8 @@ import logging
 import msgspec
 
 from ...fixed import to_fixed as fx
-from ..base import VenueProtocol
-from ..events import Send, Side, Status, Trade
+from ..base import INT64_MAX, VenueProtocol
+from ..events import Send, Side, Status
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ _BOOK_TYPES = {"snapshot", "l2update"}
 
 BID, ASK = int(Side.BID), int(Side.ASK)
 _SIDES = {"bid": BID, "buy": BID, "offer": ASK, "ask": ASK, "sell": ASK}
+_TAKER = {"BUY": ASK, "buy": ASK, "SELL": BID, "sell": BID}  # maker side -> aggressor side
+_SYNCED, _UNVERIFIED = Status.SYNCED, Status.UNVERIFIED
 _SECOND_CACHE: dict[str, int] = {}
 
 
@@ -229,6 +231,8 @@ class CoinbaseProtocol(VenueProtocol):
     def _on_advanced(self, data, ts: int) -> None:
         env = self._env.decode(data)
         seq = env.sequence_num
+        if seq > INT64_MAX or seq < -1:
+            raise ValueError(f"sequence_num {seq}")  # taken as the last one, it would hide every later message
         if seq >= 0:
             if self._seq >= 0:
                 if seq <= self._seq:
@@ -300,6 +304,8 @@ class CoinbaseProtocol(VenueProtocol):
                 self._busy = iid
                 levels = [(_SIDES[s], fx(p, ps), fx(q, ss)) for s, p, q in msg.changes]
                 self._apply(iid, levels, rfc3339_ns(msg.time))
+                if self.status[iid] is _SYNCED:  # no sequence: a lost update would not show
+                    self.set_status(iid, _UNVERIFIED, "level2 has no sequence numbers")
         elif type(msg) is ExSnapshot:
             self._busy = iid
             levels = [(BID, fx(p, ps), fx(q, ss)) for p, q in msg.bids]
@@ -307,6 +313,8 @@ class CoinbaseProtocol(VenueProtocol):
             self._snapshot(iid, levels, 0)
         else:
             last = self._trade_seq.get(iid, -1)
+            if msg.sequence > INT64_MAX or msg.sequence < -1:
+                raise ValueError(f"sequence {msg.sequence}")
             if msg.sequence >= 0:
                 if msg.sequence <= last:
                     return  # older or repeated trade
@@ -332,8 +340,10 @@ class CoinbaseProtocol(VenueProtocol):
         if iid is None:
             return
         inst = self.registry[iid]
-        side = -1 if maker_side in ("BUY", "buy") else 1  # the taker is on the other side
-        self.events.append(Trade(iid, side, fx(price, inst.price_scale), fx(size, inst.size_scale), trade_id, exch_ts))
+        side = _TAKER.get(maker_side)
+        if side is None:
+            raise ValueError(f"trade side {maker_side!r}")
+        self.trade(iid, side, fx(price, inst.price_scale), fx(size, inst.size_scale), trade_id, exch_ts)
 
 
 def _int(text: str) -> int:

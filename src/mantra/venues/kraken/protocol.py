@@ -34,7 +34,7 @@ import msgspec
 from ...fixed import decimals_of
 from ...fixed import to_fixed as fx
 from ..base import VenueProtocol
-from ..events import Reconnect, Send, Side, Status, Trade
+from ..events import Reconnect, Send, Side, Status
 from .instruments import spec_from_v2_pair
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ def book_checksum(book, pdiv: int = 1, sdiv: int = 1) -> int:
 
 def _v1_time(text: str) -> int:
     """``"1534614248.456738"`` -> ns, exactly."""
+    if type(text) is not str:
+        raise ValueError(f"time {text!r} is not a string")
     if len(text) > 7 and text[-7] == "." and text[0] != "-":  # the usual microseconds
         return int(text.replace(".", "", 1)) * 1000
     whole, _, frac = text.partition(".")
@@ -83,7 +85,7 @@ def _rfc3339(text: str) -> int:
 
     The whole-second prefix is parsed once and remembered: one message after another shares it.
     """
-    if len(text) < 20 or text[-1] != "Z":
+    if type(text) is not str or len(text) < 20 or text[-1] != "Z":
         raise ValueError(f"not an RFC3339 UTC time: {text!r}")
     key = text[:19]
     base = _second_cache.get(key)
@@ -101,14 +103,26 @@ def _rfc3339(text: str) -> int:
 
 
 def _txt(v) -> str:
-    # JSON numbers arrive as their text (float_hook=str); integers as int.
+    # JSON numbers arrive as their text (float_hook=str); integers as int.  Anything else (a bool,
+    # a list) becomes text that to_fixed refuses.
     return v if type(v) is str else str(v)
+
+
+_SEQ = (list, tuple)
+_V1_OTHER = ("ticker", "spread", "ohlc")  # public v1 channels that are not ours to interpret
+_TRADE_SIDE = {"b": BID, "s": ASK, "buy": BID, "sell": ASK}
+
+
+def _rows_ok(rows) -> None:
+    """v1 levels and trades are arrays of arrays (indexing a string would read its characters)."""
+    if type(rows) not in _SEQ or any(type(r) is not list for r in rows):
+        raise ValueError("expected an array of arrays")
 
 
 class KrakenProtocol(VenueProtocol):
     venue = "kraken"
     default_depth = 10
-    stale_after_s = 10.0  # heartbeats come about once a second when nothing else does
+    stale_after_s = 5.0  # heartbeats come about once a second when nothing else does
     resync_timeout_s = 15.0  # an unanswered resubscribe ends in a reconnect
 
     def __init__(self, registry, symbols, depth: int | None = None, *, version: int = 2,
@@ -273,21 +287,29 @@ class KrakenProtocol(VenueProtocol):
         if len(m) < 4:
             raise ValueError("v1 array too short")
         name, pair = m[-2], m[-1]
+        if type(name) is not str or type(pair) is not str:
+            raise ValueError("v1 channel name or pair is not a string")
         if name == "trade":
             self._v1_trades(pair, m[1])
         elif name.startswith("book"):
             first = m[1]
+            if type(first) is not dict:
+                self._busy = self._iid.get(pair)
+                raise ValueError("v1 book payload is not an object")
             if "as" in first or "bs" in first:
                 self._v1_snapshot(pair, m)
             else:
                 self._v1_update(pair, m)
-        # ticker, spread, ohlc: not ours to interpret
+        elif not name.startswith(_V1_OTHER):
+            raise ValueError(f"unknown channel {name[:20]!r}")  # it may have been a book's update
 
     def _v1_snapshot(self, pair: str, m: list) -> None:
         asks = bids = ()
         for part in m[1:-2]:
             asks = part.get("as", asks)
             bids = part.get("bs", bids)
+        _rows_ok(asks)
+        _rows_ok(bids)
         prices = [r[0] for r in asks[:1]] + [r[0] for r in bids[:1]]
         sizes = [r[1] for r in asks[:1]] + [r[1] for r in bids[:1]]  # v1: every string has full precision
         iid = self._learn(pair, prices, sizes)
@@ -309,7 +331,9 @@ class KrakenProtocol(VenueProtocol):
     def _v1_update(self, pair: str, m: list) -> None:
         iid = self._iid.get(pair)
         if iid is None or iid not in self._live:
-            return  # not subscribed, or waiting for the snapshot of a resubscription
+            if pair not in self._wanted:  # the venue sends only what we subscribed to
+                raise ValueError(f"update for a pair not subscribed: {pair[:20]!r}")
+            return  # waiting for the snapshot of a (re)subscription
         self._busy = iid
         ps, ss = self._scales[iid]
         levels = []
@@ -325,7 +349,11 @@ class KrakenProtocol(VenueProtocol):
                     continue
                 else:
                     continue
+                if type(rows) is not list:
+                    raise ValueError(f"{key!r} is not an array")
                 for r in rows:
+                    if type(r) is not list:
+                        raise ValueError(f"level {r!r} is not an array")
                     levels.append((side, fx(r[0], ps), fx(r[1], ss)))
                     stamp = r[2]
         self.apply_levels(iid, levels, _v1_time(stamp) if stamp else 0)
@@ -338,16 +366,21 @@ class KrakenProtocol(VenueProtocol):
     def _v1_trades(self, pair: str, rows: list) -> None:
         if not rows:
             return
+        _rows_ok(rows)
         iid = self._learn(pair, [rows[0][0]], [rows[0][1]])
         if iid is None:
             return
         ps, ss = self._scales[iid]
-        ev = self.events
         for r in rows:
-            ev.append(Trade(iid, BID if r[3] == "b" else ASK, fx(r[0], ps), fx(r[1], ss), 0, _v1_time(r[2])))
+            side = _TRADE_SIDE.get(r[3]) if type(r[3]) is str else None
+            if side is None:
+                raise ValueError(f"trade side {r[3]!r}")
+            self.trade(iid, side, fx(r[0], ps), fx(r[1], ss), 0, _v1_time(r[2]))
 
     def _v1_event(self, m: dict) -> None:
         ev = m["event"]
+        if type(ev) is not str:
+            raise ValueError(f"event {ev!r}")
         if ev == "heartbeat" or ev == "pong":
             return
         if ev == "systemStatus":
@@ -365,8 +398,13 @@ class KrakenProtocol(VenueProtocol):
     # v2 ------------------------------------------------------------------------------------
     def _v2_channel(self, m: dict) -> None:
         ch = m["channel"]
+        if type(ch) is not str:
+            raise ValueError("channel is not a string")
         if ch == "book":
-            snapshot = m.get("type") == "snapshot"
+            kind = m.get("type")
+            if kind != "snapshot" and kind != "update":
+                raise ValueError(f"book message type {kind!r}")
+            snapshot = kind == "snapshot"
             for d in m["data"]:
                 self._v2_book(d, snapshot)
         elif ch == "trade":
@@ -383,6 +421,8 @@ class KrakenProtocol(VenueProtocol):
     def _v2_book(self, d: dict, snapshot: bool) -> None:
         sym = d["symbol"]
         bids, asks = d.get("bids", ()), d.get("asks", ())
+        if type(sym) is not str or type(bids) not in _SEQ or type(asks) not in _SEQ:
+            raise ValueError("book symbol, bids or asks of the wrong type")
         if snapshot:
             prices = [_txt(x["price"]) for x in bids] + [_txt(x["price"]) for x in asks]
             sizes = [_txt(x["qty"]) for x in bids] + [_txt(x["qty"]) for x in asks]
@@ -425,10 +465,12 @@ class KrakenProtocol(VenueProtocol):
         if iid is None:
             return
         ps, ss = self._scales[iid]
-        side = BID if d.get("side") == "buy" else ASK if d.get("side") == "sell" else 0
+        side = d.get("side")
+        side = _TRADE_SIDE.get(side, 0) if type(side) is str or side is None else None
+        if side is None:
+            raise ValueError(f"trade side {d.get('side')!r}")
         stamp = _rfc3339(d["timestamp"]) if "timestamp" in d else 0
-        self.events.append(Trade(iid, side, fx(_txt(d["price"]), ps), fx(_txt(d["qty"]), ss),
-                                 int(d.get("trade_id", 0)), stamp))
+        self.trade(iid, side, fx(_txt(d["price"]), ps), fx(_txt(d["qty"]), ss), d.get("trade_id", 0), stamp)
 
     def _v2_instruments(self, data: dict) -> None:
         for pair in data.get("pairs", ()):
@@ -452,6 +494,8 @@ class KrakenProtocol(VenueProtocol):
 
     def _v2_method(self, m: dict) -> None:
         method = m["method"]
+        if type(method) is not str:
+            raise ValueError(f"method {method!r}")
         if method == "pong":
             return
         res = m.get("result") or {}
