@@ -54,12 +54,15 @@ def _alternation(names) -> str:
 
 
 class Redactor:
-    """Masks the values of secret ``fields`` and ``headers`` wherever they appear in text."""
+    """Masks the values of secret ``fields`` and ``headers`` wherever they appear in text, and whole
+    secrets (tokens in URL paths, URL passwords, JWTs, PEM keys).  With no names at all it masks
+    nothing (a raw capture)."""
 
     def __init__(self, fields: Iterable[str] = SECRET_FIELDS, headers: Iterable[str] = SECRET_HEADERS):
         fields, headers = list(fields), list(headers)
-        self.headers = {h.lower() for h in headers}
-        self._subs: list[tuple[re.Pattern, object]] = []
+        self.headers = {n.lower() for n in headers + fields}  # a mapping's secret keys
+        # Whole secrets first (a PEM key spans lines a "secret: value" rule would cut), then values by name.
+        self._subs: list[tuple[re.Pattern, object]] = list(_ALWAYS) if fields or headers else []
         names = _alternation(fields + headers)
         if names:
             # "name": value  (JSON, a dict's repr; the key's quotes may be escaped)
@@ -68,12 +71,9 @@ class Redactor:
             # name=value  (URL query, form body, keyword repr)
             self._subs.append((re.compile(r"""(?<![\w-])(?P<k>(?:%s)=)(?P<v>"[^"]*"|'[^']*'|[^&#;\s"',)}\]]+)"""
                                           % names, re.I), _bare))
-        if headers:
-            # Name: value  (a header line, as in an HTTP dump or a debug log)
+            # Name: value  (a header line, as in an HTTP dump or a debug log; the rest of the line)
             self._subs.append((re.compile(r"""(?<![\w-])(?P<k>(?:%s)%s[ \t]*:[ \t]*)(?P<v>[^\r\n"',}\]]+)"""
-                                          % (_alternation(headers), _NAME_END), re.I), _bare))
-        if fields or headers:  # with nothing to mask (a raw capture), nothing is masked
-            self._subs += _ALWAYS
+                                          % (names, _NAME_END), re.I), _bare))
 
     def text(self, s):
         """``s`` (``str`` or bytes-like) with secret values masked, of the same type (bytes for bytes-like)."""
@@ -87,7 +87,7 @@ class Redactor:
         return s
 
     def headers_dict(self, headers) -> dict:
-        """A copy of ``headers`` with secret headers' values masked (and the rest's secrets)."""
+        """A copy of ``headers`` with secret names' values masked (and any secret in the others)."""
         return {k: MASK if str(k).lower() in self.headers else self.text(str(v)) for k, v in dict(headers).items()}
 
     def header_lines(self, headers) -> str:
@@ -151,8 +151,9 @@ def redact_exception(e: BaseException, _depth: int = 0) -> BaseException:
 
 # -- logging -----------------------------------------------------------------------------------
 class RedactFilter(logging.Filter):
-    """Formats a record's message with its args, masks it, and masks its traceback and stack text;
-    the record then carries plain text (``args`` empty).  Never drops a record."""
+    """Masks a record's message (with its args), traceback and stack text.  A message that holds a
+    secret becomes its masked text (``args`` empty); any other keeps its format string and args, so
+    what groups records by format string (``logs.Repeats``) still does.  Never drops a record."""
 
     def __init__(self, redactor: Redactor = DEFAULT):
         super().__init__()
@@ -163,13 +164,17 @@ class RedactFilter(logging.Filter):
             return True
         r = self.redactor
         try:
-            msg = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string: keep what there is, masked
-            msg = f"{record.msg} {record.args!r}"
-        record.msg, record.args = r.text(msg), ()
+            formatted = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: its text is kept, not lost to an error
+            formatted = None
+        masked = r.text(formatted if formatted is not None else f"{record.msg} {record.args!r}")
+        if masked != formatted:  # a secret, or a message that cannot be formatted
+            record.msg, record.args = masked, ()
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-            # Formatters use exc_text when it is set.
-            record.exc_text = r.text(logging.Formatter().formatException(record.exc_info))
+            text = logging.Formatter().formatException(record.exc_info)
+            masked = r.text(text)
+            if masked != text:
+                record.exc_text = masked  # formatters use exc_text when it is set
         elif record.exc_text:
             record.exc_text = r.text(record.exc_text)
         if record.stack_info:
