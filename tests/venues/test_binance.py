@@ -19,6 +19,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CAPTURES = SHARED / "data" / "captures"
 VECTORS = json.loads((SHARED / "research" / "exchange-vectors.json").read_text())["binance"]["messages"]
 T0 = 1_700_000_000_000_000_000
+SEC = 10**9
 
 
 def make(symbols=("BNBBTC",), **kw):
@@ -419,3 +420,70 @@ def test_reconnect_starts_a_fresh_sync():
     p.on_rest(SNAP_URL, snapshot(701, [["1.0", "5"]]), T0 + 3)
     assert p.status[iid] == Status.SYNCED and p.stats[iid].gaps == 0
     assert as_decimal(p, iid)["b"] == {Decimal("1.0"): Decimal("5")}
+
+
+# -- hostile input and stalls ---------------------------------------------------------------
+@pytest.mark.parametrize("event", [
+    {"E": 2**62},  # event time beyond int64 once in ns
+    {"E": -1},
+    {"u": 2**64},  # taken as the last id it would hide every later event
+    {"U": 103, "u": 102},
+    {"b": [["1.5", "-1"]]},
+    {"b": [["-1.5", "1"]]},
+    {"a": [["1e30", "1"]]},
+    {"a": [["99999999999999999999", "1"]]},
+    {"b": [["NaN", "1"]]},
+])
+def test_numbers_outside_int64_are_malformed_and_resync_never_a_wrong_synced_book(event):
+    p, iid = synced(100)
+    msg = {"e": "depthUpdate", "E": 1, "s": "BNBBTC", "U": 102, "u": 102, "b": [["1.5", "1"]], "a": [], **event}
+    p.on_frame(json.dumps({"stream": "bnbbtc@depth@100ms", "data": msg}), T0)
+    assert p.malformed == 1 and p.stats[iid].malformed == 1
+    assert p.status[iid] == Status.RESYNCING and Fetch(SNAP_URL) in drain(p)
+    assert as_decimal(p, iid)["b"] == {Decimal("1.0"): Decimal("2")}  # nothing of it applied
+
+
+def test_a_field_of_the_wrong_type_in_a_diff_resyncs_its_book():
+    p, iid = synced(100)
+    msg = {"e": "depthUpdate", "E": 1e400, "s": "BNBBTC", "U": 102, "u": 102, "b": [], "a": []}
+    p.on_frame(json.dumps({"stream": "bnbbtc@depth@100ms", "data": msg}).replace("Infinity", "1e400"), T0)
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+
+
+@pytest.mark.parametrize("trade", [{"t": 2**64}, {"T": 2**62}, {"p": "-1"}, {"q": "1e40"}, {"m": "yes"}, {"t": True}])
+def test_bad_trades_are_counted_not_emitted(trade):
+    p, _ = make()
+    msg = {"e": "trade", "E": 1, "s": "BNBBTC", "t": 12345, "p": "0.001", "q": "100", "T": 123456785, "m": True, **trade}
+    p.on_frame(json.dumps(msg), T0)
+    assert p.malformed == 1 and drain(p) == []
+
+
+def test_a_snapshot_outside_int64_is_an_unusable_body():
+    p, reg = make()
+    iid = reg.get("binance", "BNBBTC").id
+    p.on_connect(T0)
+    p.on_frame(depth(95, 101), T0)
+    p.on_rest(SNAP_URL, snapshot(100, [["1.0", "-2"]], [["2.0", "3"]]), T0)
+    p.on_rest(SNAP_URL, snapshot(2**64, [["1.0", "2"]], [["2.0", "3"]]), T0)
+    assert p.malformed == 2 and p.status[iid] == Status.SYNCING and len(p.books[iid]) == 0
+
+
+def test_a_stall_is_stale_after_an_unanswered_probe_and_reconnects():
+    p, iid = synced(100)
+    sent = []
+    for s in range(1, 7):  # the tick at 1 s sees the last frames
+        p.on_timer(T0 + s * SEC)
+        sent += [json.loads(e.text) for e in drain(p) if hasattr(e, "text")]
+    assert [m["method"] for m in sent] == ["LIST_SUBSCRIPTIONS"] * 2  # after 2 s of silence, then 4 s
+    assert p.status[iid] == Status.SYNCED
+    p.on_timer(T0 + 7 * SEC)
+    ev = drain(p)
+    assert p.status[iid] == Status.STALE and p.stats[iid].stale == 1
+    assert any(type(e) is Reconnect and "no data for 6.0 s" in e.reason for e in ev)
+    # An answered probe keeps a quiet connection alive.
+    p, iid = synced(100)
+    for s in range(1, 20):
+        p.on_timer(T0 + s * SEC)
+        if any(hasattr(e, "text") for e in drain(p)):
+            p.on_frame('{"result":[],"id":1}', T0 + s * SEC)
+    assert p.status[iid] == Status.SYNCED and p.malformed == 0

@@ -369,3 +369,52 @@ def test_pair_info_metadata():
     assert reg.get("bitfinex", "tBTCUSD") is inst and inst.id in p.books
     with pytest.raises(ValueError):
         parse_instruments(b'{"error":"nope"}')
+
+
+# -- hostile input ------------------------------------------------------------------------------
+def test_a_text_trade_time_is_malformed_not_a_huge_string():
+    """A 330-byte frame whose MTS is text once made a 300 MB string (MTS * 10**6)."""
+    import tracemalloc
+
+    p, reg = make(symbols=["tBTCUSD"])
+    f = Feed(p)
+    f.subscribed(chan=17470, channel="trades")
+    drain(p)
+    tracemalloc.start()
+    f.frame(17470, '"te"', '[401597396,"' + "9" * 300 + '",-0.5,7245.2]')
+    f.frame(17470, '"te"', "[401597397,true,-0.5,7245.2]")  # a bool is not a time
+    f.frame(17470, '"te"', '["401597398",1574694478900,-0.5,7245.2]')  # nor text an id
+    f.frame(17470, '"te"', "[401597399,1574694478900]")  # too short
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000
+    assert p.malformed == 4 and not [e for e in drain(p) if type(e) is Trade]
+
+
+def test_numbers_outside_int64_are_malformed_and_resync_the_book():
+    p, iid, f = synced()
+    drain(p)
+    f.frame(CHAN, entry(100, 2**63, 1))  # a count no book has
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+    p, iid, f = synced()
+    f.frame(CHAN, entry(100, 1, "1" + "0" * 30))  # an amount beyond int64 at any scale
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+    p, iid, f = synced()
+    f.frame(CHAN, entry(-5, 1, 1))
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+    p, reg = make(symbols=["tBTCUSD"])
+    f = Feed(p)
+    f.subscribed(chan=17470, channel="trades")
+    f.frame(17470, '"te"', f"[{2**64},1574694478900,-0.5,7245.2]")  # id beyond int64
+    f.frame(17470, '"te"', f"[401597396,{2**62},-0.5,7245.2]")  # time beyond int64 once in ns
+    assert p.malformed == 2 and not [e for e in drain(p) if type(e) is Trade]
+
+
+def test_an_unreadable_book_message_resyncs_the_books_it_may_have_been_for():
+    p, iid, f = synced()
+    drain(p)
+    f.frame(CHAN, '"zz"')  # a known channel, an unknown message: a change we cannot apply
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+    p, iid, f = synced()
+    f.frame(2**70, entry(100, 1, 1))  # no channel has this id: it may have been ours
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING

@@ -12,7 +12,7 @@ from mantra.instruments import InstrumentRegistry
 from mantra.venues.bitstamp.instruments import parse_instruments
 from mantra.venues.bitstamp.protocol import BitstampProtocol
 from mantra.venues.events import Fetch, Level, Reconnect, Send, Status, Trade
-from venuekit import as_decimal, drain
+from venuekit import as_decimal, drain, sends, statuses
 
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -171,6 +171,94 @@ def test_audit_mismatch_counts_failure_and_replaces_the_book():
     assert Status.CHECKSUM in [e.status for e in ev if hasattr(e, "status")]
     assert p.status[iid] == Status.SYNCED
     assert as_decimal(p, iid)["b"] == {D("9"): D("1"), D("7"): D("5")}
+
+
+def test_a_phantom_level_deeper_than_the_snapshot_does_not_survive_the_audit():
+    p, iid = connected(audit_s=30)
+    p.on_rest(URL, rest(1000, [["9.00", "1"], ["8.00", "1"], ["5.00", "1"]], [["12.00", "1"]]), T0)
+    # The diff deleting 5.00 is lost; the venue's book (and its next snapshot) no longer has it.
+    p.on_timer(T0 + 30 * SEC)
+    drain(p)
+    p.on_rest(URL, rest(1000, [["9.00", "1"], ["8.00", "1"]], [["12.00", "1"]]), T0 + 30 * SEC)
+    assert as_decimal(p, iid)["b"] == {D("9"): D("1"), D("8"): D("1")}
+    inst = p.registry[iid]
+    assert [e for e in drain(p) if type(e) is Level] == [Level(iid, 1, inst.price("5"), 0, True, 1000 * 1000)]
+    assert p.status[iid] == Status.SYNCED
+
+
+def test_a_phantom_level_inside_the_snapshot_is_an_audit_failure():
+    p, iid = connected(audit_s=30)
+    p.on_rest(URL, rest(1000, [["9.00", "1"], ["8.50", "1"], ["8.00", "1"]], [["12.00", "1"]]), T0)
+    p.on_timer(T0 + 30 * SEC)
+    p.on_rest(URL, rest(1000, [["9.00", "1"], ["8.00", "1"], ["7.00", "1"]], [["12.00", "1"]]), T0 + 30 * SEC)
+    assert p.stats[iid].checksum_failed == 1
+    assert as_decimal(p, iid)["b"] == {D("9"): D("1"), D("8"): D("1"), D("7"): D("1")}
+
+
+def test_diffs_make_the_book_unverified_until_an_audit_agrees():
+    p, iid = synced_audit()
+    assert p.status[iid] == Status.SYNCED  # the snapshot itself
+    p.on_frame(diff(1100, [["9.00", "2"]]), T0)
+    assert p.status[iid] == Status.UNVERIFIED  # a lost diff would not show
+    p.on_frame(diff(1200, [["8.00", "3"]]), T0)
+    assert statuses(drain(p)) == [Status.UNVERIFIED]  # once, not per diff
+    p.on_timer(T0 + 30 * SEC)
+    p.on_rest(URL, rest(1200, [["9.00", "2"], ["8.00", "3"]], [["12.00", "1"]]), T0 + 30 * SEC)
+    assert p.status[iid] == Status.SYNCED and p.stats[iid].checksum_ok == 1
+    p.on_frame(diff(1300, [["9.00", "1"]]), T0)
+    assert p.status[iid] == Status.UNVERIFIED
+
+
+def test_a_dropped_diff_is_never_a_synced_book_and_the_audit_replaces_it():
+    p, iid = synced_audit()
+    p.on_frame(diff(1100, [["9.00", "2"]]), T0)
+    # diff(1200, [["9.00", "5"]]) is lost
+    p.on_frame(diff(1300, asks=[["12.00", "2"]]), T0)
+    assert p.status[iid] == Status.UNVERIFIED and as_decimal(p, iid)["b"][D("9")] == D("2")
+    p.on_timer(T0 + 30 * SEC)
+    p.on_rest(URL, rest(1300, [["9.00", "5"], ["8.00", "1"]], [["12.00", "2"]]), T0 + 30 * SEC)
+    assert p.stats[iid].checksum_failed == 1 and p.status[iid] == Status.SYNCED
+    assert as_decimal(p, iid) == {"b": {D("9"): D("5"), D("8"): D("1")}, "a": {D("12"): D("2")}}
+
+
+@pytest.mark.parametrize("field,value", [("microtimestamp", "9" * 20), ("microtimestamp", "-5"),
+                                         ("microtimestamp", "NaN"), ("bids", [["9.00", "-1"]]),
+                                         ("bids", [["1e30", "1"]]), ("asks", [["-12", "1"]])])
+def test_numbers_outside_int64_are_malformed_and_resync(field, value):
+    p, iid = synced_audit()
+    data = {"timestamp": "1", "microtimestamp": "1100", "bids": [["9.00", "2"]], "asks": [], field: value}
+    p.on_frame(json.dumps({"data": data, "event": "data", "channel": "diff_order_book_btcusd"}), T0)
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING and Fetch(URL) in drain(p)
+    assert as_decimal(p, iid)["b"] == {D("9"): D("1"), D("8"): D("1")}  # nothing of it applied
+    p.on_frame(diff(1200, [["9.00", "3"]]), T0)  # and a later diff is not taken as older
+    p.on_rest(URL, rest(1150, [["9.00", "2"]], [["12.00", "1"]]), T0)
+    assert as_decimal(p, iid)["b"] == {D("9"): D("3")}
+
+
+@pytest.mark.parametrize("trade", [{"id": 2**64}, {"type": 7}, {"microtimestamp": "9" * 19},
+                                   {"price_str": "-1"}, {"id": True}, {"amount_str": 5}])
+def test_bad_trades_are_counted_not_emitted(trade):
+    p, iid = make()
+    data = {"id": 1, "amount_str": "0.1", "price_str": "100", "type": 0, "microtimestamp": "1643643584587000", **trade}
+    p.on_frame(json.dumps({"data": data, "event": "trade", "channel": "live_trades_btcusd"}), T0)
+    assert p.malformed == 1 and drain(p) == []
+
+
+def test_a_stall_marks_the_books_stale_after_a_probe_went_unanswered():
+    p, iid = synced_audit()
+    p.on_timer(T0 + SEC)
+    assert drain(p) == []
+    p.on_timer(T0 + 3 * SEC)
+    assert sends(drain(p)) == [{"event": "bts:heartbeat"}]  # quiet: ask the venue for an answer
+    p.on_frame('{"event":"bts:heartbeat","channel":"","data":{"status":"success"}}', T0 + 3 * SEC)
+    for s in range(4, 10):
+        p.on_timer(T0 + s * SEC)  # sees the answer at 4 s, probes again at 6 s: unanswered
+    assert p.status[iid] == Status.SYNCED and p.malformed == 0
+    assert sends(drain(p)) == [{"event": "bts:heartbeat"}] * 2  # every 2 s of silence
+    p.on_timer(T0 + 10 * SEC)
+    ev = drain(p)
+    assert p.status[iid] == Status.STALE and p.stats[iid].stale == 1
+    assert any(type(e) is Reconnect and "no data for 6.0 s" in e.reason for e in ev)
 
 
 def test_unanswered_audit_is_fetched_again():

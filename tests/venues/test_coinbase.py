@@ -294,3 +294,51 @@ def test_silent_feed_is_stale_and_reconnects():
     assert [type(e).__name__ for e in ev].count("Reconnect") == 1
     p.on_connect(T0 + 8 * 10**9)
     assert p.status[iid] == Status.SYNCING  # a new connection starts with new snapshots
+
+
+# -- hostile input --------------------------------------------------------------------------
+@pytest.mark.parametrize("seq", [2**63, 2**64, -2])
+def test_a_sequence_number_outside_int64_is_malformed_not_the_new_last(seq):
+    p, iid = make()
+    p.on_frame(l2(0, "snapshot", [("bid", "10.00", "1")]), T0)
+    p.on_frame(l2(seq, "update", [("bid", "10.00", "2")]), T0)
+    assert p.malformed == 1
+    p.on_frame(l2(1, "update", [("bid", "10.00", "3")]), T0)  # taken: the bad number did not hide it
+    assert as_decimal(p, iid)["b"] == {D("10"): D("3")}
+
+
+@pytest.mark.parametrize("update", [("bid", "-10.00", "1"), ("bid", "10.00", "-1"), ("bid", "1e30", "1"),
+                                    ("offer", "10.00", "99999999999999999999")])
+def test_numbers_outside_int64_are_malformed_and_resync(update):
+    p, iid = make()
+    p.on_frame(l2(0, "snapshot", [("bid", "10.00", "1")]), T0)
+    p.on_frame(l2(1, "update", [("bid", "9.00", "1"), update]), T0)
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+    assert as_decimal(p, iid)["b"] == {D("10"): D("1")}  # nothing of the message applied
+
+
+def test_a_time_outside_int64_is_malformed():
+    p, iid = make()
+    p.on_frame(l2(0, "snapshot", [("bid", "10.00", "1")]), T0)
+    p.on_frame(l2(1, "update", [("bid", "10.00", "2")]).replace("2023-02-09", "9999-02-09"), T0)
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+
+
+@pytest.mark.parametrize("match", [{"side": "up"}, {"trade_id": 2**64}, {"price": "-1"}, {"trade_id": True}])
+def test_bad_matches_are_counted_not_emitted(match):
+    p, iid = make("exchange")
+    drain(p)
+    msg = {"type": "match", "trade_id": 10, "sequence": 50, "maker_order_id": "a", "taker_order_id": "b",
+           "time": "2014-11-07T08:19:27.028459Z", "product_id": "BTC-USD", "size": "5.23512", "price": "400.23",
+           "side": "sell", **match}
+    p.on_frame(json.dumps(msg), T0)
+    assert p.malformed == 1 and drain(p) == []
+
+
+def test_exchange_level2_books_are_unverified_after_an_update():
+    p, iid = make("exchange")
+    p.on_frame(json.dumps({"type": "snapshot", "product_id": "BTC-USD", "bids": [["10", "1"]], "asks": [["11", "1"]]}), T0)
+    assert p.status[iid] == Status.SYNCED
+    p.on_frame(json.dumps({"type": "l2update", "product_id": "BTC-USD", "changes": [["buy", "10", "2"]],
+                           "time": "2021-04-17T16:43:37.067586Z"}), T0)
+    assert p.status[iid] == Status.UNVERIFIED  # no sequence numbers: a lost update would not show

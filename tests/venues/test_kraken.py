@@ -504,3 +504,55 @@ def test_pair_registered_meanwhile_by_another_connection_is_reused():
     book_conn.on_frame(v1_snapshot([("5541.30000", "1.00000000")], [("5541.20000", "1.00000000")]), T0)
     iid = reg.get("kraken", "XBT/USD").id
     assert len(reg) == 1 and book_conn.status[iid] == Status.SYNCED and book_conn.malformed == 0
+
+
+# -- hostile input ----------------------------------------------------------------------------
+@pytest.mark.parametrize("row", [["-10.00000", "1.00000000"], ["10.00000", "-1.00000000"],
+                                 ["1e30", "1.00000000"], ["10.00000", "99999999999999999999"]])
+def test_numbers_outside_int64_are_malformed_and_resync(row):
+    p, reg = v1()
+    p.on_frame(v1_snapshot([("10.00000", "1.00000000")], [("9.00000", "1.00000000")]), T0)
+    iid = reg.get("kraken", "XBT/USD").id
+    drain(p)
+    p.on_frame(v1_update([tuple(row)], c=1), T0)
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+    assert len(p.books[iid]) == 2  # nothing of the message applied
+
+
+@pytest.mark.parametrize("frame", [
+    [0, {"a": {}}, "book-10", "XBT/USD"],  # levels must be an array
+    [0, {"a": ["10.000001.0000000001534614249.000001"]}, "book-10", "XBT/USD"],  # of arrays, not text
+    [0, "as", "book-10", "XBT/USD"],
+    [0, {"a": [["11.00000", "1.00000000", "1534614249.000001"]]}, "book-10", 7],
+    [0, {"a": [["11.00000", "1.00000000", "1534614249.000001"]]}, 10, "XBT/USD"],
+    [0, {"a": [["11.00000", "1.00000000", "1534614249.000001"]]}, "book-10", "ETH/USD"],
+])
+def test_values_of_the_wrong_type_are_counted_never_silently_dropped(frame):
+    p, reg = v1()
+    p.on_frame(v1_snapshot([("10.00000", "1.00000000")], [("9.00000", "1.00000000")]), T0)
+    drain(p)
+    p.on_frame(json.dumps(frame), T0)
+    assert p.malformed == 1
+
+
+@pytest.mark.parametrize("trade", [{"trade_id": True}, {"trade_id": "7"}, {"trade_id": 2**64}, {"side": 1},
+                                   {"timestamp": 5}, {"timestamp": "9999-09-25T07:49:37.708706Z"}])
+def test_v2_bad_trades_are_counted_not_emitted(trade):
+    reg = InstrumentRegistry()
+    reg.add("kraken", "MATIC/USD", **{k: v for k, v in spec_from_v2_pair(MATIC_PAIR).items() if k != "symbol"})
+    p = KrakenProtocol(reg, ["MATIC/USD"])
+    d = {"symbol": "MATIC/USD", "side": "sell", "price": 0.5117, "qty": 40.0, "ord_type": "market",
+         "trade_id": 4665906, "timestamp": "2023-09-25T07:49:37.708706Z", **trade}
+    p.on_frame(json.dumps({"channel": "trade", "type": "update", "data": [d]}), T0)
+    assert p.malformed == 1 and drain(p) == []
+
+
+def test_a_stall_of_more_than_5_s_is_stale():
+    p, reg = v1()
+    p.on_frame(v1_snapshot([("10.00000", "1.00000000")], [("9.00000", "1.00000000")]), T0)
+    iid = reg.get("kraken", "XBT/USD").id
+    p.on_timer(T0 + SEC)
+    p.on_timer(T0 + 6 * SEC)
+    assert p.status[iid] == Status.SYNCED
+    p.on_timer(T0 + 7 * SEC)  # heartbeats come every second: 6 s of nothing is a stall
+    assert p.status[iid] == Status.STALE and any(type(e) is Reconnect for e in drain(p))

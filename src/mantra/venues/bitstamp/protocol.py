@@ -311,6 +311,7 @@ class BitstampProtocol(VenueProtocol):
             return
         self.stats[iid].checksum_ok += 1
         if beyond:  # deeper than the snapshot reaches: cannot be checked, so not kept
+            log.info("bitstamp %s: %d levels beyond the audit snapshot dropped", self.registry[iid].symbol, len(beyond))
             self._apply_levels(iid, [(side, p, 0) for side, p in beyond], (st.micro or 0) * 1000)
         if self.status[iid] is _UNVERIFIED:
             self.set_status(iid, _SYNCED, "audit agrees")
