@@ -18,13 +18,29 @@
 #include <Python.h>
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+/* futex_waitv (Linux 5.16): the number is the same on every architecture; older headers lack it. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+struct spine_waitv { /* struct futex_waitv, defined here so older headers build too */
+    uint64_t val, uaddr;
+    uint32_t flags, reserved;
+};
+#define SPINE_FUTEX2_SIZE_U32 2
+#define WAITV_MAX 16 /* the kernel's FUTEX_WAITV_MAX */
+
 #define HDR_SIZE 4096
+#define MAGIC 0x314E4950534E414Dull /* b"MANSPIN1" */
+#define LAYOUT_VERSION 2           /* 2: multi-producer slots are owned before written (below) */
+#define OFF_VERSION 8
 #define OFF_KIND 12
 #define OFF_SLOT_SIZE 20
 #define OFF_CAPACITY 24
@@ -66,36 +82,52 @@ static long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *t
 
 typedef struct {
     Py_buffer view;
-    char *base;
+    char *base; /* NULL: closed or never opened (every method checks, see OPEN) */
     uint64_t capacity, mask, slot_size, kind;
     uint64_t *count;
     uint32_t *epoch, *waiters;
+    uint64_t skipped, dropped; /* writer, multi-producer: see mp_write */
+    uint64_t stall;            /* test hook: the stall-th write from now stops mid-payload (SIGSTOP) */
 } Map;
+
+#define CLOSED_MSG "closed or not initialised"
+#define OPEN(m, ret)                                                         \
+    do {                                                                     \
+        if (!(m)->base) {                                                    \
+            PyErr_SetString(PyExc_ValueError, "spine handle is " CLOSED_MSG); \
+            return ret;                                                      \
+        }                                                                    \
+    } while (0)
 
 static int map_open(Map *m, PyObject *buffer, int writable) {
     if (PyObject_GetBuffer(buffer, &m->view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
-    m->base = (char *)m->view.buf;
-    if (((uintptr_t)m->base & 63) != 0 || m->view.len < HDR_SIZE) {
+    char *base = (char *)m->view.buf;
+    const char *why = NULL;
+    if (((uintptr_t)base & 63) != 0 || m->view.len < HDR_SIZE) why = "spine mapping must be 64-byte aligned and hold a header";
+    else if (*(uint64_t *)base != MAGIC) why = "not a spine mapping (bad magic)";
+    else if (*(uint32_t *)(base + OFF_VERSION) != LAYOUT_VERSION) why = "spine layout version differs from this build's";
+    if (!why) {
+        m->kind = *(uint32_t *)(base + OFF_KIND);
+        m->slot_size = *(uint32_t *)(base + OFF_SLOT_SIZE);
+        m->capacity = *(uint64_t *)(base + OFF_CAPACITY);
+        m->mask = m->capacity - 1;
+        /* the slots must fit the mapping: compare by division, a product could overflow */
+        if (m->slot_size < 64 || (m->slot_size & 63) || m->capacity == 0 ||
+            (m->kind != KIND_ARRAY && (m->capacity & m->mask)) ||
+            m->capacity > (uint64_t)(m->view.len - HDR_SIZE) / m->slot_size)
+            why = "spine header does not match the mapping size";
+    }
+    if (why) {
         PyBuffer_Release(&m->view);
         m->base = NULL;
-        PyErr_SetString(PyExc_ValueError, "spine mapping must be 64-byte aligned and hold a header");
+        PyErr_SetString(PyExc_ValueError, why);
         return -1;
     }
-    m->kind = *(uint32_t *)(m->base + OFF_KIND);
-    m->slot_size = *(uint32_t *)(m->base + OFF_SLOT_SIZE);
-    m->capacity = *(uint64_t *)(m->base + OFF_CAPACITY);
-    m->mask = m->capacity - 1;
-    m->count = (uint64_t *)(m->base + OFF_COUNT);
-    m->epoch = (uint32_t *)(m->base + OFF_EPOCH);
-    m->waiters = (uint32_t *)(m->base + OFF_WAITERS);
-    if (m->slot_size < 64 || (m->slot_size & 63) || m->capacity == 0 ||
-        (m->kind != KIND_ARRAY && (m->capacity & m->mask)) ||
-        (Py_ssize_t)(HDR_SIZE + m->capacity * m->slot_size) > m->view.len) {
-        PyBuffer_Release(&m->view);
-        m->base = NULL;
-        PyErr_SetString(PyExc_ValueError, "spine header does not match the mapping size");
-        return -1;
-    }
+    m->base = base;
+    m->count = (uint64_t *)(base + OFF_COUNT);
+    m->epoch = (uint32_t *)(base + OFF_EPOCH);
+    m->waiters = (uint32_t *)(base + OFF_WAITERS);
+    m->skipped = m->dropped = m->stall = 0;
     return 0;
 }
 
@@ -106,8 +138,11 @@ static void map_close(Map *m) {
 
 static inline char *slot_at(Map *m, uint64_t i) { return m->base + HDR_SIZE + i * m->slot_size; }
 
-/* Wake parked consumers; the caller has already made its slot write visible with a full fence. */
+/* Wake parked consumers.  Dekker with park(): the slot write (already released) and our load of
+ * `waiters` are separated by a full fence, as are park's increment of `waiters` and its load of the
+ * slot version; so either the consumer sees the record or we see the consumer (ARM64 needs both). */
 static inline void wake_if_parked(Map *m) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (LOAD_RLX(m->waiters)) {
         __atomic_fetch_add(m->epoch, 1, __ATOMIC_SEQ_CST);
         futex(m->epoch, FUTEX_WAKE, INT32_MAX, NULL);
@@ -121,6 +156,112 @@ static inline int get_buf(PyObject *o, Py_buffer *b, int writable) {
 /* Messages published and array slots written by this process (timing records excluded): the
  * deterministic dispatcher stops as soon as a handler has reacted, so loops run at that instant. */
 static uint64_t activity, handled_total;
+
+/* ---------------------------------------------------------------- ring slots
+ *
+ * Slot for sequence s, version word:  2s+1       held by s's writer (payload being written)
+ *                                     2s+2       complete: the record of s
+ *                                     SKIP|2s+1  s carries no record; an older writer still holds the slot
+ *                                     SKIP|2s+2  s carries no record; the slot is free
+ * Odd = held, even = free; stripped of SKIP, a slot's version only grows.
+ *
+ * One producer (spmc) writes in order and simply stores 2s+1, the payload, 2s+2, then the counter.
+ *
+ * Several producers (mpmc): a stalled writer's memcpy cannot be made atomic, so a writer owns the
+ * slot before it writes a payload byte and no one writes into a slot someone else holds.
+ *  - Claim: s = fetch_add(counter); CAS the version from the free (even) value found there, any older
+ *    sequence's, to 2s+1; write; complete with CAS 2s+1 -> 2s+2.
+ *  - Held by an older writer (stalled or dead): CAS it to SKIP|2s+1 (the holder keeps it) and publish
+ *    the message under a fresh sequence (MP_TRIES at most, then drop it and count it).
+ *  - Already showing a later sequence (we were lapped before claiming): s is gone; drop, count.
+ *  - The completing CAS fails when later writers marked skips meanwhile: our record is a lap stale;
+ *    drop it, count it, free the slot (SKIP|odd -> SKIP|even).
+ * Readers accept a record only when the version is exactly 2s+2 before and after the copy, skip
+ * SKIP markers of their sequence (counted in `skipped`), and treat a later sequence as being lapped
+ * (resync, counted in `lost`).  A sequence left unwritten while later ones are claimed for the
+ * reader's `stuck_ns` (a producer died or froze before completing it) is given up and counted lost:
+ * consumers stall that long once, never a lap.  A dead writer's slot stays held: each lap the writer
+ * landing there skips it (one sequence, no message, counted).  Producers never wait on each other:
+ * every retry follows a change another producer made. */
+
+#define SKIP (1ull << 63)
+#define MP_TRIES 8
+#define STUCK_NS 50000000ll /* default Reader.stuck_ns */
+
+static inline uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Tracking header and payload of a held slot; the rest of the payload area is zeroed, so a short
+ * payload never shows the previous record's bytes. */
+static inline void fill(Map *m, char *slot, uint64_t origin, uint64_t now, uint32_t publisher, uint32_t flags,
+                        const void *payload, size_t n) {
+    uint64_t *h = (uint64_t *)(slot + 8);
+    h[0] = origin;
+    h[1] = now ? now : clock_ns();
+    *(uint32_t *)(slot + 24) = publisher;
+    *(uint32_t *)(slot + 28) = flags;
+    if (m->stall && --m->stall == 0) { /* test hook: freeze after half the payload */
+        memcpy(slot + 8 + TRACK, payload, n / 2);
+        raise(SIGSTOP);
+    }
+    memcpy(slot + 8 + TRACK, payload, n);
+    memset(slot + 8 + TRACK + n, 0, m->slot_size - 8 - TRACK - n);
+}
+
+static uint64_t mp_write(Map *m, uint64_t origin, uint64_t now, uint32_t publisher, const void *payload, size_t n,
+                         uint32_t flags) {
+    for (int tries = 1;; tries++) {
+        uint64_t s = __atomic_fetch_add(m->count, 1, __ATOMIC_ACQ_REL), mine = 2 * s + 1;
+        char *slot = slot_at(m, s & m->mask);
+        uint64_t *ver = (uint64_t *)slot, v = LOAD_ACQ(ver);
+        for (;;) {
+            if ((v & ~SKIP) >= mine) { /* a later sequence owns it: we were lapped */
+                m->dropped++;
+                return s;
+            }
+            if (v & 1) { /* held by an older writer: never write over it */
+                if (__atomic_compare_exchange_n(ver, &v, SKIP | mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+            } else if (__atomic_compare_exchange_n(ver, &v, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                __atomic_thread_fence(__ATOMIC_RELEASE);
+                fill(m, slot, origin, now, publisher, flags, payload, n);
+                uint64_t cur = mine;
+                if (!__atomic_compare_exchange_n(ver, &cur, mine + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+                    /* lapped while writing (cur is SKIP|odd): free the slot, our record is stale */
+                    while (!__atomic_compare_exchange_n(ver, &cur, cur + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+                        ;
+                    m->dropped++;
+                }
+                wake_if_parked(m);
+                return s;
+            }
+        }
+        m->skipped++;
+        wake_if_parked(m); /* readers of s move on */
+        if (tries == MP_TRIES) {
+            m->dropped++;
+            return s;
+        }
+    }
+}
+
+/* Write one message: header fields and `n` payload bytes.  Returns the sequence number. */
+static inline uint64_t ring_write(Map *m, uint64_t origin, uint64_t now, uint32_t publisher,
+                                  const void *payload, size_t n, uint32_t flags) {
+    if (m->kind == KIND_MPMC) return mp_write(m, origin, now, publisher, payload, n, flags);
+    uint64_t s = LOAD_RLX(m->count);
+    char *slot = slot_at(m, s & m->mask);
+    uint64_t *ver = (uint64_t *)slot;
+    STORE_RLX(ver, 2 * s + 1);
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* odd version visible before any payload byte */
+    fill(m, slot, origin, now, publisher, flags, payload, n);
+    STORE_REL(ver, 2 * s + 2);
+    STORE_REL(m->count, s + 1);
+    wake_if_parked(m);
+    return s;
+}
 
 /* ---------------------------------------------------------------- Writer (ring producer) */
 
@@ -144,7 +285,7 @@ static int Writer_init(Writer *self, PyObject *args, PyObject *kw) {
         /* A dead producer may have completed slots without advancing the counter (it stores the
          * counter last): adopt them, so no consumer sees a sequence number reused. */
         uint64_t c = LOAD_ACQ(self->m.count);
-        for (;;) {
+        for (uint64_t k = 0; k < self->m.capacity; k++) {
             uint64_t v = LOAD_ACQ((uint64_t *)slot_at(&self->m, c & self->m.mask));
             if (v == 2 * c + 2) c++;
             else {
@@ -162,31 +303,9 @@ static void Writer_dealloc(Writer *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Write one message: header fields and `n` payload bytes.  Returns the sequence number. */
-static inline uint64_t ring_write(Map *m, uint64_t origin, uint64_t now, uint32_t publisher,
-                                  const void *payload, size_t n, uint32_t flags) {
-    uint64_t s;
-    if (m->kind == KIND_MPMC) s = __atomic_fetch_add(m->count, 1, __ATOMIC_ACQ_REL);
-    else s = LOAD_RLX(m->count);
-    char *slot = slot_at(m, s & m->mask);
-    uint64_t *ver = (uint64_t *)slot;
-    STORE_RLX(ver, 2 * s + 1);
-    __atomic_thread_fence(__ATOMIC_RELEASE); /* odd version visible before any payload byte */
-    uint64_t *h = (uint64_t *)(slot + 8);
-    h[0] = origin;
-    h[1] = now ? now : clock_ns();
-    *(uint32_t *)(slot + 24) = publisher;
-    *(uint32_t *)(slot + 28) = flags;
-    memcpy(slot + 8 + TRACK, payload, n);
-    STORE_REL(ver, 2 * s + 2);
-    if (m->kind == KIND_MPMC) __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    else __atomic_store_n(m->count, s + 1, __ATOMIC_SEQ_CST); /* full barrier before reading waiters */
-    wake_if_parked(m);
-    return s;
-}
-
 /* publish(payload, origin, publisher, now=0) -> seq.  now=0: stamp the publish time here. */
 static PyObject *Writer_publish(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    OPEN(&self->m, NULL);
     if (nargs < 3 || nargs > 4) {
         PyErr_SetString(PyExc_TypeError, "publish(payload, origin, publisher, now=0)");
         return NULL;
@@ -215,6 +334,7 @@ static PyObject *Writer_publish(Writer *self, PyObject *const *args, Py_ssize_t 
 /* publish_record(record, now=0): republish a whole record (tracking header + payload, as read by
  * Reader.read_into) keeping its origin and publisher; used by replay. */
 static PyObject *Writer_publish_record(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    OPEN(&self->m, NULL);
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "publish_record(record, now=0)");
         return NULL;
@@ -228,8 +348,11 @@ static PyObject *Writer_publish_record(Writer *self, PyObject *const *args, Py_s
         return NULL;
     }
     const char *r = (const char *)b.buf;
-    uint64_t origin = *(const uint64_t *)r;
-    uint32_t publisher = *(const uint32_t *)(r + 16), flags = *(const uint32_t *)(r + 20);
+    uint64_t origin;
+    uint32_t publisher, flags;
+    memcpy(&origin, r, 8); /* the buffer need not be aligned */
+    memcpy(&publisher, r + 16, 4);
+    memcpy(&flags, r + 20, 4);
     uint64_t s = ring_write(&self->m, origin, now, publisher, r + TRACK, (size_t)b.len - TRACK, flags);
     activity++;
     PyBuffer_Release(&b);
@@ -239,6 +362,7 @@ static PyObject *Writer_publish_record(Writer *self, PyObject *const *args, Py_s
 /* publish_batch(records, n): republish n whole records laid back to back (slot_size-8 bytes each,
  * tracking headers kept verbatim, publish time included): a replay burst in one call. */
 static PyObject *Writer_publish_batch(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    OPEN(&self->m, NULL);
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "publish_batch(records, n)");
         return NULL;
@@ -247,7 +371,7 @@ static PyObject *Writer_publish_batch(Writer *self, PyObject *const *args, Py_ss
     if (get_buf(args[0], &b, 0) < 0) return NULL;
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     size_t rec = self->m.slot_size - 8;
-    if (PyErr_Occurred() || n < 0 || (size_t)b.len < (size_t)n * rec) {
+    if (PyErr_Occurred() || n < 0 || (size_t)n > (size_t)b.len / rec) { /* no n * rec: it could overflow */
         PyBuffer_Release(&b);
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "buffer holds fewer than n records");
         return NULL;
@@ -255,9 +379,12 @@ static PyObject *Writer_publish_batch(Writer *self, PyObject *const *args, Py_ss
     const char *r = (const char *)b.buf;
     uint64_t s = 0;
     for (Py_ssize_t i = 0; i < n; i++, r += rec) {
-        const uint64_t *h = (const uint64_t *)r;
-        s = ring_write(&self->m, h[0], h[1] ? h[1] : 1, *(const uint32_t *)(r + 16), r + TRACK, rec - TRACK,
-                       *(const uint32_t *)(r + 20));
+        uint64_t h[2];
+        uint32_t publisher, flags;
+        memcpy(h, r, 16);
+        memcpy(&publisher, r + 16, 4);
+        memcpy(&flags, r + 20, 4);
+        s = ring_write(&self->m, h[0], h[1] ? h[1] : 1, publisher, r + TRACK, rec - TRACK, flags);
     }
     activity += (uint64_t)n;
     PyBuffer_Release(&b);
@@ -267,6 +394,7 @@ static PyObject *Writer_publish_batch(Writer *self, PyObject *const *args, Py_ss
 /* stamp(key, origin, start): the runtime's per-message timing record (payload: key u32, pad,
  * start u64, end u64), end read here so the hot path pays one call. */
 static PyObject *Writer_stamp(Writer *self, PyObject *const *args, Py_ssize_t nargs) {
+    OPEN(&self->m, NULL);
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "stamp(key, origin, start)");
         return NULL;
@@ -285,10 +413,24 @@ static PyObject *Writer_stamp(Writer *self, PyObject *const *args, Py_ssize_t na
 }
 
 static PyObject *Writer_count(Writer *self, PyObject *unused) {
+    OPEN(&self->m, NULL);
     return PyLong_FromUnsignedLongLong(LOAD_ACQ(self->m.count));
 }
 
 static PyObject *Writer_recovered(Writer *self, void *c) { return PyLong_FromUnsignedLongLong(self->recovered); }
+static PyObject *Writer_skipped(Writer *self, void *c) { return PyLong_FromUnsignedLongLong(self->m.skipped); }
+static PyObject *Writer_dropped(Writer *self, void *c) { return PyLong_FromUnsignedLongLong(self->m.dropped); }
+static PyObject *Writer_get_stall(Writer *self, void *c) { return PyLong_FromUnsignedLongLong(self->m.stall); }
+static int Writer_set_stall(Writer *self, PyObject *v, void *c) {
+    if (!v) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete");
+        return -1;
+    }
+    unsigned long long n = PyLong_AsUnsignedLongLong(v);
+    if (PyErr_Occurred()) return -1;
+    self->m.stall = n;
+    return 0;
+}
 
 static PyObject *Writer_close(Writer *self, PyObject *unused) {
     map_close(&self->m);
@@ -304,7 +446,12 @@ static PyMethodDef Writer_methods[] = {
     {"close", (PyCFunction)Writer_close, METH_NOARGS, "release the mapping"},
     {NULL}};
 
-static PyGetSetDef Writer_getset[] = {{"recovered", (getter)Writer_recovered, NULL, "half-written slots finished", NULL}, {NULL}};
+static PyGetSetDef Writer_getset[] = {
+    {"recovered", (getter)Writer_recovered, NULL, "half-written slots finished", NULL},
+    {"skipped", (getter)Writer_skipped, NULL, "mpmc: sequences given up because an older writer still held the slot", NULL},
+    {"dropped", (getter)Writer_dropped, NULL, "mpmc: messages not published (lapped while claiming or writing)", NULL},
+    {"_stall", (getter)Writer_get_stall, (setter)Writer_set_stall, "tests only: the n-th write from now stops itself (SIGSTOP) halfway through its payload", NULL},
+    {NULL}};
 
 static PyTypeObject WriterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mantra._spine.Writer",
@@ -323,9 +470,12 @@ static PyTypeObject WriterType = {
 typedef struct {
     PyObject_HEAD Map m;
     uint64_t seq;      /* next sequence number to read */
-    uint64_t lost;     /* messages overwritten before we read them */
+    uint64_t lost;     /* messages overwritten before we read them, or given up as stuck */
+    uint64_t skipped;  /* sequences that carried no message (mpmc SKIP markers) */
     uint64_t laps;     /* times we were lapped */
     uint64_t *cursor;  /* our published position in the header, or NULL */
+    uint64_t stuck_seq, stuck_since; /* mpmc: since when `seq` waits while later ones are claimed */
+    int64_t stuck_ns;
 } Reader;
 
 static int Reader_init(Reader *self, PyObject *args, PyObject *kw) {
@@ -334,6 +484,7 @@ static int Reader_init(Reader *self, PyObject *args, PyObject *kw) {
     int cursor = -1;
     if (!PyArg_ParseTuple(args, "O|Li", &buffer, &start, &cursor)) return -1;
     map_close(&self->m);
+    self->cursor = NULL;
     if (map_open(&self->m, buffer, 1) < 0) return -1;
     if (self->m.kind != KIND_SPMC && self->m.kind != KIND_MPMC) {
         map_close(&self->m);
@@ -341,8 +492,9 @@ static int Reader_init(Reader *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     self->seq = start < 0 ? LOAD_ACQ(self->m.count) : (uint64_t)start;
-    self->lost = self->laps = 0;
-    self->cursor = NULL;
+    self->lost = self->laps = self->skipped = 0;
+    self->stuck_seq = UINT64_MAX;
+    self->stuck_ns = STUCK_NS;
     if (cursor >= 0) {
         if (cursor >= N_CURSORS) {
             map_close(&self->m);
@@ -370,84 +522,174 @@ static inline void resync(Reader *r) {
     r->seq = to;
 }
 
-/* Copy the next record (tracking header + payload, slot_size-8 bytes at most) into dst.
- * Returns 1 on success, 0 when nothing new.  Never returns torn data. */
-static inline int ring_read(Reader *r, char *dst, size_t cap) {
-    Map *m = &r->m;
-    size_t n = m->slot_size - 8 < cap ? m->slot_size - 8 : cap;
-    for (;;) {
-        const char *slot = slot_at(m, r->seq & m->mask);
-        const uint64_t *ver = (const uint64_t *)slot;
-        uint64_t want = 2 * r->seq + 2, v = LOAD_ACQ(ver);
-        if (v < want) return 0;
-        if (v == want) {
-            memcpy(dst, slot + 8, n);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE); /* payload loads complete before the re-check */
-            if (LOAD_RLX(ver) == want) {
-                r->seq++;
-                if (r->cursor) STORE_RLX(&r->cursor[1], r->seq);
-                return 1;
-            }
-        }
-        resync(r);
-        if (r->cursor) STORE_RLX(&r->cursor[2], r->lost);
+static inline void publish_cursor(Reader *r) {
+    if (r->cursor) {
+        STORE_RLX(&r->cursor[1], r->seq);
+        STORE_RLX(&r->cursor[2], r->lost);
     }
 }
 
+/* mpmc: ns until `seq` may be given up (0: now), or -1 while no later sequence is claimed. */
+static int64_t stuck_left(Reader *r) {
+    if (LOAD_ACQ(r->m.count) <= r->seq + 1) {
+        r->stuck_seq = UINT64_MAX;
+        return -1;
+    }
+    uint64_t t = mono_ns();
+    if (r->stuck_seq != r->seq) r->stuck_seq = r->seq, r->stuck_since = t;
+    int64_t left = r->stuck_ns - (int64_t)(t - r->stuck_since);
+    return left > 0 ? left : 0;
+}
+
+static inline uint64_t *ver_of(Reader *r) { return (uint64_t *)slot_at(&r->m, r->seq & r->m.mask); }
+
+/* The slot of `seq` can be dealt with now: a record, a skip marker, a lap, or given up as stuck. */
 static inline int ready(Reader *r) {
-    const uint64_t *ver = (const uint64_t *)slot_at(&r->m, r->seq & r->m.mask);
-    return LOAD_ACQ(ver) >= 2 * r->seq + 2;
+    uint64_t want = 2 * r->seq + 2, v = LOAD_ACQ(ver_of(r)), bare = v & ~SKIP;
+    if (v == want || bare > want || ((v & SKIP) && bare + 1 >= want)) return 1;
+    return r->m.kind == KIND_MPMC && stuck_left(r) == 0;
+}
+
+/* Move past skip markers, laps and stuck sequences (counting them): 1 when the slot of `seq` holds
+ * its complete record, 0 when it is not there yet. */
+static inline int settle(Reader *r) {
+    for (;;) {
+        uint64_t want = 2 * r->seq + 2, v = LOAD_ACQ(ver_of(r)), bare = v & ~SKIP;
+        if (v == want) return 1;
+        if (bare > want) resync(r);
+        else if ((v & SKIP) && bare + 1 >= want) r->skipped++, r->seq++;
+        else if (r->m.kind == KIND_MPMC && stuck_left(r) == 0) r->lost++, r->seq++;
+        else return 0;
+        publish_cursor(r);
+    }
+}
+
+/* Copy the next record (tracking header + payload, slot_size-8 bytes) into dst.
+ * Returns 1 on success, 0 when nothing new.  Never returns torn data. */
+static inline int ring_read(Reader *r, char *dst) {
+    Map *m = &r->m;
+    size_t n = m->slot_size - 8;
+    while (settle(r)) {
+        const char *slot = slot_at(m, r->seq & m->mask);
+        uint64_t want = 2 * r->seq + 2;
+        memcpy(dst, slot + 8, n);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* payload loads complete before the re-check */
+        if (LOAD_RLX((const uint64_t *)slot) == want) {
+            r->seq++;
+            if (r->cursor) STORE_RLX(&r->cursor[1], r->seq);
+            return 1;
+        }
+        /* overwritten while copying: settle() sees the later sequence and resyncs */
+    }
+    return 0;
+}
+
+/* A caller's buffer for one record must hold all of it. */
+static int record_buf(Reader *r, PyObject *o, Py_buffer *b) {
+    if (get_buf(o, b, 1) < 0) return -1;
+    if ((uint64_t)b->len < r->m.slot_size - 8) {
+        PyErr_Format(PyExc_ValueError, "buffer of %zd bytes cannot hold a %llu-byte record", b->len,
+                     (unsigned long long)(r->m.slot_size - 8));
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
 }
 
 /* read_into(buf) -> origin_ns of the record copied into buf, or 0 when there is none. */
 static PyObject *Reader_read_into(Reader *self, PyObject *arg) {
+    OPEN(&self->m, NULL);
     Py_buffer b;
-    if (get_buf(arg, &b, 1) < 0) return NULL;
-    int ok = ring_read(self, (char *)b.buf, (size_t)b.len);
-    uint64_t origin = ok ? *(uint64_t *)b.buf : 0;
+    if (record_buf(self, arg, &b) < 0) return NULL;
+    int ok = ring_read(self, (char *)b.buf);
+    uint64_t origin = 0;
+    if (ok) memcpy(&origin, b.buf, 8);
     PyBuffer_Release(&b);
     if (ok && origin == 0) origin = 1; /* a record is never reported as "none" */
     return PyLong_FromUnsignedLongLong(origin);
 }
 
-/* Park until `ready_fn` holds for any of the readers or the timeout passes.  Returns 1 if ready. */
-static int park(Reader **rs, int n, int64_t timeout_ns) {
-    struct futex_waitv {
-        uint64_t val, uaddr;
-        uint32_t flags, reserved;
-    } w[16];
-    if (n > 16) n = 16;
-    for (int i = 0; i < n; i++) __atomic_fetch_add(rs[i]->m.waiters, 1, __ATOMIC_SEQ_CST);
-    int got = 0;
-    for (int i = 0; i < n; i++) {
-        w[i].val = __atomic_load_n(rs[i]->m.epoch, __ATOMIC_SEQ_CST);
-        w[i].uaddr = (uint64_t)(uintptr_t)rs[i]->m.epoch;
-        w[i].flags = 2; /* FUTEX2_SIZE_U32, shared */
-        w[i].reserved = 0;
+/* futex_waitv unusable (no syscall, or refused, e.g. by seccomp): park by slices on one futex. */
+static int waitv_errno;
+#define SLICE_NS 1000000 /* poll period when not every ring can be waited on */
+
+typedef struct {
+    Py_buffer hold; /* keeps the mapping alive if another thread closes the reader meanwhile */
+    uint32_t *epoch, *waiters, val;
+} ParkEntry;
+
+/* Park until one of the readers has something (a record, a skip, a lap, a stuck sequence to give
+ * up) or the timeout passes.  Returns 1 if ready (a reader closed meanwhile counts as ready), 0 on
+ * timeout, -1 with an exception set (a signal handler raised).  Any number of readers: the first 16
+ * are waited on together (futex_waitv); with more, or without futex_waitv, the wait is cut into
+ * 1 ms slices and every reader is checked after each. */
+static int park(Reader **rs, Py_ssize_t n, int64_t timeout_ns) {
+    ParkEntry small[WAITV_MAX], *e = n <= WAITV_MAX ? small : PyMem_Malloc((size_t)n * sizeof(ParkEntry));
+    if (!e) {
+        PyErr_NoMemory();
+        return -1;
     }
-    for (int i = 0; i < n && !got; i++) got = ready(rs[i]);
-    if (!got && timeout_ns > 0) {
-        struct timespec ts;
-        Py_BEGIN_ALLOW_THREADS
-        if (n == 1) {
-            ts.tv_sec = timeout_ns / 1000000000;
-            ts.tv_nsec = timeout_ns % 1000000000;
-            futex((uint32_t *)(uintptr_t)w[0].uaddr, FUTEX_WAIT, (uint32_t)w[0].val, &ts);
-        } else {
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t t = (int64_t)ts.tv_nsec + timeout_ns;
-            ts.tv_sec += t / 1000000000;
-            ts.tv_nsec = t % 1000000000;
-            if (syscall(SYS_futex_waitv, w, n, 0, &ts, CLOCK_MONOTONIC) < 0 && errno == ENOSYS) {
-                /* old kernel: wait on the first, with a short timeout so the others are polled */
-                struct timespec s = {0, timeout_ns < 1000000 ? timeout_ns : 1000000};
-                futex((uint32_t *)(uintptr_t)w[0].uaddr, FUTEX_WAIT, (uint32_t)w[0].val, &s);
+    Py_ssize_t held = 0;
+    int got = 0;
+    for (; held < n; held++) {
+        Map *m = &rs[held]->m;
+        if (!m->base || PyObject_GetBuffer(m->view.obj, &e[held].hold, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            got = 1; /* closed: let the caller find out */
+            break;
+        }
+        e[held].epoch = m->epoch, e[held].waiters = m->waiters;
+        __atomic_fetch_add(m->waiters, 1, __ATOMIC_SEQ_CST);
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* Dekker with wake_if_parked */
+    uint64_t deadline = mono_ns() + (uint64_t)(timeout_ns > 0 ? timeout_ns : 0);
+    while (!got) {
+        for (Py_ssize_t i = 0; i < n; i++) e[i].val = __atomic_load_n(e[i].epoch, __ATOMIC_SEQ_CST);
+        int64_t left = (int64_t)(deadline - mono_ns());
+        for (Py_ssize_t i = 0; i < n && !got; i++) {
+            Reader *r = rs[i];
+            if (!r->m.base || ready(r)) got = 1;
+            else if (r->m.kind == KIND_MPMC) { /* wake in time to give a stuck sequence up */
+                int64_t s = stuck_left(r);
+                if (s >= 0 && s < left) left = s + 1000;
             }
         }
+        if (got || left <= 0) break;
+        int sliced = n > WAITV_MAX || (n > 1 && waitv_errno);
+        if (sliced && left > SLICE_NS) left = SLICE_NS;
+        Py_BEGIN_ALLOW_THREADS
+        if (n == 1 || waitv_errno) {
+            struct timespec ts = {left / 1000000000, left % 1000000000};
+            futex(e[0].epoch, FUTEX_WAIT, e[0].val, &ts);
+        } else {
+            struct spine_waitv w[WAITV_MAX];
+            int k = n < WAITV_MAX ? (int)n : WAITV_MAX;
+            for (int i = 0; i < k; i++) {
+                w[i].val = e[i].val;
+                w[i].uaddr = (uint64_t)(uintptr_t)e[i].epoch;
+                w[i].flags = SPINE_FUTEX2_SIZE_U32; /* shared: no FUTEX2_PRIVATE */
+                w[i].reserved = 0;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t t = (int64_t)ts.tv_nsec + left;
+            ts.tv_sec += t / 1000000000;
+            ts.tv_nsec = t % 1000000000;
+            if (syscall(SYS_futex_waitv, w, k, 0, &ts, CLOCK_MONOTONIC) < 0 && errno != EAGAIN &&
+                errno != ETIMEDOUT && errno != EINTR)
+                waitv_errno = errno; /* remembered: from now on wait by slices */
+        }
         Py_END_ALLOW_THREADS
-        for (int i = 0; i < n && !got; i++) got = ready(rs[i]);
+        if (PyErr_CheckSignals() < 0) {
+            got = -1;
+            break;
+        }
     }
-    for (int i = 0; i < n; i++) __atomic_fetch_sub(rs[i]->m.waiters, 1, __ATOMIC_SEQ_CST);
+    for (Py_ssize_t i = 0; i < held; i++) {
+        __atomic_fetch_sub(e[i].waiters, 1, __ATOMIC_SEQ_CST);
+        PyBuffer_Release(&e[i].hold);
+    }
+    if (e != small) PyMem_Free(e);
     return got;
 }
 
@@ -467,6 +709,7 @@ static inline int spin_until_ready(Reader *r, int64_t spin_ns) {
 /* wait_into(buf, timeout_ns, spin_ns=0) -> origin or 0 on timeout.  Spins in C for spin_ns
  * (no Python per poll), then parks on the futex for the rest of the timeout. */
 static PyObject *Reader_wait_into(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
+    OPEN(&self->m, NULL);
     if (nargs < 2 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "wait_into(buf, timeout_ns, spin_ns=0)");
         return NULL;
@@ -478,18 +721,17 @@ static PyObject *Reader_wait_into(Reader *self, PyObject *const *args, Py_ssize_
     uint64_t deadline = clock_ns() + (uint64_t)(timeout > 0 ? timeout : 0);
     Reader *me = self;
     if (!spin_until_ready(self, spin)) {
-        for (;;) {
-            int64_t left = (int64_t)(deadline - clock_ns());
-            if (left <= 0 || park(&me, 1, left)) break;
-            if (PyErr_CheckSignals() < 0) return NULL;
-        }
+        int64_t left = (int64_t)(deadline - clock_ns());
+        if (left > 0 && park(&me, 1, left) < 0) return NULL;
     }
+    OPEN(&self->m, NULL); /* a handler of a signal may have closed it */
     return Reader_read_into(self, args[0]);
 }
 
 /* read_batch(buf, max_n) -> n: copy up to max_n records back to back (slot_size-8 bytes each)
  * into buf, e.g. a numpy structured array's memory. */
 static PyObject *Reader_read_batch(Reader *self, PyObject *const *args, Py_ssize_t nargs) {
+    OPEN(&self->m, NULL);
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "read_batch(buf, max_n)");
         return NULL;
@@ -506,16 +748,20 @@ static PyObject *Reader_read_batch(Reader *self, PyObject *const *args, Py_ssize
     if ((size_t)b.len / rec < (size_t)max_n) max_n = (Py_ssize_t)((size_t)b.len / rec);
     Py_ssize_t n = 0;
     char *dst = (char *)b.buf;
-    while (n < max_n && ring_read(self, dst + n * rec, rec)) n++;
+    while (n < max_n && ring_read(self, dst + n * rec)) n++;
     PyBuffer_Release(&b);
     return PyLong_FromSsize_t(n);
 }
 
 static PyObject *Reader_head(Reader *self, PyObject *unused) {
+    OPEN(&self->m, NULL);
     return PyLong_FromUnsignedLongLong(LOAD_ACQ(self->m.count));
 }
 
-static PyObject *Reader_ready(Reader *self, PyObject *unused) { return PyBool_FromLong(ready(self)); }
+static PyObject *Reader_ready(Reader *self, PyObject *unused) {
+    OPEN(&self->m, NULL);
+    return PyBool_FromLong(ready(self));
+}
 
 static PyObject *Reader_close(Reader *self, PyObject *unused) {
     map_close(&self->m);
@@ -525,6 +771,11 @@ static PyObject *Reader_close(Reader *self, PyObject *unused) {
 
 static PyObject *Reader_get_seq(Reader *self, void *c) { return PyLong_FromUnsignedLongLong(self->seq); }
 static int Reader_set_seq(Reader *self, PyObject *v, void *c) {
+    OPEN(&self->m, -1);
+    if (!v) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete");
+        return -1;
+    }
     unsigned long long s = PyLong_AsUnsignedLongLong(v);
     if (PyErr_Occurred()) return -1;
     self->seq = s;
@@ -532,7 +783,23 @@ static int Reader_set_seq(Reader *self, PyObject *v, void *c) {
     return 0;
 }
 static PyObject *Reader_get_lost(Reader *self, void *c) { return PyLong_FromUnsignedLongLong(self->lost); }
+static PyObject *Reader_get_skipped(Reader *self, void *c) { return PyLong_FromUnsignedLongLong(self->skipped); }
 static PyObject *Reader_get_laps(Reader *self, void *c) { return PyLong_FromUnsignedLongLong(self->laps); }
+static PyObject *Reader_get_stuck_ns(Reader *self, void *c) { return PyLong_FromLongLong(self->stuck_ns); }
+static int Reader_set_stuck_ns(Reader *self, PyObject *v, void *c) {
+    if (!v) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete");
+        return -1;
+    }
+    long long ns = PyLong_AsLongLong(v);
+    if (ns == -1 && PyErr_Occurred()) return -1;
+    if (ns < 0) {
+        PyErr_SetString(PyExc_ValueError, "stuck_ns must be >= 0");
+        return -1;
+    }
+    self->stuck_ns = ns;
+    return 0;
+}
 
 static PyMethodDef Reader_methods[] = {
     {"read_into", (PyCFunction)Reader_read_into, METH_O, "read_into(buf) -> origin_ns, 0 if none"},
@@ -545,8 +812,11 @@ static PyMethodDef Reader_methods[] = {
 
 static PyGetSetDef Reader_getset[] = {
     {"seq", (getter)Reader_get_seq, (setter)Reader_set_seq, "next sequence number to read", NULL},
-    {"lost", (getter)Reader_get_lost, NULL, "messages lost to lapping", NULL},
+    {"lost", (getter)Reader_get_lost, NULL, "messages lost to lapping or given up as stuck", NULL},
+    {"skipped", (getter)Reader_get_skipped, NULL, "sequences that carried no message (a producer skipped a held slot)", NULL},
     {"laps", (getter)Reader_get_laps, NULL, "times lapped", NULL},
+    {"stuck_ns", (getter)Reader_get_stuck_ns, (setter)Reader_set_stuck_ns,
+     "mpmc: how long a sequence may stay unwritten while later ones are claimed before it is given up (lost)", NULL},
     {NULL}};
 
 static PyTypeObject ReaderType = {
@@ -567,29 +837,31 @@ static PyObject *wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "wait_any(list_of_readers, timeout_ns)");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(args[0]);
-    if (n > 16) n = 16;
-    Reader *rs[16];
+    long long timeout = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    if (timeout < 0) timeout = 0;
+    PyObject *t = PyList_AsTuple(args[0]); /* our own references: the list may change while we sleep */
+    if (!t) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(t);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyList_GET_ITEM(args[0], i);
+        PyObject *o = PyTuple_GET_ITEM(t, i);
         if (!PyObject_TypeCheck(o, &ReaderType) || !((Reader *)o)->m.base) {
+            Py_DECREF(t);
             PyErr_SetString(PyExc_TypeError, "wait_any takes open Readers");
             return NULL;
         }
-        rs[i] = (Reader *)o;
     }
-    long long timeout = PyLong_AsLongLong(args[1]);
-    if (PyErr_Occurred()) return NULL;
+    int got = 0;
     if (n == 0) {
         struct timespec ts = {timeout / 1000000000, timeout % 1000000000};
         Py_BEGIN_ALLOW_THREADS nanosleep(&ts, NULL);
-        Py_END_ALLOW_THREADS Py_RETURN_FALSE;
-    }
-    int got = park(rs, (int)n, timeout);
-    if (PyErr_CheckSignals() < 0) return NULL;
+        Py_END_ALLOW_THREADS
+    } else
+        got = park((Reader **)((PyTupleObject *)t)->ob_item, n, timeout);
+    Py_DECREF(t);
+    if (got < 0 || PyErr_CheckSignals() < 0) return NULL;
     return PyBool_FromLong(got);
 }
-
 
 
 /* ---------------------------------------------------------------- Book (exact L2 book in C)
@@ -638,6 +910,10 @@ static inline Py_ssize_t lower(const Level *a, Py_ssize_t n, int64_t key) {
 static int book_apply(Book *b, int side, int64_t price, int64_t size) {
     if (size < 0) {
         PyErr_Format(PyExc_ValueError, "negative size %lld at price %lld", (long long)size, (long long)price);
+        return -1;
+    }
+    if (price == INT64_MIN) { /* asks are keyed by -price: keep every price negatable */
+        PyErr_SetString(PyExc_OverflowError, "price -2**63 is out of the book's range");
         return -1;
     }
     int s = side > 0 ? 0 : 1;
@@ -735,6 +1011,7 @@ static PyObject *Book_levels(Book *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 static Level *find(Book *b, int s, int64_t price) {
+    if (price == INT64_MIN) return NULL; /* never in the book (see book_apply) */
     int64_t key = s ? -price : price;
     Py_ssize_t i = lower(b->lv[s], b->n[s], key);
     return i < b->n[s] && b->lv[s][i].key == key ? &b->lv[s][i] : NULL;
@@ -760,8 +1037,17 @@ static PyObject *Book_take(Book *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     int64_t price = PyLong_AsLongLong(args[1]), q = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
+    if (q < 0) {
+        PyErr_Format(PyExc_ValueError, "take size must be >= 0, got %lld", (long long)q);
+        return NULL;
+    }
     Level *l = find(self, s, price);
-    if (l) l->taken += q;
+    int64_t taken;
+    if (l && __builtin_add_overflow(l->taken, q, &taken)) {
+        PyErr_SetString(PyExc_OverflowError, "taken size overflows int64");
+        return NULL;
+    }
+    if (l) l->taken = taken;
     Py_RETURN_NONE;
 }
 
@@ -812,7 +1098,7 @@ static PyTypeObject BookType = {
 #define MAX_FIELDS 32
 
 typedef struct {
-    PyObject_HEAD Reader *reader;
+    PyObject_HEAD Reader *reader;          /* NULL: not initialised (or cleared by the GC) */
     Writer *timing;                        /* timing ring, or NULL */
     PyObject *handler, *cls, *track, *clock; /* clock: a SimClock (view set per record) or NULL */
     PyObject *owner;                       /* the actor: dispatch_all reads its wakeup, or NULL */
@@ -823,18 +1109,37 @@ typedef struct {
     char code[MAX_FIELDS];
     char *buf;
     size_t cap;
-    uint64_t handled;
+    uint64_t handled, errors;              /* errors: records whose handler raised */
 } Input;
 
 static PyObject *s_origin, *s_t, *s_wakeup; /* interned attribute names */
+
+static int field_width(char code) {
+    switch (code) {
+    case 'q': case 'Q': return 8;
+    case 'i': case 'I': return 4;
+    case 'h': case 'H': return 2;
+    case 'b': case 'B': return 1;
+    case 's': return -1; /* any */
+    default: return 0;   /* unknown */
+    }
+}
 
 static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     PyObject *reader, *handler, *cls, *layout, *track, *clock, *timing, *owner = Py_None, *books = Py_None;
     unsigned int key;
     int stop_after = 0;
+    if (self->reader) {
+        PyErr_SetString(PyExc_TypeError, "Input is already initialised");
+        return -1;
+    }
     if (!PyArg_ParseTuple(args, "O!OOO!OOOI|OpO", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
                           &clock, &timing, &key, &owner, &stop_after, &books))
         return -1;
+    if (!((Reader *)reader)->m.base) {
+        PyErr_SetString(PyExc_ValueError, "reader is " CLOSED_MSG);
+        return -1;
+    }
     if (books != Py_None && !PyDict_Check(books)) {
         PyErr_SetString(PyExc_TypeError, "books must be a dict {instrument: Book} or None");
         return -1;
@@ -853,11 +1158,17 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     size_t rec = ((Reader *)reader)->m.slot_size - 8;
+    if (books != Py_None && rec < L2_FLAGS + 1) {
+        PyErr_SetString(PyExc_ValueError, "book-mode input: records must be L2Updates");
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned int off, size;
         int code;
         if (!PyArg_ParseTuple(PyList_GET_ITEM(layout, i), "IIC", &off, &size, &code)) return -1;
-        if (off + size > rec || !strchr("qQiIhHbBs", code)) {
+        int w = code < 128 ? field_width((char)code) : 0;
+        /* every field inside the record (64-bit sum: no wrap-around), of its code's width */
+        if ((uint64_t)off + size > rec || off > UINT16_MAX || size > UINT16_MAX || !w || (w > 0 && (int)size != w)) {
             PyErr_Format(PyExc_ValueError, "field %zd: bad layout", i);
             return -1;
         }
@@ -865,7 +1176,10 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     }
     self->nfields = (int)n;
     self->buf = PyMem_Malloc(rec);
-    if (!self->buf) return -1;
+    if (!self->buf) {
+        PyErr_NoMemory();
+        return -1;
+    }
     self->cap = rec;
     Py_INCREF(reader), self->reader = (Reader *)reader;
     Py_INCREF(handler), self->handler = handler;
@@ -880,15 +1194,34 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 
+/* GC support: a handler is usually a bound method of the actor, which holds its ports: a cycle. */
+static int Input_traverse(Input *self, visitproc visit, void *arg) {
+    Py_VISIT(self->reader);
+    Py_VISIT(self->timing);
+    Py_VISIT(self->handler);
+    Py_VISIT(self->cls);
+    Py_VISIT(self->track);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->books);
+    return 0;
+}
+
+static int Input_clear(Input *self) {
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->books);
+    Py_CLEAR(self->reader);
+    Py_CLEAR(self->timing);
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->track);
+    Py_CLEAR(self->clock);
+    return 0;
+}
+
 static void Input_dealloc(Input *self) {
-    Py_XDECREF(self->owner);
-    Py_XDECREF(self->books);
-    Py_XDECREF(self->reader);
-    Py_XDECREF(self->timing);
-    Py_XDECREF(self->handler);
-    Py_XDECREF(self->cls);
-    Py_XDECREF(self->track);
-    Py_XDECREF(self->clock);
+    PyObject_GC_UnTrack(self);
+    Input_clear(self);
     PyMem_Free(self->buf);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -900,13 +1233,17 @@ static PyObject *build(Input *self) {
     for (int i = 0; i < self->nfields; i++) {
         const char *p = b + self->off[i];
         PyObject *v;
+        union {
+            int64_t q; uint64_t Q; int32_t i; uint32_t I; int16_t h; uint16_t H;
+        } u;
+        if (self->code[i] != 's') memcpy(&u, p, self->size[i]); /* fields need not be aligned */
         switch (self->code[i]) {
-        case 'q': v = PyLong_FromLongLong(*(const int64_t *)p); break;
-        case 'Q': v = PyLong_FromUnsignedLongLong(*(const uint64_t *)p); break;
-        case 'i': v = PyLong_FromLong(*(const int32_t *)p); break;
-        case 'I': v = PyLong_FromUnsignedLong(*(const uint32_t *)p); break;
-        case 'h': v = PyLong_FromLong(*(const int16_t *)p); break;
-        case 'H': v = PyLong_FromLong(*(const uint16_t *)p); break;
+        case 'q': v = PyLong_FromLongLong(u.q); break;
+        case 'Q': v = PyLong_FromUnsignedLongLong(u.Q); break;
+        case 'i': v = PyLong_FromLong(u.i); break;
+        case 'I': v = PyLong_FromUnsignedLong(u.I); break;
+        case 'h': v = PyLong_FromLong(u.h); break;
+        case 'H': v = PyLong_FromLong(u.H); break;
         case 'b': v = PyLong_FromLong(*(const int8_t *)p); break;
         case 'B': v = PyLong_FromLong(*(const uint8_t *)p); break;
         default: v = PyBytes_FromStringAndSize(p, self->size[i]); break;
@@ -920,94 +1257,127 @@ static PyObject *build(Input *self) {
     return t;
 }
 
-/* Publish time of the next record without consuming it: 1 and *pub if one is complete. */
+/* Publish time of the next record without consuming it: 1 and *pub if one is complete (skip
+ * markers, laps and stuck sequences before it are dealt with, as a read would). */
 static inline int peek_publish(Reader *r, uint64_t *pub) {
-    const char *slot = slot_at(&r->m, r->seq & r->m.mask);
-    const uint64_t *ver = (const uint64_t *)slot;
-    uint64_t want = 2 * r->seq + 2, v = LOAD_ACQ(ver);
-    if (v < want) return 0;
-    if (v > want) { /* lapped: the read resyncs; report it ready so it happens now */
-        *pub = 0;
-        return 1;
+    while (settle(r)) {
+        const char *slot = slot_at(&r->m, r->seq & r->m.mask);
+        *pub = LOAD_RLX((const uint64_t *)(slot + 16));
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (LOAD_RLX((const uint64_t *)slot) == 2 * r->seq + 2) return 1;
     }
-    *pub = LOAD_RLX((const uint64_t *)(slot + 16));
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (LOAD_RLX(ver) != want) *pub = 0;
+    return 0;
+}
+
+/* A handler's failure, kept while the others are served (see dispatch). */
+typedef struct {
+    PyObject *type, *value, *tb;
+} Failure;
+
+static void failure_drop(Failure *f) {
+    Py_CLEAR(f->type);
+    Py_CLEAR(f->value);
+    Py_CLEAR(f->tb);
+}
+
+/* The current exception is a handler's: with `f`, keep the first one there and go on (1); without
+ * (or for KeyboardInterrupt, SystemExit: not a handler's business) stop (0). */
+static int keep_going(Input *self, Failure *f) {
+    self->failed = 1;
+    self->errors++;
+    if (!f || !PyErr_ExceptionMatches(PyExc_Exception)) return 0;
+    if (!f->type) PyErr_Fetch(&f->type, &f->value, &f->tb);
+    else PyErr_Clear();
     return 1;
 }
 
-/* Handle up to max_n records; returns the count, or -1 with the handler's exception set (the
- * failing record is consumed, `failed` set). */
-static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n) {
+/* Handle up to max_n records; returns the count, or -1 with an exception set.  A handler that
+ * raises consumes its record (`failed` set, `errors` counted); with `f` the next records are still
+ * served and the first failure is left in `f`, without it the call stops there. */
+static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failure *f) {
     Reader *r = self->reader;
-    if (!r->m.base) {
-        PyErr_SetString(PyExc_ValueError, "reader is closed");
+    if (!r || !r->m.base) {
+        PyErr_SetString(PyExc_ValueError, r ? "reader is " CLOSED_MSG : "Input is " CLOSED_MSG);
         return -1;
     }
+    /* our own references: a handler may drop the Input's (the Input stays, the GC cannot clear it) */
+    PyObject *handler = self->handler;
+    Py_INCREF(r);
+    Py_INCREF(handler);
     Py_ssize_t n = 0;
     while (n < max_n) {
+        if (!r->m.base) { /* a handler closed it */
+            PyErr_SetString(PyExc_ValueError, "reader is " CLOSED_MSG);
+            goto fail;
+        }
         uint64_t pub;
         if (limit) {
             if (!peek_publish(r, &pub) || pub > limit) break;
         }
-        if (!ring_read(r, self->buf, self->cap)) break;
+        if (!ring_read(r, self->buf)) break;
         if (self->books) { /* apply in C; Python sees only the record that ends a message */
             const char *b = self->buf;
-            PyObject *iid = PyLong_FromUnsignedLong(*(const uint32_t *)(b + L2_INSTRUMENT));
-            if (!iid) return -1;
+            uint32_t inst;
+            int64_t price, size;
+            memcpy(&inst, b + L2_INSTRUMENT, 4);
+            memcpy(&price, b + L2_PRICE, 8);
+            memcpy(&size, b + L2_SIZE, 8);
+            PyObject *iid = PyLong_FromUnsignedLong(inst);
+            if (!iid) goto fail;
             PyObject *bk = PyDict_GetItemWithError(self->books, iid);
             Py_DECREF(iid);
             if (!bk) {
-                if (PyErr_Occurred()) return -1;
+                if (PyErr_Occurred()) goto fail;
                 n++, self->handled++, handled_total++; /* an instrument we do not follow */
                 continue;
             }
             if (!PyObject_TypeCheck(bk, &BookType)) {
+                n++, self->handled++, handled_total++;
                 PyErr_SetString(PyExc_TypeError, "book-mode input: books must hold mantra._spine.Book");
-                self->failed = 1;
-                return -1;
+                if (keep_going(self, f)) continue;
+                goto fail;
             }
             uint8_t fl = *(const uint8_t *)(b + L2_FLAGS);
             if (fl & L2_CLEAR) ((Book *)bk)->n[0] = ((Book *)bk)->n[1] = 0;
-            if (book_apply((Book *)bk, *(const int8_t *)(b + L2_SIDE), *(const int64_t *)(b + L2_PRICE),
-                           *(const int64_t *)(b + L2_SIZE)) < 0) {
+            if (book_apply((Book *)bk, *(const int8_t *)(b + L2_SIDE), price, size) < 0) {
                 n++, self->handled++, handled_total++;
-                self->failed = 1;
-                return -1;
+                if (keep_going(self, f)) continue;
+                goto fail;
             }
             if (!(fl & L2_LAST)) {
                 n++, self->handled++, handled_total++;
                 continue;
             }
         }
-        uint64_t origin = *(uint64_t *)self->buf;
-        pub = *(uint64_t *)(self->buf + 8);
+        uint64_t origin;
+        memcpy(&origin, self->buf, 8);
+        memcpy(&pub, self->buf + 8, 8);
         if (!origin) origin = 1;
         PyObject *o = PyLong_FromUnsignedLongLong(origin);
         if (!o || PyObject_SetAttr(self->track, s_origin, o) < 0) {
             Py_XDECREF(o);
-            return -1;
+            goto fail;
         }
         Py_DECREF(o);
         if (self->clock) {
             PyObject *t = PyLong_FromUnsignedLongLong(pub);
             if (!t || PyObject_SetAttr(self->clock, s_t, t) < 0) {
                 Py_XDECREF(t);
-                return -1;
+                goto fail;
             }
             Py_DECREF(t);
         }
         PyObject *msg = build(self);
-        if (!msg) return -1;
+        if (!msg) goto fail;
         uint64_t start = self->timing ? clock_ns() : 0;
-        PyObject *res = PyObject_CallOneArg(self->handler, msg);
+        PyObject *res = PyObject_CallOneArg(handler, msg);
         Py_DECREF(msg);
         n++;
         self->handled++;
         handled_total++;
         if (!res) {
-            self->failed = 1;
-            return -1;
+            if (keep_going(self, f)) continue;
+            goto fail;
         }
         Py_DECREF(res);
         if (self->timing && self->timing->m.base) {
@@ -1019,22 +1389,45 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n) {
             ring_write(&self->timing->m, origin, end, self->key, &rec, sizeof rec, 0);
         }
     }
+    Py_DECREF(handler);
+    Py_DECREF(r);
     return n;
+fail:
+    Py_DECREF(handler);
+    Py_DECREF(r);
+    return -1;
 }
 
-/* dispatch(limit=0, max_n=big) -> records handled */
+/* A pass that kept going past handler failures: raise the first one now. */
+static PyObject *raise_kept(Failure *f, PyObject *result) {
+    if (!f->type) return result;
+    Py_XDECREF(result);
+    PyErr_Restore(f->type, f->value, f->tb);
+    return NULL;
+}
+
+/* dispatch(limit=0, max_n=all) -> records handled.  A handler's exception is raised after the
+ * batch: the records after a failing one are still handled. */
 static PyObject *Input_dispatch(Input *self, PyObject *const *args, Py_ssize_t nargs) {
     uint64_t limit = nargs > 0 ? PyLong_AsUnsignedLongLong(args[0]) : 0;
     Py_ssize_t max_n = nargs > 1 ? PyLong_AsSsize_t(args[1]) : PY_SSIZE_T_MAX;
     if (PyErr_Occurred()) return NULL;
-    Py_ssize_t n = dispatch(self, limit, max_n);
-    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+    Failure f = {0};
+    Py_ssize_t n = dispatch(self, limit, max_n, &f);
+    if (n < 0) {
+        failure_drop(&f);
+        return NULL;
+    }
+    return raise_kept(&f, PyLong_FromSsize_t(n));
 }
 
 static PyObject *Input_get_handled(Input *self, void *c) { return PyLong_FromUnsignedLongLong(self->handled); }
+static PyObject *Input_get_errors(Input *self, void *c) { return PyLong_FromUnsignedLongLong(self->errors); }
 static PyObject *Input_get_failed(Input *self, void *c) { return PyBool_FromLong(self->failed); }
 static int Input_set_failed(Input *self, PyObject *v, void *c) {
-    self->failed = v ? PyObject_IsTrue(v) : 0;
+    int t = v ? PyObject_IsTrue(v) : 0;
+    if (t < 0) return -1;
+    self->failed = t;
     return 0;
 }
 
@@ -1045,42 +1438,68 @@ static PyMethodDef Input_methods[] = {
 
 static PyGetSetDef Input_getset[] = {
     {"handled", (getter)Input_get_handled, NULL, "records handed to the handler so far", NULL},
-    {"failed", (getter)Input_get_failed, (setter)Input_set_failed, "the last dispatch stopped on a handler error", NULL},
+    {"errors", (getter)Input_get_errors, NULL, "records whose handler raised, so far", NULL},
+    {"failed", (getter)Input_get_failed, (setter)Input_set_failed, "a handler raised since this was last cleared", NULL},
     {NULL}};
 
 static PyTypeObject InputType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mantra._spine.Input",
     .tp_basicsize = sizeof(Input),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Input_init,
     .tp_dealloc = (destructor)Input_dealloc,
+    .tp_traverse = (traverseproc)Input_traverse,
+    .tp_clear = (inquiry)Input_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_methods = Input_methods,
     .tp_getset = Input_getset,
     .tp_doc = "Input(reader, handler, cls, layout, track, clock, timing, key, owner=None, stop_after=False): "
               "an actor's input port; layout: [(offset in record, size, struct code)] per field",
 };
 
-/* dispatch_each(inputs, max_n) -> records handled: up to max_n from each input in turn (a live
- * pass: one busy stream cannot starve the others). */
-static PyObject *dispatch_each(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+/* The inputs of a call, as a tuple of our own (a handler may change the caller's list). */
+static PyObject *inputs_arg(PyObject *const *args, Py_ssize_t nargs, const char *usage) {
     if (nargs != 2 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "dispatch_each(list_of_inputs, max_n)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
-    Py_ssize_t max_n = PyLong_AsSsize_t(args[1]), total = 0;
-    if (max_n == -1 && PyErr_Occurred()) return NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
-        PyObject *o = PyList_GET_ITEM(args[0], i);
-        if (!PyObject_TypeCheck(o, &InputType)) {
-            PyErr_SetString(PyExc_TypeError, "dispatch_each takes Inputs");
+    PyObject *t = PyList_AsTuple(args[0]);
+    if (!t) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *o = PyTuple_GET_ITEM(t, i);
+        if (!PyObject_TypeCheck(o, &InputType) || !((Input *)o)->reader || !((Input *)o)->reader->m.base) {
+            Py_DECREF(t);
+            PyErr_Format(PyExc_TypeError, "%s: open Inputs only", usage);
             return NULL;
         }
-        Py_ssize_t k = dispatch((Input *)o, 0, max_n);
-        if (k < 0) return NULL;
+    }
+    return t;
+}
+
+/* dispatch_each(inputs, max_n) -> records handled: up to max_n from each input in turn (a live
+ * pass: one busy stream cannot starve the others, nor can one whose handler keeps raising: every
+ * input is served, then the first handler exception is raised). */
+static PyObject *dispatch_each(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *ins = inputs_arg(args, nargs, "dispatch_each(list_of_inputs, max_n)");
+    if (!ins) return NULL;
+    Py_ssize_t max_n = PyLong_AsSsize_t(args[1]), total = 0;
+    if (max_n == -1 && PyErr_Occurred()) {
+        Py_DECREF(ins);
+        return NULL;
+    }
+    Failure f = {0};
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ins); i++) {
+        Py_ssize_t k = dispatch((Input *)PyTuple_GET_ITEM(ins, i), 0, max_n, &f);
+        if (k < 0) {
+            failure_drop(&f);
+            Py_DECREF(ins);
+            return NULL;
+        }
         total += k;
     }
-    return PyLong_FromSsize_t(total);
+    Py_DECREF(ins);
+    return raise_kept(&f, PyLong_FromSsize_t(total));
 }
 
 /* Wake-up the owner asks for (0 = none), or -1 with an error set. */
@@ -1100,56 +1519,69 @@ static inline int64_t owner_wakeup(Input *in) {
  * an array slot) or its owner asks for a wake-up at or before the record's time; a wake-up asked
  * for later only lowers the limit, and an input with `stop_after` (its actor loops after input)
  * ends the call with the last record of that instant.  The simulated clock's view is
- * left at the last record's time: the instant at which the runner then runs the due loops. */
+ * left at the last record's time: the instant at which the runner then runs the due loops.  A
+ * handler's exception ends the call (the order of what follows must not depend on it). */
 static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "dispatch_all(list_of_inputs, limit)");
+    PyObject *ins = inputs_arg(args, nargs, "dispatch_all(list_of_inputs, limit)");
+    if (!ins) return NULL;
+    uint64_t limit = PyLong_AsUnsignedLongLong(args[1]), mask = 0;
+    if (PyErr_Occurred()) {
+        Py_DECREF(ins);
         return NULL;
     }
-    uint64_t limit = PyLong_AsUnsignedLongLong(args[1]), mask = 0;
-    if (PyErr_Occurred()) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(args[0]);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyList_GET_ITEM(args[0], i);
-        if (!PyObject_TypeCheck(o, &InputType) || !((Input *)o)->reader->m.base) {
-            PyErr_SetString(PyExc_TypeError, "dispatch_all takes Inputs on open readers");
-            return NULL;
-        }
-    }
+    Py_ssize_t n = PyTuple_GET_SIZE(ins);
     for (;;) {
         Input *best = NULL;
         Py_ssize_t bi = 0;
         uint64_t bt = 0, pub;
         for (Py_ssize_t i = 0; i < n; i++) {
-            Input *in = (Input *)PyList_GET_ITEM(args[0], i);
+            Input *in = (Input *)PyTuple_GET_ITEM(ins, i);
+            if (!in->reader || !in->reader->m.base) { /* a handler closed it */
+                PyErr_SetString(PyExc_ValueError, "reader is " CLOSED_MSG);
+                goto fail;
+            }
             if (peek_publish(in->reader, &pub) && pub < limit && (!best || pub < bt)) best = in, bi = i, bt = pub;
         }
         if (!best) break;
         uint64_t before = activity;
-        if (dispatch(best, 0, 1) < 0) return NULL;
+        if (dispatch(best, 0, 1, NULL) < 0) goto fail;
         if (bi < 63) mask |= 1ull << bi;
         if (activity != before) break;
         if (best->stop_after && limit > bt + 1) limit = bt + 1; /* the rest of this instant, then its loop */
         if (best->owner) {
             int64_t w = owner_wakeup(best);
-            if (w < 0) return NULL;
+            if (w < 0) goto fail;
             if (w && (uint64_t)w <= bt) break;
             if (w && (uint64_t)w < limit) limit = (uint64_t)w; /* records from then on wait for its loop */
         }
     }
+    Py_DECREF(ins);
     return PyLong_FromUnsignedLongLong(mask);
+fail:
+    Py_DECREF(ins);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- Array (seqlock array) */
 
+#define TORN_SLOTS 8
+#define ARRAY_STUCK_NS 20000000ll /* a write takes ~100 ns: 20 ms mid-write means its writer died or froze */
+
+static PyObject *TornRead; /* _spine.TornRead(RuntimeError) */
+
 typedef struct {
     PyObject_HEAD Map m;
+    /* slots found stuck mid-write, with the odd version seen: read again while still so, they fail
+     * at once instead of spinning again */
+    uint64_t torn_index[TORN_SLOTS], torn_version[TORN_SLOTS];
+    unsigned torn_next;
 } Array;
 
 static int Array_init(Array *self, PyObject *args, PyObject *kw) {
     PyObject *buffer;
     if (!PyArg_ParseTuple(args, "O", &buffer)) return -1;
     map_close(&self->m);
+    memset(self->torn_version, 0, sizeof self->torn_version);
     if (map_open(&self->m, buffer, 1) < 0) return -1;
     if (self->m.kind != KIND_ARRAY) {
         map_close(&self->m);
@@ -1165,6 +1597,7 @@ static void Array_dealloc(Array *self) {
 }
 
 static inline int check_index(Array *a, PyObject *o, uint64_t *i) {
+    OPEN(&a->m, -1);
     *i = PyLong_AsUnsignedLongLong(o);
     if (PyErr_Occurred()) return -1;
     if (*i >= a->m.capacity) {
@@ -1198,13 +1631,7 @@ static PyObject *Array_write(Array *self, PyObject *const *args, Py_ssize_t narg
     uint64_t *ver = (uint64_t *)slot;
     uint64_t v = __atomic_fetch_or(ver, 1, __ATOMIC_ACQ_REL) | 1; /* odd: writing */
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    uint64_t *h = (uint64_t *)(slot + 8);
-    h[0] = origin;
-    h[1] = now ? now : clock_ns();
-    *(uint32_t *)(slot + 24) = publisher;
-    *(uint32_t *)(slot + 28) = 0;
-    memcpy(slot + 8 + TRACK, b.buf, (size_t)b.len);
-    memset(slot + 8 + TRACK + b.len, 0, self->m.slot_size - 8 - TRACK - (size_t)b.len);
+    fill(&self->m, slot, origin, now, publisher, 0, b.buf, (size_t)b.len);
     STORE_REL(ver, v + 1);
     __atomic_fetch_add(self->m.count, 1, __ATOMIC_RELEASE); /* writes(): one word says "something changed" */
     activity++;
@@ -1212,7 +1639,9 @@ static PyObject *Array_write(Array *self, PyObject *const *args, Py_ssize_t narg
     return PyLong_FromUnsignedLongLong(v + 1);
 }
 
-/* read_into(index, buf) -> version (0: never written).  Retries while a write is in progress. */
+/* read_into(index, buf) -> version (0: never written).  Retries while a write is in progress; a
+ * slot still mid-write after ARRAY_STUCK_NS (its writer died or froze there) raises TornRead: never
+ * torn data, never an endless spin. */
 static PyObject *Array_read_into(Array *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "read_into(index, buf)");
@@ -1222,10 +1651,15 @@ static PyObject *Array_read_into(Array *self, PyObject *const *args, Py_ssize_t 
     if (check_index(self, args[0], &i) < 0) return NULL;
     Py_buffer b;
     if (get_buf(args[1], &b, 1) < 0) return NULL;
+    size_t n = self->m.slot_size - 8;
+    if ((size_t)b.len < n) {
+        PyErr_Format(PyExc_ValueError, "buffer of %zd bytes cannot hold a %zu-byte record", b.len, n);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
     const char *slot = slot_at(&self->m, i);
     const uint64_t *ver = (const uint64_t *)slot;
-    size_t n = self->m.slot_size - 8 < (size_t)b.len ? self->m.slot_size - 8 : (size_t)b.len;
-    uint64_t v;
+    uint64_t v, since = 0;
     for (unsigned spins = 0;; spins++) {
         v = LOAD_ACQ(ver);
         if (!(v & 1)) {
@@ -1233,11 +1667,23 @@ static PyObject *Array_read_into(Array *self, PyObject *const *args, Py_ssize_t 
             memcpy(b.buf, slot + 8, n);
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
             if (LOAD_RLX(ver) == v) break;
-        }
-        if (spins > 1000000) { /* a writer died mid-write: report, never hand out torn data */
-            PyBuffer_Release(&b);
-            PyErr_Format(PyExc_RuntimeError, "seqlock slot %llu stuck mid-write", (unsigned long long)i);
-            return NULL;
+        } else if (spins >= 1000) { /* a write takes far less: the writer is descheduled, frozen or dead */
+            int known = 0;
+            for (int k = 0; k < TORN_SLOTS; k++) known |= self->torn_index[k] == i && self->torn_version[k] == v;
+            uint64_t t = mono_ns();
+            if (!since) since = t;
+            if (known || (int64_t)(t - since) > ARRAY_STUCK_NS) {
+                if (!known) {
+                    unsigned k = self->torn_next++ % TORN_SLOTS;
+                    self->torn_index[k] = i, self->torn_version[k] = v;
+                }
+                PyBuffer_Release(&b);
+                PyErr_Format(TornRead, "seqlock slot %llu is stuck mid-write (version %llu): its writer died or froze",
+                             (unsigned long long)i, (unsigned long long)v);
+                return NULL;
+            }
+            sched_yield(); /* let a descheduled writer on this CPU finish */
+            continue;
         }
         cpu_relax();
     }
@@ -1252,6 +1698,7 @@ static PyObject *Array_version(Array *self, PyObject *arg) {
 }
 
 static PyObject *Array_writes(Array *self, PyObject *unused) {
+    OPEN(&self->m, NULL);
     return PyLong_FromUnsignedLongLong(LOAD_ACQ(self->m.count));
 }
 
@@ -1262,7 +1709,7 @@ static PyObject *Array_close(Array *self, PyObject *unused) {
 
 static PyMethodDef Array_methods[] = {
     {"write", (PyCFunction)(void (*)(void))Array_write, METH_FASTCALL, "write(index, payload, origin, publisher, now=0) -> version"},
-    {"read_into", (PyCFunction)(void (*)(void))Array_read_into, METH_FASTCALL, "read_into(index, buf) -> version"},
+    {"read_into", (PyCFunction)(void (*)(void))Array_read_into, METH_FASTCALL, "read_into(index, buf) -> version; TornRead if stuck mid-write"},
     {"version", (PyCFunction)Array_version, METH_O, "version(index): changes on every write"},
     {"writes", (PyCFunction)Array_writes, METH_NOARGS, "writes to any slot so far (one load: did anything change?)"},
     {"close", (PyCFunction)Array_close, METH_NOARGS, "release the mapping"},
@@ -1388,7 +1835,13 @@ PyMODINIT_FUNC PyInit__spine(void) {
     PyModule_AddObject(m, "Book", (PyObject *)&BookType);
     PyObject *l2 = Py_BuildValue("(iiiii)", L2_PRICE, L2_SIZE, L2_INSTRUMENT, L2_SIDE, L2_FLAGS);
     if (!l2 || PyModule_AddObject(m, "L2_OFFSETS", l2) < 0) return NULL; /* checked against L2Update */
+    TornRead = PyErr_NewExceptionWithDoc("mantra._spine.TornRead",
+                                         "A seqlock slot stayed mid-write: its writer died or froze while writing it.",
+                                         PyExc_RuntimeError, NULL);
+    if (!TornRead || PyModule_AddObjectRef(m, "TornRead", TornRead) < 0) return NULL;
     PyModule_AddIntConstant(m, "HEADER_SIZE", HDR_SIZE);
+    PyModule_AddIntConstant(m, "LAYOUT_VERSION", LAYOUT_VERSION);
+    PyModule_AddIntConstant(m, "STUCK_NS", STUCK_NS);
     PyModule_AddIntConstant(m, "TRACK_SIZE", TRACK);
     PyModule_AddIntConstant(m, "CURSORS_OFFSET", OFF_CURSORS);
     PyModule_AddIntConstant(m, "CURSOR_SIZE", CURSOR_SIZE);

@@ -130,6 +130,7 @@ def test_a_bad_record_on_a_book_port_is_an_error_the_runner_counts_not_a_crash(s
         raise AssertionError("no error")
     except ValueError as e:
         assert "negative size" in str(e)
-    assert inp.failed  # the runner logs and counts it against the actor
+    assert inp.failed and inp.errors == 1  # the runner logs and counts it against the actor
+    assert seen == [101] and inp.handled == 2  # the bad record was consumed, the next one went too
     inp.failed = False
-    assert inp.dispatch() == 1 and seen == [101]  # the bad record was consumed, the next one goes
+    assert inp.dispatch() == 0

@@ -35,10 +35,11 @@ class _Input:
     """One input port: ``c`` is the C dispatcher (read, build the message, set origin and the
     simulated clock's view, call the handler, write the timing record)."""
 
-    __slots__ = ("c", "consumer", "port")
+    __slots__ = ("c", "consumer", "port", "errors_seen")
 
     def __init__(self, consumer, handler, key, port, track, clock, timing, actor):
         self.consumer, self.port = consumer, port
+        self.errors_seen = 0  # of c.errors, already counted against the actor
         t = consumer.msg_type
         books = actor.book_ports.get(port)
         if books is not None and (t is not L2Update or _L2_AT != _spine.L2_OFFSETS):
@@ -168,12 +169,16 @@ class Runner:
 
     # ---------------------------------------------------------------------------- stepping
     def _failed(self, s: _Slot) -> None:
-        """A handler raised (its record is consumed): count it, log the first ten then every 1000th."""
+        """Handlers raised (called with the first exception of the pass; each failing record is
+        consumed, and the actor's other inputs were still served): count every failing record, log
+        the first ten failures then one per thousand."""
         for inp in s.inputs:
             if inp.c.failed:
                 inp.c.failed = False
-                s.errors += 1
-                if s.errors <= 10 or s.errors % 1000 == 0:
+                before, new = s.errors, inp.c.errors - inp.errors_seen
+                inp.errors_seen += new
+                s.errors += new
+                if before < 10 or before // 1000 != s.errors // 1000:
                     log.exception("actor %s: handler on_%s failed (%d errors)", s.spec.name, inp.port, s.errors)
 
     def _loop(self, s: _Slot, now) -> bool:

@@ -1,7 +1,9 @@
 """Seqlock arrays: latest-value slots by index (a model's ideal orders, actor status).
 
 One writer per slot; readers copy, then check the version, so they never see a torn value.  The
-version changes on every write, which lets a reader skip slots that have not changed.
+version changes on every write, which lets a reader skip slots that have not changed.  A slot whose
+writer died (or froze) mid-write reads as "no value" with its odd version, ``(v, None)``, until
+it is written again; ``_spine.Array.read_into`` raises ``TornRead`` for it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from . import layout as L
 from .messages import TRACK
 
 _HDR = TRACK.size
+TornRead = _spine.TornRead
 
 
 class SeqArray:
@@ -52,8 +55,12 @@ class SeqArray:
         return v
 
     def read(self, index: int):
-        """(version, message) — message is None for a slot never written."""
-        v = self._a.read_into(index, self.record)
+        """(version, message) — message is None for a slot never written (version 0) or left
+        mid-write by a writer that died there (odd version)."""
+        try:
+            v = self._a.read_into(index, self.record)
+        except TornRead:
+            return self._a.version(index), None
         return v, (self._make(self._unpack(self.record, _HDR)) if v else None)
 
     def latest(self, index: int) -> tuple:
@@ -61,7 +68,10 @@ class SeqArray:
         mine = self._mine.get(index)
         if mine is not None and mine[0] == self._a.version(index):
             return mine
-        v = self._a.read_into(index, self.record)
+        try:
+            v = self._a.read_into(index, self.record)
+        except TornRead:
+            return self._a.version(index), None, 0, 0
         if not v:
             return 0, None, 0, 0
         origin, _, publisher, _ = self._track(self.record, 0)

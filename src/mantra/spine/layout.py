@@ -12,7 +12,10 @@ import struct
 from .. import _spine
 
 MAGIC = 0x314E4950534E414D  # b"MANSPIN1" little-endian
-LAYOUT_VERSION = 1
+# 2: a multi-producer writer owns a slot before writing it and skips slots others still hold (see
+# _spine.c); a version-1 producer would write over them, so version-1 files are refused, not read.
+LAYOUT_VERSION = _spine.LAYOUT_VERSION
+_OLD_VERSIONS = {1: "written by a build whose multi-producer writers could tear records"}
 KIND_SPMC, KIND_MPMC, KIND_ARRAY = 1, 2, 3
 KIND_NAMES = {KIND_SPMC: "spmc", KIND_MPMC: "mpmc", KIND_ARRAY: "array"}
 HEADER_SIZE = _spine.HEADER_SIZE
@@ -53,7 +56,9 @@ def validate(h: dict, *, path, kind=None, type_id=None, type_hash=None, slot_siz
     if h["magic"] != MAGIC:
         problems.append("not a Mantra spine file (bad magic)")
     elif h["layout_version"] != LAYOUT_VERSION:
-        problems.append(f"layout version {h['layout_version']}, this build speaks {LAYOUT_VERSION}")
+        why = _OLD_VERSIONS.get(h["layout_version"])
+        problems.append(f"layout version {h['layout_version']}{f' ({why})' if why else ''}, "
+                        f"this build speaks {LAYOUT_VERSION}")
     else:
         if kind is not None and (kind == KIND_ARRAY) != (h["kind"] == KIND_ARRAY):
             problems.append(f"kind {KIND_NAMES.get(h['kind'], h['kind'])}, expected {KIND_NAMES[kind]}")

@@ -3,6 +3,12 @@
 Producers never wait.  Each consumer keeps its own cursor; a consumer the producer laps notices it
 from the slot version, counts what it lost and resyncs to ``head - capacity/2``.  Consumers that
 register publish their position in the header so lag is visible from outside (``mantra inspect``).
+
+With several producers (``mpmc``) a writer owns a slot before writing it, so a producer frozen or
+killed mid-write never tears a record: a writer finding a slot still held by such a producer skips
+that sequence (consumers count it in ``skipped``) and publishes under the next one, and consumers
+give up a sequence left unwritten (``Reader.stuck_ns``, counted in ``lost``) instead of waiting for
+a lap.  The protocol is described in ``_spine.c``.
 """
 
 from __future__ import annotations
@@ -133,6 +139,18 @@ class Producer:
         """Half-written slots left by a dead producer that this producer finished."""
         return self._w.recovered
 
+    @property
+    def skipped(self) -> int:
+        """Multi-producer: sequences given up because another producer (frozen or dead) still held
+        the slot; the message went out under the next sequence."""
+        return self._w.skipped
+
+    @property
+    def dropped(self) -> int:
+        """Multi-producer: messages not published because other producers lapped this one while it
+        claimed or wrote the slot (it was frozen a whole lap): stale, so never delivered late."""
+        return self._w.dropped
+
     def close(self) -> None:
         self._w.close()
 
@@ -187,7 +205,13 @@ class Consumer:
 
     @property
     def lost(self) -> int:
+        """Messages lost: overwritten before read (lapped), or never completed by their producer."""
         return self._r.lost
+
+    @property
+    def skipped(self) -> int:
+        """Multi-producer: sequences that carried no message (see ``Producer.skipped``)."""
+        return self._r.skipped
 
     @property
     def seq(self) -> int:
