@@ -195,3 +195,48 @@ def test_a_deterministic_run_stopped_by_sigterm_removes_its_shared_memory(shm_ro
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 128 + signal.SIGTERM
     assert not (shm_root / "hello").exists()
+
+
+def test_a_process_out_of_restarts_stops_the_system(tmp_path, shm_root):
+    cfg = write_cfg(tmp_path, "doomed", """
+[actors.worker]
+class = "actors:CrashAlways"
+inputs = { l2 = "l2" }
+""").read_text().replace('restart = "on-failure"', 'restart = "on-failure"\nmax_restarts = 1')
+    (tmp_path / "doomed.toml").write_text(cfg)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "mantra.cli", "run", str(tmp_path / "doomed.toml"), "--duration", "60"],
+                         env=env(), capture_output=True, text=True, timeout=90)
+    log = res.stdout + res.stderr
+    assert "restart limit (1) reached; stopping the system" in log, log[-2000:]
+    assert res.returncode == 1 and time.monotonic() - t0 < 45  # not left running headless to the end
+    assert not (shm_root / "doomed").exists()
+
+
+def test_recorders_stop_after_the_processes_that_publish(tmp_path, shm_root):
+    """What a producer publishes while it stops reaches the pure consumers (persister, telemetry)."""
+    cfg = tmp_path / "order.toml"
+    cfg.write_text(f"""
+[system]
+name = "order"
+[queues.l2]
+type = "L2Update"
+capacity = 4096
+[actors.talker]
+class = "actors:LastWords"
+outputs = {{ out = "l2" }}
+params = {{ report = "{tmp_path / 'sent.json'}" }}
+[actors.recorder]
+class = "actors:Recorder"
+inputs = {{ l2 = "l2" }}
+params = {{ out = "{tmp_path / 'got.json'}" }}
+[processes.front]
+actors = ["talker"]
+[processes.back]
+actors = ["recorder"]
+""")
+    res = subprocess.run([sys.executable, "-m", "mantra.cli", "run", str(cfg), "--duration", "1.5"], env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    sent = json.loads((tmp_path / "sent.json").read_text())["sent"]
+    assert sent == 300 and json.loads((tmp_path / "got.json").read_text())["n"] == sent

@@ -226,8 +226,10 @@ class Supervisor:
                         self.next_start[pname] = now + delay
                         log.warning("restarting %s in %.1fs (restart %d of %d)", pname, delay,
                                     self.restarts[pname], ps.max_restarts)
-                    elif again:
-                        log.error("process %s: restart limit (%d) reached, not restarting", pname, ps.max_restarts)
+                    elif again:  # a system missing a part it was meant to have must not run on headless
+                        log.error("process %s: restart limit (%d) reached; stopping the system", pname,
+                                  ps.max_restarts)
+                        self.stopping = True
                 for pname, t in list(self.next_start.items()):
                     if now >= t:
                         del self.next_start[pname]
@@ -240,21 +242,30 @@ class Supervisor:
                 signal.signal(s, h)
         return failures
 
-    def _on_signal(self, signum, frame) -> None:
-        self.stopping = True
-
-    def shutdown(self) -> None:
-        self.stopping = True
-        for pr in self.procs.values():
-            if pr.is_alive():
-                os.kill(pr.pid, signal.SIGTERM)
+    def _stop(self, names: list[str]) -> None:
+        for pname in names:
+            if self.procs[pname].is_alive():
+                os.kill(self.procs[pname].pid, signal.SIGTERM)
         t_end = time.monotonic() + GRACE_S
-        for pname, pr in self.procs.items():
+        for pname in names:
+            pr = self.procs[pname]
             pr.join(max(t_end - time.monotonic(), 0.01))
             if pr.is_alive():
                 log.error("process %s did not stop within %.0fs: killing it", pname, GRACE_S)
                 pr.kill()
                 pr.join()
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        """Stop the processes that publish first, then those that only consume (the persister,
+        telemetry), so the recorders drain every record the others published up to their stop."""
+        self.stopping = True
+        publishes = {p for p, ps in self.spec.processes.items()
+                     if any(self.spec.actors[a].outputs or self.spec.actors[a].arrays for a in ps.actors)}
+        for wave in (publishes, set(self.procs) - publishes):
+            self._stop([p for p in self.procs if p in wave])
         self.procs.clear()
         self.status.close()
         try:
