@@ -86,7 +86,13 @@ def cmd_bench(a) -> int:
 def cmd_backtest(a) -> int:
     from . import backtest
 
-    r = backtest.run(a.config, a.data, a.out, progress=not a.json and sys.stderr.isatty())
+    from .runtime.config import ConfigError
+
+    try:
+        r = backtest.run(a.config, a.data, a.out, progress=not a.json and sys.stderr.isatty(), mark_s=a.mark_every)
+    except (ConfigError, backtest.BacktestError) as e:
+        print(f"mantra backtest: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(r) if a.json else backtest.report(r))
     return 0
 
@@ -208,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("backtest", help="run a system deterministically on recorded market data")
     p.add_argument("config")
     p.add_argument("--data", required=True, help="segments directory (mantra import, or a recorded session)")
-    p.add_argument("--out", help="where the run's own messages are recorded (default: a temporary directory)")
+    p.add_argument("--out", help="where the run's messages, result.json and fills.csv go "
+                   "(default: a new data/backtests/<UTC time>/)")
+    p.add_argument("--mark-every", type=float, default=60.0, metavar="SECONDS",
+                   help="PnL marks for the curve, Sharpe and drawdown (default 60)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_backtest)
 
