@@ -22,12 +22,12 @@ def cmd_run(a) -> int:
         print(f"mantra run: {e}", file=sys.stderr)
         return 2
     if a.deterministic or spec.mode == "deterministic":
-        # SIGTERM unwinds like Ctrl-C, so stop hooks run and the system's shared memory goes
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-        runner = run_deterministic(spec, keep=a.keep)
+        # --duration is simulated time here; Ctrl-C or SIGTERM stop the run with its summary
+        runner = run_deterministic(spec, keep=a.keep, duration_s=a.duration)
+        print(f"simulated time: {(runner.clock.now() - 1) / 1e9:.3f} s")
         for s in runner.slots:
             print(f"{s.spec.name}: handled {s.handled}, loops {s.loops}, errors {s.errors}")
-        return 0
+        return 128 + runner.signal if runner.signal else 0
     return 1 if Supervisor(spec, keep=a.keep).run(duration=a.duration) else 0
 
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("run", help="run a system described in TOML")
     p.add_argument("config")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (simulated ones with --deterministic)")
     p.add_argument("--deterministic", action="store_true", help="one process, simulated clock")
     p.add_argument("--keep", action="store_true", help="keep the shared-memory files after stopping")
     p.set_defaults(fn=cmd_run)

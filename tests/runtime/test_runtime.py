@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,3 +241,30 @@ actors = ["recorder"]
     assert res.returncode == 0, res.stderr[-2000:]
     sent = json.loads((tmp_path / "sent.json").read_text())["sent"]
     assert sent == 300 and json.loads((tmp_path / "got.json").read_text())["n"] == sent
+
+
+def test_a_deterministic_run_honours_duration_in_simulated_time(shm_root):
+    cfg = Path(__file__).resolve().parents[2] / "src" / "mantra" / "configs" / "hello.toml"  # runs until stopped
+    outs = [subprocess.run([sys.executable, "-m", "mantra.cli", "run", str(cfg), "--deterministic", "--duration", "2"],
+                           env=env(), capture_output=True, text=True, timeout=120) for _ in range(2)]
+    for p in outs:
+        assert p.returncode == 0, p.stderr[-2000:]
+        simulated = float(re.search(r"simulated time: ([\d.]+) s", p.stdout).group(1))
+        assert 2.0 <= simulated < 2.5 and re.search(r"handled [1-9]", p.stdout)
+    assert outs[0].stdout == outs[1].stdout  # the same stop point, the same summary
+
+
+def test_ctrl_c_stops_a_deterministic_run_with_its_summary(shm_root):
+    cfg = Path(__file__).resolve().parents[2] / "src" / "mantra" / "configs" / "hello.toml"
+    proc = subprocess.Popen([sys.executable, "-m", "mantra.cli", "run", str(cfg), "--deterministic"], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not (shm_root / "hello").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "Traceback" not in err and "simulated time:" in out and "handled" in out
+    assert not (shm_root / "hello").exists()

@@ -19,6 +19,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 
 from ..spine import Ring, SeqArray, shm
@@ -278,13 +279,34 @@ class Supervisor:
             remove_system(self.spec.name)
 
 
-def run_deterministic(spec: SystemSpec, *, start_ns: int = 1, keep: bool = False) -> Runner:
-    """Every actor in one process, stepped in configuration order on a simulated clock."""
+def run_deterministic(spec: SystemSpec, *, start_ns: int = 1, keep: bool = False,
+                      duration_s: float | None = None) -> Runner:
+    """Every actor in one process, stepped in configuration order on a simulated clock.
+
+    ``duration_s``: stop once that much simulated time has passed (checked every few hundred
+    steps, so the stop falls at the same point every run).  SIGINT/SIGTERM stop the run the same
+    way, stop hooks and all; ``runner.signal`` then names the signal."""
     status = create_spine(spec)
     status.close()
     try:
-        runner = Runner(spec, list(spec.actors), process="deterministic", clock=SimClock(start_ns))
-        runner.run_deterministic()
+        clock = SimClock(start_ns)
+        runner = Runner(spec, list(spec.actors), process="deterministic", clock=clock)
+        runner.signal = None
+        end = start_ns + int(duration_s * 1e9) if duration_s else None
+
+        def stop(signum, frame):
+            runner.signal = signum
+            runner.request_stop()
+
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        tick = (lambda: clock.now() >= end and runner.request_stop()) if end else None
+        try:
+            runner.run_deterministic(tick=tick)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
     finally:
         if keep:
             release_system(spec.name)
