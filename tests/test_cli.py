@@ -54,3 +54,19 @@ def test_export_of_damaged_data_says_so(tmp_path):
     p = run("export", str(tmp_path / "data"), "--out", str(tmp_path / "o"))
     assert p.returncode == 1 and "damaged data skipped" in p.stderr, p.stderr
     assert '"l2": 500' in p.stdout  # the sound chunk was exported
+
+
+def test_clean_removes_what_dead_systems_left_and_keeps_running_ones(shm_root):
+    from mantra.spine import shm
+
+    for name in ("dead1", "dead2"):
+        lock = shm.lock_system(name)
+        (shm.system_dir(name) / "queues").mkdir()
+        lock._close()  # as if its supervisor had been killed: lock file and files left behind
+    live = shm.lock_system("alive")  # this process holds it: a running system
+    try:
+        p = run("clean")
+        assert p.returncode == 0 and "removed 2 stopped system(s)" in p.stdout and "kept running: alive" in p.stdout
+        assert shm.systems() == ["alive"]
+    finally:
+        live.release()

@@ -45,6 +45,26 @@ def cmd_drill(a) -> int:
     return 0 if r["ok"] else 1
 
 
+def cmd_clean(a) -> int:
+    """Remove what systems no longer running left in shared memory (a running one is kept)."""
+    from .spine import shm
+
+    removed, running = [], []
+    for name in shm.systems():
+        try:
+            got = shm._acquire(name, create=False)
+        except shm.SystemRunning:
+            running.append(name)
+            continue
+        if got is not None:
+            os.close(got[0])
+            shm.remove_system(name)
+            removed.append(name)
+    print(f"removed {len(removed)} stopped system(s) from {shm.root()}" + (f": {', '.join(removed)}" if removed else "")
+          + (f"; kept running: {', '.join(running)}" if running else ""))
+    return 0
+
+
 def cmd_inspect(a) -> int:
     from .runtime import inspect
 
@@ -179,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=30.0, help="seconds each step may take to recover")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_drill)
+
+    p = sub.add_parser("clean", help="remove what stopped or crashed systems left in shared memory")
+    p.set_defaults(fn=cmd_clean)
 
     p = sub.add_parser("inspect", help="queues and actors of a running system")
     p.add_argument("system", nargs="?")
