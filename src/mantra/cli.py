@@ -76,7 +76,7 @@ def cmd_inspect(a) -> int:
 def cmd_tail(a) -> int:
     from .runtime import inspect
 
-    inspect.tail(inspect.find_system(a.system), a.stream, limit=a.n, timeout=a.timeout)
+    inspect.tail(inspect.find_system(a.system), a.stream, limit=a.n, timeout=a.timeout, raw=a.raw)
     return 0
 
 
@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stream")
     p.add_argument("-n", type=int, default=0, help="stop after n messages")
     p.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds")
+    p.add_argument("--raw", action="store_true", help="fixed-point integers and ns, as on the spine")
     p.set_defaults(fn=cmd_tail)
 
     p = sub.add_parser("top", help="live per-actor timing histograms")

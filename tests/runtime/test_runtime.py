@@ -149,7 +149,11 @@ inputs = {{ l2 = "l2" }}
         tail = subprocess.run([sys.executable, "-m", "mantra.cli", "tail", "live", "l2", "-n", "5"], env=env(),
                               capture_output=True, text=True, timeout=30)
         rows = [json.loads(x) for x in tail.stdout.splitlines()]
-        assert len(rows) == 5 and all(r["type"] == "L2Update" and r["origin"] > 0 for r in rows)
+        assert len(rows) == 5 and all(r["type"] == "L2Update" and re.fullmatch(r"20\d\d-.*T.*\.\d{9}Z", r["origin"])
+                                      for r in rows)
+        tail = subprocess.run([sys.executable, "-m", "mantra.cli", "tail", "live", "l2", "-n", "2", "--raw"], env=env(),
+                              capture_output=True, text=True, timeout=30)
+        assert all(json.loads(x)["origin"] > 0 for x in tail.stdout.splitlines())
         top = subprocess.run([sys.executable, "-m", "mantra.cli", "top", "live", "--json"], env=env(),
                              capture_output=True, text=True, timeout=30)
         timers = json.loads(top.stdout)["timers"]

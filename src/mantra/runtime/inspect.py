@@ -9,8 +9,10 @@ import json
 import time
 
 from ..spine import Ring, SeqArray
-from ..spine.messages import ActorState, ActorStatus, text
+from ..fixed import from_fixed
+from ..spine.messages import ActorState, ActorStatus, L2Flags, Liquidity, OrderAction, OrderStatus, text
 from ..spine.shm import read_text, systems
+from ..venues.events import Status
 from . import paths
 
 
@@ -88,14 +90,61 @@ def render(s: dict) -> str:
     return "\n".join(out)
 
 
-def tail(system: str, stream: str, limit: int = 0, timeout: float = 0.0, out=print) -> int:
-    """Print decoded messages of one queue as they arrive (from now on).  Returns the count."""
+def utc(ns: int) -> str | None:
+    """ns since the epoch as UTC text to the ns (0: none)."""
+    if not ns:
+        return None
+    s, frac = divmod(int(ns), 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
+
+
+_TIMES = ("origin", "publish", "exch_ts", "since_ns", "updated_ns")
+_ENUMS = {"action": OrderAction, "liquidity": Liquidity}
+
+
+def readable(name: str, fields: dict, registry) -> dict:
+    """A message as people read it: prices and sizes as exact decimals at their instrument's
+    scales (balances at their own), times as UTC, the instrument as venue:symbol, enums by name."""
+    out = dict(fields)
+    for k in _TIMES:
+        if k in out:
+            out[k] = utc(out[k])
+    inst = registry.by_id.get(out.get("instrument")) if "instrument" in out and registry is not None else None
+    if inst is not None:
+        out["instrument"] = f"{inst.venue}:{inst.symbol}"
+        for k, scale in (("price", inst.price_scale), ("size", inst.size_scale), ("filled", inst.size_scale),
+                         ("fee", inst.price_scale)):
+            if k in out:
+                out[k] = from_fixed(out[k], scale)
+    if name == "BalanceUpdate":
+        for k in ("total", "available"):
+            out[k] = from_fixed(out[k], out["scale"])
+    status = {"OrderUpdate": OrderStatus, "BookStatus": Status, "ActorStatus": ActorState}.get(name)
+    for k, enum in ({**_ENUMS, "status": status} if status else _ENUMS).items():
+        if k in out:
+            try:
+                out[k] = enum(out[k]).name
+            except ValueError:
+                pass  # a value this version does not know: shown as it is
+    if name == "L2Update":
+        out["flags"] = "|".join(f.name for f in L2Flags if out["flags"] & f) or "0"
+    return out
+
+
+def tail(system: str, stream: str, limit: int = 0, timeout: float = 0.0, out=print, raw: bool = False) -> int:
+    """Print decoded messages of one queue as they arrive (from now on), readable (``readable``)
+    unless ``raw``.  Returns the count."""
     d = paths.system_dir(system)
     path = paths.queue(d, stream)
     if not path.exists():
         raise SystemExit(f"system {system} has no queue {stream!r}")
     ring = Ring.attach(path)
     c = ring.reader("tail", register=False)
+    registry = None
+    if not raw and (d / "instruments.json").exists():
+        from ..feeds.actor import SharedRegistry
+
+        registry = SharedRegistry(d / "instruments.json")
     n, deadline = 0, time.monotonic() + timeout if timeout else None
     try:
         while not limit or n < limit:
@@ -106,8 +155,12 @@ def tail(system: str, stream: str, limit: int = 0, timeout: float = 0.0, out=pri
                 continue
             origin, publish, publisher, _ = c.tracking()
             fields = {k: (text(v) if isinstance(v, bytes) else v) for k, v in m._asdict().items()}
-            out(json.dumps({"type": type(m).__name__, "origin": origin, "publish": publish,
-                            "publisher": publisher, **fields}))
+            rec = {"type": type(m).__name__, "origin": origin, "publish": publish, "publisher": publisher, **fields}
+            if not raw:
+                if registry is not None and rec.get("instrument") not in registry.by_id:
+                    registry.refresh()  # registered since (Kraken registers mid-run)
+                rec = readable(rec["type"], rec, registry)
+            out(json.dumps(rec))
             n += 1
         if c.lost:
             out(json.dumps({"lost": c.lost}))
