@@ -134,3 +134,53 @@ def test_a_bad_record_on_a_book_port_is_an_error_the_runner_counts_not_a_crash(s
     assert seen == [101] and inp.handled == 2  # the bad record was consumed, the next one went too
     inp.failed = False
     assert inp.dispatch() == 0
+
+
+def test_an_input_whose_handler_always_raises_does_not_starve_the_others(sysdir, caplog):
+    from types import SimpleNamespace
+
+    import pytest
+
+    from mantra.runtime.process import Runner
+
+    a, b = Ring.create(sysdir / "a", L2Update, 1024), Ring.create(sysdir / "b", L2Update, 1024)
+    seen = []
+
+    def broken(m):
+        raise RuntimeError(f"bad {m.price}")
+
+    ins = [make_input(a, broken, None), make_input(b, lambda m: seen.append(m.price), None)]
+    for k in range(600):
+        publish(a, L2Update(k, 1, 0, 1, 1, 0), at=k + 1)
+        publish(b, L2Update(k, 1, 0, 1, 1, 0), at=k + 1)
+    with pytest.raises(RuntimeError, match="bad 0"):  # the pass's first failure, raised after the pass
+        _spine.dispatch_each(ins, 512)
+    assert seen == list(range(512))  # the other input was served in the same pass
+    assert ins[0].handled == ins[0].errors == 512 and ins[0].failed  # every failing record consumed, counted
+    # the runner counts each failing record against the actor and logs a few of them
+    slot = SimpleNamespace(inputs=[SimpleNamespace(c=c, errors_seen=0, port=p) for c, p in zip(ins, "ab")],
+                           errors=0, spec=SimpleNamespace(name="x"))
+    with caplog.at_level("ERROR", logger="mantra.runtime"):
+        try:
+            _spine.dispatch_each(ins, 512)
+        except RuntimeError:
+            Runner._failed(None, slot)
+    assert slot.errors == 600 and ins[0].errors == 600 and seen == list(range(600))
+    assert 1 <= len(caplog.records) <= 11
+
+
+def test_an_interrupt_in_a_handler_stops_the_pass_at_once(sysdir):
+    import pytest
+
+    a, b = Ring.create(sysdir / "a", L2Update, 64), Ring.create(sysdir / "b", L2Update, 64)
+    seen = []
+
+    def interrupted(m):
+        raise KeyboardInterrupt
+
+    ins = [make_input(a, interrupted, None), make_input(b, seen.append, None)]
+    publish(a, L2Update(1, 1, 0, 1, 1, 0), at=1)
+    publish(b, L2Update(2, 1, 0, 1, 1, 0), at=1)
+    with pytest.raises(KeyboardInterrupt):
+        _spine.dispatch_each(ins, 10)
+    assert seen == []
