@@ -62,28 +62,35 @@ class Redactor:
         fields, headers = list(fields), list(headers)
         self.headers = {n.lower() for n in headers + fields}  # a mapping's secret keys
         # Whole secrets first (a PEM key spans lines a "secret: value" rule would cut), then values by name.
-        self._subs: list[tuple[re.Pattern, object]] = list(_ALWAYS) if fields or headers else []
+        self._always: list[tuple[re.Pattern, object]] = list(_ALWAYS) if fields or headers else []
+        self._named: list[tuple[re.Pattern, object]] = []
         names = _alternation(fields + headers)
+        # Most text names no secret: one case-sensitive search of its lowercase says so quickly
+        # (an alternation under re.I is tried at every position).
+        self._candidate = re.compile(_alternation({n.lower() for n in fields + headers})) if names else None
         if names:
             # "name": value  (JSON, a dict's repr; the key's quotes may be escaped)
-            self._subs.append((re.compile(r"""(?P<k>\\?(["'])(?:%s)\\?\2\s*:\s*)%s""" % (names, _VALUE), re.I),
-                               _quoted))
+            self._named.append((re.compile(r"""(?P<k>\\?(["'])(?:%s)\\?\2\s*:\s*)%s""" % (names, _VALUE), re.I),
+                                _quoted))
             # name=value  (URL query, form body, keyword repr)
-            self._subs.append((re.compile(r"""(?<![\w-])(?P<k>(?:%s)=)(?P<v>"[^"]*"|'[^']*'|[^&#;\s"',)}\]]+)"""
-                                          % names, re.I), _bare))
+            self._named.append((re.compile(r"""(?<![\w-])(?P<k>(?:%s)=)(?P<v>"[^"]*"|'[^']*'|[^&#;\s"',)}\]]+)"""
+                                           % names, re.I), _bare))
             # Name: value  (a header line, as in an HTTP dump or a debug log; the rest of the line)
-            self._subs.append((re.compile(r"""(?<![\w-])(?P<k>(?:%s)%s[ \t]*:[ \t]*)(?P<v>[^\r\n"',}\]]+)"""
-                                          % (names, _NAME_END), re.I), _bare))
+            self._named.append((re.compile(r"""(?<![\w-])(?P<k>(?:%s)%s[ \t]*:[ \t]*)(?P<v>[^\r\n"',}\]]+)"""
+                                           % (names, _NAME_END), re.I), _bare))
 
     def text(self, s):
         """``s`` (``str`` or bytes-like) with secret values masked, of the same type (bytes for bytes-like)."""
-        if not self._subs:
+        if not self._always:
             return s if isinstance(s, str) else bytes(s)
         if not isinstance(s, str):
             # latin-1 maps every byte to one character and back: the patterns are ASCII
             return self.text(bytes(s).decode("latin-1")).encode("latin-1")
-        for pattern, repl in self._subs:
+        for pattern, repl in self._always:
             s = pattern.sub(repl, s)
+        if self._candidate is not None and self._candidate.search(s.lower()):
+            for pattern, repl in self._named:
+                s = pattern.sub(repl, s)
         return s
 
     def headers_dict(self, headers) -> dict:
@@ -118,11 +125,12 @@ _ALWAYS = [
     # A URL's password: scheme://user:password@host
     (re.compile(r"(?P<k>://[^/\s:@]+:)[^/\s@]+(?=@)"), lambda m: m["k"] + MASK),
     # A token as a path segment or a combined-stream name (Binance's /ws/<listenKey>): letters and
-    # digits, both, at least 32 of them, the whole segment.
-    (re.compile(r"(?:(?<=/)|(?<=streams=))(?=[A-Za-z]*[0-9])(?=[0-9]*[A-Za-z])[A-Za-z0-9]{32,}"
-                r"(?![A-Za-z0-9@._~%-])", re.I), MASK),
+    # digits, both, at least 32 of them, the whole segment.  (Each pattern starts with a literal,
+    # which the regex engine looks for quickly.)
+    (re.compile(r"(?P<k>/|streams=)(?=[A-Za-z]*[0-9])(?=[0-9]*[A-Za-z])[A-Za-z0-9]{32,}(?![A-Za-z0-9@._~%-])"),
+     lambda m: m["k"] + MASK),
     # A JWT (Coinbase), wherever it is.
-    (re.compile(r"\beyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+"), MASK),
+    (re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+"), MASK),
     # A PEM private key (Coinbase's secret is one).
     (re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|$)", re.S),
      "-----PRIVATE KEY " + MASK + "-----"),
