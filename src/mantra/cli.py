@@ -28,7 +28,10 @@ def cmd_run(a) -> int:
         for s in runner.slots:
             print(f"{s.spec.name}: handled {s.handled}, loops {s.loops}, errors {s.errors}")
         return 128 + runner.signal if runner.signal else 0
-    return 1 if Supervisor(spec, keep=a.keep).run(duration=a.duration) else 0
+    sup = Supervisor(spec, keep=a.keep)
+    failures = sup.run(duration=a.duration)
+    print(sup.summary.text())
+    return 1 if failures else 0
 
 
 def cmd_demo(a) -> int:

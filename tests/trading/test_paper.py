@@ -12,7 +12,8 @@ from mantra.runtime.actor import Actor
 from mantra.runtime.config import parse
 from mantra.runtime.supervisor import Supervisor, run_deterministic
 from mantra.spine import Ring
-from mantra.spine.messages import text
+from mantra.fixed import from_fixed
+from mantra.spine.messages import OrderAction, text
 from mantra.trading.common import cost, proceeds
 
 PAPER = Path(mantra.__file__).parent / "configs" / "paper.toml"
@@ -141,6 +142,17 @@ def test_paper_config_runs_as_real_processes(shm_root):
         counts = {q: Ring.attach(d / "queues" / q).count() for q in ("l2", "requests", "updates", "balances")}
         assert counts["l2"] > 500 and counts["requests"] > 0 and counts["updates"] > 0, counts
         assert (d / "instruments.json").exists()  # one registry shared by the processes
+        # the summary `mantra run` prints at the stop: every request and fill on the queues counted
+        req = Ring.attach(d / "queues" / "requests").reader("t", start=0, register=False).read_batch(1 << 16)
+        fills = Ring.attach(d / "queues" / "fills").reader("t", start=0, register=False).read_batch(1 << 16)
+        assert sup.summary.actions[OrderAction.NEW] == int((req["action"] == OrderAction.NEW).sum()) > 0
+        assert sup.summary.fills == len(fills)
+        text = sup.summary.text()
+        assert text.startswith(f"orders {int((req['action'] == OrderAction.NEW).sum())} ")
+        for iid in set(fills["instrument"].tolist()):
+            inst = sup.summary.registry[iid]
+            pos = int((fills["size"][fills["instrument"] == iid].astype(int) * fills["side"][fills["instrument"] == iid]).sum())
+            assert f"{inst.venue}:{inst.symbol}  position {from_fixed(pos, inst.size_scale)} BTC" in text
     finally:
         from mantra.spine.shm import remove_system
 

@@ -29,6 +29,7 @@ from . import paths
 from .clock import SimClock
 from .config import SystemSpec
 from .process import Runner, pin
+from .summary import RunSummary
 
 log = logging.getLogger("mantra.supervisor")
 GRACE_S = 5.0
@@ -190,6 +191,7 @@ class Supervisor:
     def run(self, duration: float | None = None) -> int:
         """Run until a signal (or ``duration`` seconds); returns the number of process failures."""
         self.status = create_spine(self.spec)
+        self.summary = RunSummary(self.spec)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         failures = 0
         deadline = time.monotonic() + duration if duration else None
@@ -200,6 +202,7 @@ class Supervisor:
                 if deadline and time.monotonic() >= deadline:
                     break
                 time.sleep(0.05)
+                self.summary.drain()
                 if self.on_tick:
                     self.on_tick()
                 now = time.monotonic()
@@ -268,6 +271,7 @@ class Supervisor:
         for wave in (publishes, set(self.procs) - publishes):
             self._stop([p for p in self.procs if p in wave])
         self.procs.clear()
+        self.summary.close()
         self.status.close()
         try:
             self.final_telemetry = json.loads(shm.read_text(paths.telemetry(paths.system_dir(self.spec.name))))
