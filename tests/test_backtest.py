@@ -62,7 +62,8 @@ def test_result_has_the_data_range_every_fill_and_exact_money(data, tmp_path):
     f0, t0 = fills[0], tl[0]
     assert t0["instrument"] == "binance:BTCUSDT" and t0["side"] == ("buy" if f0["side"] > 0 else "sell")
     assert Decimal(t0["price"]) == Decimal(int(f0["price"])) / 100  # ticks 0.01: decimal text, exact
-    assert Decimal(t0["size"]) == Decimal(int(f0["size"])) / 1000 and Decimal(t0["fee"]) == Decimal(int(f0["fee"])) / 100
+    assert Decimal(t0["size"]) == Decimal(int(f0["size"])) / 1000
+    assert Decimal(t0["fee"]) == Decimal(int(f0["fee"])) / 100
     assert datetime.fromisoformat(t0["time"][:26] + "+00:00").year == 2024
     assert (tmp_path / "out" / "fills.csv").read_text().count("\n") == len(fills) + 1
     # PnL, independently: what the venue charged or paid (buyer pays the ceiling, seller gets the
@@ -101,7 +102,8 @@ def mantra(*args, cwd=None):
                           timeout=120, cwd=cwd)
 
 
-@pytest.mark.parametrize("case", ["no config", "bad config", "not toml", "no data dir", "empty data dir"])
+@pytest.mark.parametrize("case", ["no config", "bad config", "not toml", "no data dir", "empty data dir",
+                                  "no queue for the data"])
 def test_backtest_mistakes_are_one_line_and_exit_2(data, tmp_path, case):
     root, _ = data
     cfg, d = CONFIGS / "backtest_mm.toml", root
@@ -113,6 +115,11 @@ def test_backtest_mistakes_are_one_line_and_exit_2(data, tmp_path, case):
     elif case == "not toml":
         cfg = tmp_path / "bad.toml"
         cfg.write_text("[system\n")
+    elif case == "no queue for the data":  # the system's market queues have other names
+        cfg = tmp_path / "other.toml"
+        text = (CONFIGS / "backtest_noop.toml").read_text()
+        cfg.write_text(text.replace("queues.l2", "queues.book").replace('l2 = "l2"', 'l2 = "book"')
+                       .replace("queues.trades", "queues.prints").replace('trades = "trades"', 'trades = "prints"'))
     elif case == "no data dir":
         d = tmp_path / "nodata"
     else:

@@ -176,9 +176,11 @@ def run(config: str | Path | dict, data: str | Path, out: str | Path | None = No
         out = Path(out)
         if segments.queues(out) or (out / "result.json").exists():  # two runs' records would mix
             raise BacktestError(f"{out} already holds a run's output: choose another --out")
+        spec = parse(prepare(doc, data, out))
     else:
+        parse(prepare(doc, data, Path("out")))  # every check before a directory is made
         out = default_out()
-    spec = parse(prepare(doc, data, out))
+        spec = parse(prepare(doc, data, out))
     create_spine(spec).close()
     try:
         runner = Runner(spec, list(spec.actors), process="backtest", clock=SimClock(1))
@@ -425,7 +427,7 @@ def report(r: dict) -> str:
                      f"to {dd['trough'][:23]}Z")
     fl = r.get("trade_list") or []
     if fl:
-        where = r.get("fills_csv") or "the --json result"
+        where = r.get("fills_csv") or "the result's trade_list"
         if len(fl) <= 2 * SHOWN_FILLS:
             lines.append(f"fills (all {len(fl)}; also in {where}):")
             lines += [_fill_line(f) for f in fl]

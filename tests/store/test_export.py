@@ -75,7 +75,8 @@ def test_dataframe_reads_decimals_and_unknown_instruments_are_null(tmp_path):
     reg = InstrumentRegistry()
     reg.add("binance", "BTCUSDT", price_scale=2, size_scale=3)  # the kraken instrument unknown here
     df = export.frame(tmp_path / "data", "trades", instruments=reg)
-    assert df["price_dec"].tolist()[0] == Decimal("60000.01") and df["price_dec"].isna().tolist() == [False, True, False]
+    assert df["price_dec"].tolist()[0] == Decimal("60000.01")
+    assert df["price_dec"].isna().tolist() == [False, True, False]
     assert str(df["publish"].dtype) == "datetime64[ns, UTC]"
 
 
