@@ -108,7 +108,6 @@ def cmd_bench(a) -> int:
 
 def cmd_backtest(a) -> int:
     from . import backtest
-
     from .runtime.config import ConfigError
 
     try:
