@@ -50,8 +50,11 @@ static int plain(PyObject *text, long scale, int64_t *out) {
         char c = s[i];
         if (c >= '0' && c <= '9') {
             if (frac >= 0 && ++frac > scale) {
-                if (c != '0') return 0; /* inexact: the reference says so */
-                continue;               /* a zero beyond the scale (venues pad to 8 decimals) */
+                /* Beyond the scale: exact only if the rest is zeros (venues pad to 8 decimals). */
+                for (; i < n; i++)
+                    if (s[i] != '0') return 0;
+                frac = scale;
+                break;
             }
             if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, c - '0', &v)) return 0;
             digits++;
@@ -62,8 +65,7 @@ static int plain(PyObject *text, long scale, int64_t *out) {
         }
     }
     if (!digits) return 0;
-    int kept = frac < 0 ? 0 : frac > scale ? scale : frac; /* decimals in v */
-    if (__builtin_mul_overflow(v, POW10[scale - kept], &v)) return 0;
+    if (__builtin_mul_overflow(v, POW10[scale - (frac < 0 ? 0 : frac)], &v)) return 0;
     *out = neg ? -v : v;
     return 1;
 }
