@@ -720,12 +720,15 @@ static PyObject *Reader_wait_into(Reader *self, PyObject *const *args, Py_ssize_
     if (spin > timeout) spin = timeout;
     uint64_t deadline = clock_ns() + (uint64_t)(timeout > 0 ? timeout : 0);
     Reader *me = self;
-    if (!spin_until_ready(self, spin)) {
+    spin_until_ready(self, spin);
+    for (;;) {
+        PyObject *o = Reader_read_into(self, args[0]);
         int64_t left = (int64_t)(deadline - clock_ns());
-        if (left > 0 && park(&me, 1, left) < 0) return NULL;
+        if (!o || left <= 0 || PyLong_AsUnsignedLongLong(o)) return o;
+        Py_DECREF(o); /* woken by a skip or a given-up sequence, not a record: wait on */
+        if (park(&me, 1, left) < 0) return NULL;
+        OPEN(&self->m, NULL); /* a signal handler may have closed it */
     }
-    OPEN(&self->m, NULL); /* a handler of a signal may have closed it */
-    return Reader_read_into(self, args[0]);
 }
 
 /* read_batch(buf, max_n) -> n: copy up to max_n records back to back (slot_size-8 bytes each)

@@ -3,6 +3,7 @@ headers, handlers that change what the dispatcher iterates, int64 limits.  Each 
 clear exception instead."""
 
 import gc
+import time
 import mmap
 import weakref
 
@@ -221,3 +222,24 @@ def test_a_handler_that_empties_the_dispatchers_list_does_not_crash_it(sysdir):
     _spine.dispatch_all(inputs, 2**64 - 1)
     assert seen[:15] == [0, 1, 2, 3, 4] * 3 and seen[15:] == [9, 9, 9]
     assert inputs == []
+
+
+def test_closing_a_ring_while_another_thread_is_parked_on_it(sysdir):
+    import threading
+
+    ring = Ring.create(sysdir / "q", L2Update, 64)
+    c = ring.reader("sleeper")
+    out = []
+
+    def park():
+        try:
+            out.append(c.wait(0.3))
+        except ValueError as e:
+            out.append(e)
+
+    t = threading.Thread(target=park)
+    t.start()
+    time.sleep(0.05)
+    ring.close()  # the parked thread holds the mapping: unmapped once it wakes, not under it
+    t.join()
+    assert len(out) == 1 and isinstance(out[0], ValueError) and "closed" in str(out[0])

@@ -112,7 +112,10 @@ class Ring:
             h.close()
         self._handles.clear()
         if self.mm is not None and not self.mm.closed:
-            self.mm.close()
+            try:
+                self.mm.close()
+            except BufferError:  # a reader parked in another thread holds it: unmapped when it wakes
+                pass
 
     def __repr__(self) -> str:
         return f"<Ring {self.name} {self.msg_type.__name__} x{self.capacity}>"
