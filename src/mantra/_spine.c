@@ -1747,9 +1747,11 @@ static PyObject *m_monotonic(PyObject *m, PyObject *unused) {
 static uint64_t *word_at(PyObject *buf, PyObject *off, Py_buffer *b) {
     if (get_buf(buf, b, 1) < 0) return NULL;
     Py_ssize_t o = PyLong_AsSsize_t(off);
-    if (PyErr_Occurred() || o < 0 || (o & 7) || o + 8 > b->len) {
+    /* an atomic on a misaligned word is undefined (a bus error on some CPUs): the address, not
+     * just the offset, must be a multiple of 8 */
+    if (PyErr_Occurred() || o < 0 || o > b->len - 8 || (((uintptr_t)b->buf + (uintptr_t)o) & 7)) {
         PyBuffer_Release(b);
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad word offset");
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad word offset (outside, or not 8-byte aligned)");
         return NULL;
     }
     return (uint64_t *)((char *)b->buf + o);

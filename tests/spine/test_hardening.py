@@ -243,3 +243,13 @@ def test_closing_a_ring_while_another_thread_is_parked_on_it(sysdir):
     ring.close()  # the parked thread holds the mapping: unmapped once it wakes, not under it
     t.join()
     assert len(out) == 1 and isinstance(out[0], ValueError) and "closed" in str(out[0])
+
+
+def test_header_atomics_refuse_words_outside_or_misaligned():
+    m = mmap.mmap(-1, 4096)
+    _spine.store(m, 8, 5)
+    assert _spine.load(m, 8) == 5 and _spine.cas(m, 8, 5, 6) and _spine.add(m, 8, 1) == 6
+    for buf, off in ((m, 4092), (m, -8), (m, 4), (memoryview(m)[1:65], 0), (bytearray(4), 0)):
+        for fn, extra in ((_spine.load, ()), (_spine.store, (1,)), (_spine.cas, (0, 1)), (_spine.add, (1,))):
+            with pytest.raises(ValueError, match="bad word offset"):
+                fn(buf, off, *extra)
