@@ -208,7 +208,8 @@ static inline void fill(Map *m, char *slot, uint64_t origin, uint64_t now, uint3
         raise(SIGSTOP);
     }
     memcpy(slot + 8 + TRACK, payload, n);
-    memset(slot + 8 + TRACK + n, 0, m->slot_size - 8 - TRACK - n);
+    size_t rest = m->slot_size - 8 - TRACK - n;
+    if (rest) memset(slot + 8 + TRACK + n, 0, rest);
 }
 
 static uint64_t mp_write(Map *m, uint64_t origin, uint64_t now, uint32_t publisher, const void *payload, size_t n,
@@ -569,9 +570,13 @@ static inline int settle(Reader *r) {
 static inline int ring_read(Reader *r, char *dst) {
     Map *m = &r->m;
     size_t n = m->slot_size - 8;
-    while (settle(r)) {
+    for (;;) {
         const char *slot = slot_at(m, r->seq & m->mask);
         uint64_t want = 2 * r->seq + 2;
+        if (LOAD_ACQ((const uint64_t *)slot) != want) {
+            if (!settle(r)) return 0;
+            continue; /* moved on: a later sequence's slot */
+        }
         memcpy(dst, slot + 8, n);
         __atomic_thread_fence(__ATOMIC_ACQUIRE); /* payload loads complete before the re-check */
         if (LOAD_RLX((const uint64_t *)slot) == want) {
@@ -581,7 +586,6 @@ static inline int ring_read(Reader *r, char *dst) {
         }
         /* overwritten while copying: settle() sees the later sequence and resyncs */
     }
-    return 0;
 }
 
 /* A caller's buffer for one record must hold all of it. */
@@ -723,8 +727,9 @@ static PyObject *Reader_wait_into(Reader *self, PyObject *const *args, Py_ssize_
     spin_until_ready(self, spin);
     for (;;) {
         PyObject *o = Reader_read_into(self, args[0]);
+        if (!o || PyLong_AsUnsignedLongLong(o)) return o;
         int64_t left = (int64_t)(deadline - clock_ns());
-        if (!o || left <= 0 || PyLong_AsUnsignedLongLong(o)) return o;
+        if (left <= 0) return o;
         Py_DECREF(o); /* woken by a skip or a given-up sequence, not a record: wait on */
         if (park(&me, 1, left) < 0) return NULL;
         OPEN(&self->m, NULL); /* a signal handler may have closed it */

@@ -186,6 +186,7 @@ def test_multi_producer_ring_delivers_everything_in_per_producer_order(sysdir):
     path = sysdir / "q"
     ring = Ring.create(path, L2Update, 1 << 16, mpmc=True)
     c = ring.reader("all")
+    c.reader.stuck_ns = 5_000_000_000  # a producer descheduled mid-write on a busy machine is slow, not dead
     n = 20_000
     kids = [FORK.Process(target=_burst_producer, args=(path, tag, n)) for tag in (1, 2)]
     for k in kids:
@@ -198,5 +199,5 @@ def test_multi_producer_ring_delivers_everything_in_per_producer_order(sysdir):
             seen[m.size].append(m.price)
     for k in kids:
         k.join()
-    assert c.lost == 0 and ring.count() == 2 * n
+    assert c.lost == c.skipped == 0 and ring.count() == 2 * n
     assert seen[1] == list(range(n)) and seen[2] == list(range(n))
