@@ -20,6 +20,8 @@ from collections.abc import Iterator
 
 from ._spine import Book  # noqa: F401  apply, clear, best_bid/ask, crossed, levels/top, size, take
 
+_MAX = (1 << 63) - 1  # levels go out in int64 message fields
+
 
 class L2Book:
     __slots__ = ("bids", "asks", "depth", "_bp", "_ap")
@@ -35,20 +37,27 @@ class L2Book:
         self._ap: list[int] = []  # ask prices ascending: best is the first
 
     def apply(self, side: int, price: int, size: int) -> None:
-        """Set a level's size; size 0 deletes it (deleting a missing level is a no-op)."""
+        """Set a level's size; size 0 deletes it (deleting a missing level is a no-op).
+
+        ``ValueError`` (and nothing changed) unless 0 < price <= int64 max and 0 <= size <= int64
+        max: the price is checked when a level is created (a held one was checked then)."""
         if side > 0:
             d, keys = self.bids, self._bp
         else:
             d, keys = self.asks, self._ap
-        if size > 0:
+        if 0 < size <= _MAX:
             if price not in d:
+                if not 0 < price <= _MAX:
+                    raise ValueError(f"price {price} outside 1..int64")
                 insort(keys, price)
             d[price] = size
         elif size == 0:
             if d.pop(price, None) is not None:
                 del keys[bisect_left(keys, price)]
+            elif not 0 < price <= _MAX:
+                raise ValueError(f"price {price} outside 1..int64")
         else:
-            raise ValueError(f"negative size {size} at price {price}")
+            raise ValueError(f"size {size} at price {price} outside 0..int64")
 
     def clear(self) -> None:
         self.bids.clear()

@@ -20,9 +20,12 @@ Conventions every venue follows (see ``venues/events.py`` for the tuples):
 * ``on_frame`` never raises: unreadable frames are counted in ``malformed`` and logged with an
   excerpt (``bad_frame``).  Fields are type-checked where they are read (a string is not a number, a
   bool is not an int), and every number that leaves a protocol fits the int64 field it ends up in
-  (``L2Update``/``TradeUpdate``): prices > 0, sizes >= 0, ids and times in 0..2**63-1.
-  ``apply_levels``/``apply_snapshot``/``trade`` check before anything of the message is applied or
-  emitted, so a bad number is a malformed frame (its book resynced), never a half-applied message.
+  (``L2Update``/``TradeUpdate``): prices > 0, sizes >= 0, ids and times in 0..2**63-1.  The book
+  checks levels as it applies them (``L2Book.apply``), ``apply_snapshot`` and ``trade`` before
+  anything is applied; a bad number raises before anything of the message is emitted, so it is a
+  malformed frame and its book is resynced (consumers rebuild from the resync's snapshot, which
+  starts with CLEAR).  Levels a venue keeps to apply later (buffered during a sync) are checked
+  with ``check_levels`` on arrival.
 * A feed that cannot prove it lost nothing (no sequence numbers, no checksum) marks a book it
   applied diffs to ``UNVERIFIED`` until it can check it again (Bitstamp's audit).
 * Stale watchdog (``on_timer``): every venue sets ``stale_after_s``; venues whose quiet connection
@@ -152,7 +155,7 @@ class VenueProtocol:
         """One text frame.  Venues override ``handle``; a failure is a counted malformed frame."""
         self.frames += 1
         self.last_ts = ts
-        self._busy = None  # the book (or list of books) a failure would leave untrustworthy, once known
+        self._busy = None  # the book (or books) a failure would leave untrustworthy, once known
         try:
             self.handle(data, ts)
         except Exception as e:  # noqa: BLE001 - a frame must never take the feed down
@@ -214,19 +217,18 @@ class VenueProtocol:
         Truncates to the subscribed depth afterwards (emitting deletions for the dropped levels)
         and flags the message's final ``Level`` with ``last``.  Crossed/checksum checks are the
         caller's, at the same message boundary.  Returns the ``(side, price)`` levels truncated.
-        A level or time outside the int64 message fields raises ``ValueError`` before anything is applied.
+        A level or time outside the int64 message fields raises ``ValueError`` before anything is
+        emitted (the book may hold the levels before it: the caller's failure resyncs it).
         """
-        check_levels(levels, exch_ts)
-        return self._apply_levels(iid, levels, exch_ts)
-
-    def _apply_levels(self, iid: int, levels, exch_ts: int) -> list[tuple[int, int]]:
+        if not 0 <= exch_ts <= INT64_MAX:
+            raise ValueError(f"exchange time {exch_ts!r} outside 0..int64")
         book = self.books[iid]
         apply = book.apply
         for side, price, size in levels:
             apply(side, price, size)
         dropped = book.truncate() if book.depth else []
-        # Emitted after the whole message is applied: a level that fails to apply (bad size) raises
-        # before anything of the message went out.
+        # Emitted after the whole message is applied: a level that fails to apply (out of range)
+        # raises before anything of the message went out.
         push = self.events.append
         n = len(levels)
         if n and not dropped:
@@ -258,7 +260,7 @@ class VenueProtocol:
         keep_a = {p for side, p, _ in new if side == -1}
         levels = [(1, p, 0) for p in book.bids if p not in keep_b]
         levels += [(-1, p, 0) for p in book.asks if p not in keep_a]
-        return self._apply_levels(iid, levels + new, exch_ts)
+        return self.apply_levels(iid, levels + new, exch_ts)
 
     def trade(self, iid: int, side: int, price: int, size: int, trade_id: int, exch_ts: int) -> None:
         """Emit a trade; raises ``ValueError`` unless every number fits its ``TradeUpdate`` field."""
@@ -279,12 +281,12 @@ class VenueProtocol:
         return True
 
     # -- bad input --------------------------------------------------------------------------
-    def bad_frame(self, data, error: BaseException | str, iid: int | list[int] | None = None) -> None:
-        """Count and log a frame we cannot use; if it was for a book (or may have been for any of a
-        list of books), that book is resynced."""
+    def bad_frame(self, data, error: BaseException | str, iid=None) -> None:
+        """Count and log a frame we cannot use; if it was for a book (an iid), or may have been for
+        any of several (a collection of iids), those books are resynced."""
         self.malformed += 1
-        if type(iid) is list:
-            for i in iid:
+        if iid is not None and type(iid) is not int:
+            for i in list(iid):  # a copy: resyncing changes the venue's own sets
                 self._bad_book(i, "message lost: " + (error if isinstance(error, str) else type(error).__name__))
             iid = None
         name = self.registry[iid].symbol if iid is not None else "-"

@@ -226,10 +226,10 @@ class BinanceProtocol(VenueProtocol):
         if ev.a:
             levels += _rows(ASK, ev.a, ps, ss)
         item = (ev.U, ev.u, levels, ev.E * 1_000_000)
-        # Checked here, not when applied: a buffered event is applied from on_rest.
-        check_levels(levels, item[3])
         if not 0 <= ev.U <= ev.u <= INT64_MAX:
             raise ValueError(f"update ids U={ev.U} u={ev.u}")
+        if st.update_id is None or ev.U > st.update_id + 1:
+            check_levels(levels, item[3])  # to be buffered and applied from on_rest: checked now
         if st.update_id is None:
             if len(st.buffer) >= self.max_buffer:
                 # The snapshot is not coming; start over rather than grow without bound.
@@ -244,7 +244,7 @@ class BinanceProtocol(VenueProtocol):
         if ev.U > st.update_id + 1:
             self._gap(iid, item, f"U={ev.U} > last u+1={st.update_id + 1}")
             return
-        self._apply_levels(iid, levels, item[3])
+        self.apply_levels(iid, levels, item[3])
         st.update_id = ev.u
         self.check_crossed(iid)
 
@@ -311,7 +311,7 @@ class BinanceProtocol(VenueProtocol):
                 self._gap(iid, buffered[i], f"event U={U} after snapshot {last} (applied to {st.update_id})")
                 st.buffer += buffered[i + 1 :]  # still needed after the next snapshot
                 return
-            self._apply_levels(iid, levels, exch_ts)
+            self.apply_levels(iid, levels, exch_ts)
             st.update_id = u
         if not self.check_crossed(iid):
             self.set_status(iid, Status.SYNCED, f"snapshot {last}")

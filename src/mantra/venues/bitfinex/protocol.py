@@ -181,8 +181,8 @@ class BitfinexProtocol(VenueProtocol):
             return
         if type(m) is not list or len(m) < 2 or type(m[0]) is not int:
             raise ValueError("not a channel message")
-        # Until the channel is known, an unreadable message may have been any book's.
-        self._busy = [i for i in self._book_chan if i in self._live]
+        # Until the channel is known, an unreadable message may have been any live book's.
+        self._busy = self._live
         flags = self._flags
         if flags & SEQ_ALL:
             seq = m[-1]
@@ -232,9 +232,12 @@ class BitfinexProtocol(VenueProtocol):
 
     def _entry(self, e, ps: int, ss: int):
         """``[PRICE, COUNT, AMOUNT]`` -> (side, price, size, checksum fragment or None)."""
-        if type(e) is not list or len(e) != 3 or type(e[1]) is not int or not 0 <= e[1] <= INT64_MAX:
+        if type(e) is not list or len(e) != 3:
             raise ValueError(f"book entry {e!r} is not [PRICE, COUNT, AMOUNT]")
-        ptxt, count, atxt = _txt(e[0]), e[1], _txt(e[2])
+        ptxt, count, atxt = e
+        if type(count) is not int or not 0 <= count <= INT64_MAX:
+            raise ValueError(f"book entry count {count!r}")
+        ptxt, atxt = _txt(ptxt), _txt(atxt)
         price = fx(ptxt, ps)
         if count == 0:
             if atxt == "1":

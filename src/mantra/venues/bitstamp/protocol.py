@@ -219,14 +219,13 @@ class BitstampProtocol(VenueProtocol):
 
     def _on_diff(self, iid: int, d: BookData, ts: int) -> None:
         st = self._sync[iid]
-        micro = _micro(d.microtimestamp)
-        # Converted and checked on arrival: a buffered diff is applied from on_rest.
-        ps, ss = self._scales[iid]
-        levels = _rows(BID, d.bids, ps, ss)
-        if d.asks:
-            levels += _rows(ASK, d.asks, ps, ss)
-        check_levels(levels)
-        if st.buffer is not None:
+        micro = int(d.microtimestamp)
+        if not 0 <= micro <= _MAX_MICRO:
+            raise ValueError(f"microtimestamp {d.microtimestamp!r}")
+        levels = None
+        if st.buffer is not None:  # a fetch is in flight: kept for on_rest, converted and checked now
+            levels = _levels(d, *self._scales[iid])
+            check_levels(levels)
             if len(st.buffer) >= self.max_buffer:
                 st.buffer.clear()
                 st.fetching = False
@@ -241,7 +240,12 @@ class BitstampProtocol(VenueProtocol):
                 return
         if micro <= st.micro:
             return  # not newer than the state we hold
-        self._apply_levels(iid, levels, micro * 1000)
+        if levels is None:
+            ps, ss = self._scales[iid]
+            levels = _rows(BID, d.bids, ps, ss)
+            if d.asks:
+                levels += _rows(ASK, d.asks, ps, ss)
+        self.apply_levels(iid, levels, micro * 1000)
         st.micro = micro
         if not self.check_crossed(iid) and self.status[iid] is _SYNCED:
             self.set_status(iid, _UNVERIFIED, "diffs since the last audit")
@@ -312,7 +316,7 @@ class BitstampProtocol(VenueProtocol):
         self.stats[iid].checksum_ok += 1
         if beyond:  # deeper than the snapshot reaches: cannot be checked, so not kept
             log.info("bitstamp %s: %d levels beyond the audit snapshot dropped", self.registry[iid].symbol, len(beyond))
-            self._apply_levels(iid, [(side, p, 0) for side, p in beyond], (st.micro or 0) * 1000)
+            self.apply_levels(iid, [(side, p, 0) for side, p in beyond], (st.micro or 0) * 1000)
         if self.status[iid] is _UNVERIFIED:
             self.set_status(iid, _SYNCED, "audit agrees")
 
@@ -332,6 +336,13 @@ def _audit(local: L2Book, fresh: L2Book, depth: int) -> list[tuple[int, int]] | 
         prices = local.top_prices(side, len(local.bids if side == BID else local.asks))
         beyond += [(side, p) for p in prices[n:]]
     return beyond
+
+
+def _levels(d: BookData, ps: int, ss: int) -> list:
+    levels = _rows(BID, d.bids, ps, ss)
+    if d.asks:
+        levels += _rows(ASK, d.asks, ps, ss)
+    return levels
 
 
 def _micro(text: str) -> int:
