@@ -637,7 +637,7 @@ static int park(Reader **rs, Py_ssize_t n, int64_t timeout_ns) {
     int got = 0;
     for (; held < n; held++) {
         Map *m = &rs[held]->m;
-        if (!m->base || PyObject_GetBuffer(m->view.obj, &e[held].hold, PyBUF_SIMPLE) < 0) {
+        if (!m->base || !m->view.obj || PyObject_GetBuffer(m->view.obj, &e[held].hold, PyBUF_SIMPLE) < 0) {
             PyErr_Clear();
             got = 1; /* closed: let the caller find out */
             break;
