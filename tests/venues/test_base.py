@@ -160,3 +160,46 @@ def test_watchdog_off_when_disconnected():
     p, iid = make()
     p.on_timer(T0 + 100 * SEC)
     assert drain(p) == []
+
+
+def test_the_book_refuses_what_an_int64_field_cannot_carry():
+    import pytest
+
+    from mantra.book import L2Book
+
+    b = L2Book()
+    b.apply(1, 100, 5)
+    for side, price, size in [(1, 2**63, 1), (1, 0, 1), (-1, -5, 1), (1, 100, 2**63), (1, 100, -1), (-1, 2**64, 0)]:
+        with pytest.raises(ValueError):
+            b.apply(side, price, size)
+    assert b.bids == {100: 5} and b.asks == {}  # nothing changed
+    b.apply(1, 100, 0)  # a held level is deleted as before, a missing valid one is a no-op
+    b.apply(1, 7, 0)
+    assert len(b) == 0
+
+
+def test_a_bad_level_or_time_emits_nothing_and_resyncs_the_book():
+    p, iid = make()
+    p.set_status(iid, Status.SYNCED, "test")
+    p.on_frame("1 100 1;1 -5 1", T0)
+    assert p.malformed == 1 and p.status[iid] == Status.RESYNCING
+    assert not [e for e in drain(p) if type(e) is Level]
+
+
+def test_the_probe_comes_before_the_stale_verdict_and_the_grace_before_the_first_frame():
+    p, iid = make()
+    p.stale_after_s, p.probe_after_s = 5.0, 2.0
+    probes = []
+    p.probe = probes.append
+    p.on_connect(T0)
+    p.on_timer(T0 + 9 * SEC)  # nothing yet on this connection: a slow subscription, not a stall
+    assert p.status[iid] != Status.STALE and probes == [T0 + 9 * SEC]
+    p.on_timer(T0 + 11 * SEC)
+    assert p.status[iid] == Status.STALE
+    p.on_connect(T0 + 12 * SEC)
+    p.on_frame("1 100 1", T0 + 12 * SEC)
+    for s in range(13, 18):
+        p.on_timer(T0 + s * SEC)
+    assert probes[1:] == [T0 + 15 * SEC, T0 + 17 * SEC] and p.status[iid] != Status.STALE
+    p.on_timer(T0 + 19 * SEC)
+    assert p.status[iid] == Status.STALE

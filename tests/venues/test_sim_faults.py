@@ -104,9 +104,12 @@ def test_a_stall_delays_frames_but_loses_none(venue):
     converge(feed, sim, syms)
 
 
-def test_a_long_stall_trips_the_stale_watchdog_and_the_client_reconnects(venue):
-    sim, feed, syms = venue("coinbase")
+@pytest.mark.parametrize("name", ["coinbase", "binance", "bitstamp", "bitfinex", "kraken"])
+def test_a_long_stall_trips_the_stale_watchdog_and_the_client_reconnects(venue, name):
+    sim, feed, syms = venue(name)
     feed.p.stale_after_s = 0.6
+    if feed.p.probe_after_s is not None:
+        feed.p.probe_after_s = 0.3  # the probe is stalled too: it cannot keep the feed alive
     feed.pump(synced(feed, syms, messages=5))
     sim.slow(1.2)
     feed.pump(lambda: feed.connects == 2 and synced(feed, syms, messages=3)(), timeout=6)
