@@ -16,6 +16,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from .redact import RedactFilter
+
 _clock = None  # a callable giving simulated ns since the epoch, while a backtest runs
 
 
@@ -75,6 +77,7 @@ def setup(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Stamps("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     _repeats = Repeats()
+    handler.addFilter(RedactFilter())  # other libraries' records too (ours are masked at creation)
     handler.addFilter(_repeats)
     root = logging.getLogger()
     root.handlers[:] = [handler]

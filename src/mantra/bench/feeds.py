@@ -40,6 +40,7 @@ import numpy as np
 from ..instruments import InstrumentRegistry
 from ..runtime.actor import Output, Tracking
 from ..runtime.clock import RealClock
+from ..runtime.supervisor import die_with_parent  # imported before any fork: it records the forking pid
 from ..spine import Ring
 from ..spine.messages import BookStatus, L2Update, TradeUpdate
 from ..store import cryptofeed as cf
@@ -354,8 +355,6 @@ def baseline(s: Session) -> np.ndarray:
 def _serve(frames, bodies, conn) -> None:
     """Child process: a WebSocket server sending ``frames`` to its one client, and REST bodies."""
     import threading
-
-    from ..runtime.supervisor import die_with_parent
 
     die_with_parent()  # a benchmark stopped by force leaves nothing running
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

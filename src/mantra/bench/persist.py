@@ -26,7 +26,7 @@ import zstandard
 from ..runtime import paths
 from ..runtime.config import parse
 from ..runtime.process import Runner
-from ..runtime.supervisor import create_spine
+from ..runtime.supervisor import create_spine, die_with_parent  # imported before any fork
 from ..spine.shm import remove_system
 from ..store import reference, segments
 
@@ -49,7 +49,6 @@ def reference_records(n_deltas: int, workdir: Path) -> np.ndarray:
 
 
 def _produce(path, raw: bytes, rec_size: int, rate: int, seconds: float):
-    from ..runtime.supervisor import die_with_parent
     from ..spine import Ring
 
     die_with_parent()  # a benchmark stopped by force leaves nothing running

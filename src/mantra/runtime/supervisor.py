@@ -182,6 +182,8 @@ class Supervisor:
             aid = self.spec.actors[an].id
             try:
                 v, st = self.status.read(aid)
+                if st is None and v & 1:  # it died writing its status: start from a blank one
+                    st = ActorStatus(0, 0, 0, 0, 0, 0, 0, 0)
                 if st is not None:
                     self.status.write(aid, st._replace(state=int(ActorState.CRASHED)), 1, 0)
             except Exception as e:  # noqa: BLE001 - a crash report must never crash the supervisor
