@@ -226,16 +226,20 @@ class LiveStatus:
         rates = {q: (counts[q] - self.last_counts[q]) / dt for q in counts}
         self.last_counts, self.last_t = counts, now
         synced = {v: 0 for v in self.symbols}
+        unverified = {v: 0 for v in self.symbols}  # consistent, but the venue cannot prove it (Bitstamp)
         for iid, st in self.book.items():
             try:
                 v = self.reg[iid].venue
             except KeyError:
                 continue
-            if st == Status.SYNCED and v in synced:
+            if st in (Status.SYNCED, Status.UNVERIFIED) and v in synced:
                 synced[v] += 1
+                unverified[v] += st == Status.UNVERIFIED
         pnl = sum(c + p * last for c, p, last in self.pos.values())
         lines = [f"mantra demo   {now - self.t0:5.1f} s",
-                 "books synced  " + "  ".join(f"{v} {synced[v]}/{len(s)}" for v, s in self.symbols.items()),
+                 "books synced  " + "  ".join(f"{v} {synced[v]}/{len(s)}" + (f" ({unverified[v]} unverified)"
+                                                                                 if unverified[v] else "")
+                                              for v, s in self.symbols.items()),
                  "msg/s         " + "  ".join(f"{q} {rates[q]:.0f}" for q in QUEUES),
                  f"orders {self.orders}  fills {self.fills}  fees {self.fees:.4f}  PnL {pnl:+.2f} (rough, at last fill)"]
         if telemetry:

@@ -53,6 +53,7 @@ FAULTS = {
     "bitfinex": ("disconnect", "drop", "corrupt_checksum", "reconnect_request"),
 }
 FAULT_ARGS = {"drop": 2, "slow": 2, "rate_limit": 2}  # frames lost, seconds stalled, snapshots refused
+LIVE = (Status.SYNCED, Status.UNVERIFIED)  # a book in step with its venue (UNVERIFIED: it cannot prove it)
 MOVING = 3  # complete book messages per instrument that show a book is live again
 MAX_CANCELS = 6  # cancel requests for one order beyond which the overseer is looping
 
@@ -116,7 +117,7 @@ class Drill:
         while len(b := self.readers["book_status"].read_batch(1024)):
             for iid, st in zip(b["instrument"].tolist(), b["status"].tolist()):
                 self.status[iid] = st
-                if st != Status.SYNCED:
+                if st not in LIVE:
                     self.upset.add(self._venue(iid))
 
     def _venue(self, iid: int) -> str:
@@ -132,7 +133,7 @@ class Drill:
     def _steady(self) -> bool:
         iids = self._instruments()
         n = sum(len(u["symbols"]) for u in self.urls.values())
-        return (len(iids) == n and all(self.status.get(i) == Status.SYNCED for i in iids)
+        return (len(iids) == n and all(self.status.get(i) in LIVE for i in iids)
                 and all(self.moves[i] - self.mark[i] >= MOVING for i in iids))
 
     # -- the steps --------------------------------------------------------------------------

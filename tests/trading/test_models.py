@@ -93,6 +93,15 @@ def test_untrusted_book_withdraws_and_snapshots_rebuild_it():
     assert [q.price for q in slots(arr)] == [11030, 11070]
 
 
+def test_an_unverified_book_is_traded_only_by_a_model_that_says_so():
+    for trust in (False, True):
+        m, arr = mm(status_ports=["status"], trust_unverified=trust)
+        m.on_status(BookStatus(0, BTC, int(Status.UNVERIFIED), 0, b"unaudited"))
+        book(m, BTC, [(1, 10000, 1000), (-1, 10100, 1000)], clear=True)
+        assert all(q is not None and q.size for q in slots(arr)) == trust
+        assert m.trusted[BTC] == trust
+
+
 def xv(**over):
     arr = Array(2)
     p = dict(instruments=INSTRUMENTS, a="binance:BTCUSDT", b="kraken:XBT/USDT", size="0.5", max_inventory="1",

@@ -21,7 +21,8 @@ write at most once, so this is how a model re-arms a slot after a fill).
 
 Params: ``instruments`` (registry), ``l2_ports`` (input ports carrying L2Update, default
 ``["l2"]``), ``trade_ports`` (TradeUpdate, default none), ``status_ports`` (BookStatus, default
-none); ports ``requests``, ``updates``, ``fills`` and the array ``ideal`` are always bound.
+none: then every book is trusted), ``trust_unverified`` (with status ports: also trade on books the
+venue cannot prove in step, ``Status.UNVERIFIED``; default no); ports ``requests``, ``updates``, ``fills`` and the array ``ideal`` are always bound.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class TradeModel(Actor):
     l2_ports = ("l2",)
     trade_ports = ()
     status_ports = ()
+    trust_unverified = False  # trade on books a venue cannot prove in step (Bitstamp between audits)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -137,7 +139,7 @@ class TradeModel(Actor):
     def _on_status(self, s: BookStatus) -> None:
         if s.instrument not in self.books:
             return
-        ok = s.status == Status.SYNCED
+        ok = s.status == Status.SYNCED or (s.status == Status.UNVERIFIED and self.trust_unverified)
         was, self.trusted[s.instrument] = self.trusted[s.instrument], ok
         if was and not ok:
             self.on_untrusted(s.instrument)
