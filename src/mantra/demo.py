@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -321,8 +320,7 @@ def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.
     events = sum(len(segments.load(out, q)) for q in ("l2", "trades") if q in segments.queues(out))
     live = backtest.summarize(out, out, events, wall, sup.final_telemetry)
     print("\n== live session ==\n" + backtest.report(live), flush=True)
-    with tempfile.TemporaryDirectory(prefix="mantra-demo-replay-") as tmp:
-        replay = backtest.run(_replay_doc(doc), out, tmp)
+    replay = backtest.run(_replay_doc(doc), out, out / "replay")  # kept: its report names its files
     print("\n== the same session replayed as a backtest ==\n" + backtest.report(replay), flush=True)
     print("\n== live vs replay ==\n" + compare(live, replay), flush=True)
     return 1 if failures else 0
