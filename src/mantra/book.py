@@ -39,13 +39,15 @@ class L2Book:
     def apply(self, side: int, price: int, size: int) -> None:
         """Set a level's size; size 0 deletes it (deleting a missing level is a no-op).
 
-        ``ValueError`` (and nothing changed) unless 0 < price <= int64 max and 0 <= size <= int64
-        max: the price is checked when a level is created (a held one was checked then)."""
+        ``ValueError`` (and nothing changed) for a negative size, or a price outside 1..int64 max
+        (checked when a level is created: a held one was checked then).  Sizes are not bounded here:
+        the venues' converter (``fixed.to_fixed``/``side_rows``) refuses anything beyond int64.
+        """
         if side > 0:
             d, keys = self.bids, self._bp
         else:
             d, keys = self.asks, self._ap
-        if 0 < size <= _MAX:
+        if size > 0:
             if price not in d:
                 if not 0 < price <= _MAX:
                     raise ValueError(f"price {price} outside 1..int64")
@@ -57,7 +59,7 @@ class L2Book:
             elif not 0 < price <= _MAX:
                 raise ValueError(f"price {price} outside 1..int64")
         else:
-            raise ValueError(f"size {size} at price {price} outside 0..int64")
+            raise ValueError(f"negative size {size} at price {price}")
 
     def clear(self) -> None:
         self.bids.clear()

@@ -20,9 +20,11 @@ Conventions every venue follows (see ``venues/events.py`` for the tuples):
 * ``on_frame`` never raises: unreadable frames are counted in ``malformed`` and logged with an
   excerpt (``bad_frame``).  Fields are type-checked where they are read (a string is not a number, a
   bool is not an int), and every number that leaves a protocol fits the int64 field it ends up in
-  (``L2Update``/``TradeUpdate``): prices > 0, sizes >= 0, ids and times in 0..2**63-1.  The book
-  checks levels as it applies them (``L2Book.apply``), ``apply_snapshot`` and ``trade`` before
-  anything is applied; a bad number raises before anything of the message is emitted, so it is a
+  (``L2Update``/``TradeUpdate``): prices > 0, sizes >= 0, ids and times in 0..2**63-1.  Prices and
+  sizes come from ``fixed.to_fixed``/``side_rows``, which refuse values beyond int64; the book
+  refuses negative sizes and prices outside 1..int64 as it applies levels (``L2Book.apply``);
+  ``apply_levels`` checks the time, ``apply_snapshot`` and ``trade`` everything before anything is
+  applied; a bad number raises before anything of the message is emitted, so it is a
   malformed frame and its book is resynced (consumers rebuild from the resync's snapshot, which
   starts with CLEAR).  Levels a venue keeps to apply later (buffered during a sync) are checked
   with ``check_levels`` on arrival.
