@@ -18,7 +18,7 @@ def _logger(filt):
 
     class Keep(logging.Handler):
         def emit(self, record):
-            records.append(record.getMessage())
+            records.append(record.getMessage() + getattr(record, "repeat_note", ""))
 
     h = Keep()
     h.addFilter(filt)
@@ -56,3 +56,10 @@ def test_backtest_lines_carry_simulated_time():
     finally:
         logs.use_clock(None)
     assert " sim " not in fmt.format(rec)
+
+
+def test_the_note_never_changes_the_record_other_handlers_see():
+    f = logs.Repeats(burst=1, window_s=10, clock=Clock())
+    rec = logging.LogRecord("x", logging.WARNING, __file__, 1, "refused: %s", ("FILTER",), None)
+    assert f.filter(rec) and rec.getMessage() == "refused: FILTER"
+    assert logs.Stamps("%(message)s").format(rec).endswith("FILTER [repeated: further ones are counted for 10 s]")

@@ -28,6 +28,11 @@ def use_clock(now_ns) -> None:
 
 
 class Stamps(logging.Formatter):
+    """UTC (or simulated) stamps, and the note ``Repeats`` left on a record."""
+
+    def format(self, record) -> str:
+        return super().format(record) + getattr(record, "repeat_note", "")
+
     def formatTime(self, record, datefmt=None) -> str:  # noqa: N802 (logging's name)
         if _clock is not None:
             ns = _clock()
@@ -50,16 +55,17 @@ class Repeats(logging.Filter):
         if s is None or now - s[0] >= self.window_s:
             held = s[2] if s else 0
             self.seen[key] = [now, 1, 0, record.name, str(record.msg)]
-            if held:
-                record.msg = f"{record.msg} [and {held} more like it in the last {self.window_s:.0f} s, not shown]"
-            return True
-        if s[1] < self.burst:
+            # a note beside the record, never in it: other handlers (tests' capture) see it unchanged
+            record.repeat_note = f" [and {held} more like it in the last {self.window_s:.0f} s, not shown]" if held else ""
+        elif s[1] < self.burst:
             s[1] += 1
-            if s[1] == self.burst:
-                record.msg = f"{record.msg} [repeated: further ones are counted for {self.window_s:.0f} s]"
-            return True
-        s[2] += 1
-        return False
+            record.repeat_note = ""
+        else:
+            s[2] += 1
+            return False
+        if self.seen[key][1] == self.burst:
+            record.repeat_note += f" [repeated: further ones are counted for {self.window_s:.0f} s]"
+        return True
 
     def flush(self) -> list[tuple[str, str, int]]:
         """(logger, message template, held back) still pending; forgets them."""
@@ -79,8 +85,9 @@ def setup(verbose: bool = False) -> None:
     _repeats = Repeats()
     handler.addFilter(RedactFilter())  # other libraries' records too (ours are masked at creation)
     handler.addFilter(_repeats)
+    handler.name = "mantra"
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.name != "mantra"] + [handler]  # others' stay
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
