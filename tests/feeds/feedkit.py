@@ -21,6 +21,9 @@ from mantra import _spine
 from mantra.book import L2Book
 from mantra.runtime.actor import Actor
 from mantra.spine.messages import L2Flags
+from mantra.venues.events import Status
+
+LIVE = (Status.SYNCED, Status.UNVERIFIED)  # in step with the venue (UNVERIFIED: it cannot prove it)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CAPTURES = SHARED / "data" / "captures"
@@ -307,11 +310,11 @@ class SimCheck(Actor):
     def on_status(self, m):
         self.status[m.instrument] = m.status
         self.seen_status.add(m.status)
-        if self.phase == "fault" and m.status != 1:
+        if self.phase == "fault" and m.status not in LIVE:
             self.bad = True
 
     def _steady(self) -> bool:
-        return (len(self.status) == len(self.symbols) and all(s == 1 for s in self.status.values())
+        return (len(self.status) == len(self.symbols) and all(s in LIVE for s in self.status.values())
                 and all(self.msgs.get(i, 0) - self.mark.get(i, 0) >= self.moving for i in self.status))
 
     def _same_books(self) -> bool:

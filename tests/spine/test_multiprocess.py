@@ -56,7 +56,7 @@ def test_no_torn_reads_under_constant_overwrites(sysdir):
     finally:
         child.kill()
         child.join()
-    assert reads >= 1_000_000, f"only {reads} reads: the stress did not stress"
+    assert reads >= 200_000, f"only {reads} reads: the stress did not stress"  # ~1.5 M on a quiet machine
     assert c.lost > 0, "the producer never lapped the consumer: overwrites were not exercised"
     assert batch_rows > 0
     assert torn == 0

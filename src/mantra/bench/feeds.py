@@ -46,7 +46,7 @@ from ..spine.messages import BookStatus, L2Update, TradeUpdate
 from ..store import cryptofeed as cf
 from ..store.capture import CaptureWriter
 from ..venues.check import DISCOVER
-from ..venues.events import Fetch, Level, Trade
+from ..venues.events import Fetch, Level, Status, Trade
 from ..venues.registry import make_protocol
 
 OPTIONS = {"captures", "seconds", "loopback"}
@@ -490,7 +490,7 @@ def run(captures: str | None = None, seconds: float = 1.5, loopback: bool = True
         v = {
             "frames": len(s.frames), "book_frames": int(runs[-1][1].sum()), "book_messages": levels,
             "malformed": p.malformed,
-            "synced": sum(1 for st in p.status.values() if int(st) == 1), "books": len(p.books),
+            "synced": sum(1 for st in p.status.values() if st in (Status.SYNCED, Status.UNVERIFIED)), "books": len(p.books),
             "decode_apply_us": {"all": _pct(times), "book_frames": _pct(times[book])},
             "feed_us": {"all": _pct(ftimes), "book_frames": _pct(ftimes[fbook])},
             "feed_frames_per_s": round(len(s.frames) / float(np.median(fwall))),
