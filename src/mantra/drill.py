@@ -53,6 +53,7 @@ FAULTS = {
     "bitfinex": ("disconnect", "drop", "corrupt_checksum", "reconnect_request"),
 }
 FAULT_ARGS = {"drop": 2, "slow": 2, "rate_limit": 2}  # frames lost, seconds stalled, snapshots refused
+# (rate_limit is followed by a disconnect: the resync's snapshot requests are the ones refused)
 LIVE = (Status.SYNCED, Status.UNVERIFIED)  # a book in step with its venue (UNVERIFIED: it cannot prove it)
 MOVING = 3  # complete book messages per instrument that show a book is live again
 MAX_CANCELS = 6  # cancel requests for one order beyond which the overseer is looping
@@ -148,6 +149,8 @@ class Drill:
         else:
             n = FAULT_ARGS.get(arg)
             _get(f"{self.urls[what]['rest']}/__sim/fault/{arg}" + (f"?arg={n}" if n else ""))
+            if arg == "rate_limit":  # refused snapshots matter on a resync: force one
+                _get(f"{self.urls[what]['rest']}/__sim/fault/disconnect")
         self.phase = "step"
 
     def _recovered(self) -> bool:
