@@ -15,11 +15,8 @@ actors take ``instruments = []``: "whatever the system registered".
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -30,12 +27,13 @@ from . import backtest
 from .instruments import InstrumentRegistry
 from .runtime import paths
 from .runtime.config import parse
-from .runtime.supervisor import Supervisor, die_with_parent
+from .runtime.supervisor import Supervisor
 from .spine import Ring, shm
 from .spine.messages import OrderAction
 from .spine.shm import remove_system
 from .store import segments
 from .venues.events import Status
+from .venues.simulator import feed_options, spawn, stop_spawned
 
 SYSTEM = "demo"
 VENUES = ("binance", "bitstamp", "coinbase", "kraken", "bitfinex")
@@ -52,60 +50,17 @@ QUEUES = {"l2": ("L2Update", 1 << 16, True), "trades": ("TradeUpdate", 1 << 14, 
 
 # -- simulators -------------------------------------------------------------------------------
 def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list, dict]:
-    """One simulator process per venue; returns (processes, venue -> {ws, rest, symbols}).
-    Each dies with this process, however it ends (SIGKILL included)."""
-    procs, urls = [], {}
-    log = open(log_path, "ab")
-    try:
-        for i, venue in enumerate(VENUES):
-            p = subprocess.Popen(
-                [sys.executable, "-m", "mantra.venues.simulator", venue, "--port", "0", "--seed", str(i + 1),
-                 "--rate", str(rate), "--lifetime", str(lifetime)],
-                stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,  # Ctrl-C is ours
-                preexec_fn=functools.partial(die_with_parent, os.getpid()))
-            procs.append(p)
-        for venue, p in zip(VENUES, procs):
-            line = p.stdout.readline()  # "VENUE: ws URL  rest URL  instruments A, B, C"
-            if not line.startswith(f"{venue}: ws "):
-                raise RuntimeError(f"{venue} simulator did not start (see {log_path}): {line!r}")
-            head, _, insts = line.strip().partition("  instruments ")
-            parts = head.split()
-            urls[venue] = {"ws": parts[2], "rest": parts[4], "symbols": insts.split(", ")}
-    except BaseException:
-        stop_simulators(procs)
-        raise
-    finally:
-        log.close()
-    return procs, urls
-
-
-def stop_simulators(procs: list) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        if p.stdout:
-            p.stdout.close()
+    """One simulator process per venue (seeds 1..5); see ``venues.simulator.spawn``."""
+    return spawn({v: {"seed": i + 1, "rate": rate, "lifetime": lifetime} for i, v in enumerate(VENUES)}, log_path)
 
 
 # -- the system -------------------------------------------------------------------------------
-def _feed_options(venue: str, u: dict) -> dict:
-    if venue in ("binance", "bitstamp"):  # WebSocket diffs + REST snapshots
-        return {"ws_url": u["ws"], "rest_url": u["rest"]}
-    return {"url": u["ws"]}
-
-
 def build(urls: dict, out: Path) -> dict:
     """The system description (a dict for ``runtime.config.parse``)."""
     ports = {"l2": "l2", "requests": "requests", "updates": "updates", "fills": "fills"}
     a, b = XV
     actors = {f"feed_{v}": {"class": "mantra.feeds.actor:Feed",
-                            "params": {"venue": v, "symbols": u["symbols"], "options": _feed_options(v, u),
+                            "params": {"venue": v, "symbols": u["symbols"], "options": feed_options(v, u),
                                        "connection": {"backoff_s": 0.2}},
                             "outputs": {"l2": "l2", "trades": "trades", "status": "book_status"}}
               for v, u in urls.items()}
@@ -312,7 +267,7 @@ def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.
             remove_system(spec.name)
         wall = time.monotonic() - t0
     finally:
-        stop_simulators(sims)
+        stop_spawned(sims)
     print(f"\nrecorded to {out}", flush=True)
     if "l2" not in segments.queues(out):
         print("nothing recorded: no report", flush=True)

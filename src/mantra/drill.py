@@ -42,6 +42,7 @@ from .spine.shm import remove_system
 from .store import segments
 from .venues.events import Status
 from .venues.registry import protocol_class
+from .venues.simulator import stop_spawned
 
 # The faults each venue's protocol can notice (Bitstamp has no sequence numbers, so a lost diff is
 # found only by its periodic audit; a wrong checksum exists only where the venue sends one).
@@ -293,7 +294,7 @@ def run(steps: list[str] | None = None, out: str | Path | None = None, *, rate: 
             drill.close()
             remove_system(spec.name)
     finally:
-        demo.stop_simulators(sims)
+        stop_spawned(sims)
     result = {"out": str(out), "wall_s": round(time.monotonic() - t0, 1), "steps": drill.results,
               "process_deaths": failures, "books_equal": drill.books_equal or {}}
     result.update(audit(out, {"l2": published.get("l2", 0), "book_status": published.get("book_status", 0)}))

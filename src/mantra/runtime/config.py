@@ -24,6 +24,11 @@
     inputs = {}                  # actor port -> queue; handler is on_<port>(msg)
     arrays = {}                  # actor port -> array
 
+    [simulators.kraken]          # optional: a local venue simulator started with the system (tests,
+    seed = 3                     #   drills); the system's Feeds for that venue that name no URL
+    rate = 40.0                  #   connect to it.  faults: [seconds after start, name, argument?]
+    faults = [[5, "disconnect"], [8, "drop", 2]]
+
     [processes.hot]
     actors = ["source"]
     mode = "spin"                # spin (busy-poll, at most two on a 2-core box) or park (futex)
@@ -113,6 +118,7 @@ class SystemSpec:
     processes: dict[str, ProcessSpec]
     source: dict = field(default_factory=dict)
     instruments: list = field(default_factory=list)  # inline instrument specs for every actor
+    simulators: dict = field(default_factory=dict)  # venue -> simulator options (``[simulators.<venue>]``)
 
     def register_instruments(self) -> None:
         """Register the system's instruments in its shared registry (the spine's directory must
@@ -122,7 +128,7 @@ class SystemSpec:
         register_instruments(self.name, system_instruments(self))
 
 
-_SECTIONS = ("system", "queues", "arrays", "actors", "processes")
+_SECTIONS = ("system", "queues", "arrays", "actors", "processes", "simulators")
 _PORTS = ("inputs", "outputs", "arrays")
 # key -> expected type, per kind of table
 _KEYS = {
@@ -131,11 +137,15 @@ _KEYS = {
     "array": {"type": str, "size": int},
     "actor": {"class": str, "params": dict, "inputs": dict, "outputs": dict, "arrays": dict},
     "process": {"actors": list, "mode": str, "cpu": int, "restart": str, "max_restarts": int, "timing": int},
+    "simulator": {"seed": int, "rate": float, "levels": int, "lifetime": float, "faults": list},
 }
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table"}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "a table"}
 
 
 def _is(v, t) -> bool:
+    if t is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
     return isinstance(v, t) and not (t is int and isinstance(v, bool))
 
 
@@ -249,11 +259,36 @@ def parse(doc: dict) -> SystemSpec:
     for qn, who in producers.items():
         if len(who) > 1 and not queues[qn].mpmc:
             raise ConfigError(f"queues.{qn}.mpmc: the queue has producers {who}: set mpmc = true")
-    spec = SystemSpec(name, mode, queues, arrays, actors, procs, doc, instruments)
+    sims = {v: _simulator(f"simulators.{v}", v, s) for v, s in _table("simulators", doc.get("simulators", {})).items()}
+    spec = SystemSpec(name, mode, queues, arrays, actors, procs, doc, instruments, sims)
     for a in actors.values():
         _check_actor(spec, a)
     _check_instruments(spec)
     return spec
+
+
+def _simulator(where: str, venue: str, s) -> dict:
+    """A ``[simulators.<venue>]`` table, checked: the venue has a simulator, the faults exist."""
+    from ..venues.simulator import SIMULATORS, parse_fault
+
+    _table(where, s, "simulator")
+    if venue not in SIMULATORS:
+        raise ConfigError(f"{where}: no simulator for venue {venue!r} (known: {', '.join(SIMULATORS)})")
+    out = {k: v for k, v in s.items() if k != "faults"}
+    if out.get("rate", 1) <= 0 or out.get("levels", 1) < 1 or out.get("lifetime", 1) <= 0:
+        raise ConfigError(f"{where}: rate and lifetime must be > 0, levels at least 1")
+    faults = []
+    for f in s.get("faults", []):
+        ok = isinstance(f, list) and len(f) in (2, 3) and _is(f[0], float) and f[0] >= 0 and isinstance(f[1], str)
+        if not ok:
+            raise ConfigError(f"{where}.faults: each fault is [seconds after start, name] or [seconds, name, "
+                              f"argument], not {f!r}")
+        try:
+            faults.append((float(f[0]), *parse_fault(f[1], f[2] if len(f) == 3 else None)))
+        except ValueError as e:
+            raise ConfigError(f"{where}.faults: {e}") from None
+    out["faults"] = faults
+    return out
 
 
 def _name(where: str, name: str) -> None:

@@ -30,6 +30,7 @@ from .clock import SimClock
 from .config import SystemSpec
 from .process import Runner, pin
 from .summary import RunSummary
+from ..venues.simulator import feed_options, spawn, stop_spawned
 
 log = logging.getLogger("mantra.supervisor")
 GRACE_S = 5.0
@@ -193,6 +194,7 @@ class Supervisor:
     def run(self, duration: float | None = None) -> int:
         """Run until a signal (or ``duration`` seconds); returns the number of process failures."""
         self.status = create_spine(self.spec)
+        self.sims = start_simulators(self.spec)
         self.summary = RunSummary(self.spec)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         failures = 0
@@ -273,6 +275,7 @@ class Supervisor:
         for wave in (publishes, set(self.procs) - publishes):
             self._stop([p for p in self.procs if p in wave])
         self.procs.clear()
+        stop_spawned(self.sims)
         self.summary.close()
         self.status.close()
         try:
@@ -285,6 +288,24 @@ class Supervisor:
             remove_system(self.spec.name)
 
 
+def start_simulators(spec: SystemSpec) -> list:
+    """Start the system's ``[simulators]`` and point its Feeds for those venues that name no URL
+    at them (before any process forks, so every process sees the same spec)."""
+    if not spec.simulators:
+        return []
+    from ..feeds.actor import Feed
+
+    procs, urls = spawn(spec.simulators)
+    for a in spec.actors.values():
+        venue = str(a.params.get("venue", "")).lower()
+        if venue in urls and issubclass(a.load_class(), Feed):
+            opts = a.params.setdefault("options", {})
+            if not {"url", "ws_url", "rest_url"} & set(opts):
+                opts.update(feed_options(venue, urls[venue]))
+                log.info("%s: %s feed connects to the system's simulator at %s", a.name, venue, urls[venue]["ws"])
+    return procs
+
+
 def run_deterministic(spec: SystemSpec, *, start_ns: int = 1, keep: bool = False,
                       duration_s: float | None = None) -> Runner:
     """Every actor in one process, stepped in configuration order on a simulated clock.
@@ -292,9 +313,11 @@ def run_deterministic(spec: SystemSpec, *, start_ns: int = 1, keep: bool = False
     ``duration_s``: stop once that much simulated time has passed (checked every few hundred
     steps, so the stop falls at the same point every run).  SIGINT/SIGTERM stop the run the same
     way, stop hooks and all; ``runner.signal`` then names the signal."""
+    sims: list = []
     status = create_spine(spec)
     status.close()
     try:
+        sims += start_simulators(spec)
         clock = SimClock(start_ns)
         runner = Runner(spec, list(spec.actors), process="deterministic", clock=clock)
         runner.signal = None
@@ -314,6 +337,7 @@ def run_deterministic(spec: SystemSpec, *, start_ns: int = 1, keep: bool = False
             for s, h in old.items():
                 signal.signal(s, h)
     finally:
+        stop_spawned(sims)
         if keep:
             release_system(spec.name)
         else:
