@@ -120,20 +120,25 @@ class _Import:
             raise ValueError("timestamp out of range")
         return exch, local
 
+    def _level_row(self, row, sides: dict, min_size: int):
+        """(instrument, exchange ns, local ns, side, price, size) of an 8-field row (book or trade)."""
+        if len(row) != 8:
+            raise ValueError(f"{len(row)} fields, expected 8")
+        inst = self.registry.get(row[0].lower(), row[1])
+        exch, local = self._times(row)
+        side = sides[row[5]]
+        price, size = to_fixed(row[6], inst.price_scale), to_fixed(row[7], inst.size_scale)
+        if price <= 0 or size < min_size:
+            raise ValueError(f"price must be > 0 and amount >= {min_size}")
+        return inst, exch, local, side, price, size
+
     def _incremental_book_L2(self, path: Path, rows) -> None:
         in_snapshot: dict[int, bool] = {}
         prev_key, pending = None, None  # the message being read, and the index of its latest row
         for line, row in enumerate(rows, 2):
             try:
-                if len(row) != 8:
-                    raise ValueError(f"{len(row)} fields, expected 8")
-                inst = self.registry.get(row[0].lower(), row[1])
-                exch, local = self._times(row)
+                inst, exch, local, side, price, size = self._level_row(row, {"bid": 1, "ask": -1}, 0)
                 snap = {"true": True, "false": False}[row[4]]
-                side = {"bid": 1, "ask": -1}[row[5]]
-                price, size = to_fixed(row[6], inst.price_scale), to_fixed(row[7], inst.size_scale)
-                if price <= 0 or size < 0:
-                    raise ValueError("price must be > 0 and amount >= 0")
             except (ValueError, KeyError, FixedPointError) as e:
                 self.bad(path, line, str(e) or f"bad value {e!r}")
                 continue
@@ -182,14 +187,7 @@ class _Import:
     def _trades(self, path: Path, rows) -> None:
         for line, row in enumerate(rows, 2):
             try:
-                if len(row) != 8:
-                    raise ValueError(f"{len(row)} fields, expected 8")
-                inst = self.registry.get(row[0].lower(), row[1])
-                exch, local = self._times(row)
-                side = {"buy": 1, "sell": -1, "unknown": 0}[row[5]]
-                price, size = to_fixed(row[6], inst.price_scale), to_fixed(row[7], inst.size_scale)
-                if price <= 0 or size <= 0:
-                    raise ValueError("price and amount must be > 0")
+                inst, exch, local, side, price, size = self._level_row(row, {"buy": 1, "sell": -1, "unknown": 0}, 1)
             except (ValueError, KeyError, FixedPointError) as e:
                 self.bad(path, line, str(e) or f"bad value {e!r}")
                 continue
