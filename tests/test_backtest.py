@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures import GEN_L2
 from mantra import backtest
 from mantra.store import reference, segments
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "mantra" / "configs"
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("ref")
-    subprocess.run([sys.executable, str(SHARED / "bench" / "gen_l2_dataset.py"), "60000", str(d / "l2")],
+    subprocess.run([sys.executable, str(GEN_L2), "60000", str(d / "l2")],
                    check=True, capture_output=True, timeout=120)
     info = reference.write_segments(d / "l2.npy", d / "data")
     return d / "data", info

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import zstandard
 
+from fixtures import CAPTURES
 from mantra.store import cryptofeed as cf
 from mantra.store.capture import (
     CaptureError,
@@ -20,7 +21,6 @@ from mantra.store.capture import (
     import_cryptofeed,
 )
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "captures"
 NO_REDACTION = Redactor(fields=(), headers=())
 T0 = 1_700_000_000_000_000_000
 
@@ -159,8 +159,7 @@ def test_secrets_never_reach_the_file(tmp_path_factory, key, sig, token, spaced)
 @pytest.mark.parametrize("venue", ["BITSTAMP", "BINANCE"])
 def test_cryptofeed_recordings_import_exactly(tmp_path, venue):
     files = sorted(CAPTURES.glob(f"{venue}.*"))
-    if not files:
-        pytest.skip("recordings not available")
+    assert files
     counts = import_cryptofeed(files, tmp_path, venue.lower())
     got = list(CaptureReader(tmp_path))
     src = [r for f in files for r in cf.read_capture(f) if r.kind != cf.CONFIG]

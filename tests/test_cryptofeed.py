@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fixtures import CAPTURES
 from mantra.store.cryptofeed import (
     HTTP,
     OPEN,
@@ -20,7 +21,6 @@ from mantra.store.cryptofeed import (
     read_capture,
 )
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "captures"
 
 urls = st.from_regex(r"(wss|https)://[a-z0-9.]{1,20}(:[0-9]{2,4})?/[A-Za-z0-9/?=&@._-]{0,40}", fullmatch=True)
 payloads = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"), max_size=80)
@@ -104,7 +104,7 @@ def _count_lines(path):
     return kinds
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CAPTURES.glob("*.*.*")) if CAPTURES.exists() else [])
+@pytest.mark.parametrize("name", sorted(p.name for p in CAPTURES.glob("*.*.*")))
 def test_every_capture_reads_cleanly_in_time_order(name):
     path = CAPTURES / name
     reader = read_capture(path)

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures import GEN_L2
+
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "MODELS.md"
-SHARED = REPO.parent / "shared"
 
 
 def guide_files() -> dict[str, str]:
@@ -55,7 +56,7 @@ def test_the_guides_unit_tests_pass(project):
 
 
 def test_a_model_from_the_users_own_package_trades_in_a_backtest(project, tmp_path):
-    subprocess.run([sys.executable, str(SHARED / "bench" / "gen_l2_dataset.py"), "60000",
+    subprocess.run([sys.executable, str(GEN_L2), "60000",
                     str(project / "l2_btcusdt")], check=True, capture_output=True, timeout=120)
     mantra = [sys.executable, "-m", "mantra.cli"]
     p = subprocess.run([*mantra, "import", "l2_btcusdt.npy", "--out", "data/ref"], cwd=project,

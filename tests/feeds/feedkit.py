@@ -17,6 +17,7 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 from websockets.sync.server import serve
 
+from fixtures import CAPTURES
 from mantra import _spine
 from mantra.book import L2Book
 from mantra.runtime.actor import Actor
@@ -25,8 +26,6 @@ from mantra.venues.events import Status
 
 LIVE = (Status.SYNCED, Status.UNVERIFIED)  # in step with the venue (UNVERIFIED: it cannot prove it)
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-CAPTURES = SHARED / "data" / "captures"
 
 
 class WsServer:

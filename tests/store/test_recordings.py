@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures import CAPTURES
 from mantra import backtest
 from mantra.book import L2Book
 from mantra.instruments import InstrumentRegistry
@@ -12,7 +13,6 @@ from mantra.store import segments
 from mantra.store.recordings import import_recording
 from mantra.venues.check import check
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "captures"
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "mantra" / "configs"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from fixtures import GEN_L2
 from mantra.spine.messages import REGISTRY, L2Update, TradeUpdate, message
 from mantra.store import export, reference, segments
 from mantra.store.segments import SegmentWriter
@@ -79,14 +80,13 @@ def test_time_index_skips_chunks_and_filters_records(tmp_path):
     assert got["price"].tolist() == list(range(250, 450))
 
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
 @pytest.fixture(scope="module")
 def reference_rows(tmp_path_factory):
     """200k events of the project's reference L2 stream (the generator is deterministic)."""
     out = tmp_path_factory.mktemp("ref") / "l2"
-    subprocess.run([sys.executable, str(SHARED / "bench" / "gen_l2_dataset.py"), "200000", str(out)],
+    subprocess.run([sys.executable, str(GEN_L2), "200000", str(out)],
                    check=True, capture_output=True, timeout=120)
     return np.load(f"{out}.npy")
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fixtures import CAPTURES, VECTORS as VECTORS_PATH
 from mantra.instruments import InstrumentRegistry
 from mantra.venues.binance.instruments import parse_instruments
 from mantra.venues.binance.protocol import BinanceProtocol
@@ -15,9 +16,7 @@ from mantra.venues.events import BookState, Fetch, Level, Reconnect, Status, Tra
 from venuekit import as_decimal, drain
 
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-CAPTURES = SHARED / "data" / "captures"
-VECTORS = json.loads((SHARED / "research" / "exchange-vectors.json").read_text())["binance"]["messages"]
+VECTORS = json.loads(VECTORS_PATH.read_text())["binance"]["messages"]
 T0 = 1_700_000_000_000_000_000
 SEC = 10**9
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fixtures import CAPTURES, VECTORS as VECTORS_PATH
 from mantra.instruments import InstrumentRegistry
 from mantra.venues.bitstamp.instruments import parse_instruments
 from mantra.venues.bitstamp.protocol import BitstampProtocol
@@ -15,9 +16,7 @@ from mantra.venues.events import Fetch, Level, Reconnect, Send, Status, Trade
 from venuekit import as_decimal, drain, sends, statuses
 
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-CAPTURES = SHARED / "data" / "captures"
-VECTORS = json.loads((SHARED / "research" / "exchange-vectors.json").read_text())["bitstamp"]["messages"]
+VECTORS = json.loads(VECTORS_PATH.read_text())["bitstamp"]["messages"]
 T0 = 1_700_000_000_000_000_000
 SEC = 10**9
 URL = "https://www.bitstamp.net/api/v2/order_book/btcusd/"

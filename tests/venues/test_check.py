@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import CAPTURES
 from mantra.venues.check import check, main
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "captures"
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 CASES = {

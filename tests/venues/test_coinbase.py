@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fixtures import CAPTURES, VECTORS as VECTORS_PATH
 from mantra.instruments import InstrumentRegistry
 from mantra.venues.coinbase.instruments import parse_instruments
 from mantra.venues.coinbase.protocol import CoinbaseProtocol, rfc3339_ns
@@ -17,9 +18,7 @@ from mantra.venues.events import Level, Send, Status, Trade
 from venuekit import as_decimal, drain
 
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-CAPTURES = SHARED / "data" / "captures"
-VECTORS = json.loads((SHARED / "research" / "exchange-vectors.json").read_text())["coinbase"]["messages"]
+VECTORS = json.loads(VECTORS_PATH.read_text())["coinbase"]["messages"]
 T0 = 1_700_000_000_000_000_000
 D = Decimal
 
