@@ -13,6 +13,7 @@ import pytest
 
 from mantra.runtime.config import ConfigError, parse
 from mantra.runtime.supervisor import run_deterministic
+from waits import wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -116,15 +117,6 @@ actors = ["telemetry"]
     return cfg
 
 
-def wait_for(pred, timeout=15.0):
-    t = time.monotonic() + timeout
-    while time.monotonic() < t:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_run_signal_stop_and_tools_from_outside(tmp_path, shm_root):
     out = tmp_path / "rec.json"
     cfg = write_cfg(tmp_path, "live", f"""
@@ -138,11 +130,15 @@ inputs = {{ l2 = "l2" }}
     try:
         sysd = shm_root / "live"
         assert wait_for(lambda: (sysd / "telemetry.json").exists()), "system did not come up"
-        time.sleep(0.6)
-        ins = subprocess.run([sys.executable, "-m", "mantra.cli", "inspect", "live", "--json"], env=env(),
-                             capture_output=True, text=True, timeout=30)
-        snap = json.loads(ins.stdout)
-        assert snap["queues"]["l2"]["rate"] > 1000
+        def inspected():
+            ins = subprocess.run([sys.executable, "-m", "mantra.cli", "inspect", "live", "--json"], env=env(),
+                                 capture_output=True, text=True, timeout=30)
+            snaps.append(json.loads(ins.stdout))
+            return snaps[-1]["queues"]["l2"]["rate"] > 1000
+
+        snaps = []
+        assert wait_for(inspected, 30), snaps[-1:]
+        snap = snaps[-1]
         cons = {c["label"]: c for c in snap["queues"]["l2"]["consumers"]}
         assert cons["worker.l2"]["alive"] and cons["worker.l2"]["lost"] == 0
         assert snap["actors"]["worker"]["state"] == "RUNNING" and snap["actors"]["worker"]["handled"] > 0

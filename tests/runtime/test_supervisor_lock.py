@@ -19,6 +19,7 @@ from mantra.runtime.supervisor import Supervisor, create_spine, run_deterministi
 from mantra.spine import SeqArray, shm
 from mantra.spine.messages import ActorState, ActorStatus
 from mantra.spine.shm import SystemRunning, proc_start
+import waits
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,12 +58,7 @@ def config(tmp_path, name="locky"):
 
 
 def wait_for(pred, timeout=20.0):
-    t = time.monotonic() + timeout
-    while time.monotonic() < t:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+    return waits.wait_for(pred, timeout)
 
 
 def lock_record(shm_root, name):

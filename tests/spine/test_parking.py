@@ -38,7 +38,7 @@ def test_wait_any_wakes_for_a_ring_beyond_the_sixteenth(sysdir):
     th = _publish_later(sysdir / "q18", 0.2)
     assert _spine.wait_any(readers, 5_000_000_000)
     th.join()
-    assert time.monotonic() - t0 < 1.5  # woken by the publish, not the 5 s timeout
+    assert time.monotonic() - t0 < 4.0  # woken by the publish, not the 5 s timeout
     assert readers[18].ready() and not readers[0].ready()
 
 

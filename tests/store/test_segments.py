@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from fixtures import GEN_L2
 from mantra.spine.messages import REGISTRY, L2Update, TradeUpdate, message
 from mantra.store import export, reference, segments
 from mantra.store.segments import SegmentWriter
+from waits import wait_for
 
 
 def records(cls, n, seed=0):
@@ -155,7 +155,14 @@ def test_kill_9_while_writing_leaves_a_readable_file(tmp_path):
     p = tmp_path / "q" / "0.seg"
     child = mp.get_context("fork").Process(target=_write_forever, args=(p,))
     child.start()
-    time.sleep(0.5)
+
+    def written():
+        try:
+            return p.exists() and len(segments.load(tmp_path, "q")) >= 2000
+        except Exception:  # noqa: BLE001  (a file being written may not load yet)
+            return False
+
+    assert wait_for(written, 30), "the child wrote nothing"
     os.kill(child.pid, signal.SIGKILL)
     child.join()
     got = segments.load(tmp_path, "q")

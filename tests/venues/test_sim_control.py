@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from urllib.error import HTTPError
 
@@ -14,6 +13,7 @@ import pytest
 
 from mantra.fixed import to_fixed
 from mantra.venues.simulator import fault_option, make_simulator, parse_fault
+from waits import wait_for
 
 
 def get(url: str):
@@ -22,15 +22,6 @@ def get(url: str):
             return r.status, json.loads(r.read())
     except HTTPError as e:
         return e.code, json.loads(e.read())
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_scheduled_fault_is_injected_at_its_time():
