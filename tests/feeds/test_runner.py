@@ -3,12 +3,15 @@ watchdogs, stopping, the doorbell that lets one thread wait for several connecti
 WebSocket wire itself (frames split or batched by TCP, pings, malformed frames, broken handshakes,
 TLS), all read from the test's own thread."""
 
+import array
+import fcntl
 import logging
 import random
 import shutil
 import ssl
 import subprocess
 import sys
+import termios
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -218,6 +221,13 @@ def test_run_in_a_thread_stops_promptly_connected_or_backing_off():
     assert _stops_promptly(r, lambda: r.connect_errors >= 1) and r.connect_errors >= 1
 
 
+def _unread(runner) -> int:
+    """Bytes waiting in the runner's socket, not yet read."""
+    n = array.array("i", [0])
+    fcntl.ioctl(runner.ws.sock.fileno(), termios.FIONREAD, n)
+    return n[0]
+
+
 def test_doorbell_sleeps_until_either_socket_has_bytes_and_not_while_messages_wait():
     bell = Doorbell()
     with WsServer(hold=True, wait_for_client=1) as quiet, WsServer(["late", "x", "y", "z"], wait_for_client=2) as loud:
@@ -231,7 +241,7 @@ def test_doorbell_sleeps_until_either_socket_has_bytes_and_not_while_messages_wa
         rb.ws.send_text("go")
         t = time.monotonic()
         assert bell.wait(2.0) is True and time.monotonic() - t < 1.0
-        time.sleep(0.05)  # all four frames are in the socket
+        assert wait_for(lambda: _unread(rb) >= sum(2 + len(f) for f in loud.frames), 10)  # all four frames are in the socket
         assert ra.poll(64, 0) == 0 and rb.poll(1, 0) == 1
         # Read but not yet handled (max_frames): the doorbell must not sleep on them.
         assert rb.pending() and not ra.pending()
