@@ -120,3 +120,24 @@ def test_runs_as_a_module():
                           *[str(CAPTURES / f) for f in files]], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["venue"] == "bitstamp"
+
+
+def test_nothing_checked_is_a_failure_that_says_why(tmp_path):
+    import subprocess
+    import sys
+
+    empty = tmp_path / "EMPTY.ws.1.0"
+    empty.write_text("")
+    for venue, files in (("kraken", [str(empty)]), ("bitfinex", [str(CAPTURES / "KRAKEN.ws.50.0")])):
+        p = subprocess.run([sys.executable, "-m", "mantra.cli", "venues", "check", "--venue", venue, *files],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1 and f"no {venue} book in the recording" in p.stderr, p.stderr[-2000:]
+
+
+def test_a_book_that_never_synced_says_why():
+    from mantra.venues.check import problems
+
+    report = {"venue": "binance", "frames": 10, "malformed": 0, "malformed_lines": 0, "fetches_unanswered": 2,
+              "files": [], "instruments": {"BTCUSDT": {"status": "SYNCING", "messages": 9, "gaps": 0,
+                                                       "checksum_failed": 0, "crossed": 0}}}
+    assert any("snapshot request(s) found no answer" in p for p in problems(report))

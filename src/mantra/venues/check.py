@@ -276,6 +276,10 @@ def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None 
 def problems(report: dict) -> list[str]:
     """What a user should look at: malformed input, gaps, checksum failures, crossed books."""
     out = []
+    if not report["instruments"]:  # nothing checked is not a pass
+        why = "; ".join(f"{f['path']}: {f['skipped']}" for f in report["files"] if "skipped" in f)
+        out.append(f"no {report['venue']} book in the recording ({report['frames']} frames read"
+                   + (f"; {why}" if why else "") + "): an empty file, or the wrong --venue?")
     if report["malformed"] or report["malformed_lines"]:
         out.append(f"{report['malformed']} malformed frames, {report['malformed_lines']} malformed lines")
     for sym, r in report["instruments"].items():
@@ -283,7 +287,13 @@ def problems(report: dict) -> list[str]:
             if r[key]:
                 out.append(f"{sym}: {key}={r[key]}")
         if r["status"] not in ("SYNCED", "UNVERIFIED"):  # UNVERIFIED: the venue cannot prove it, not a fault
-            out.append(f"{sym}: ends {r['status']}")
+            why = ""
+            if r["status"] == "SYNCING" and report["fetches_unanswered"]:
+                why = (f" ({report['fetches_unanswered']} snapshot request(s) found no answer in the recording: "
+                       "give its REST file, recorded from the same venue host and API version)")
+            elif r["status"] == "SYNCING" and not r["messages"]:
+                why = " (no book message for it in the recording)"
+            out.append(f"{sym}: ends {r['status']}{why}")
     return out
 
 
