@@ -70,3 +70,18 @@ def test_clean_removes_what_dead_systems_left_and_keeps_running_ones(shm_root):
         assert shm.systems() == ["alive"]
     finally:
         live.release()
+
+
+def test_import_mistakes_say_what_to_do(tmp_path):
+    pq = tmp_path / "l2.parquet"
+    pq.write_bytes(b"PAR1 not really")
+    p = run("import", str(pq), "--out", str(tmp_path / "o"))
+    assert p.returncode != 0 and "--venue" in p.stderr and ".parquet" in p.stderr and "Traceback" not in p.stderr
+    rec = tmp_path / "KRAKEN.ws.1.0"  # a recording given without --venue
+    rec.write_text("")
+    p = run("import", str(rec), "--out", str(tmp_path / "o"))
+    assert p.returncode != 0 and "--venue NAME" in p.stderr and "pickle" not in p.stderr.lower()
+    bad = tmp_path / "x.npy"
+    np.save(bad, np.arange(3))
+    p = run("import", str(bad), "--out", str(tmp_path / "o"))
+    assert p.returncode != 0 and "not a readable reference stream" in p.stderr and "Traceback" not in p.stderr

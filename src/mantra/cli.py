@@ -143,9 +143,16 @@ def cmd_import(a) -> int:
         return 0
     from .store import reference
 
-    if len(a.files) != 1:
-        raise SystemExit("the reference stream is one .npy file (or give --venue for recordings)")
-    print(json.dumps(reference.write_segments(a.files[0], a.out)))
+    f = Path(a.files[0])
+    if len(a.files) != 1 or f.suffix != ".npy":
+        raise SystemExit(
+            f"mantra import: {' '.join(a.files)}: not the reference stream (one .npy file from "
+            "gen_l2_dataset.py). Venue recordings need --venue NAME; Tardis.dev CSV files --format tardis; "
+            "a .parquet is not importable (use the .npy written beside it)")
+    try:
+        print(json.dumps(reference.write_segments(f, a.out)))
+    except (OSError, ValueError, KeyError) as e:  # numpy refuses pickles and other arrays with ValueError
+        raise SystemExit(f"mantra import: {f}: not a readable reference stream: {e}") from None
     return 0
 
 

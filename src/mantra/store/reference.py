@@ -52,7 +52,10 @@ def convert(rows: np.ndarray, instrument: int = 1, publisher: int = 0) -> tuple[
 
 def load(path: str | Path, instrument: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, L2Update records, TradeUpdate records) of a generated ``.npy`` file."""
-    rows = np.load(path)
+    rows = np.load(path)  # never a pickle: allow_pickle stays off
+    need = ("ts", "kind", "side", "price_tk", "qty_lt", "last")
+    if rows.dtype.names is None or any(f not in rows.dtype.names for f in need):
+        raise ValueError(f"expected the generator's rows with fields {', '.join(need)}, found {rows.dtype}")
     l2, tr = convert(rows, instrument)
     return rows, l2, tr
 
