@@ -63,3 +63,4 @@ def test_the_note_never_changes_the_record_other_handlers_see():
     rec = logging.LogRecord("x", logging.WARNING, __file__, 1, "refused: %s", ("FILTER",), None)
     assert f.filter(rec) and rec.getMessage() == "refused: FILTER"
     assert logs.Stamps("%(message)s").format(rec).endswith("FILTER [repeated: further ones are counted for 10 s]")
+

@@ -55,6 +55,7 @@ import numpy as np
 from .instruments import InstrumentRegistry
 from .runtime.config import ActorSpec, ConfigError, parse
 from .runtime.supervisor import create_spine
+from . import logs
 from .runtime.clock import SimClock
 from .runtime.process import Runner
 from .spine.messages import Liquidity, OrderAction
@@ -196,7 +197,11 @@ def run(config: str | Path | dict, data: str | Path, out: str | Path | None = No
                     last[0] = t
                     sys.stderr.write(_bar(replay.progress, replay.i / max(t - t0, 1e-9)))
 
-        runner.run_deterministic(tick=tick)
+        logs.use_clock(runner.clock.now)  # what actors log is stamped with the replay's time
+        try:
+            runner.run_deterministic(tick=tick)
+        finally:
+            logs.use_clock(None)
         end = time.perf_counter()
         wall, run_s = end - t0, end - runner.started
         if progress:
