@@ -141,3 +141,14 @@ def test_a_book_that_never_synced_says_why():
               "files": [], "instruments": {"BTCUSDT": {"status": "SYNCING", "messages": 9, "gaps": 0,
                                                        "checksum_failed": 0, "crossed": 0}}}
     assert any("snapshot request(s) found no answer" in p for p in problems(report))
+
+
+def test_snapshots_recorded_at_another_host_or_api_version_still_answer(tmp_path):
+    """Older recorders fetched snapshots from other paths: they are matched by venue and symbol."""
+    http = tmp_path / "BINANCE.http.0.0"
+    http.write_text((CAPTURES / "BINANCE.http.0.0").read_text()
+                    .replace("https://api.binance.com/api/v3/depth", "https://api1.binance.com/api/v1/depth"))
+    files, symbols = CASES["binance"]
+    report = check("binance", [CAPTURES / files[0], http])
+    assert report["fetches_matched_by_symbol"] > 0 and report["fetches_unanswered"] == 0
+    assert {s: r["status"] for s, r in report["instruments"].items()} == {s: "SYNCED" for s in symbols}

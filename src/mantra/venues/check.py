@@ -122,12 +122,28 @@ def _norm(url: str) -> str:
     return parts._replace(path=parts.path.rstrip("/")).geturl()
 
 
+def _symbol_key(url: str) -> str:
+    """What a snapshot request asks for, whatever the host or API version: its symbol (a ``symbol``,
+    ``pair`` or ``product_id`` query parameter, else the path's last segment)."""
+    parts = urlsplit(url)
+    q = parse_qs(parts.query)
+    for k in ("symbol", "pair", "product_id"):
+        if q.get(k):
+            return q[k][-1]
+    return parts.path.rstrip("/").rpartition("/")[2]
+
+
 # -- replay ----------------------------------------------------------------------------------
 class _Replay:
     def __init__(self, proto, bodies: dict[str, deque], sink=None):
         self.p = proto
         self.sink = sink  # sink(events, ts): sees every event batch (importing recordings)
         self.bodies = bodies  # normalised url -> deque of (ts, body)
+        # the same deques by symbol: a recording's snapshots made at another host or API version
+        self.by_symbol: dict[str, deque] = {}
+        for u, q in bodies.items():
+            self.by_symbol.setdefault(_symbol_key(u), q)
+        self.by_symbol_used = 0
         self.due: list = []  # heap of (ts, n, url, body)
         self.n = 0
         self.fetches = self.unanswered = self.sends = self.reconnects = 0
@@ -144,8 +160,11 @@ class _Replay:
                 self.fetches += 1
                 q = self.bodies.get(_norm(e.url))
                 if not q:
-                    self.unanswered += 1
-                    continue
+                    q = self.by_symbol.get(_symbol_key(e.url))
+                    if not q:
+                        self.unanswered += 1
+                        continue
+                    self.by_symbol_used += 1
                 body_ts, body = q.popleft()
                 self.n += 1
                 heapq.heappush(self.due, (max(body_ts, ts), self.n, e.url, body))
@@ -231,7 +250,8 @@ def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None 
 
     registry = registry if registry is not None else InstrumentRegistry()
     report = {"venue": venue, "frames": 0, "malformed": 0, "malformed_lines": bad_lines, "fetches": 0,
-              "fetches_unanswered": 0, "sends": 0, "reconnects": 0, "files": [], "instruments": {}}
+              "fetches_unanswered": 0, "fetches_matched_by_symbol": 0, "sends": 0, "reconnects": 0, "files": [],
+              "instruments": {}}
     messages: dict[str, int] = {}
     for path, opened, sent in ws:
         found, found_opts = DISCOVER[venue](opened, sent, http_urls)
@@ -248,7 +268,7 @@ def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None 
         entry["frames"] = proto.frames
         for key, value in (("frames", proto.frames), ("malformed", proto.malformed), ("fetches", replay.fetches),
                            ("fetches_unanswered", replay.unanswered), ("sends", replay.sends),
-                           ("reconnects", replay.reconnects)):
+                           ("reconnects", replay.reconnects), ("fetches_matched_by_symbol", replay.by_symbol_used)):
             report[key] += value
         for iid, book in proto.books.items():
             inst, st = registry[iid], proto.stats[iid]
