@@ -56,7 +56,7 @@ from .instruments import InstrumentRegistry
 from .runtime.config import ActorSpec, ConfigError, parse
 from .runtime.supervisor import create_spine
 from . import logs
-from .runtime.clock import SimClock
+from .runtime.clock import SimClock, utc
 from .runtime.process import Runner
 from .spine.messages import Liquidity, OrderAction
 from .spine.shm import remove_system
@@ -232,14 +232,6 @@ def digest(out: Path, damage: list | None = None) -> str:
         h.update(q.encode())
         h.update(segments.load(out, q, damage=damage).tobytes())
     return h.hexdigest()
-
-
-def utc(ns: int, digits: int = 9) -> str:
-    """Epoch ns as ISO 8601 UTC, ``digits`` decimals of the second: ``2024-06-01T00:00:01.5Z``
-    (datetime keeps only microseconds, so the fraction is formatted from the integer)."""
-    s, frac = divmod(int(ns), 10**9)
-    text = datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{str(frac).rjust(9, '0')[:digits]}Z" if digits else text + "Z"
 
 
 def dec(value: int, scale: int, decimals: int = 0) -> str:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mantra.instruments import InstrumentRegistry
-from mantra.runtime.inspect import readable, utc
+from mantra.runtime.inspect import readable
 
 
 def _registry():
@@ -37,4 +37,4 @@ def test_orders_fills_and_balances_read_by_name():
     assert (b["total"], b["available"]) == ("1.23456789", "1")
     assert readable("OrderRequest", {"action": 4, "instrument": 99, "price": 5}, reg) == \
         {"action": "CANCEL_ALL", "instrument": 99, "price": 5}  # unknown instrument: left as it is
-    assert utc(0) is None
+    assert readable("Fill", {"exch_ts": 0}, reg) == {"exch_ts": None}  # no time, not 1970

@@ -6,7 +6,17 @@ the simulated clock too, so two runs over the same input produce byte-identical 
 
 from __future__ import annotations
 
+import time
+
 from .. import _spine
+
+
+def utc(ns: int, digits: int = 9) -> str:
+    """ns since the epoch as ISO 8601 UTC text, ``digits`` fraction digits:
+    ``2023-02-09T20:32:50.714964855Z`` (the fraction from the integer: datetime keeps only µs)."""
+    s, frac = divmod(int(ns), 1_000_000_000)
+    head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+    return f"{head}.{str(frac).rjust(9, '0')[:digits]}Z" if digits else f"{head}Z"
 
 
 class RealClock:

@@ -14,6 +14,7 @@ from ..spine.messages import ActorState, ActorStatus, L2Flags, Liquidity, OrderA
 from ..spine.shm import read_text, systems
 from ..venues.events import Status
 from . import paths
+from .clock import utc
 
 
 def find_system(name: str | None) -> str:
@@ -90,14 +91,6 @@ def render(s: dict) -> str:
     return "\n".join(out)
 
 
-def utc(ns: int) -> str | None:
-    """ns since the epoch as UTC text to the ns (0: none)."""
-    if not ns:
-        return None
-    s, frac = divmod(int(ns), 10**9)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
-
-
 _TIMES = ("origin", "publish", "exch_ts", "since_ns", "updated_ns")
 _ENUMS = {"action": OrderAction, "liquidity": Liquidity}
 
@@ -108,7 +101,7 @@ def readable(name: str, fields: dict, registry) -> dict:
     out = dict(fields)
     for k in _TIMES:
         if k in out:
-            out[k] = utc(out[k])
+            out[k] = utc(out[k]) if out[k] else None
     inst = registry.by_id.get(out.get("instrument")) if "instrument" in out and registry is not None else None
     if inst is not None:
         out["instrument"] = f"{inst.venue}:{inst.symbol}"

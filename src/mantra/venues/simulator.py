@@ -391,11 +391,6 @@ def raw(text: str) -> msgspec.Raw:
     return msgspec.Raw(text.encode())
 
 
-def rfc3339(ns: int, digits: int = 9) -> str:
-    """``ns`` since the epoch as ``2023-02-09T20:32:50.714964855Z`` (``digits`` fraction digits)."""
-    s, frac = divmod(ns, 1_000_000_000)
-    head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
-    return f"{head}.{str(frac).rjust(9, '0')[:digits]}Z" if digits else f"{head}Z"
 
 
 def encode(obj) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import time
 
 from ...fixed import from_fixed
-from ..simulator import ASK, BID, Listing, RestError, VenueSimulator, rfc3339
+from ...runtime.clock import utc
+from ..simulator import ASK, BID, Listing, RestError, VenueSimulator
 
 LISTINGS = (
     Listing("BTC-USD", "BTC", "USD", "0.01", "0.00000001", "27000.00", "3", "0.00001", "1"),
@@ -57,7 +58,7 @@ class CoinbaseSimulator(VenueSimulator):
 
     def _envelope(self, c, channel: str, events: list, *, book: bool = False) -> None:
         c.seq += 1  # used up even if the frame is then lost
-        self.send(c, {"channel": channel, "client_id": "", "timestamp": rfc3339(time.time_ns()),
+        self.send(c, {"channel": channel, "client_id": "", "timestamp": utc(time.time_ns()),
                       "sequence_num": c.seq, "events": events}, book=book)
 
     def _error(self, c, why: str) -> None:
@@ -104,13 +105,13 @@ class CoinbaseSimulator(VenueSimulator):
                 self._envelope(c, "market_trades", [{"type": "snapshot", "trades": trades}])
 
     def _l2(self, sym: str, side: int, price: int, size: int, when: str) -> dict:
-        return {"side": "bid" if side == BID else "offer", "event_time": when or rfc3339(time.time_ns(), 6),
+        return {"side": "bid" if side == BID else "offer", "event_time": when or utc(time.time_ns(), 6),
                 "price_level": self._p(sym, price), "new_quantity": self._q(sym, size)}
 
     def _mt(self, sym: str, t, ts: int) -> dict:
         # ``side`` is the maker's: a buying aggressor met a resting SELL.
         return {"trade_id": str(t.trade_id), "product_id": sym, "price": self._p(sym, t.price),
-                "size": self._q(sym, t.size), "side": "SELL" if t.side > 0 else "BUY", "time": rfc3339(ts, 6)}
+                "size": self._q(sym, t.size), "side": "SELL" if t.side > 0 else "BUY", "time": utc(ts, 6)}
 
     # -- Exchange --------------------------------------------------------------------------
     def _exchange_sub(self, c, kind: str, channels: list, products: list) -> None:
@@ -145,12 +146,12 @@ class CoinbaseSimulator(VenueSimulator):
         return {"type": kind, "trade_id": t.trade_id, "maker_order_id": f"m-{t.trade_id}",
                 "taker_order_id": f"t-{t.trade_id}", "side": "sell" if t.side > 0 else "buy",
                 "size": self._q(sym, t.size), "price": self._p(sym, t.price), "product_id": sym,
-                "sequence": seq, "time": rfc3339(ts, 6)}
+                "sequence": seq, "time": utc(ts, 6)}
 
     # -- market ----------------------------------------------------------------------------
     def publish(self, step) -> None:
         sym = step.symbol
-        when = rfc3339(step.ts, 6)
+        when = utc(step.ts, 6)
         matches = []
         for t in step.trades:
             self.product_seq[sym] += 1
@@ -182,10 +183,10 @@ class CoinbaseSimulator(VenueSimulator):
                 for product in sorted(c.subs.get("heartbeat", ())):
                     last = self.recent_trades[product][-1][0].trade_id if self.recent_trades[product] else 0
                     self.send(c, {"type": "heartbeat", "last_trade_id": last, "product_id": product,
-                                  "sequence": self.product_seq[product], "time": rfc3339(time.time_ns(), 6)})
+                                  "sequence": self.product_seq[product], "time": utc(time.time_ns(), 6)})
             elif c.subs.get("heartbeats"):
                 ns = time.time_ns()
-                self._envelope(c, "heartbeats", [{"current_time": rfc3339(ns).replace("T", " ")[:-1] + " +0000 UTC",
+                self._envelope(c, "heartbeats", [{"current_time": utc(ns).replace("T", " ")[:-1] + " +0000 UTC",
                                                   "heartbeat_counter": c.hb_count}])
 
     # -- REST ------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class CoinbaseSimulator(VenueSimulator):
             sym = self._known(query.get("product_id", ""))
             n = int(query.get("limit", 0)) or len(self.books[sym])
             book = self.books[sym]
-            return {"pricebook": {"product_id": sym, "time": rfc3339(time.time_ns(), 6),
+            return {"pricebook": {"product_id": sym, "time": utc(time.time_ns(), 6),
                                   "bids": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(BID, n)],
                                   "asks": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(ASK, n)]}}
         parts = [p for p in path.split("/") if p]
@@ -210,7 +211,7 @@ class CoinbaseSimulator(VenueSimulator):
             return {"bids": [[self._p(sym, p), self._q(sym, q), 1] for p, q in book.top(BID, n)],
                     "asks": [[self._p(sym, p), self._q(sym, q), 1] for p, q in book.top(ASK, n)],
                     "sequence": self.product_seq[sym], "auction_mode": False, "auction": None,
-                    "time": rfc3339(time.time_ns(), 6)}
+                    "time": utc(time.time_ns(), 6)}
         raise RestError(404, {"message": "NotFound"})
 
     def _known(self, sym: str) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 
 from ...fixed import from_fixed
-from ..simulator import ASK, BID, DepthView, Listing, RestError, VenueSimulator, kraken_checksum, raw, rfc3339
+from ...runtime.clock import utc
+from ..simulator import ASK, BID, DepthView, Listing, RestError, VenueSimulator, kraken_checksum, raw
 
 LISTINGS = (
     Listing("BTC/USD", "BTC", "USD", "0.1", "0.00000001", "27000.0", "3", "0.0001", "0.5"),
@@ -101,7 +102,7 @@ class KrakenSimulator(VenueSimulator):
             self.send(c, {"errorMessage": "Malformed request", "event": "error"})
 
     def _times(self) -> dict:
-        now = rfc3339(time.time_ns(), 6)
+        now = utc(time.time_ns(), 6)
         return {"time_in": now, "time_out": now}
 
     # -- v2 --------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class KrakenSimulator(VenueSimulator):
                 self.send(c, {"channel": "book", "type": "snapshot", "data": [{
                     "symbol": name, "bids": [self._v2_level(sym, p, q) for p, q in book.top(BID, depth)],
                     "asks": [self._v2_level(sym, p, q) for p, q in book.top(ASK, depth)],
-                    "checksum": self._checksum(sym, sub.view), "timestamp": rfc3339(time.time_ns(), 6)}]})
+                    "checksum": self._checksum(sym, sub.view), "timestamp": utc(time.time_ns(), 6)}]})
             elif channel == "trade" and snapshot:
                 self.send(c, {"channel": "trade", "type": "snapshot", "data": [
                     self._v2_trade(sym, name, t, ts) for t, ts in self.recent_trades[sym]]})
@@ -162,7 +163,7 @@ class KrakenSimulator(VenueSimulator):
     def _v2_trade(self, sym: str, name: str, t, ts: int) -> dict:
         return {"symbol": name, "side": "buy" if t.side > 0 else "sell", "price": raw(self._p(sym, t.price)),
                 "qty": raw(self._q(sym, t.size)), "ord_type": "market", "trade_id": t.trade_id,
-                "timestamp": rfc3339(ts, 6)}
+                "timestamp": utc(ts, 6)}
 
     def _instrument_data(self) -> dict:
         pairs, assets = [], {}
@@ -252,7 +253,7 @@ class KrakenSimulator(VenueSimulator):
                     "symbol": b.name,
                     "bids": [self._v2_level(sym, p, q) for s, p, q, _ in levels if s == BID],
                     "asks": [self._v2_level(sym, p, q) for s, p, q, _ in levels if s == ASK],
-                    "checksum": crc, "timestamp": rfc3339(step.ts, 6)}]}, book=True)
+                    "checksum": crc, "timestamp": utc(step.ts, 6)}]}, book=True)
             else:
                 ts = _v1_time(step.ts)
                 rows = {s: [[self._p(sym, p), self._q(sym, q), ts] + (["r"] if r else [])
