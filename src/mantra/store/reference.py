@@ -22,14 +22,20 @@ KIND_TRADE, KIND_SNAPSHOT, KIND_DELETE = 3, 4, 2
 SPEC = dict(base="BTC", quote="USDT", price_scale=2, size_scale=3, tick=1, lot=1)
 
 
-def convert(rows: np.ndarray, instrument: int = 1, publisher: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(L2Update records, TradeUpdate records) from the generator's rows."""
-    trade = rows["kind"] == KIND_TRADE
-    ts = rows["ts"].astype(np.int64)
+def publish_times(ts: np.ndarray) -> np.ndarray:
+    """Each row's time plus its place among the rows of that time (ns), never going back: replay
+    goes by publish time, so rows keep their order across streams."""
+    ts = ts.astype(np.int64)
     first = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])  # first row of each timestamp
     idx = np.arange(len(ts))
     place = idx - first[np.searchsorted(first, idx, side="right") - 1]
-    publish = np.maximum.accumulate(ts + place)
+    return np.maximum.accumulate(ts + place)
+
+
+def convert(rows: np.ndarray, instrument: int = 1, publisher: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(L2Update records, TradeUpdate records) from the generator's rows."""
+    trade = rows["kind"] == KIND_TRADE
+    publish = publish_times(rows["ts"])
     d, t = rows[~trade], rows[trade]
     l2 = np.zeros(len(d), L2Update.DTYPE)
     l2["origin"] = l2["exch_ts"] = d["ts"]

@@ -33,6 +33,7 @@ import numpy as np
 from ..fixed import FixedPointError, to_fixed
 from ..instruments import InstrumentRegistry
 from ..spine.messages import L2Flags, L2Update, TradeUpdate
+from .reference import publish_times
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +218,7 @@ class _Import:
         # One origin's rows go out one ns apart, so replay keeps their order.
         for recs in (l2, tr):
             if len(recs):
-                o = recs["origin"].astype(np.int64)
-                first = np.flatnonzero(np.r_[True, o[1:] != o[:-1]])
-                idx = np.arange(len(o))
-                place = idx - first[np.searchsorted(first, idx, side="right") - 1]
-                recs["publish"] = np.maximum.accumulate(o + place)
+                recs["publish"] = publish_times(recs["origin"])
         return l2, tr
 
 
