@@ -54,15 +54,7 @@ def cmd_clean(a) -> int:
 
     removed, running = [], []
     for name in shm.systems():
-        try:
-            got = shm._acquire(name, create=False)
-        except shm.SystemRunning:
-            running.append(name)
-            continue
-        if got is not None:
-            os.close(got[0])
-            shm.remove_system(name)
-            removed.append(name)
+        (removed if shm.remove_system(name) else running).append(name)
     print(f"removed {len(removed)} stopped system(s) from {shm.root()}" + (f": {', '.join(removed)}" if removed else "")
           + (f"; kept running: {', '.join(running)}" if running else ""))
     return 0

@@ -473,18 +473,18 @@ def release_system(system: str) -> None:
         lock.release()
 
 
-def remove_system(system: str) -> None:
+def remove_system(system: str) -> bool:
     """Remove the system's directory.  Only under its lock: the lock this process holds, or one
-    taken now; a system another live process runs is left alone (logged)."""
+    taken now; a system another live process runs is left alone (logged, False)."""
     lock = held(system)
     if lock is None:
         try:
             got = _acquire(system, create=False)
         except SystemRunning as e:
             log.warning("not removing system %r: %s", system, e)
-            return
+            return False
         if got is None:
-            return  # no such directory
+            return True  # no such directory
         lock = SystemLock(system, *got, claim=False)
     try:
         rfd = _open_root(create=False)
@@ -496,6 +496,7 @@ def remove_system(system: str) -> None:
             os.close(rfd)
     finally:
         lock._close()
+    return True
 
 
 def _forget_locks_in_child() -> None:
