@@ -31,6 +31,7 @@ class RunSummary:
         self.fills = 0
         self.by_inst: dict[int, list] = defaultdict(lambda: [0, 0, defaultdict(int), 0])  # cash, position, fees by asset, last price
         self.registry = None
+        self.lost = 0  # records the readers were lapped on (known at close)
 
     def drain(self) -> None:
         for typ, _, r in self.readers:
@@ -76,6 +77,6 @@ class RunSummary:
             lines.append(f"  {inst.venue}:{inst.symbol}  position {from_fixed(pos, ss)} {inst.base}  "
                          f"fees {paid}  PnL {from_fixed(pnl, ps)} {inst.quote} "
                          f"(marked at the last fill, {from_fixed(last, ps)})")
-        if getattr(self, "lost", 0):
+        if self.lost:
             lines.append(f"  (the summary missed {self.lost} records it was lapped on: counts are low)")
         return "\n".join(lines)
