@@ -42,6 +42,9 @@ class Reject(IntEnum):
     UNKNOWN_INSTRUMENT = 8
     BAD_REQUEST = 9  # non-positive price/size, amend below the filled size, ...
     UNSUPPORTED = 10  # e.g. AMEND on a venue without it
+    RATE_LIMITED = 11  # refused before sending: it would exceed the venue's rate limits
+    VENUE_ERROR = 12  # the venue refused it for another reason (logged with the venue's own text)
+    HALTED = 13  # order entry on the venue is stopped (banned, credentials refused): kill switch
 
 
 S = OrderStatus
