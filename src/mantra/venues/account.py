@@ -4,8 +4,11 @@ Same shape as the market-data protocols (``base.py``, ``events.py``): a venue's 
 an ``OrderProtocol`` subclass that never touches a socket or a clock.  The one blocking runner
 (``execution/runner.py``) feeds it and carries out what it appends to ``events``:
 
-- ``Open(conn, url)`` — open (or reopen) the WebSocket named ``conn`` ("trade", "user", ...);
-  the runner answers ``on_open(conn, now)`` once it is up, ``on_close(conn, now, reason)`` when it drops.
+- ``Open(conn, url)`` — open the WebSocket named ``conn`` ("trade", "user", ...) and keep it up:
+  the runner calls ``on_open(conn, now)`` once it is connected and ``on_close(conn, now, reason)``
+  when it drops, then reconnects by itself (with back-off) and calls ``on_open`` again, where the
+  protocol logs on / re-subscribes.  ``Open`` with another url moves the connection; ``Close(conn,
+  reason)`` drops it for good (until the next ``Open``).
 - ``WsSend(conn, text)`` — send a text frame on that connection.
 - ``Http(tag, method, url, headers, body)`` — make an HTTP request; the answer comes back as
   ``on_http(tag, status, headers, body, now)`` (headers lower-cased; status 0 = no answer: timeout or
@@ -75,6 +78,11 @@ class Credentials(NamedTuple):
 class Open(NamedTuple):
     conn: str
     url: str
+
+
+class Close(NamedTuple):
+    conn: str
+    reason: str
 
 
 class WsSend(NamedTuple):
