@@ -242,6 +242,9 @@ class Overseer(Actor):
 
     # ------------------------------------------------------------------ venue answers
     def on_updates(self, u: OrderUpdate) -> None:
+        if u.reason == Reject.HALTED and not self.kill_switch.reason:
+            inst = self.registry.by_id.get(u.instrument)
+            self.kill(f"order entry halted on {inst.venue if inst else 'a venue'}")
         o = self.orders.on_update(u)
         if o is None:
             return

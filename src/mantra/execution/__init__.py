@@ -1,0 +1,1 @@
+"""Order entry on real venues: the account handler actor, its runner, credentials, checks."""
