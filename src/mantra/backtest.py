@@ -122,10 +122,48 @@ def _takes_instruments(cls: str) -> bool:
         return False  # not an actor class: parse() names the problem
 
 
+def _is(cls: str, base: str) -> bool:
+    try:
+        c = ActorSpec("", cls, 0).load_class()
+    except ConfigError:
+        return False
+    mod, _, name = base.partition(":")
+    return issubclass(c, getattr(__import__(mod, fromlist=[name]), name))
+
+
+def _paper_venues(doc: dict) -> None:
+    """A system that trades on venues (sim or live mode) is backtested on the mock exchange: each
+    account handler's venue joins the system's mock exchange (one is added, in the first handler's
+    process, if it has none) with the handler's ``paper`` terms (fees, balances, latency)."""
+    actors = doc.get("actors", {})
+    handlers = {n: a for n, a in actors.items() if _is(a.get("class", ""), "mantra.execution.actor:VenueAccount")}
+    if not handlers:
+        return
+    mock = next((a for a in actors.values() if _is(a.get("class", ""), "mantra.trading.mock_exchange:MockExchange")), None)
+    first = next(iter(handlers))
+    if mock is None:
+        h = handlers[first]
+        inputs = {"requests": h.get("inputs", {}).get("requests", "requests")}
+        inputs.update({q: q for q in MARKET if q in doc.get("queues", {})})
+        mock = {"class": "mantra.trading.mock_exchange:MockExchange", "inputs": inputs,
+                "outputs": dict(h.get("outputs", {})), "params": {"venues": {}}}
+        for p in doc.get("processes", {}).values():
+            if first in p.get("actors", []):
+                p["actors"].append("paper_exchange")
+        actors["paper_exchange"] = mock
+    venues = mock.setdefault("params", {}).setdefault("venues", {})
+    for n, a in handlers.items():
+        params = a.get("params", {})
+        venues[str(params.get("venue", "")).lower()] = dict(params.get("paper", {}))
+        del actors[n]
+
+
 def prepare(doc: dict, data: Path, out: Path) -> dict:
     doc = json.loads(json.dumps(doc))  # deep copy
-    doc.setdefault("system", {})["mode"] = "deterministic"
+    doc.setdefault("system", {}).update(clock="deterministic", mode="paper")
     doc["system"]["name"] = f"bt{os.getpid()}"
+    doc.pop("simulators", None)
+    _paper_venues(doc)
     recorded = set(segments.queues(data))
     streams = {q: q for q in MARKET if q in recorded and q in doc.get("queues", {})}
     if not streams:

@@ -21,7 +21,18 @@ def cmd_run(a) -> int:
     except ConfigError as e:
         print(f"mantra run: {e}", file=sys.stderr)
         return 2
-    if a.deterministic or spec.mode == "deterministic":
+    if spec.mode == "live" and not a.live:
+        print("mantra run: system.mode is \"live\": it places real orders on real venues; start it with "
+              "`mantra run --live`", file=sys.stderr)
+        return 2
+    if a.live:
+        from .execution import live
+
+        err = live.arm(spec)  # credentials checked before anything starts
+        if err:
+            print(f"mantra run: {err}", file=sys.stderr)
+            return 2
+    if a.deterministic or spec.clock == "deterministic":
         # --duration is simulated time here; Ctrl-C or SIGTERM stop the run with its summary
         runner = run_deterministic(spec, keep=a.keep, duration_s=a.duration)
         print(f"simulated time: {(runner.clock.now() - 1) / 1e9:.3f} s")
@@ -185,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.add_argument("--duration", type=float, help="stop after this many seconds (simulated ones with --deterministic)")
     p.add_argument("--deterministic", action="store_true", help="one process, simulated clock")
+    p.add_argument("--live", action="store_true", help="place real orders (a system whose mode is \"live\")")
     p.add_argument("--keep", action="store_true", help="keep the shared-memory files after stopping")
     p.set_defaults(fn=cmd_run)
 

@@ -96,7 +96,7 @@ def test_feed_publishes_books_trades_and_status_that_rebuild_the_venue_book(
     ref = offline(frames, bodies, SYMBOLS)
     assert all(s == Status.SYNCED for s in ref["status"].values())
     with WsServer(frames) as srv, RestServer(bodies) as rest:
-        doc = {"system": {"name": "feedt", "mode": "deterministic"}, "queues": QUEUES,
+        doc = {"system": {"name": "feedt", "clock": "deterministic"}, "queues": QUEUES,
                "actors": {"feed": feed_actor("feed", SYMBOLS, srv, rest, tmp_path / "cap"),
                           "books": {"class": "feedkit:BookBuilder",
                                     "params": {"expect": ref["messages"], "expect_trades": len(ref["trades"]),

@@ -25,7 +25,7 @@ def env():
 
 def hello_doc(name="det", count=3000, seed=5):
     return {
-        "system": {"name": name, "mode": "deterministic"},
+        "system": {"name": name, "clock": "deterministic"},
         "queues": {"l2": {"type": "L2Update", "capacity": 1 << 14}, "top": {"type": "L2Update", "capacity": 1 << 14}},
         "arrays": {"quotes": {"type": "IdealOrder", "size": 2}},
         "actors": {

@@ -159,7 +159,7 @@ def test_the_takeover_kills_processes_the_dead_supervisor_recorded_that_still_ru
             os._exit(0)
         """)], env=env(), check=True, timeout=30)
         with caplog.at_level(logging.WARNING, logger="mantra.supervisor"):
-            run_deterministic(parse({"system": {"name": "locky", "mode": "deterministic"}}))
+            run_deterministic(parse({"system": {"name": "locky", "clock": "deterministic"}}))
         assert stray.wait(5) == -signal.SIGKILL
         assert "taking over from supervisor pid" in caplog.text
         assert f"killing process work (pid {stray.pid})" in caplog.text
@@ -180,7 +180,7 @@ def test_deterministic_runs_and_backtests_hold_the_lock_too(shm_root, caplog):
     """)], env=env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        spec = parse({"system": {"name": "det", "mode": "deterministic"}})
+        spec = parse({"system": {"name": "det", "clock": "deterministic"}})
         with pytest.raises(SystemRunning, match=f"already running \\(supervisor pid {holder.pid}"):
             run_deterministic(spec)
         assert (shm_root / "det" / "lock").exists()  # the holder's system is left alone

@@ -49,7 +49,7 @@ class Recorder(Actor):
 
 def paper_doc(name: str, count: int = 2500) -> dict:
     doc = tomllib.loads(PAPER.read_text())
-    doc["system"].update(name=name, mode="deterministic")
+    doc["system"].update(name=name, clock="deterministic")
     doc["actors"]["market"]["params"]["count"] = count
     del doc["actors"]["telemetry"], doc["processes"]
     doc["actors"]["overseer"]["params"]["kill_file"] = ""

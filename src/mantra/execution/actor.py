@@ -18,7 +18,9 @@ receipt time of the frame or answer it came from as its origin.
 Safety: the handler connects only to loopback addresses (the local venue simulators) unless the
 system runs in ``live`` mode, which ``mantra run --live`` alone sets (``live`` param).  A venue that
 halts order entry (banned, credentials refused) answers ``Reject.HALTED``: the overseer trips its kill
-switch on it.  ``cancel_all_on_stop`` cancels every open order when the handler stops.
+switch on it.  ``cancel_all_on_stop`` cancels every open order when the handler stops.  A backtest
+of the system replaces the handler by the mock exchange, with the handler's ``paper`` terms
+(``maker_bps``, ``taker_bps``, ``latency_ns``, ``balances``, ...; see ``trading/mock_exchange.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class VenueAccount(AccountHandler):
     options: dict = {}
     credentials: dict = {}
     connection: dict = {}  # AccountRunner settings (timeouts, back-off, timer)
+    paper: dict = {}  # the mock exchange's terms for this venue when the system is backtested
     live = False
     cancel_all_on_stop = True
     wait_ms = 10.0

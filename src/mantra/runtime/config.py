@@ -2,7 +2,10 @@
 
     [system]
     name = "hello"
-    mode = "realtime"            # or "deterministic": one process, simulated clock, fixed order
+    mode = "paper"               # where orders go: paper (the mock exchange), sim (the account
+                                 #   handlers against local venue simulators), live (real venues:
+                                 #   `mantra run --live` only, with credentials)
+    clock = "realtime"           # or "deterministic": one process, simulated clock, fixed order
     instruments = [              # optional: every trading actor's instruments, listed once
       { venue = "coinbase", symbol = "BTC-USD", base = "BTC", quote = "USD", price_scale = 2,
         size_scale = 8, tick = "0.01", lot = "0.00000001", min_size = "0.0001", min_notional = "1" },
@@ -111,7 +114,7 @@ class ProcessSpec:
 @dataclass
 class SystemSpec:
     name: str
-    mode: str
+    clock: str  # realtime | deterministic
     queues: dict[str, QueueSpec]
     arrays: dict[str, ArraySpec]
     actors: dict[str, ActorSpec]
@@ -119,6 +122,7 @@ class SystemSpec:
     source: dict = field(default_factory=dict)
     instruments: list = field(default_factory=list)  # inline instrument specs for every actor
     simulators: dict = field(default_factory=dict)  # venue -> simulator options (``[simulators.<venue>]``)
+    mode: str = "paper"  # where orders go: paper | sim | live
 
     def register_instruments(self) -> None:
         """Register the system's instruments in its shared registry (the spine's directory must
@@ -132,7 +136,7 @@ _SECTIONS = ("system", "queues", "arrays", "actors", "processes", "simulators")
 _PORTS = ("inputs", "outputs", "arrays")
 # key -> expected type, per kind of table
 _KEYS = {
-    "system": {"name": str, "mode": str, "instruments": list},
+    "system": {"name": str, "mode": str, "clock": str, "instruments": list},
     "queue": {"type": str, "capacity": int, "mpmc": bool},
     "array": {"type": str, "size": int},
     "actor": {"class": str, "params": dict, "inputs": dict, "outputs": dict, "arrays": dict},
@@ -181,9 +185,14 @@ def parse(doc: dict) -> SystemSpec:
     sysd = _table("system", doc.get("system", {}), "system")
     name = sysd.get("name", "mantra")
     _name("system.name", name)
-    mode = sysd.get("mode", "realtime")
-    if mode not in ("realtime", "deterministic"):
-        raise ConfigError(f"system.mode: expected realtime or deterministic, not {mode!r}")
+    mode, clock = sysd.get("mode", "paper"), sysd.get("clock", "realtime")
+    if mode in ("realtime", "deterministic"):
+        raise ConfigError(f"system.mode: says where orders go now (paper, sim or live); for the clock write "
+                          f"clock = {mode!r}")
+    if mode not in MODES:
+        raise ConfigError(f"system.mode: expected one of {', '.join(MODES)}, not {mode!r}")
+    if clock not in ("realtime", "deterministic"):
+        raise ConfigError(f"system.clock: expected realtime or deterministic, not {clock!r}")
     instruments = sysd.get("instruments", [])
     if not all(isinstance(i, dict) and "venue" in i and "symbol" in i for i in instruments):
         raise ConfigError("system.instruments must be a list of tables, each with venue and symbol")
@@ -260,16 +269,48 @@ def parse(doc: dict) -> SystemSpec:
         if len(who) > 1 and not queues[qn].mpmc:
             raise ConfigError(f"queues.{qn}.mpmc: the queue has producers {who}: set mpmc = true")
     sims = {v: _simulator(f"simulators.{v}", v, s) for v, s in _table("simulators", doc.get("simulators", {})).items()}
-    spec = SystemSpec(name, mode, queues, arrays, actors, procs, doc, instruments, sims)
+    spec = SystemSpec(name, clock, queues, arrays, actors, procs, doc, instruments, sims, mode)
     for a in actors.values():
         _check_actor(spec, a)
     _check_instruments(spec)
+    _check_mode(spec)
     return spec
+
+
+MODES = ("paper", "sim", "live")
+
+
+def _check_mode(spec: SystemSpec) -> None:
+    """Where orders go agrees with who handles them: the mock exchange plays venues in paper mode
+    (and in sim mode the venues without a handler yet); real account handlers need sim or live, sim
+    handlers a simulator of their venue, live no mock venue at all, and neither a simulated clock."""
+    from ..execution.actor import VenueAccount
+    from ..trading.mock_exchange import MockExchange
+
+    for a in spec.actors.values():
+        cls = a.load_class()
+        where = f"actors.{a.name}"
+        if issubclass(cls, VenueAccount):
+            venue = str(a.params.get("venue", "")).lower()
+            if spec.mode == "paper":
+                raise ConfigError(f"{where}: a VenueAccount places real orders, but system.mode is \"paper\" "
+                                  "(the mock exchange): set mode = \"sim\" (local simulators) or \"live\"")
+            if spec.clock == "deterministic":
+                raise ConfigError(f"{where}: a VenueAccount talks to a venue in real time: system.clock must be "
+                                  "\"realtime\"")
+            if spec.mode == "sim" and venue not in spec.simulators and not a.params.get("options"):
+                raise ConfigError(f"{where}: mode \"sim\" needs a [simulators.{venue}] table for this handler "
+                                  "(or its options pointing at a simulator)")
+            if "live" in a.params:
+                raise ConfigError(f"{where}.params.live: set by `mantra run --live` alone, never in a file")
+        elif issubclass(cls, MockExchange) and spec.mode == "live":
+            raise ConfigError(f"{where}: the mock exchange cannot play a venue in live mode: give each traded "
+                              "venue a VenueAccount (mantra.execution.actor:VenueAccount)")
 
 
 def _simulator(where: str, venue: str, s) -> dict:
     """A ``[simulators.<venue>]`` table, checked: the venue has a simulator, the faults exist."""
-    from ..venues.simulator import SIMULATORS, parse_fault
+    from ..sim import SIMULATORS, parse_fault
 
     _table(where, s, "simulator")
     if venue not in SIMULATORS:

@@ -1,0 +1,104 @@
+"""Where orders go: paper, sim or live, checked before anything starts; live only with --live and
+credentials; a backtest of a sim system trades on the mock exchange."""
+
+import pytest
+
+from mantra.backtest import _paper_venues
+from mantra.cli import main
+from mantra.runtime.config import ConfigError, parse
+
+INST = [{"venue": "binance", "symbol": "BTCUSDT", "base": "BTC", "quote": "USDT", "price_scale": 2, "size_scale": 5}]
+
+
+def system(mode, *, sims=True, mock=False, clock="realtime"):
+    doc = {"system": {"name": "modes", "mode": mode, "clock": clock, "instruments": INST},
+           "queues": {"requests": {"type": "OrderRequest", "capacity": 64},
+                      "updates": {"type": "OrderUpdate", "capacity": 64},
+                      "fills": {"type": "Fill", "capacity": 64},
+                      "balances": {"type": "BalanceUpdate", "capacity": 64},
+                      "l2": {"type": "L2Update", "capacity": 64}, "trades": {"type": "TradeUpdate", "capacity": 64}},
+           "actors": {"orders": {"class": "mantra.execution.actor:VenueAccount",
+                                 "inputs": {"requests": "requests"},
+                                 "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                                 "params": {"venue": "binance", "paper": {"maker_bps": 1, "balances": {"USDT": "100"}}}}},
+           "processes": {"p": {"actors": ["orders"]}}}
+    if sims:
+        doc["simulators"] = {"binance": {"seed": 1}}
+    if mock:
+        doc["actors"]["orders"]["params"]["venue"] = "binance"
+        doc["actors"]["mock"] = {"class": "mantra.trading.mock_exchange:MockExchange",
+                                 "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
+                                 "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                                 "params": {"venues": {"binance": {}}}}
+        doc["processes"]["p"]["actors"].append("mock")
+    return doc
+
+
+def test_modes_are_checked_before_anything_starts():
+    assert parse(system("sim")).mode == "sim"
+    with pytest.raises(ConfigError, match="system.mode is \"paper\""):
+        parse(system("paper"))
+    with pytest.raises(ConfigError, match=r"needs a \[simulators.binance\]"):
+        parse(system("sim", sims=False))
+    with pytest.raises(ConfigError, match="clock must be \"realtime\""):
+        parse(system("sim", clock="deterministic"))
+    with pytest.raises(ConfigError, match="cannot play a venue in live mode"):
+        parse(system("live", sims=False, mock=True))
+    with pytest.raises(ConfigError, match="expected one of paper, sim, live"):
+        parse(system("real"))
+    with pytest.raises(ConfigError, match="for the clock write clock = 'deterministic'"):
+        parse(system("deterministic"))
+    doc = system("sim")
+    doc["actors"]["orders"]["params"]["live"] = True
+    with pytest.raises(ConfigError, match="set by `mantra run --live` alone"):
+        parse(doc)
+
+
+def _write(tmp_path, doc):
+    import json
+
+    p = tmp_path / "sys.toml"
+    lines = []
+    # TOML through JSON-compatible inline tables is enough for these small systems
+    for sec, body in doc.items():
+        if sec in ("system",):
+            lines.append("[system]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in body.items() if k != "instruments"]
+            lines.append("instruments = [" + ", ".join(
+                "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in i.items()) + "}" for i in body["instruments"]) + "]")
+        else:
+            for name, t in body.items():
+                lines.append(f"[{sec}.{name}]")
+                for k, v in t.items():
+                    if isinstance(v, dict):
+                        inner = ", ".join(f"{kk} = {json.dumps(vv) if not isinstance(vv, dict) else '{' + ', '.join(f'{a} = {json.dumps(b)}' for a, b in vv.items()) + '}'}"
+                                          for kk, vv in v.items())
+                        lines.append(f"{k} = {{ {inner} }}")
+                    else:
+                        lines.append(f"{k} = {json.dumps(v)}")
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_live_needs_the_flag_and_credentials(tmp_path, capsys, monkeypatch):
+    p = _write(tmp_path, system("live", sims=False))
+    assert main(["run", str(p)]) == 2
+    assert "start it with `mantra run --live`" in capsys.readouterr().err
+    monkeypatch.delenv("MANTRA_BINANCE_API_KEY", raising=False)
+    monkeypatch.delenv("MANTRA_BINANCE_API_SECRET", raising=False)
+    assert main(["run", str(p), "--live"]) == 2
+    assert "MANTRA_BINANCE_API_KEY and MANTRA_BINANCE_API_SECRET" in capsys.readouterr().err
+    p2 = _write(tmp_path, system("sim"))
+    assert main(["run", str(p2), "--live"]) == 2
+    assert "--live runs only a system whose mode is \"live\"" in capsys.readouterr().err
+
+
+def test_a_backtest_trades_the_handlers_venues_on_the_mock_exchange():
+    doc = system("sim")
+    _paper_venues(doc)
+    assert "orders" not in doc["actors"]
+    mock = doc["actors"]["paper_exchange"]
+    assert mock["class"] == "mantra.trading.mock_exchange:MockExchange"
+    assert mock["params"]["venues"] == {"binance": {"maker_bps": 1, "balances": {"USDT": "100"}}}
+    assert mock["inputs"] == {"requests": "requests", "trades": "trades", "l2": "l2"}
+    assert "paper_exchange" in doc["processes"]["p"]["actors"]
