@@ -33,7 +33,7 @@ from .spine.messages import OrderAction
 from .spine.shm import remove_system
 from .store import segments
 from .venues.events import Status
-from .venues.simulator import feed_options, spawn, stop_spawned
+from .sim import feed_options, spawn, stop_spawned
 
 SYSTEM = "demo"
 VENUES = ("binance", "bitstamp", "coinbase", "kraken", "bitfinex")
@@ -50,7 +50,7 @@ QUEUES = {"l2": ("L2Update", 1 << 16, True), "trades": ("TradeUpdate", 1 << 14, 
 
 # -- simulators -------------------------------------------------------------------------------
 def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list, dict]:
-    """One simulator process per venue (seeds 1..5); see ``venues.simulator.spawn``."""
+    """One simulator process per venue (seeds 1..5); see ``sim.spawn``."""
     return spawn({v: {"seed": i + 1, "rate": rate, "lifetime": lifetime} for i, v in enumerate(VENUES)}, log_path)
 
 
@@ -111,7 +111,7 @@ def traded_instruments() -> list[dict]:
     out = []
     for ref in dict.fromkeys((MM, *XV)):
         venue, _, symbol = ref.partition(":")
-        mod = importlib.import_module(f"mantra.venues.{venue}.simulator")
+        mod = importlib.import_module(f"mantra.sim.{venue}")
         inst = next(x for x in mod.LISTINGS if x.symbol == symbol).instrument(venue, InstrumentRegistry())
         out.append({k: v for k, v in asdict(inst).items() if k != "id"})
     return out

@@ -6,7 +6,7 @@ the drill then takes one step at a time:
 
 * ``kill:<process>`` — SIGKILL of each of the system's processes; the supervisor restarts it;
 * ``<venue>:<fault>`` — each venue fault, injected through the simulator's control path
-  (``venues/simulator.py``: disconnect, lost frames, malformed frames, a refused snapshot,
+  (``sim/server.py``: disconnect, lost frames, malformed frames, a refused snapshot,
   a wrong checksum, a stall, a reconnect request);
 
 and after each step waits until every book is SYNCED and moving again.  At the end it freezes every
@@ -42,7 +42,7 @@ from .spine.shm import remove_system
 from .store import segments
 from .venues.events import Status
 from .venues.registry import protocol_class
-from .venues.simulator import stop_spawned
+from .sim import stop_spawned
 
 # The faults each venue's protocol can notice (Bitstamp has no sequence numbers, so a lost diff is
 # found only by its periodic audit; a wrong checksum exists only where the venue sends one).

@@ -14,12 +14,12 @@ import feedkit  # noqa: E402
 from mantra.runtime.config import parse  # noqa: E402
 from mantra.runtime.supervisor import run_deterministic  # noqa: E402
 from mantra.store.capture import CaptureReader, Kind  # noqa: E402
-from mantra.venues.binance.simulator import BinanceSimulator  # noqa: E402
-from mantra.venues.bitfinex.simulator import BitfinexSimulator  # noqa: E402
-from mantra.venues.bitstamp.simulator import BitstampSimulator  # noqa: E402
-from mantra.venues.coinbase.simulator import CoinbaseSimulator  # noqa: E402
+from mantra.sim.binance import BinanceSimulator  # noqa: E402
+from mantra.sim.bitfinex import BitfinexSimulator  # noqa: E402
+from mantra.sim.bitstamp import BitstampSimulator  # noqa: E402
+from mantra.sim.coinbase import CoinbaseSimulator  # noqa: E402
 from mantra.venues.events import Status  # noqa: E402
-from mantra.venues.kraken.simulator import KrakenSimulator  # noqa: E402
+from mantra.sim.kraken import KrakenSimulator  # noqa: E402
 
 # venue -> (simulator, symbols, protocol options from the simulator, book depth, faults)
 CASES = {
@@ -43,7 +43,7 @@ def test_feed_survives_faults_and_ends_with_the_simulators_book(venue, tmp_path,
     cls, symbols, options, depth, faults = CASES[venue]
     with cls(seed=11, rate=150.0) as sim:
         feedkit.SIMS[venue] = sim
-        doc = {"system": {"name": f"sim{venue}", "mode": "deterministic"},
+        doc = {"system": {"name": f"sim{venue}", "clock": "deterministic"},
                "queues": {"l2": {"type": "L2Update", "capacity": 1 << 16},
                           "trades": {"type": "TradeUpdate", "capacity": 1 << 12},
                           "status": {"type": "BookStatus", "capacity": 1 << 10}},

@@ -231,7 +231,7 @@ def _actor_classes():
     import mantra
 
     for m in pkgutil.walk_packages(mantra.__path__, "mantra."):
-        if ".venues." in m.name and m.name.endswith("simulator"):
+        if m.name.startswith("mantra.sim"):
             continue  # servers, no actors
         importlib.import_module(m.name)
     seen, todo = set(), [Actor]

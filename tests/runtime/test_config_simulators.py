@@ -59,7 +59,7 @@ def test_a_systems_simulator_serves_its_feed_and_its_fault_fires(tmp_path, shm_r
     assert "fault disconnect injected" in log  # the simulator's schedule (its log reaches ours)
     assert log.count("kraken: connected") >= 2, log[-3000:]  # it reconnected after the fault
     assert json.loads((tmp_path / "rec.json").read_text())["n"] > 20  # market data flowed
-    out = subprocess.run(["pgrep", "-f", "mantra.venues.simulator kraken"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", "mantra.sim kraken"], capture_output=True, text=True)
     assert out.stdout.strip() == ""  # the simulator ended with the system
 
 

@@ -5,8 +5,8 @@ frame's receipt stamp), and the breakdown's stages fit inside the whole."""
 import os
 
 from mantra.bench.tick_to_trade import SYMBOL, run_placement
-from mantra.venues.coinbase.simulator import LISTINGS, CoinbaseSimulator
-from mantra.venues.simulator import SyntheticMarket
+from mantra.sim.coinbase import LISTINGS, CoinbaseSimulator
+from mantra.sim import SyntheticMarket
 
 
 def test_tick_to_trade_counts_requests_that_answer_frames():

@@ -12,11 +12,11 @@ from mantra.runtime.actor import Actor
 from mantra.runtime.config import parse
 from mantra.runtime.supervisor import run_deterministic
 from mantra.spine.messages import OrderAction, text
-from mantra.venues.coinbase.simulator import CoinbaseSimulator
-from mantra.venues.coinbase.simulator import LISTINGS as CB
-from mantra.venues.kraken.simulator import LISTINGS as KR
-from mantra.venues.kraken.simulator import KrakenSimulator
-from mantra.venues.simulator import SyntheticMarket
+from mantra.sim.coinbase import CoinbaseSimulator
+from mantra.sim.coinbase import LISTINGS as CB
+from mantra.sim.kraken import LISTINGS as KR
+from mantra.sim.kraken import KrakenSimulator
+from mantra.sim import SyntheticMarket
 
 KRAKEN = {"venue": "kraken", "symbol": "BTC/USD", "base": "BTC", "quote": "USD", "price_scale": 1, "size_scale": 8,
           "tick": "0.1", "lot": "0.00000001", "min_size": "0.0001", "min_notional": "0.5"}
@@ -85,7 +85,7 @@ def doc(cb_url: str, kr_url: str) -> dict:
     model_inputs = {"l2": "l2", "requests": "requests", "updates": "updates", "fills": "fills"}
     return {
         # the simulators' listings, registered before any actor starts: the feeds use these terms
-        "system": {"name": "e2efeeds", "mode": "deterministic", "instruments": INSTS},
+        "system": {"name": "e2efeeds", "clock": "deterministic", "instruments": INSTS},
         "queues": {"l2": {"type": "L2Update", "capacity": 1 << 17, "mpmc": True},  # both feeds write
                    "trades": {"type": "TradeUpdate", "capacity": 1 << 14, "mpmc": True},
                    "status": {"type": "BookStatus", "capacity": 1 << 10, "mpmc": True},

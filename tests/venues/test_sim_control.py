@@ -12,7 +12,7 @@ from urllib.error import HTTPError
 import pytest
 
 from mantra.fixed import to_fixed
-from mantra.venues.simulator import fault_option, make_simulator, parse_fault
+from mantra.sim import fault_option, make_simulator, parse_fault
 from waits import wait_for
 
 
@@ -74,10 +74,10 @@ def test_fault_options_are_checked():
 
 
 def test_the_command_line_schedule_reaches_the_simulator():
-    p = subprocess.run([sys.executable, "-m", "mantra.venues.simulator", "bitfinex", "--fault", "nonsense"],
+    p = subprocess.run([sys.executable, "-m", "mantra.sim", "bitfinex", "--fault", "nonsense"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "SECONDS:NAME" in p.stderr
-    p = subprocess.Popen([sys.executable, "-m", "mantra.venues.simulator", "bitfinex", "--rate", "20",
+    p = subprocess.Popen([sys.executable, "-m", "mantra.sim", "bitfinex", "--rate", "20",
                           "--lifetime", "30", "--fault", "0.1:corrupt_checksum"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -15,14 +15,14 @@ from test_simulators import VENUES, Feed, _registry, bad_counts, converge, iids,
 from websockets.sync.client import connect
 
 from mantra.venues.bitfinex.protocol import BULK_UPDATES, OB_CHECKSUM, BitfinexProtocol
-from mantra.venues.bitfinex.simulator import BitfinexSimulator
+from mantra.sim.bitfinex import BitfinexSimulator
 from mantra.venues.binance.instruments import parse_instruments as binance_instruments
 from mantra.venues.bitfinex.instruments import parse_instruments as bitfinex_instruments
 from mantra.venues.bitstamp.instruments import parse_instruments as bitstamp_instruments
 from mantra.venues.coinbase.instruments import parse_instruments as coinbase_instruments
 from mantra.venues.kraken.instruments import parse_instruments as kraken_instruments
-from mantra.venues.kraken.simulator import KrakenSimulator
-from mantra.venues.simulator import ASK, BID
+from mantra.sim.kraken import KrakenSimulator
+from mantra.sim import ASK, BID
 
 
 def get(url: str) -> tuple[int, dict, object]:

@@ -10,17 +10,17 @@ from test_simulators import Feed, _registry, bad_counts, converge, iids, synced
 from mantra.instruments import InstrumentRegistry
 from mantra.venues.binance.instruments import parse_instruments as binance_instruments
 from mantra.venues.binance.protocol import BinanceProtocol
-from mantra.venues.binance.simulator import BinanceSimulator
+from mantra.sim.binance import BinanceSimulator
 from mantra.venues.bitfinex.protocol import BitfinexProtocol
-from mantra.venues.bitfinex.simulator import BitfinexSimulator
+from mantra.sim.bitfinex import BitfinexSimulator
 from mantra.venues.bitstamp.instruments import parse_instruments as bitstamp_instruments
 from mantra.venues.bitstamp.protocol import BitstampProtocol
-from mantra.venues.bitstamp.simulator import BitstampSimulator
+from mantra.sim.bitstamp import BitstampSimulator
 from mantra.venues.events import Status
 from mantra.venues.kraken.instruments import parse_instruments as kraken_instruments
 from mantra.venues.kraken.protocol import KrakenProtocol
-from mantra.venues.kraken.simulator import KrakenSimulator
-from mantra.venues.simulator import ReplayMarket
+from mantra.sim.kraken import KrakenSimulator
+from mantra.sim import ReplayMarket
 
 # name -> (venue, recordings, simulator, speed, protocol factory(sim, symbols, depth))
 REPLAYS = {

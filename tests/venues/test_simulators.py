@@ -18,20 +18,20 @@ from mantra.fixed import rescale
 from mantra.instruments import InstrumentRegistry
 from mantra.venues.binance.instruments import parse_instruments as binance_instruments
 from mantra.venues.binance.protocol import BinanceProtocol
-from mantra.venues.binance.simulator import BinanceSimulator
+from mantra.sim.binance import BinanceSimulator
 from mantra.venues.bitfinex.instruments import parse_instruments as bitfinex_instruments
 from mantra.venues.bitfinex.protocol import BitfinexProtocol
-from mantra.venues.bitfinex.simulator import BitfinexSimulator
+from mantra.sim.bitfinex import BitfinexSimulator
 from mantra.venues.bitstamp.instruments import parse_instruments as bitstamp_instruments
 from mantra.venues.bitstamp.protocol import BitstampProtocol
-from mantra.venues.bitstamp.simulator import BitstampSimulator
+from mantra.sim.bitstamp import BitstampSimulator
 from mantra.venues.coinbase.instruments import parse_instruments as coinbase_instruments
 from mantra.venues.coinbase.protocol import CoinbaseProtocol
-from mantra.venues.coinbase.simulator import CoinbaseSimulator
+from mantra.sim.coinbase import CoinbaseSimulator
 from mantra.venues.events import Fetch, Reconnect, Send, Status, Trade
 from mantra.venues.kraken.instruments import parse_instruments as kraken_instruments
 from mantra.venues.kraken.protocol import KrakenProtocol
-from mantra.venues.kraken.simulator import KrakenSimulator
+from mantra.sim.kraken import KrakenSimulator
 
 
 # -- the client: the smallest runner a sans-IO protocol needs -------------------------------------
@@ -276,8 +276,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mantra.book import L2Book
-from mantra.venues.bitfinex.simulator import js_number
-from mantra.venues.simulator import (
+from mantra.sim.bitfinex import js_number
+from mantra.sim import (
     DepthView,
     SyntheticMarket,
     bitfinex_checksum,
@@ -387,7 +387,8 @@ def test_simulator_checksums_match_the_venues_documented_vectors(vectors):
 
 
 def test_simulators_by_venue_name_and_from_a_shell(capsys):
-    from mantra.venues.simulator import main, make_simulator
+    from mantra.sim import make_simulator
+    from mantra.sim.spawn import main
 
     assert isinstance(make_simulator("Kraken"), KrakenSimulator)
     with pytest.raises(ValueError, match="unknown venue 'nope'; known: binance"):

@@ -43,8 +43,8 @@ from ..runtime.supervisor import Supervisor
 from ..spine import Ring
 from ..spine.messages import L2Flags
 from ..spine.shm import remove_system, system_dir
-from ..venues.coinbase.simulator import LISTINGS, CoinbaseSimulator
-from ..venues.simulator import SyntheticMarket
+from ..sim.coinbase import LISTINGS, CoinbaseSimulator
+from ..sim import SyntheticMarket
 
 OPTIONS = {"seconds", "rate"}
 

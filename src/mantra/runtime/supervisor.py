@@ -30,7 +30,7 @@ from .clock import SimClock
 from .config import SystemSpec
 from .process import Runner, pin
 from .summary import RunSummary
-from ..venues.simulator import feed_options, spawn, stop_spawned
+from ..sim import feed_options, spawn, stop_spawned
 
 log = logging.getLogger("mantra.supervisor")
 GRACE_S = 5.0

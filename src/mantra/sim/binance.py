@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import time
 
-from ...fixed import from_fixed
-from ..simulator import ASK, BID, Listing, RestError, VenueSimulator
+from ..fixed import from_fixed
+from .market import ASK, BID, Listing
+from .server import Request, RestError, VenueSimulator
 
 LISTINGS = (
     Listing("BTCUSDT", "BTC", "USDT", "0.01", "0.00001", "27000.00", "3", "0.00001", "5"),
@@ -107,32 +108,34 @@ class BinanceSimulator(VenueSimulator):
                     self.send(c, {"stream": stream, "data": ev} if c.combined else ev, book=book)
 
     # -- REST ------------------------------------------------------------------------------
-    def rest(self, path: str, query: dict):
-        if path == "/api/v3/depth":
-            sym = self.uppercase.get(query.get("symbol", ""))
-            if sym is None:
-                raise RestError(400, BAD_SYMBOL)
-            try:
-                limit = min(int(query.get("limit", 100)), 5000)
-            except ValueError:
-                raise RestError(400, {"code": -1100, "msg": "Illegal characters found in parameter 'limit'."}) from None
-            inst, book = self.instruments[sym], self.books[sym]
-            ps, ss = inst.price_scale, inst.size_scale
-            return {"lastUpdateId": self.update_id[sym],
-                    "bids": [[self._num(p, ps), self._num(q, ss)] for p, q in book.top(BID, limit)],
-                    "asks": [[self._num(p, ps), self._num(q, ss)] for p, q in book.top(ASK, limit)]}
-        if path == "/api/v3/exchangeInfo":
-            wanted = query.get("symbol")
-            if wanted is not None and wanted not in self.uppercase:
-                raise RestError(400, BAD_SYMBOL)
-            syms = [self.uppercase[wanted]] if wanted else list(self.instruments)
-            return {"timezone": "UTC", "serverTime": self._ms(), "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
-                "exchangeFilters": [], "symbols": [self._symbol_info(self.instruments[s]) for s in syms]}
-        if path == "/api/v3/ping":
-            return {}
-        if path == "/api/v3/time":
-            return {"serverTime": self._ms()}
+    def rest(self, req: Request):
+        path, query = req.path, req.query
+        if req.method == "GET":
+            if path == "/api/v3/depth":
+                sym = self.uppercase.get(query.get("symbol", ""))
+                if sym is None:
+                    raise RestError(400, BAD_SYMBOL)
+                try:
+                    limit = min(int(query.get("limit", 100)), 5000)
+                except ValueError:
+                    raise RestError(400, {"code": -1100, "msg": "Illegal characters found in parameter 'limit'."}) from None
+                inst, book = self.instruments[sym], self.books[sym]
+                ps, ss = inst.price_scale, inst.size_scale
+                return {"lastUpdateId": self.update_id[sym],
+                        "bids": [[self._num(p, ps), self._num(q, ss)] for p, q in book.top(BID, limit)],
+                        "asks": [[self._num(p, ps), self._num(q, ss)] for p, q in book.top(ASK, limit)]}
+            if path == "/api/v3/exchangeInfo":
+                wanted = query.get("symbol")
+                if wanted is not None and wanted not in self.uppercase:
+                    raise RestError(400, BAD_SYMBOL)
+                syms = [self.uppercase[wanted]] if wanted else list(self.instruments)
+                return {"timezone": "UTC", "serverTime": self._ms(), "rateLimits": [
+                    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
+                    "exchangeFilters": [], "symbols": [self._symbol_info(self.instruments[s]) for s in syms]}
+            if path == "/api/v3/ping":
+                return {}
+            if path == "/api/v3/time":
+                return {"serverTime": self._ms()}
         raise RestError(404, {"code": -1000, "msg": f"Unknown endpoint {path}."})
 
     def _symbol_info(self, inst) -> dict:

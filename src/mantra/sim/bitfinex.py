@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import time
 
-from ...fixed import from_fixed
-from ..simulator import ASK, BID, DepthView, Listing, RestError, VenueSimulator, bitfinex_checksum, raw
+from ..fixed import from_fixed
+from .market import ASK, BID, DepthView, Listing
+from .oracles import bitfinex_checksum
+from .server import Request, RestError, VenueSimulator, raw
 
 LISTINGS = (
     Listing("tBTCUSD", "BTC", "USD", "1", "0.00001", "27000", "3", "0.00004"),
@@ -194,25 +196,27 @@ class BitfinexSimulator(VenueSimulator):
                     self._send(c, chan_id, "hb")
 
     # -- REST ------------------------------------------------------------------------------
-    def rest(self, path: str, query: dict):
-        if path == "/v2/conf/pub:info:pair":
-            rows = []
-            for inst in self.instruments.values():
-                info = [None] * 12
-                info[3] = js_number(max(inst.min_size, inst.lot), inst.size_scale)
-                info[4] = "2000.0"
-                rows.append([inst.symbol[1:], info])
-            return [rows]
-        if path == "/v2/conf/pub:list:pair:exchange":
-            return [[s[1:] for s in self.instruments]]
-        parts = [p for p in path.split("/") if p]
-        if parts[:2] == ["v2", "book"] and len(parts) == 4:
-            sym, prec = parts[2], parts[3]
-            if sym not in self.instruments or prec != "P0":
-                raise RestError(500, ["error", 10020, "symbol: invalid" if prec == "P0" else "prec: invalid"])
-            n = int(query.get("len", 25))
-            book = self.books[sym]
-            return [self._entry(sym, side, p, q) for side in (BID, ASK) for p, q in book.top(side, n)]
+    def rest(self, req: Request):
+        path, query = req.path, req.query
+        if req.method == "GET":
+            if path == "/v2/conf/pub:info:pair":
+                rows = []
+                for inst in self.instruments.values():
+                    info = [None] * 12
+                    info[3] = js_number(max(inst.min_size, inst.lot), inst.size_scale)
+                    info[4] = "2000.0"
+                    rows.append([inst.symbol[1:], info])
+                return [rows]
+            if path == "/v2/conf/pub:list:pair:exchange":
+                return [[s[1:] for s in self.instruments]]
+            parts = [p for p in path.split("/") if p]
+            if parts[:2] == ["v2", "book"] and len(parts) == 4:
+                sym, prec = parts[2], parts[3]
+                if sym not in self.instruments or prec != "P0":
+                    raise RestError(500, ["error", 10020, "symbol: invalid" if prec == "P0" else "prec: invalid"])
+                n = int(query.get("len", 25))
+                book = self.books[sym]
+                return [self._entry(sym, side, p, q) for side in (BID, ASK) for p, q in book.top(side, n)]
         raise RestError(404, ["error", 10020, f"unknown endpoint {path}"])
 
     def rate_limit_body(self, status: int):

@@ -9,8 +9,9 @@ only by auditing against the REST book.  ``reconnect_request`` sends ``bts:reque
 
 from __future__ import annotations
 
-from ...fixed import from_fixed
-from ..simulator import ASK, BID, Listing, RestError, VenueSimulator, raw
+from ..fixed import from_fixed
+from .market import ASK, BID, Listing
+from .server import Request, RestError, VenueSimulator, raw
 
 LISTINGS = (
     Listing("btcusd", "BTC", "USD", "1", "0.00000001", "27000", "3", min_notional="10"),
@@ -102,16 +103,18 @@ class BitstampSimulator(VenueSimulator):
                 self.send(c, top)
 
     # -- REST ------------------------------------------------------------------------------
-    def rest(self, path: str, query: dict):
-        parts = [p for p in path.split("/") if p]
-        if parts[:3] == ["api", "v2", "order_book"] and len(parts) == 4:
-            sym = self.pairs.get(parts[3])
-            if sym is None:
-                raise RestError(404, {"status": "error", "reason": "Not found", "code": "404.001"})
-            return self._book(sym)
-        if parts in (["api", "v2", "trading-pairs-info"], ["api", "v2", "markets"]):
-            markets = parts[2] == "markets"
-            return [self._pair_info(self.instruments[s], markets) for s in self.instruments]
+    def rest(self, req: Request):
+        path, query = req.path, req.query
+        if req.method == "GET":
+            parts = [p for p in path.split("/") if p]
+            if parts[:3] == ["api", "v2", "order_book"] and len(parts) == 4:
+                sym = self.pairs.get(parts[3])
+                if sym is None:
+                    raise RestError(404, {"status": "error", "reason": "Not found", "code": "404.001"})
+                return self._book(sym)
+            if parts in (["api", "v2", "trading-pairs-info"], ["api", "v2", "markets"]):
+                markets = parts[2] == "markets"
+                return [self._pair_info(self.instruments[s], markets) for s in self.instruments]
         raise RestError(404, {"status": "error", "reason": f"Unknown endpoint {path}", "code": "404.002"})
 
     def _pair_info(self, inst, markets: bool) -> dict:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import time
 
-from ...fixed import from_fixed
-from ...runtime.clock import utc
-from ..simulator import ASK, BID, Listing, RestError, VenueSimulator
+from ..fixed import from_fixed
+from ..runtime.clock import utc
+from .market import ASK, BID, Listing
+from .server import Request, RestError, VenueSimulator
 
 LISTINGS = (
     Listing("BTC-USD", "BTC", "USD", "0.01", "0.00000001", "27000.00", "3", "0.00001", "1"),
@@ -190,28 +191,30 @@ class CoinbaseSimulator(VenueSimulator):
                                                   "heartbeat_counter": c.hb_count}])
 
     # -- REST ------------------------------------------------------------------------------
-    def rest(self, path: str, query: dict):
-        if path == "/api/v3/brokerage/market/products":
-            products = [self._product(i, advanced=True) for i in self.instruments.values()]
-            return {"products": products, "num_products": len(products)}
-        if path == "/products":
-            return [self._product(i, advanced=False) for i in self.instruments.values()]
-        if path == "/api/v3/brokerage/market/product_book":
-            sym = self._known(query.get("product_id", ""))
-            n = int(query.get("limit", 0)) or len(self.books[sym])
-            book = self.books[sym]
-            return {"pricebook": {"product_id": sym, "time": utc(time.time_ns(), 6),
-                                  "bids": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(BID, n)],
-                                  "asks": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(ASK, n)]}}
-        parts = [p for p in path.split("/") if p]
-        if len(parts) == 3 and parts[0] == "products" and parts[2] == "book":
-            sym = self._known(parts[1])
-            book = self.books[sym]
-            n = len(book) if query.get("level", "1") != "1" else 1
-            return {"bids": [[self._p(sym, p), self._q(sym, q), 1] for p, q in book.top(BID, n)],
-                    "asks": [[self._p(sym, p), self._q(sym, q), 1] for p, q in book.top(ASK, n)],
-                    "sequence": self.product_seq[sym], "auction_mode": False, "auction": None,
-                    "time": utc(time.time_ns(), 6)}
+    def rest(self, req: Request):
+        path, query = req.path, req.query
+        if req.method == "GET":
+            if path == "/api/v3/brokerage/market/products":
+                products = [self._product(i, advanced=True) for i in self.instruments.values()]
+                return {"products": products, "num_products": len(products)}
+            if path == "/products":
+                return [self._product(i, advanced=False) for i in self.instruments.values()]
+            if path == "/api/v3/brokerage/market/product_book":
+                sym = self._known(query.get("product_id", ""))
+                n = int(query.get("limit", 0)) or len(self.books[sym])
+                book = self.books[sym]
+                return {"pricebook": {"product_id": sym, "time": utc(time.time_ns(), 6),
+                                      "bids": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(BID, n)],
+                                      "asks": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(ASK, n)]}}
+            parts = [p for p in path.split("/") if p]
+            if len(parts) == 3 and parts[0] == "products" and parts[2] == "book":
+                sym = self._known(parts[1])
+                book = self.books[sym]
+                n = len(book) if query.get("level", "1") != "1" else 1
+                return {"bids": [[self._p(sym, p), self._q(sym, q), 1] for p, q in book.top(BID, n)],
+                        "asks": [[self._p(sym, p), self._q(sym, q), 1] for p, q in book.top(ASK, n)],
+                        "sequence": self.product_seq[sym], "auction_mode": False, "auction": None,
+                        "time": utc(time.time_ns(), 6)}
         raise RestError(404, {"message": "NotFound"})
 
     def _known(self, sym: str) -> str:

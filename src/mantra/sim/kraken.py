@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import time
 
-from ...fixed import from_fixed
-from ...runtime.clock import utc
-from ..simulator import ASK, BID, DepthView, Listing, RestError, VenueSimulator, kraken_checksum, raw
+from ..fixed import from_fixed
+from ..runtime.clock import utc
+from .market import ASK, BID, DepthView, Listing
+from .oracles import kraken_checksum
+from .server import Request, RestError, VenueSimulator, raw
 
 LISTINGS = (
     Listing("BTC/USD", "BTC", "USD", "0.1", "0.00000001", "27000.0", "3", "0.0001", "0.5"),
@@ -268,19 +270,21 @@ class KrakenSimulator(VenueSimulator):
                 self.send(c, {"channel": "heartbeat"} if c.v2 else {"event": "heartbeat"})
 
     # -- REST ------------------------------------------------------------------------------
-    def rest(self, path: str, query: dict):
-        if path == "/0/public/AssetPairs":
-            return {"error": [], "result": {self._altname(s): self._asset_pair(s) for s in self.instruments}}
-        if path == "/0/public/Depth":
-            wanted = query.get("pair", "")
-            sym = next((s for s in self.instruments if wanted in (s, self._altname(s), _rename(s, _V1_ASSETS))), None)
-            if sym is None:
-                raise RestError(200, {"error": ["EQuery:Unknown asset pair"]})  # Kraken: errors in the body
-            n = min(int(query.get("count", 100)), 500)
-            book, stamp = self.books[sym], time.time_ns() // 1_000_000_000
-            return {"error": [], "result": {self._altname(sym): {
-                "asks": [[self._p(sym, p), self._q(sym, q), stamp] for p, q in book.top(ASK, n)],
-                "bids": [[self._p(sym, p), self._q(sym, q), stamp] for p, q in book.top(BID, n)]}}}
+    def rest(self, req: Request):
+        path, query = req.path, req.query
+        if req.method == "GET":
+            if path == "/0/public/AssetPairs":
+                return {"error": [], "result": {self._altname(s): self._asset_pair(s) for s in self.instruments}}
+            if path == "/0/public/Depth":
+                wanted = query.get("pair", "")
+                sym = next((s for s in self.instruments if wanted in (s, self._altname(s), _rename(s, _V1_ASSETS))), None)
+                if sym is None:
+                    raise RestError(200, {"error": ["EQuery:Unknown asset pair"]})  # Kraken: errors in the body
+                n = min(int(query.get("count", 100)), 500)
+                book, stamp = self.books[sym], time.time_ns() // 1_000_000_000
+                return {"error": [], "result": {self._altname(sym): {
+                    "asks": [[self._p(sym, p), self._q(sym, q), stamp] for p, q in book.top(ASK, n)],
+                    "bids": [[self._p(sym, p), self._q(sym, q), stamp] for p, q in book.top(BID, n)]}}}
         raise RestError(404, {"error": ["EGeneral:Unknown method"]})
 
     def _altname(self, sym: str) -> str:

@@ -1,388 +1,59 @@
-"""Local venue simulators: each venue's native WebSocket protocol and REST endpoints on loopback.
+"""The simulator server: one venue's WebSocket feed and REST API on loopback, and the truth.
 
-Machines without internet run their feeds, the demo and the tests against these.  A venue module
-(``<venue>/simulator.py``) only formats that venue's messages; everything else is here:
+A venue module (``sim/<venue>.py``) only formats that venue's messages and answers its REST paths;
+everything a venue shares is here, so each venue module stays a description of the venue:
 
-* **Server.**  One ``websockets`` sync server per simulator, bound to 127.0.0.1; the same port
-  answers plain HTTP GETs (the REST endpoints) through ``process_request``.  Threads, no asyncio:
-  websockets' thread per connection reads client messages, one writer thread per connection sends
-  (a slow or stalled client never blocks the market), and one market thread steps the source.
-* **Market.**  A source yields ``Step``s: the book changes and trades of one exchange message.
-  ``SyntheticMarket`` is a seeded random market; ``ReplayMarket`` re-serves what a venue once sent
-  (a cryptofeed recording).  The simulator applies every step to one ``L2Book`` per instrument, its
-  truth (``book(symbol)``), then the venue module turns the step into frames for each subscriber.
-  Subscription state and formatting run under one lock, so a snapshot is always exactly the state
-  between two diffs of the same connection.
-* **Faults**, callable from any thread at runtime: ``disconnect``, ``drop_next``,
-  ``corrupt_checksum_next``, ``malformed_next``, ``slow``, ``reconnect_request``,
-  ``rate_limit_next`` (and ``rest_limit_per_s`` for a standing REST rate limit).  From outside the
-  process: a ``faults`` schedule (``[(seconds after start, name, argument), ...]``; the command
-  line's ``--fault 5:disconnect``), and the control paths on the REST port (loopback only, never
-  rate limited): ``GET /__sim/fault/<name>[?arg=N]``, ``/__sim/pause``, ``/__sim/resume`` and
+* **WebSocket.**  One ``websockets`` sync server (``ws_url``), bound to 127.0.0.1.  Threads, no
+  asyncio: websockets' thread per connection reads client messages, one writer thread per
+  connection sends (a slow or stalled client never blocks the market), and one market thread steps
+  the source (``market.py``).
+* **REST** on its own port (``rest_url``): a stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with
+  keep-alive, so any method with headers and a body reaches the venue module's ``rest(request)``
+  (signed order entry needs POST/PUT/DELETE; websockets' handshake hook only sees GETs).
+* **Truth.**  Every step is applied to one ``L2Book`` per instrument (``book(symbol)``) before the
+  venue module turns it into frames for each subscriber.  Subscription state and formatting run
+  under one lock, so a snapshot is always exactly the state between two diffs of a connection.
+* **Faults** (named and checked in ``faults.py``), callable from any thread: ``disconnect``,
+  ``drop_next``, ``corrupt_checksum_next``, ``malformed_next``, ``slow``, ``reconnect_request``,
+  ``rate_limit_next`` (and ``rest_limit_per_s`` for a standing REST rate limit); from a ``faults``
+  schedule; or through the control paths on the REST port (loopback only, never rate limited, any
+  method): ``/__sim/fault/<name>[?arg=N]``, ``/__sim/pause``, ``/__sim/resume`` and
   ``/__sim/book/<symbol>`` (the truth, as exact decimal text).
 
 ``pause()``/``resume()`` freeze the market (connections and heartbeats go on) so that a client's
-books can be compared with ``book(symbol)``.  ``make_simulator(venue, replay=None, **options)``
-builds one by venue name; ``python -m mantra.venues.simulator <venue>`` serves one from a shell.
-Everything stops by itself: the market thread ends the simulator after ``lifetime_s``.
+books can be compared with ``book(symbol)``.  Everything stops by itself: the market thread ends
+the simulator after ``lifetime_s``.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
-import zlib
 from collections import Counter, deque
-from dataclasses import dataclass
+from email.message import Message
 from http import HTTPStatus
-from typing import Iterator, NamedTuple
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Response
 from websockets.sync.server import serve
 
 from ..book import L2Book
-from ..fixed import from_fixed, to_fixed
-from ..instruments import Instrument, InstrumentRegistry
-from .events import BookState, Fetch, Level, Status, Trade
+from ..fixed import from_fixed
+from ..instruments import Instrument
+from .faults import inject as _inject
+from .faults import schedule as _schedule
+from .market import ASK, BID, Step, SyntheticMarket
 
 log = logging.getLogger(__name__)
 
-BID, ASK = 1, -1
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-# -- market -----------------------------------------------------------------------------------
-class SimTrade(NamedTuple):
-    side: int  # aggressor: +1 buyer lifted the ask, -1 seller hit the bid
-    price: int
-    size: int
-    trade_id: int
-
-
-class Step(NamedTuple):
-    """One exchange message's worth of market change for one instrument."""
-
-    symbol: str
-    levels: list  # (side, price, size): the final size of each changed level (0 deletes), in order
-    trades: list  # SimTrade, executed on the book as it was before this step
-    ts: int = 0  # ns since the epoch; stamped by the simulator when it publishes the step
-
-
-@dataclass(frozen=True)
-class Listing:
-    """A synthetic instrument: the venue's symbol, its increments, where its price starts."""
-
-    symbol: str
-    base: str
-    quote: str
-    tick: str  # price increment; its decimals are the price scale
-    lot: str  # size increment; its decimals are the size scale
-    start: str  # first mid price
-    max_size: str  # largest size of a new level
-    min_size: str = "0"
-    min_notional: str = "0"
-
-    def instrument(self, venue: str, registry: InstrumentRegistry) -> Instrument:
-        ps, ss = _decimals(self.tick), _decimals(self.lot)
-        return registry.add(
-            venue, self.symbol, base=self.base, quote=self.quote, price_scale=ps, size_scale=ss,
-            tick=to_fixed(self.tick, ps), lot=to_fixed(self.lot, ss), min_size=to_fixed(self.min_size, ss),
-            min_notional=to_fixed(self.min_notional, ps), price_decimals=ps, size_decimals=ss)
-
-
-def _decimals(text: str) -> int:
-    return len(text.partition(".")[2])
-
-
-def collapse(levels) -> list[tuple[int, int, int]]:
-    """Keep each level's final size, in first-change order: a venue sends one entry per level."""
-    out: dict[tuple[int, int], int] = {}
-    for side, price, size in levels:
-        out[(side, price)] = size
-    return [(s, p, q) for (s, p), q in out.items()]
-
-
-class SyntheticMarket:
-    """A seeded random market: the same seed gives the same steps, however fast they are taken.
-
-    Per instrument, a centre price random-walks; levels are added around it (never crossing the
-    other side), resized, deleted (far ones first once a side is long), and trades take liquidity
-    at the touch.  One step changes one instrument: a trade (and the level it leaves), or
-    1..``max_changes`` level changes.
-    """
-
-    def __init__(self, venue: str, listings, *, seed: int = 1, rate: float = 50.0, levels: int = 20,
-                 max_changes: int = 3, trade_ratio: float = 0.15):
-        if rate <= 0:
-            raise ValueError(f"rate must be > 0, got {rate}")
-        self.registry = InstrumentRegistry()
-        self.instruments = [x.instrument(venue, self.registry) for x in listings]
-        self.rate = rate
-        self.levels = max(levels, 4)
-        self.max_changes = max_changes
-        self.trade_ratio = trade_ratio
-        self.rng = random.Random(seed)
-        self.books = {i.symbol: L2Book() for i in self.instruments}  # the generator's own copy of the truth
-        self._center = {x.symbol: to_fixed(x.start, i.price_scale) for x, i in zip(listings, self.instruments)}
-        self._max_lots = {i.symbol: max(to_fixed(x.max_size, i.size_scale) // i.lot, 1)
-                          for x, i in zip(listings, self.instruments)}
-        self._trade_id = {i.symbol: 0 for i in self.instruments}
-        self._opening = self._open()
-
-    def initial(self) -> list[Step]:
-        """The opening books: ``levels`` per side around the start price."""
-        return list(self._opening)
-
-    def _open(self) -> list[Step]:
-        out = []
-        for inst in self.instruments:
-            book, c, tick = self.books[inst.symbol], self._center[inst.symbol], inst.tick
-            levels = []
-            for side in (BID, ASK):
-                price = c - side * tick * self.rng.randint(1, 3)
-                for _ in range(self.levels):
-                    if price > 0:
-                        levels.append((side, price, self._size(inst)))
-                    price -= side * tick * self.rng.randint(1, 3)
-            for lv in levels:
-                book.apply(*lv)
-            out.append(Step(inst.symbol, levels, []))
-        return out
-
-    def steps(self) -> Iterator[tuple[float, Step]]:
-        while True:
-            yield 1.0 / self.rate, self.step()
-
-    def step(self) -> Step:
-        rng = self.rng
-        inst = rng.choice(self.instruments)
-        sym = inst.symbol
-        book = self.books[sym]
-        if rng.random() < 0.2:  # the random walk: new levels gather around the moving centre
-            self._center[sym] = max(self._center[sym] + rng.choice((-1, 1)) * inst.tick, inst.tick * 4 * self.levels)
-        levels, trades = [], []
-        for k in range(rng.randint(1, self.max_changes)):
-            self._operate(inst, book, levels, trades, trade=k == 0)
-            if trades:
-                break  # a trade's step is the trade and its effect on the touch, nothing else
-        return Step(sym, collapse(levels), trades)
-
-    def _size(self, inst: Instrument) -> int:
-        # Mostly small, sometimes large: a log-uniform number of lots.
-        lots = int(self._max_lots[inst.symbol] ** self.rng.random())
-        return inst.lot * max(lots, 1)
-
-    def _operate(self, inst: Instrument, book: L2Book, levels: list, trades: list, trade: bool) -> None:
-        rng, tick = self.rng, inst.tick
-        side = rng.choice((BID, ASK))
-        mine = book.bids if side == BID else book.asks
-        r = rng.random()
-        if len(mine) > 2 * self.levels:  # keep sides bounded: drop the furthest level
-            change = (side, book.top(side, len(mine))[-1][0], 0)
-        elif r < self.trade_ratio and trade:  # a trade takes (part of) the touch; the aggressor is the other side
-            price, size = book.top(side, 1)[0]
-            if len(mine) > 2 and rng.random() < 0.4:
-                qty = size  # the whole level
-            else:
-                qty = min(inst.lot * rng.randint(1, max(size // inst.lot - 1, 1)), size)
-            if qty == size and len(mine) <= 2:  # never empty a side
-                qty -= inst.lot
-            if qty <= 0:
-                return
-            self._trade_id[inst.symbol] += 1
-            trades.append(SimTrade(-side, price, qty, self._trade_id[inst.symbol]))
-            change = (side, price, size - qty)
-        elif r < 0.45 and mine:  # resize a level, mostly near the touch
-            top = book.top(side, len(mine))
-            price = top[min(int(rng.expovariate(0.25)), len(top) - 1)][0]
-            change = (side, price, self._size(inst))
-        elif r < 0.75 or len(mine) <= self.levels // 2:  # add a level near the centre, never crossing
-            price = self._center[inst.symbol] - side * tick * (1 + int(rng.expovariate(0.15)))
-            other = book.best_ask() if side == BID else book.best_bid()
-            if other is not None and (price - other) * side >= 0:
-                price = other - side * tick * rng.randint(1, 3)
-            if price <= 0:
-                return
-            change = (side, price, self._size(inst))
-        else:  # delete a level, further ones more likely
-            top = book.top(side, len(mine))
-            price = top[len(top) - 1 - min(int(rng.expovariate(0.2)), len(top) - 1)][0]
-            change = (side, price, 0)
-        book.apply(*change)
-        levels.append(change)
-
-
-class ReplayMarket:
-    """Re-serve a recording: its book changes and trades as steps, paced by the recorded times.
-
-    The recording (cryptofeed format: WebSocket frames plus ``*.http.*`` REST bodies) is decoded by
-    the venue's own protocol, the way ``mantra venues check`` replays it; each exchange message that
-    changed a book (its ``Level``s up to ``last``) becomes one step, each trade a step of its own.
-    Steps up to the first state of every instrument form the opening books; the rest follow at the
-    recorded pace divided by ``speed`` (silences capped at ``max_gap_s``).  The simulator then serves
-    them in its own venue's format with live sequence numbers, so faults and resyncs work as with the
-    synthetic market.
-    """
-
-    def __init__(self, venue: str, files, symbols: list[str] | None = None, *, speed: float = 1.0,
-                 max_gap_s: float = 1.0, **opts):
-        from ..store.cryptofeed import HTTP, OPEN, RECV, SENT, read_capture
-        from .check import DISCOVER
-        from .registry import make_protocol
-
-        if speed <= 0:
-            raise ValueError(f"speed must be > 0, got {speed}")
-        self.speed, self.max_gap_s = speed, max_gap_s
-        records, bodies, opened, sent = [], {}, [], []
-        for path in files:
-            for rec in read_capture(path):
-                if rec.kind == HTTP:
-                    body = rec.payload if isinstance(rec.payload, bytes) else rec.payload.encode()
-                    bodies.setdefault(rec.url.rstrip("/"), []).append(body)
-                elif rec.kind in (OPEN, RECV):
-                    opened += [rec.url] if rec.kind == OPEN else []
-                    records.append(rec)
-                elif rec.kind == SENT:
-                    try:
-                        sent.append(msgspec.json.decode(rec.payload))
-                    except msgspec.DecodeError:
-                        pass
-        found, found_opts = DISCOVER[venue](opened, sent, list(bodies))
-        self.registry = InstrumentRegistry()
-        proto = make_protocol(venue, self.registry, symbols or list(dict.fromkeys(found)), **{**found_opts, **opts})
-        self._decoded: list[tuple[int, Step]] = []
-        pending: dict[int, list] = {}
-        used = Counter()
-        tick = None
-        for rec in records:
-            while tick is not None and tick <= rec.ts:  # the protocol's ~1/s timer, at recorded times
-                proto.on_timer(tick)
-                self._collect(proto, pending, bodies, used, tick)
-                tick += 1_000_000_000
-            if rec.kind == OPEN:
-                if proto.connected:
-                    proto.on_disconnect(rec.ts)
-                proto.on_connect(rec.ts)
-                tick = tick or rec.ts + 1_000_000_000
-            else:
-                proto.on_frame(rec.payload, rec.ts)
-            self._collect(proto, pending, bodies, used, rec.ts)
-        self.instruments = [self.registry[i] for i in proto.books]
-        self.protocol = proto  # holds the books as read straight from the recording
-        self.malformed = proto.malformed
-
-    def _collect(self, proto, pending: dict, bodies: dict, used: Counter, ts: int) -> None:
-        """Turn the protocol's events into steps; answer its fetches from the recorded bodies."""
-        while proto.events:
-            events = list(proto.events)
-            proto.events.clear()
-            for e in events:
-                t = type(e)
-                if t is Level:
-                    pending.setdefault(e.instrument, []).append((e.side, e.price, e.size))
-                    if e.last:
-                        sym = self.registry[e.instrument].symbol
-                        self._decoded.append((ts, Step(sym, collapse(pending.pop(e.instrument)), [])))
-                elif t is Trade:
-                    trade = SimTrade(e.side or BID, e.price, e.size, e.trade_id)
-                    self._decoded.append((ts, Step(self.registry[e.instrument].symbol, [], [trade])))
-                elif t is Fetch:
-                    # The next recorded answer for that URL (the last one again once all are used).
-                    answers = bodies.get(e.url.rstrip("/"))
-                    if answers:
-                        n = used[e.url]
-                        used[e.url] += 1
-                        proto.on_rest(e.url, answers[min(n, len(answers) - 1)], ts)
-                elif t is BookState and e.status == Status.SYNCING:
-                    pending.pop(e.instrument, None)
-
-    def initial(self) -> list[Step]:
-        waiting = {i.symbol for i in self.instruments}
-        n = 0
-        while waiting and n < len(self._decoded):
-            waiting.discard(self._decoded[n][1].symbol)
-            n += 1
-        self._start = n
-        return [s for _, s in self._decoded[:n]]
-
-    def steps(self) -> Iterator[tuple[float, Step]]:
-        prev = self._decoded[self._start - 1][0] if self._start else None
-        for ts, step in self._decoded[self._start :]:
-            gap = 0.0 if prev is None else min((ts - prev) / 1e9 / self.speed, self.max_gap_s)
-            prev = ts
-            yield gap, step
-
-
-# -- depth-limited subscriptions ----------------------------------------------------------------
-class DepthView:
-    """What a subscriber to the best ``depth`` levels holds.
-
-    Venues with a subscribed depth (Kraken, Bitfinex) send the changes inside that window, a level
-    that enters it from below (Kraken marks it "republished"), and no delete for a level pushed out
-    by a better one: the client truncates.  ``diff`` computes those changes against the truth; the
-    caller applies each message it sends with ``apply``, exactly as the client will, so a checksum
-    computed from ``book`` is what the client must find, even for a message the client never got.
-    """
-
-    def __init__(self, depth: int, truth: L2Book):
-        self.book = L2Book(depth)
-        for side in (BID, ASK):
-            for price, size in truth.top(side, depth):
-                self.book.apply(side, price, size)
-
-    def diff(self, truth: L2Book, changed) -> list[tuple[int, int, int, bool]]:
-        """``(side, price, size, republished)``: deletions first, so that a client truncating after
-        every single-level message never drops a level that belongs in the window."""
-        depth = self.book.depth
-        deletes, sets = [], []
-        for side in (BID, ASK):
-            old = self.book.bids if side == BID else self.book.asks
-            have = truth.bids if side == BID else truth.asks
-            new = truth.top(side, depth)
-            inside = {p for p, _ in new}
-            deletes += [(side, p, 0, False) for p in old if p not in inside and p not in have]
-            sets += [(side, p, s, (side, p) not in changed) for p, s in new if old.get(p) != s]
-        return deletes + sets
-
-    def apply(self, levels) -> None:
-        for side, price, size, *_ in levels:
-            self.book.apply(side, price, size)
-        self.book.truncate()
-
-
-# -- checksums (written from the venues' documents, independently of the protocols) ------------
-def kraken_checksum(book: L2Book, price_decimals: int, size_decimals: int, price_scale: int | None = None,
-                    size_scale: int | None = None) -> int:
-    """CRC32 of the top 10 asks (ascending) then bids (descending): each price and quantity
-    written with the pair's precision, ``.`` removed, leading zeros stripped."""
-    ps = price_decimals if price_scale is None else price_scale
-    ss = size_decimals if size_scale is None else size_scale
-
-    def text(v: int, scale: int, decimals: int) -> str:
-        return from_fixed(v, scale, decimals).replace(".", "").lstrip("0")
-
-    parts = [text(p, ps, price_decimals) + text(s, ss, size_decimals)
-             for side in (ASK, BID) for p, s in book.top(side, 10)]
-    return zlib.crc32("".join(parts).encode())
-
-
-def bitfinex_checksum(bids: list[str], asks: list[str]) -> int:
-    """Signed CRC32 of ``bid0:ask0:bid1:ask1...`` (``"price:amount"`` fragments, best first, top 25)."""
-    parts = []
-    for i in range(25):
-        if i < len(bids):
-            parts.append(bids[i])
-        if i < len(asks):
-            parts.append(asks[i])
-    crc = zlib.crc32(":".join(parts).encode())
-    return crc - (1 << 32) if crc >= 1 << 31 else crc
+CONTROL = "/__sim/"
+MAX_BODY = 1 << 20  # a REST request body larger than this is refused (413)
 
 
 # -- formatting helpers --------------------------------------------------------------------------
@@ -412,19 +83,57 @@ class Client:
         self.open = True
 
 
-class RestError(Exception):
-    """Raised by a venue's REST handler: answered with ``status`` and the venue's error ``body``."""
+class Request(NamedTuple):
+    """One REST request as a venue module's ``rest`` sees it.
 
-    def __init__(self, status: int, body):
+    ``query`` holds the last value of each parameter; ``target`` is the path and query exactly as
+    sent and ``body`` the raw bytes (what a venue's signature covers); ``headers`` look up names
+    case-insensitively (``headers.get("X-MBX-APIKEY")``)."""
+
+    method: str  # "GET", "POST", "PUT", "DELETE"...
+    path: str
+    query: dict
+    headers: Message
+    body: bytes
+    target: str
+
+    def json(self):
+        """The body decoded as JSON (``None`` if empty); a body that is not JSON is a 400."""
+        if not self.body:
+            return None
+        try:
+            return msgspec.json.decode(self.body)
+        except msgspec.DecodeError:
+            raise RestError(400, {"error": "body is not JSON"}) from None
+
+    def form(self) -> dict:
+        """The body as ``application/x-www-form-urlencoded`` parameters (last value of each)."""
+        return {k: v[-1] for k, v in parse_qs(self.body.decode("utf-8", "replace")).items()}
+
+
+class Reply(NamedTuple):
+    """A REST answer other than a plain 200: a ``rest`` hook may return one instead of a body."""
+
+    status: int
+    body: object  # bytes as is, anything else as JSON
+    headers: dict = {}
+
+
+class RestError(Exception):
+    """Raised by a venue's REST handler: answered with ``status``, the venue's error ``body`` and
+    any extra ``headers``."""
+
+    def __init__(self, status: int, body, headers: dict | None = None):
         super().__init__(status)
-        self.status, self.body = status, body
+        self.status, self.body, self.headers = status, body, headers or {}
 
 
 class VenueSimulator:
     """Base of the venue simulators; subclasses format messages (see the hooks at the end).
 
     ``source``: a ``SyntheticMarket`` or ``ReplayMarket`` (default: the venue's synthetic market
-    with ``seed``, ``rate`` steps per second and ``levels`` per side).  ``rest_limit_per_s``:
+    with ``seed``, ``rate`` steps per second and ``levels`` per side).  ``port`` is the WebSocket
+    port and ``rest_port`` the REST one (0: any free port, known after ``start``).  ``rest_limit_per_s``:
     REST requests beyond this many in a second get the venue's rate-limit answer.  ``max_queue``:
     frames a client may leave unread before it is closed (1008), as venues drop slow consumers.
     """
@@ -435,7 +144,7 @@ class VenueSimulator:
     rate_limit_status = 429
 
     def __init__(self, source=None, *, seed: int = 1, rate: float = 50.0, levels: int = 20,
-                 host: str = "127.0.0.1", port: int = 0, lifetime_s: float = 600.0,
+                 host: str = "127.0.0.1", port: int = 0, rest_port: int = 0, lifetime_s: float = 600.0,
                  rest_limit_per_s: int | None = None, max_queue: int = 100_000, faults=()):
         if host not in LOOPBACK:
             raise ValueError(f"simulators serve loopback only, not {host!r}")
@@ -444,7 +153,7 @@ class VenueSimulator:
         self.books = {s: L2Book() for s in self.instruments}  # the truth
         self.recent_trades = {s: deque(maxlen=50) for s in self.instruments}  # (SimTrade, ts), oldest first
         self.aliases: dict[str, str] = {}  # other spellings of a symbol (Kraken v1 names)
-        self.host, self.port = host, port  # port 0: any free port, known after start()
+        self.host, self.port, self.rest_port = host, port, rest_port  # 0: any free port, known after start()
         self.lifetime_s, self.rest_limit_per_s, self.max_queue = lifetime_s, rest_limit_per_s, max_queue
         self.lock = threading.RLock()
         self.clients: list[Client] = []
@@ -453,19 +162,19 @@ class VenueSimulator:
         self._stall_until = 0.0
         self._limited: deque[int] = deque()
         self._rest_times: deque[float] = deque()
-        self.schedule = sorted((float(at), *parse_fault(name, arg)) for at, name, arg in faults)
+        self.schedule = _schedule(faults)
         self.injected: Counter = Counter()  # fault name -> times injected (schedule and control paths)
         # counters, for tests and the demo
         self.connections = 0  # WebSocket connections accepted so far
         self.frames_sent = 0
         self.dropped = 0
-        self.rest_requests: Counter = Counter()  # path -> requests
+        self.rest_requests: Counter = Counter()  # path -> requests (any method)
         self.steps = 0
         self.finished = False  # the source has no more steps (a replay has ended)
         self._paused = False
         self._stop = threading.Event()
         self._stopped = False
-        self._server = None
+        self._server = self._rest = None
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -473,10 +182,13 @@ class VenueSimulator:
         with self.lock:
             for step in self.source.initial():
                 self._apply(step._replace(ts=time.time_ns()))
-        self._server = serve(self._handle, self.host, self.port, process_request=self._http, compression=None,
+        self._server = serve(self._handle, self.host, self.port, compression=None,
                              ping_interval=20, close_timeout=2, logger=logging.getLogger(__name__ + ".ws"))
         self.port = self._server.socket.getsockname()[1]
-        for target, name in ((self._server.serve_forever, "server"), (self._run, "market")):
+        self._rest = _RestServer((self.host, self.rest_port), self)
+        self.rest_port = self._rest.server_address[1]
+        for target, name in ((self._server.serve_forever, "server"), (self._rest.serve_forever, "rest"),
+                             (self._run, "market")):
             t = threading.Thread(target=target, name=f"{self.venue}-sim-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -489,6 +201,9 @@ class VenueSimulator:
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()  # stops accepting and closes the connections
+        if self._rest is not None:
+            self._rest.shutdown()
+            self._rest.server_close()
         with self.lock:
             for c in self.clients:
                 c.queue.put(None)
@@ -502,10 +217,13 @@ class VenueSimulator:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _hostport(self, port: int) -> str:
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+
     @property
     def address(self) -> str:
-        """``host:port`` as a URL spells it."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        """The WebSocket server's ``host:port`` as a URL spells it."""
+        return self._hostport(self.port)
 
     @property
     def ws_url(self) -> str:
@@ -513,7 +231,7 @@ class VenueSimulator:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.address}"
+        return f"http://{self._hostport(self.rest_port)}"
 
     # -- the truth ---------------------------------------------------------------------------
     def symbol(self, name: str) -> str:
@@ -583,12 +301,8 @@ class VenueSimulator:
             self._limited.extend([status or self.rate_limit_status] * n)
 
     def inject(self, name: str, arg: float | None = None) -> None:
-        """Run the fault ``name`` (one of ``FAULTS``) with its optional numeric argument."""
-        name, arg = parse_fault(name, arg)
-        method = getattr(self, FAULTS[name])
-        method() if arg is None else method(arg)
-        self.injected[name] += 1
-        log.info("%s simulator: fault %s%s injected", self.venue, name, "" if arg is None else f" ({arg})")
+        """Run the fault ``name`` (one of ``faults.FAULTS``) with its optional numeric argument."""
+        _inject(self, name, arg)
 
     # -- for venue modules -------------------------------------------------------------------
     def send(self, client: Client, obj, *, book: bool = False) -> None:
@@ -716,19 +430,13 @@ class VenueSimulator:
             except (ConnectionClosed, OSError):
                 return  # the reading side notices too and forgets the client
 
-    def _http(self, conn, request):
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return None  # a WebSocket handshake
-        url = urlsplit(request.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        headers = [("Content-Type", "application/json")]
-        if url.path.startswith(CONTROL):
-            status, body = self._control(url.path[len(CONTROL):], query)
-            data = msgspec.json.encode(body)
-            return Response(status, HTTPStatus(status).phrase,
-                            Headers(headers + [("Content-Length", str(len(data)))]), data)
+    def serve_rest(self, req: Request) -> tuple[int, object, dict]:
+        """One REST request: a control path, or the venue's (rate limits and faults apply)."""
+        if req.path.startswith(CONTROL):
+            status, body = self._control(req.path[len(CONTROL):], req.query)
+            return status, body, {}
         with self.lock:
-            self.rest_requests[url.path] += 1
+            self.rest_requests[req.path] += 1
             now = time.monotonic()
             self._rest_times.append(now)
             while self._rest_times and self._rest_times[0] < now - 1.0:
@@ -736,16 +444,14 @@ class VenueSimulator:
             over = self.rest_limit_per_s is not None and len(self._rest_times) > self.rest_limit_per_s
             if self._limited or over:
                 status = self._limited.popleft() if self._limited else self.rate_limit_status
-                body = self.rate_limit_body(status)
-                headers.append(("Retry-After", "1"))
-            else:
-                try:
-                    status, body = 200, self.rest(url.path, query)
-                except RestError as e:
-                    status, body = e.status, e.body
-        data = body if isinstance(body, bytes) else msgspec.json.encode(body)
-        headers.append(("Content-Length", str(len(data))))
-        return Response(status, HTTPStatus(status).phrase, Headers(headers), data)
+                return status, self.rate_limit_body(status), {"Retry-After": "1"}
+            try:
+                out = self.rest(req)
+            except RestError as e:
+                return e.status, e.body, e.headers
+        if isinstance(out, Reply):
+            return out.status, out.body, out.headers
+        return 200, out, {}
 
     def _control(self, path: str, query: dict) -> tuple[int, dict]:
         """The control paths (see the module doc): faults, pause/resume and the truth from outside."""
@@ -784,9 +490,10 @@ class VenueSimulator:
     def idle(self, now: float) -> None:
         """Runs every ``idle_s``: heartbeats."""
 
-    def rest(self, path: str, query: dict):
-        """Answer a REST GET: return the JSON body, or raise ``RestError``."""
-        raise RestError(404, {"error": f"no such endpoint {path}"})
+    def rest(self, req: Request):
+        """Answer a REST request (any method): return the JSON body of a 200 (``bytes`` go as they
+        are), or a ``Reply(status, body, headers)``; or raise ``RestError(status, body[, headers])``."""
+        raise RestError(404, {"error": f"no such endpoint {req.method} {req.path}"})
 
     def rate_limit_body(self, status: int):
         return {"error": "rate limit exceeded"}
@@ -795,162 +502,61 @@ class VenueSimulator:
         raise NotImplementedError(f"{self.venue} has no reconnect request")
 
 
-# -- faults by name ------------------------------------------------------------------------------
-CONTROL = "/__sim/"
-FAULTS = {"disconnect": "disconnect", "drop": "drop_next", "corrupt_checksum": "corrupt_checksum_next",
-          "malformed": "malformed_next", "slow": "slow", "reconnect_request": "reconnect_request",
-          "rate_limit": "rate_limit_next"}
-FAULT_ARGS = {"drop": 1, "slow": 1.0, "rate_limit": 1}  # the faults that take a number, and its type
+# -- REST server -----------------------------------------------------------------------------------
+class _RestHandler(BaseHTTPRequestHandler):
+    """Every method the same way: read the body, ask the simulator, answer with a length (keep-alive)."""
 
+    protocol_version = "HTTP/1.1"
+    server: "_RestServer"
+    timeout = 30  # an idle keep-alive connection frees its thread after this long
 
-def parse_fault(name: str, arg=None) -> tuple[str, float | None]:
-    """Checks a fault's name and argument; an unknown one is an error naming the known ones."""
-    if name not in FAULTS:
-        raise ValueError(f"unknown simulator fault {name!r}; known: {', '.join(FAULTS)}")
-    if arg is None or arg == "":
-        return name, None
-    if name not in FAULT_ARGS:
-        raise ValueError(f"simulator fault {name!r} takes no argument (got {arg!r})")
-    try:
-        value = type(FAULT_ARGS[name])(arg)
-    except (TypeError, ValueError):
-        raise ValueError(f"simulator fault {name!r}: argument {arg!r} is not a number") from None
-    if not 0 < value <= 1000:
-        raise ValueError(f"simulator fault {name!r}: argument {arg!r} is out of range (0, 1000]")
-    return name, value
-
-
-def fault_option(text: str) -> tuple[float, str, str | None]:
-    """``SECONDS:NAME[:ARG]`` from the command line -> a schedule entry."""
-    at, _, rest = text.partition(":")
-    name, _, arg = rest.partition(":")
-    try:
-        when = float(at)
-    except ValueError:
-        raise ValueError(f"--fault {text!r}: expected SECONDS:NAME[:ARG], e.g. 5:disconnect or 8:drop:3") from None
-    return (when, *parse_fault(name, arg or None))
-
-
-# -- by venue name ---------------------------------------------------------------------------------
-SIMULATORS = {
-    "binance": ("mantra.venues.binance.simulator", "BinanceSimulator"),
-    "bitstamp": ("mantra.venues.bitstamp.simulator", "BitstampSimulator"),
-    "bitfinex": ("mantra.venues.bitfinex.simulator", "BitfinexSimulator"),
-    "coinbase": ("mantra.venues.coinbase.simulator", "CoinbaseSimulator"),
-    "kraken": ("mantra.venues.kraken.simulator", "KrakenSimulator"),
-}
-
-
-def make_simulator(venue: str, replay=None, speed: float = 1.0, **opts) -> VenueSimulator:
-    """A (not yet started) simulator for ``venue``: synthetic, or re-serving the ``replay`` files."""
-    import importlib
-
-    try:
-        module, name = SIMULATORS[venue.lower()]
-    except KeyError:
-        raise ValueError(f"unknown venue {venue!r}; known: {', '.join(SIMULATORS)}") from None
-    source = ReplayMarket(venue.lower(), replay, speed=speed) if replay else None
-    return getattr(importlib.import_module(module), name)(source, **opts)
-
-
-# -- as child processes (the demo, the drill, a system's [simulators]) ------------------------------
-def spawn(venues: dict[str, dict], log_path=None) -> tuple[list, dict]:
-    """One simulator process per venue: ``{venue: {seed, rate, levels, lifetime, faults}}`` (faults:
-    ``[(seconds, name, arg or None), ...]``).  Returns (processes, venue -> {ws, rest, symbols}).
-    Each dies with this process, however it ends (SIGKILL included); stop them with ``stop_spawned``.
-    Their logs go to ``log_path`` (default: this process's stderr)."""
-    import functools
-    import os
-    import subprocess
-    import sys
-
-    from ..runtime.supervisor import die_with_parent
-
-    procs, urls = [], {}
-    log = open(log_path, "ab") if log_path else None
-    try:
-        for venue, o in venues.items():
-            cmd = [sys.executable, "-m", "mantra.venues.simulator", venue, "--port", "0",
-                   "--seed", str(o.get("seed", 1)), "--rate", str(o.get("rate", 50.0)),
-                   "--levels", str(o.get("levels", 20)), "--lifetime", str(o.get("lifetime", 3600.0))]
-            for at, name, arg in o.get("faults", ()):
-                cmd += ["--fault", f"{at}:{name}" + ("" if arg is None else f":{arg}")]
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                                          start_new_session=True,  # Ctrl-C is the parent's to handle
-                                          preexec_fn=functools.partial(die_with_parent, os.getpid())))
-        for venue, p in zip(venues, procs):
-            line = p.stdout.readline()  # "VENUE: ws URL  rest URL  instruments A, B, C"
-            if not line.startswith(f"{venue}: ws "):
-                raise RuntimeError(f"{venue} simulator did not start (see {log_path or 'its log'}): {line!r}")
-            head, _, insts = line.strip().partition("  instruments ")
-            parts = head.split()
-            urls[venue] = {"ws": parts[2], "rest": parts[4], "symbols": insts.split(", ")}
-    except BaseException:
-        stop_spawned(procs)
-        raise
-    finally:
-        if log:
-            log.close()
-    return procs, urls
-
-
-def stop_spawned(procs: list) -> None:
-    import subprocess
-
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
+    def _serve(self) -> None:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._answer(411, {"error": "chunked bodies are not served; send Content-Length"}, {})
         try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        if p.stdout:
-            p.stdout.close()
-
-
-def feed_options(venue: str, urls: dict) -> dict:
-    """A Feed's protocol options pointing at a spawned simulator."""
-    if venue in ("binance", "bitstamp"):  # WebSocket diffs + REST snapshots
-        return {"ws_url": urls["ws"], "rest_url": urls["rest"]}
-    return {"url": urls["ws"]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m mantra.venues.simulator",
-                                 description="Serve a venue's market-data protocol on loopback.")
-    ap.add_argument("venue", choices=sorted(SIMULATORS))
-    ap.add_argument("--port", type=int, default=0, help="default: any free port")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--rate", type=float, default=50.0, help="synthetic messages per second")
-    ap.add_argument("--levels", type=int, default=20, help="synthetic levels per side")
-    ap.add_argument("--replay", nargs="+", metavar="FILE", help="re-serve these recordings instead")
-    ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
-    ap.add_argument("--lifetime", type=float, default=3600.0, help="stop after this many seconds")
-    ap.add_argument("--fault", action="append", default=[], metavar="SECONDS:NAME[:ARG]",
-                    help=f"inject a fault at that time after start (repeatable); names: {', '.join(FAULTS)}")
-    args = ap.parse_args(argv)
-    try:
-        faults = [fault_option(f) for f in args.fault]
-    except ValueError as e:
-        ap.error(str(e))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sim = make_simulator(args.venue, args.replay, args.speed, seed=args.seed, rate=args.rate, levels=args.levels,
-                         port=args.port,
-                         lifetime_s=args.lifetime, faults=faults)
-    with sim:
-        print(f"{args.venue}: ws {sim.ws_url}  rest {sim.rest_url}  instruments {', '.join(sim.instruments)}",
-              flush=True)
+            n = int(length or 0)
+        except ValueError:
+            return self._answer(400, {"error": f"bad Content-Length {length!r}"}, {})
+        if not 0 <= n <= MAX_BODY:
+            return self._answer(413, {"error": f"body of {n} bytes (at most {MAX_BODY})"}, {})
+        body = self.rfile.read(n) if n else b""
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        req = Request(self.command, url.path, query, self.headers, body, self.path)
         try:
-            while not sim._stop.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            pass
-    return 0
+            status, out, headers = self.server.sim.serve_rest(req)
+        except Exception:  # noqa: BLE001 - a venue module's bug is a 500, never a dead server
+            log.exception("%s simulator: REST %s %s failed", self.server.sim.venue, self.command, self.path)
+            status, out, headers = 500, {"error": "simulator error"}, {}
+        self._answer(status, out, headers)
+
+    def _answer(self, status: int, body, headers: dict) -> None:
+        data = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        self.send_response(status, HTTPStatus(status).phrase)
+        have = {k.lower() for k in headers}
+        if "content-type" not in have:
+            self.send_header("Content-Type", "application/json")
+        for k, v in headers.items():
+            self.send_header(k, str(v))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s simulator: REST %s", self.server.sim.venue, format % args)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+class _RestServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, sim: VenueSimulator):
+        self.sim = sim
+        if ":" in address[0]:
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _RestHandler)

@@ -22,6 +22,7 @@ import json
 import sys
 from collections import deque
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from ..instruments import InstrumentRegistry
@@ -217,9 +218,20 @@ class _Replay:
             self.drain(t)
 
 
-def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None = None, sink=None,
-          registry: InstrumentRegistry | None = None, **opts) -> dict:
-    """Replay ``files`` (WebSocket and REST recordings of one venue) and report per instrument."""
+class Run(NamedTuple):
+    """One WebSocket recording replayed: its protocol (None if skipped, and why) and its counts."""
+
+    path: Path
+    protocol: object = None
+    replay: _Replay | None = None
+    skipped: str = ""
+
+
+def replay(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None = None, sink=None,
+           registry: InstrumentRegistry | None = None, **opts) -> tuple[list[Run], int]:
+    """Replay ``files`` (WebSocket and REST recordings of one venue), each WebSocket recording
+    through a fresh protocol: ``(runs, malformed lines)``.  ``sink(events, ts)`` sees every event
+    batch (importing recordings, the simulators' replay market)."""
     venue = venue.lower()
     if venue not in PROTOCOLS:
         raise ValueError(f"unknown venue {venue!r}; known: {', '.join(PROTOCOLS)}")
@@ -249,26 +261,40 @@ def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None 
     http_urls = [u for u in bodies]
 
     registry = registry if registry is not None else InstrumentRegistry()
-    report = {"venue": venue, "frames": 0, "malformed": 0, "malformed_lines": bad_lines, "fetches": 0,
-              "fetches_unanswered": 0, "fetches_matched_by_symbol": 0, "sends": 0, "reconnects": 0, "files": [],
-              "instruments": {}}
-    messages: dict[str, int] = {}
+    runs = []
     for path, opened, sent in ws:
         found, found_opts = DISCOVER[venue](opened, sent, http_urls)
         syms = list(dict.fromkeys(symbols if symbols is not None else found))
-        entry = {"path": str(path)}
-        report["files"].append(entry)
         if not syms:
-            entry["skipped"] = "no order-book subscription in the recording"
+            runs.append(Run(path, skipped="no order-book subscription in the recording"))
             continue
         proto = make_protocol(venue, registry, syms, **{**found_opts, **opts})
-        replay = _Replay(proto, {u: deque(b) for u, b in bodies.items()}, sink)
-        reader = read_capture(path)
-        replay.run(iter(reader))
+        rep = _Replay(proto, {u: deque(b) for u, b in bodies.items()}, sink)
+        rep.run(iter(read_capture(path)))
+        runs.append(Run(path, proto, rep))
+    return runs, bad_lines
+
+
+def check(venue: str, files, fmt: str = "cryptofeed", symbols: list[str] | None = None, sink=None,
+          registry: InstrumentRegistry | None = None, **opts) -> dict:
+    """Replay ``files`` (WebSocket and REST recordings of one venue) and report per instrument."""
+    registry = registry if registry is not None else InstrumentRegistry()
+    runs, bad_lines = replay(venue, files, fmt, symbols, sink, registry, **opts)
+    report = {"venue": venue.lower(), "frames": 0, "malformed": 0, "malformed_lines": bad_lines, "fetches": 0,
+              "fetches_unanswered": 0, "fetches_matched_by_symbol": 0, "sends": 0, "reconnects": 0, "files": [],
+              "instruments": {}}
+    messages: dict[str, int] = {}
+    for run in runs:
+        entry = {"path": str(run.path)}
+        report["files"].append(entry)
+        if run.protocol is None:
+            entry["skipped"] = run.skipped
+            continue
+        proto, rep = run.protocol, run.replay
         entry["frames"] = proto.frames
-        for key, value in (("frames", proto.frames), ("malformed", proto.malformed), ("fetches", replay.fetches),
-                           ("fetches_unanswered", replay.unanswered), ("sends", replay.sends),
-                           ("reconnects", replay.reconnects), ("fetches_matched_by_symbol", replay.by_symbol_used)):
+        for key, value in (("frames", proto.frames), ("malformed", proto.malformed), ("fetches", rep.fetches),
+                           ("fetches_unanswered", rep.unanswered), ("sends", rep.sends),
+                           ("reconnects", rep.reconnects), ("fetches_matched_by_symbol", rep.by_symbol_used)):
             report[key] += value
         for iid, book in proto.books.items():
             inst, st = registry[iid], proto.stats[iid]
