@@ -55,14 +55,14 @@ INSTRUMENT = {"venue": "coinbase", "symbol": SYMBOL, "base": "BTC", "quote": "US
               "size_scale": 8, "tick": "0.01", "lot": "0.00000001", "min_size": "0.00001", "min_notional": "1"}
 
 
-def system_doc(name: str, url: str, *, mode: str = "realtime", spin: bool = True, mm: dict | None = None) -> dict:
+def system_doc(name: str, url: str, *, clock: str = "realtime", spin: bool = True, mm: dict | None = None) -> dict:
     """Feed (simulated coinbase) -> market maker -> overseer -> mock exchange.  ``spin``: the feed
     never blocks (it polls every pass); else it parks on its doorbell."""
     params_mm = {"instrument": f"coinbase:{SYMBOL}", "spread": "0.02", "size": "0.001", "skew": "0",
                  "max_inventory": "10", "refresh": "0.01", **(mm or {})}
     cap = 1 << 18
     return {
-        "system": {"name": name, "mode": mode, "instruments": [INSTRUMENT]},
+        "system": {"name": name, "clock": clock, "instruments": [INSTRUMENT]},
         "queues": {"l2": {"type": "L2Update", "capacity": 1 << 20},
                    "trades": {"type": "TradeUpdate", "capacity": cap},
                    "status": {"type": "BookStatus", "capacity": 1 << 10},
