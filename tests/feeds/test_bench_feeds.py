@@ -29,3 +29,19 @@ def test_bench_replays_recordings_faithfully(tmp_path, monkeypatch):
         assert r["checksum"]["per_update_us"]["p50"] > 0
     checksummed = sum(1 for r in cf.read_capture(tmp_path / "KRAKEN.ws.50.0") if r.kind == cf.RECV and '"c":"' in r.payload)
     assert kr["checksum"]["failed"] == 0 and kr["checksum"]["verified_ok"] == kr["checksum"]["updates"] == checksummed > 0
+
+
+def test_recordings_come_from_the_option_the_environment_or_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MANTRA_CAPTURES", raising=False)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    with pytest.raises(FileNotFoundError, match="from the default .*--captures DIR or \\$MANTRA_CAPTURES"):
+        feeds.captures_dir()
+    (tmp_path / "shared" / "data" / "captures").mkdir(parents=True)
+    assert feeds.captures_dir().resolve() == (tmp_path / "shared" / "data" / "captures").resolve()
+    assert feeds.captures_dir(str(tmp_path)) == tmp_path
+    with pytest.raises(SystemExit, match="no recordings directory .*nope \\(from --captures\\)"):
+        feeds.run(captures=str(tmp_path / "nope"))
+    monkeypatch.setenv("MANTRA_CAPTURES", str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match="from \\$MANTRA_CAPTURES"):
+        feeds.captures_dir()

@@ -1,4 +1,4 @@
-"""`mantra bench feeds`: what a venue frame costs, on the real recordings in ../shared/data/captures.
+"""`mantra bench feeds`: what a venue frame costs, on real venue recordings.
 
 Per venue, the recorded frames are replayed (REST snapshots answered from the recording at once):
 
@@ -11,15 +11,17 @@ Per venue, the recorded frames are replayed (REST snapshots answered from the re
   (``capture_compression``: raw bytes / file bytes).
 - baseline: ``json.loads`` and a ``dict`` book keyed by float price, the plain-Python way, timed on
   the same frames in the same run; ``ratio_p50`` = ours / baseline (below 1: faster).
-- checksum (Kraken, Bitfinex): the checksum computation alone, µs per book update.  Bitfinex's
-  recording carries no checksums, so the one the protocol would compare is computed after each
-  update, exactly as a ``cs`` message triggers it.
+- checksum (Kraken, Bitfinex): the checksum computation alone, µs per book update: Kraken's
+  verifications as the protocol reports them (``VenueProtocol.checksum_timer``); Bitfinex's
+  recording carries no checksums, so its public ``book_checksum`` is timed after each frame that
+  changed a book, as a ``cs`` message would have it computed.
 - loopback: the recording sent by a local WebSocket server (a forked process) to a FeedRunner with
   the Feed's publisher: frames/s including websockets' receive path, beside the rate at which
   websockets alone receives the same frames (``transport_only_frames_per_s``).
 
-Timings include one ``perf_counter_ns`` pair (``timer_overhead_us``).  Recordings: the
-``captures`` option, ``$MANTRA_CAPTURES``, or ``../shared/data/captures`` beside the repository.
+Timings include one ``perf_counter_ns`` pair (``timer_overhead_us``).  Recordings: ``--captures
+DIR``, else ``$MANTRA_CAPTURES``, else ``../shared/data/captures`` from the current directory
+(never found relative to the source tree: an installed package has none around it).
 """
 
 from __future__ import annotations
@@ -54,11 +56,22 @@ VENUES = ("binance", "bitstamp", "coinbase", "kraken", "bitfinex")
 pc = time.perf_counter_ns
 
 
+DEFAULT_CAPTURES = Path("..", "shared", "data", "captures")
+
+
 def captures_dir(captures: str | None = None) -> Path:
-    if captures or os.environ.get("MANTRA_CAPTURES"):
-        return Path(captures or os.environ["MANTRA_CAPTURES"])
-    root = Path(__file__).resolve().parents[3]  # src/mantra/bench/feeds.py -> repository root
-    return root.parent / "shared" / "data" / "captures"
+    """The recordings: ``captures`` (``--captures``), ``$MANTRA_CAPTURES``, or the default from the
+    current directory; one that is not a directory is an error naming where it came from."""
+    if captures:
+        directory, source = Path(captures), "--captures"
+    elif os.environ.get("MANTRA_CAPTURES"):
+        directory, source = Path(os.environ["MANTRA_CAPTURES"]), "$MANTRA_CAPTURES"
+    else:
+        directory, source = DEFAULT_CAPTURES, "the default (relative to the current directory)"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no recordings directory {directory} (from {source}): give one with "
+                                "--captures DIR or $MANTRA_CAPTURES")
+    return directory
 
 
 def _norm(url: str) -> str:
@@ -184,19 +197,24 @@ class _Spine:
     """Real rings in a scratch directory and a Feed publishing into them (no runtime around)."""
 
     def __init__(self):
-        from ..feeds.actor import Feed
+        from ..feeds.actor import convert
 
         self.dir = Path(tempfile.mkdtemp(prefix="mantra-bench-feeds-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         track, clock = Tracking(), RealClock()
         self.rings = []
-        feed = Feed(venue="bench")
-        feed._track = track
-        feed._snap = {}
+        out = {}
         for port, typ, cap in (("l2", L2Update, 1 << 16), ("trades", TradeUpdate, 1 << 12), ("status", BookStatus, 1 << 10)):
             ring = Ring.create(self.dir / port, typ, cap)
             self.rings.append(ring)
-            setattr(feed, port, Output(ring.writer(), track, clock, 1, port))
-        self.feed = feed
+            out[port] = Output(ring.writer(), track, clock, 1, port)
+        snap: dict = {}
+        l2, trades, status = out["l2"].send, out["trades"].send, out["status"].send
+
+        def publish(events: list, ts: int) -> None:  # Feed.publish: the origin, then convert
+            track.origin = ts
+            convert(events, snap, l2, trades, status)
+
+        self.publish = publish
 
     def close(self):
         for r in self.rings:
@@ -207,36 +225,22 @@ class _Spine:
 def checksum_cost(s: Session, seconds: float) -> dict | None:
     """µs per checksum computed on each book update (Kraken: as verified; Bitfinex: as a ``cs`` would)."""
     samples: list[int] = []
-    if s.venue == "kraken":
-        def patch(p):
-            inner = p._verify
-
-            def timed(iid, expected, levels=None):
-                t0 = pc()
-                ok = inner(iid, expected, levels)
-                samples.append(pc() - t0)
-                return ok
-            p._verify = timed
-    elif s.venue == "bitfinex":
-        def patch(p):
-            inner, crc = p._update, p.book_checksum
-
-            def update(iid, rows):
-                inner(iid, rows)
-                t0 = pc()
-                crc(iid)
-                samples.append(pc() - t0)
-            p._update = update
-    else:
+    if s.venue not in ("kraken", "bitfinex"):
         return None
 
     def one():
         p = s.protocol()
-        patch(p)
+        if s.venue == "kraken":
+            p.checksum_timer = lambda iid, ns: samples.append(ns)
         p.on_connect(s.frames[0][0])
         s.answer(p, p.events, 0)
         for ts, data in s.frames:
             p.on_frame(data, ts)
+            if s.venue == "bitfinex" and p.events:
+                for iid in {e.instrument for e in p.events if type(e) is Level}:
+                    t0 = pc()
+                    p.book_checksum(iid)
+                    samples.append(pc() - t0)
             s.answer(p, p.events, ts)
         return p
 
@@ -428,7 +432,7 @@ def loopback_rate(s: Session) -> dict:
         raw = _raw_rate(ws, len(frames))
         urls = {"binance": {"ws_url": ws, "rest_url": rest}, "bitstamp": {"ws_url": ws, "rest_url": rest}}
         p = s.protocol(**urls.get(s.venue, {"url": ws}))
-        r = FeedRunner(p, spine.feed.publish, ping_interval=None)
+        r = FeedRunner(p, spine.publish, ping_interval=None)
         t_end = time.monotonic() + 20
         r.poll(0, 0)  # connect (and subscribe)
         t0 = pc()
@@ -458,9 +462,10 @@ def _timer_overhead() -> float:
 
 
 def run(captures: str | None = None, seconds: float = 1.5, loopback: bool = True) -> dict:
-    directory = captures_dir(captures)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"recordings not found in {directory} (set MANTRA_CAPTURES or captures=...)")
+    try:
+        directory = captures_dir(captures)
+    except FileNotFoundError as e:
+        raise SystemExit(f"mantra bench feeds: {e}") from None
     t_start = time.monotonic()
     out = {"bench": "feeds", "captures": str(directory), "timer_overhead_us": _timer_overhead(), "venues": {}}
     do_loopback = loopback  # the option; loopback_rate() measures
@@ -476,10 +481,10 @@ def run(captures: str | None = None, seconds: float = 1.5, loopback: bool = True
         p = runs[-1][2]
         spine = _Spine()
         try:
-            fruns = _repeat(lambda: replay(s, spine.feed.publish), seconds)
-            fwall = _repeat(lambda: feed_pass(s, spine.feed.publish), seconds / 2)
+            fruns = _repeat(lambda: replay(s, spine.publish), seconds)
+            fwall = _repeat(lambda: feed_pass(s, spine.publish), seconds / 2)
             with CaptureWriter(spine.dir / "capture", venue) as cap:
-                cwall = _repeat(lambda: feed_pass(s, spine.feed.publish, cap), seconds / 2)
+                cwall = _repeat(lambda: feed_pass(s, spine.publish, cap), seconds / 2)
             cratio = cap.bytes_in / max(cap.bytes_out, 1)
         finally:
             spine.close()

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 from ..book import L2Book
 from ..instruments import Instrument, InstrumentRegistry
@@ -93,6 +94,10 @@ class VenueProtocol:
     # Before a connection's first frame the watchdog waits at least this long: venues can be slow to
     # answer subscriptions (a recorded Bitstamp connection sent its first frame after 6.8 s).
     connect_grace_s: float = 10.0
+    # Optional hook, ``checksum_timer(iid, ns)``: told how long each checksum verification took
+    # (``mantra bench feeds``).  Venues that verify checksums (Kraken, Bitfinex) run the verification
+    # through ``timed`` when it is set; unset, it costs them one attribute test.
+    checksum_timer = None
 
     def __init__(self, registry: InstrumentRegistry, symbols: list[str], depth: int | None = None):
         self.registry = registry
@@ -120,6 +125,13 @@ class VenueProtocol:
                     continue  # the venue registers it once its precision is known
                 inst = registry.add(self.venue, sym, **spec)
             self.track(inst)
+
+    def timed(self, iid: int, fn, *args):
+        """``fn(*args)``, its duration reported to ``checksum_timer(iid, ns)``."""
+        t0 = perf_counter_ns()
+        out = fn(*args)
+        self.checksum_timer(iid, perf_counter_ns() - t0)
+        return out
 
     # -- instruments ------------------------------------------------------------------------
     def default_spec(self, symbol: str) -> dict | None:

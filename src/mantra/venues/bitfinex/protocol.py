@@ -329,7 +329,7 @@ class BitfinexProtocol(VenueProtocol):
             return  # no snapshot yet (or being resynchronised): nothing to compare
         if type(expected) is not int:
             raise ValueError(f"checksum {expected!r} is not an integer")
-        got = self.book_checksum(iid)
+        got = self.book_checksum(iid) if self.checksum_timer is None else self.timed(iid, self.book_checksum, iid)
         st = self.stats[iid]
         if got == expected:
             st.checksum_ok += 1

@@ -507,6 +507,11 @@ class KrakenProtocol(VenueProtocol):
 
     # -- checksum ---------------------------------------------------------------------------
     def _verify(self, iid: int, expected: int, levels=None) -> bool:
+        if self.checksum_timer is not None:
+            return self.timed(iid, self._compare, iid, expected, levels)
+        return self._compare(iid, expected, levels)
+
+    def _compare(self, iid: int, expected: int, levels=None) -> bool:
         """Compare the book with the venue's checksum after a message (``levels``: its changes).
 
         Each side's text is kept with the price of its 10th level: a message whose levels all lie
