@@ -14,8 +14,12 @@ log = logging.getLogger(__name__)
 
 FAULTS = {"disconnect": "disconnect", "drop": "drop_next", "corrupt_checksum": "corrupt_checksum_next",
           "malformed": "malformed_next", "slow": "slow", "reconnect_request": "reconnect_request",
-          "rate_limit": "rate_limit_next"}
-FAULT_ARGS = {"drop": 1, "slow": 1.0, "rate_limit": 1}  # the faults that take a number, and its type
+          "rate_limit": "rate_limit_next",
+          # order entry (the simulators that take orders: see their module docs)
+          "order_5xx": "order_5xx", "order_timeout": "order_timeout", "order_rate_limit": "order_rate_limit",
+          "stream_duplicate": "stream_duplicate", "stream_reorder": "stream_reorder",
+          "stream_disconnect": "stream_disconnect", "ban": "ban", "cancel_filled": "cancel_filled"}
+FAULT_ARGS = {"drop": 1, "slow": 1.0, "rate_limit": 1, "stream_duplicate": 1}  # the faults that take a number, and its type
 
 
 def parse_fault(name: str, arg=None) -> tuple[str, float | None]:
@@ -54,7 +58,9 @@ def schedule(faults) -> list[tuple[float, str, float | None]]:
 def inject(sim, name: str, arg=None) -> None:
     """Run the fault ``name`` on ``sim`` with its optional numeric argument, and count it."""
     name, arg = parse_fault(name, arg)
-    method = getattr(sim, FAULTS[name])
+    method = getattr(sim, FAULTS[name], None)
+    if method is None:
+        raise NotImplementedError(f"the {sim.venue} simulator has no fault {name!r}")
     method() if arg is None else method(arg)
     sim.injected[name] += 1
     log.info("%s simulator: fault %s%s injected", sim.venue, name, "" if arg is None else f" ({arg})")
