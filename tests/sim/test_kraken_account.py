@@ -285,6 +285,32 @@ def test_fault_rate_limits(h, sim):
     h.check_invariants()
 
 
+def test_rate_counter_refused_before_sending(h, sim):
+    """Both sides count Kraken's per-pair trading counter (threshold 60): the 61st order in a burst is
+    refused by the handler and never reaches the venue."""
+    bid = h.far_bid()
+    rs = [h.new(bid - i * h.btc.tick, 20_000 * h.btc.lot) for i in range(61)]
+    assert h.status(rs[-1].order_id) == S.REJECTED
+    assert [m.reason for m in h.out if type(m) is OrderUpdate][-1] == Reject.RATE_LIMITED
+    assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs[:60]))
+    assert sim.order_counts["rate_limited"] == 0 and sim.order_counts["placed"] == 60
+    h.check_invariants()
+
+
+def test_venue_rate_counter_and_ratecount(sim):
+    """A handler that believes in a larger tier meets the venue's own refusal, and learns the venue's
+    counter from ``ratecount``."""
+    h = Harness(sim, rate_threshold=125).start()
+    bid = h.far_bid()
+    rs = [h.new(bid - i * h.btc.tick, 20_000 * h.btc.lot) for i in range(62)]
+    assert h.pump(lambda: all(h.status(r.order_id) is not None and h.status(r.order_id) > 0 for r in rs))
+    refused = [m for m in h.out if type(m) is OrderUpdate and m.reason == Reject.RATE_LIMITED]
+    assert refused and sim.order_counts["rate_limited"] >= 1
+    assert h.proto.rate.level("BTC/USD", time.time_ns()) > 50  # from the venue's ratecount
+    h.check_invariants()
+    h.close()
+
+
 def test_fault_ban_halts(h, sim):
     sim.inject("ban")
     h.proto._reconcile(h.proto.nonce * 1_000_000)

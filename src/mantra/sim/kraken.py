@@ -18,7 +18,10 @@ and ``balances`` channels, each message with a ``sequence``) with the token of t
 signature or a nonce not above the last get the venue's own error).  One account: the accepted
 ``credentials`` (``{key: secret}``, default the documented test-vector secret under ``DEFAULT_KEY``)
 and its ``balances``; matching by ``trading.matching.Matching`` against the simulator's own book (its
-changes and trades are applied to the engine, so resting orders fill as the market trades).
+changes and trades are applied to the engine, so resting orders fill as the market trades).  The
+trading rate counter per pair (``rate_threshold``, ``rate_decay``; add +1, amend and cancel by the
+order's age, exchanges.md 2.9) refuses with ``EOrder:Rate limit exceeded`` and is reported as
+``ratecount`` on the executions of a subscriber that asked (``ratecounter``).
 Order-entry faults (``faults.py``): ``order_5xx`` (the next order request is carried out, then
 answered ``EService:Unavailable``, a 500 on REST), ``order_timeout`` (carried out, never answered;
 a 504 on REST), ``order_rate_limit`` (``EOrder:Rate limit exceeded``), ``stream_duplicate`` (the
@@ -41,6 +44,7 @@ from ..spine.messages import OrderAction, OrderFlags, OrderRequest, OrderStatus
 from ..trading.accounts import Reject
 from ..trading.matching import Matching
 from ..venues.kraken import auth as kraken_auth
+from ..venues.kraken.orders import AMEND_AGE, CANCEL_AGE, RateCounter
 from .market import ASK, BID, DepthView, Listing
 from .oracles import kraken_checksum
 from .server import Reply, Request, RestError, VenueSimulator, raw
@@ -127,8 +131,9 @@ class KrakenSimulator(VenueSimulator):
     LISTINGS = LISTINGS
 
     def __init__(self, source=None, *, credentials: dict | None = None, balances: dict | None = None,
-                 maker_bps: int = 16, taker_bps: int = 26, **kw):
+                 maker_bps: int = 16, taker_bps: int = 26, rate_threshold: float = 60, rate_decay: float = 1.0, **kw):
         super().__init__(source, **kw)
+        self.trading_rate = RateCounter(rate_threshold, rate_decay)  # the trading rate counter per pair (Starter tier)
         self._init_orders(credentials, balances, maker_bps, taker_bps)
         for s in self.instruments:
             for name in (_rename(s, _V1_ASSETS), _rename(s, _V2_ASSETS)):
@@ -166,6 +171,7 @@ class KrakenSimulator(VenueSimulator):
         c.execs = c.bals = False  # private channels subscribed (order entry)
         c.exec_seq = c.bal_seq = 0
         c.held = None
+        c.ratecounter = False
         c.books, c.trades = {}, {}  # symbol -> _Sub
         self.connection_id += 1
         if c.v2:
@@ -547,6 +553,7 @@ class KrakenSimulator(VenueSimulator):
                         "timestamp": utc(m.exch_ts, 6)}
                 if item["exec_type"] == "amended":
                     amended = 0
+                item["ratecount"] = round(self.trading_rate.level(so.sym, now))
                 execs.append(item)
             elif port == "balances":
                 asset = m.asset.rstrip(b"\0").decode()
@@ -581,7 +588,8 @@ class KrakenSimulator(VenueSimulator):
                 continue
             if execs and c.execs:
                 c.exec_seq += 1
-                msg = {"channel": "executions", "type": "update", "data": execs, "sequence": c.exec_seq}
+                data = execs if c.ratecounter else [{k: v for k, v in i.items() if k != "ratecount"} for i in execs]
+                msg = {"channel": "executions", "type": "update", "data": data, "sequence": c.exec_seq}
                 if reorder and c.held is None:
                     c.held = (msg, time.monotonic())
                 else:
@@ -616,6 +624,13 @@ class KrakenSimulator(VenueSimulator):
             raise _VenueError("EOrder:Unknown order")
         return so
 
+    def _charge(self, sym: str, cost: int, now: int) -> None:
+        """The trading rate counter of the pair: refused past the threshold, as the venue does."""
+        if not self.trading_rate.allow(sym, cost, now):
+            self.order_counts["rate_limited"] += 1
+            raise _VenueError("EOrder:Rate limit exceeded")
+        self.trading_rate.add(sym, cost, now)
+
     def _take_fault(self) -> str | None:
         return self._order_faults.popleft() if self._order_faults else None
 
@@ -637,6 +652,7 @@ class KrakenSimulator(VenueSimulator):
                 self.order_counts["duplicate_cid"] += 1
                 raise _VenueError("EOrder:Duplicate order")
         flags = (OrderFlags.POST_ONLY if post_only else 0) | (OrderFlags.IOC if str(tif).lower() == "ioc" else 0)
+        self._charge(sym, 1, now)
         oid = self._oid()
         so = _SimOrder(oid, _kr_id("O", oid), str(cid) if cid else "", sym, inst.id, now,
                        "post" if post_only else "")
@@ -661,6 +677,7 @@ class KrakenSimulator(VenueSimulator):
         inst = self.instruments[so.sym]
         size = _num(qty, inst.size_scale, "order_qty") if qty is not None else st.size
         px = _num(price, inst.price_scale, "price") if price is not None else st.price
+        self._charge(so.sym, 1 + RateCounter.age_cost(AMEND_AGE, now - so.created), now)
         self.engine.act(OrderRequest(self._oid(), so.oid, px, size, so.iid, 0, 0, OrderAction.AMEND, st.side, 0), now)
         ups, execs, bals = self._collect(now, amended=so.oid)
         for u in ups:
@@ -670,6 +687,9 @@ class KrakenSimulator(VenueSimulator):
         return ups, execs, bals
 
     def _cancel(self, so: _SimOrder, now: int) -> tuple:
+        st = self.engine.order(so.oid)
+        if st is not None and st.status not in (_S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.REJECTED):
+            self._charge(so.sym, RateCounter.age_cost(CANCEL_AGE, now - so.created), now)
         if self._cancel_filled:
             st = self.engine.order(so.oid)
             if st is not None and st.status not in (_S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.REJECTED):
@@ -782,6 +802,7 @@ class KrakenSimulator(VenueSimulator):
             return
         if channel == "executions":
             c.execs = on
+            c.ratecounter = bool(params.get("ratecounter", False))
         else:
             c.bals = on
         self.send(c, {"method": method, "result": {"channel": channel, **({"snapshot": True} if on else {})},

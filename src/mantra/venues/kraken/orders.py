@@ -895,7 +895,7 @@ class KrakenOrders(OrderProtocol):
             h += num * 10**-d if d <= 0 else -(-num // 10**d)
         return h
 
-    def _balance(self, asset_name: str, total_text, ts: int, now: int) -> None:
+    def _balance(self, asset_name: str, total_text, ts: int, now: int, check: bool = False) -> None:
         asset = venue_asset(str(asset_name))
         if self.assets and asset not in self.assets:
             self.counts["other_assets"] += 1
@@ -906,8 +906,10 @@ class KrakenOrders(OrderProtocol):
             self._bad("balance", total_text, e)
             return
         old = self.balances.get(asset)
-        if old is not None and old != total:
-            self.counts["balance_changes"] += 1
+        if check and old is not None and old != total:  # the periodic check: the stream had another figure
+            self.counts["drift_balances"] += 1
+            log.warning("kraken: %s balance drift: %d from the stream, %d from REST (scale %d)", asset, old, total,
+                        self.balance_scale)
         self.balances[asset] = total
         avail = max(total - self._hold(asset), 0)
         self.events.append(BalanceUpdate(total, avail, ts, self.balance_scale, self.venue_id, asset.encode()[:8]))
@@ -1179,7 +1181,7 @@ class KrakenOrders(OrderProtocol):
         for name, total in result.items():
             asset = venue_asset(name)
             if asset in self.assets:
-                self._balance(asset, total, now, now)
+                self._balance(asset, total, now, now, check=True)
 
     def _http_trades(self, rest, err, result, now) -> None:
         if err:
@@ -1225,19 +1227,25 @@ class KrakenOrders(OrderProtocol):
             oid = order_id_of(cid) if cid else None
             o = self._find(txid, cid)
             if o is None and oid is not None:
-                inst = self.by_name.get((d.get("descr") or {}).get("pair", ""))
+                descr = d.get("descr") or {}
+                inst = self.by_name.get(descr.get("pair", ""))
                 if inst is None:
                     continue
-                descr = d.get("descr") or {}
-                o = _Order(oid, cid, inst, 1 if descr.get("type") == "buy" else -1,
-                           _fx(descr.get("price") or 0, inst.price_scale), _fx(d.get("vol") or 0, inst.size_scale),
-                           0, now)
-                o.txid = txid
-                o.status = REST_STATUS.get(d.get("status"), S.OPEN)
-                if o.live and self.unknown_orders == "cancel":
-                    self._cancel_unknown(txid, cid, now)
-                self._register(o)
+                st = REST_STATUS.get(d.get("status"), S.OPEN)
                 self.counts["known_from_fills"] += 1
+                if st not in TERMINAL and self.unknown_orders == "adopt":
+                    self._adopt_or_cancel(oid, cid, txid, inst, descr.get("type"), descr.get("price"), d.get("vol"),
+                                          d.get("vol_exec"), st, now)
+                    o = self.orders.get(oid)
+                else:  # ended, or to be cancelled: kept so that its fills are ours
+                    o = _Order(oid, cid, inst, 1 if descr.get("type") == "buy" else -1,
+                               _fx(descr.get("price") or 0, inst.price_scale), _fx(d.get("vol") or 0, inst.size_scale),
+                               0, now)
+                    o.txid, o.status = txid, st
+                    if o.live:
+                        self.counts["unknown_cancelled"] += 1
+                        self._cancel_unknown(txid, cid, now)
+                    self._register(o)
             if o is None:
                 self.known_foreign.add(txid)
                 self.counts["foreign_fills"] += len(trades)
