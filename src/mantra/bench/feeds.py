@@ -252,7 +252,8 @@ def checksum_cost(s: Session, seconds: float) -> dict | None:
     if s.venue == "kraken":
         out.update(verified_ok=ok, failed=failed)
     else:
-        out["note"] = "recording has no checksums: computed after every update as a cs message would"
+        out["note"] = ("recording has no checksums: computed after every frame that changed a book, "
+                       "as a cs message would")
     return out
 
 

@@ -118,7 +118,8 @@ class BinanceSimulator(VenueSimulator):
                 try:
                     limit = min(int(query.get("limit", 100)), 5000)
                 except ValueError:
-                    raise RestError(400, {"code": -1100, "msg": "Illegal characters found in parameter 'limit'."}) from None
+                    raise RestError(400, {"code": -1100,
+                                          "msg": "Illegal characters found in parameter 'limit'."}) from None
                 inst, book = self.instruments[sym], self.books[sym]
                 ps, ss = inst.price_scale, inst.size_scale
                 return {"lastUpdateId": self.update_id[sym],

@@ -203,9 +203,9 @@ class CoinbaseSimulator(VenueSimulator):
                 sym = self._known(query.get("product_id", ""))
                 n = int(query.get("limit", 0)) or len(self.books[sym])
                 book = self.books[sym]
+                side = lambda s: [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(s, n)]  # noqa: E731
                 return {"pricebook": {"product_id": sym, "time": utc(time.time_ns(), 6),
-                                      "bids": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(BID, n)],
-                                      "asks": [{"price": self._p(sym, p), "size": self._q(sym, q)} for p, q in book.top(ASK, n)]}}
+                                      "bids": side(BID), "asks": side(ASK)}}
             parts = [p for p in path.split("/") if p]
             if len(parts) == 3 and parts[0] == "products" and parts[2] == "book":
                 sym = self._known(parts[1])

@@ -4,7 +4,7 @@ reading the recording directly ends with, and a fault during a replay is recover
 from __future__ import annotations
 
 import pytest
-from conftest import CAPTURES
+from fixtures import CAPTURES
 from test_simulators import Feed, _registry, bad_counts, converge, iids, synced
 
 from mantra.instruments import InstrumentRegistry
