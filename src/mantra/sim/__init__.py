@@ -13,9 +13,9 @@ from .faults import FAULTS, fault_option, parse_fault
 from .market import ASK, BID, DepthView, Listing, ReplayMarket, SimTrade, Step, SyntheticMarket, collapse
 from .oracles import bitfinex_checksum, kraken_checksum
 from .server import Client, Reply, Request, RestError, VenueSimulator
-from .spawn import SIMULATORS, feed_options, make_simulator, spawn, stop_spawned
+from .spawn import SIMULATORS, account_options, feed_options, make_simulator, spawn, stop_spawned
 
 __all__ = ["ASK", "BID", "FAULTS", "SIMULATORS", "Client", "DepthView", "Listing", "ReplayMarket", "Reply",
            "Request", "RestError", "SimTrade", "Step", "SyntheticMarket", "VenueSimulator", "bitfinex_checksum",
-           "collapse", "fault_option", "feed_options", "kraken_checksum", "make_simulator", "parse_fault",
+           "account_options", "collapse", "fault_option", "feed_options", "kraken_checksum", "make_simulator", "parse_fault",
            "spawn", "stop_spawned"]

@@ -37,8 +37,10 @@ def make_simulator(venue: str, replay=None, speed: float = 1.0, **opts) -> Venue
 
 # -- as child processes (the demo, the drill, a system's [simulators]) ------------------------------
 def spawn(venues: dict[str, dict], log_path=None) -> tuple[list, dict]:
-    """One simulator process per venue: ``{venue: {seed, rate, levels, lifetime, faults}}`` (faults:
-    ``[(seconds, name, arg or None), ...]``).  Returns (processes, venue -> {ws, rest, symbols}).
+    """One simulator process per venue: ``{venue: {seed, rate, levels, lifetime, faults, balances}}``
+    (faults: ``[(seconds, name, arg or None), ...]``; balances: the account's, ``{asset: "amount"}``).
+    A simulator with order entry accepts the key in ``MANTRA_<VENUE>_API_KEY`` / ``_API_SECRET`` of
+    the environment (the variables the account handlers read), when set.  Returns (processes, venue -> {ws, rest, symbols}).
     Each dies with this process, however it ends (SIGKILL included); stop them with ``stop_spawned``.
     Their logs go to ``log_path`` (default: this process's stderr)."""
     import functools
@@ -57,6 +59,8 @@ def spawn(venues: dict[str, dict], log_path=None) -> tuple[list, dict]:
                    "--levels", str(o.get("levels", 20)), "--lifetime", str(o.get("lifetime", 3600.0))]
             for at, name, arg in o.get("faults", ()):
                 cmd += ["--fault", f"{at}:{name}" + ("" if arg is None else f":{arg}")]
+            for asset, amount in (o.get("balances") or {}).items():
+                cmd += ["--balance", f"{asset}={amount}"]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                           start_new_session=True,  # Ctrl-C is the parent's to handle
                                           preexec_fn=functools.partial(die_with_parent, os.getpid())))
@@ -92,11 +96,42 @@ def stop_spawned(procs: list) -> None:
             p.stdout.close()
 
 
+def account_options(venue: str, urls: dict) -> dict:
+    """A VenueAccount's protocol options pointing at a spawned simulator."""
+    return {"ws_url": urls["ws"], "rest_url": urls["rest"]}
+
+
 def feed_options(venue: str, urls: dict) -> dict:
     """A Feed's protocol options pointing at a spawned simulator."""
     if venue in ("binance", "bitstamp"):  # WebSocket diffs + REST snapshots
         return {"ws_url": urls["ws"], "rest_url": urls["rest"]}
     return {"url": urls["ws"]}
+
+
+ORDER_ENTRY = ("binance", "kraken")  # simulators that take credentials and balances
+
+
+def account_settings(venue: str, balances: list[str]) -> dict:
+    """The account of a simulator with order entry: the key from the environment (if set) and
+    ``ASSET=AMOUNT`` balances."""
+    import os
+
+    from ..execution.secrets import env_names
+
+    if venue not in ORDER_ENTRY:
+        if balances:
+            raise SystemExit(f"--balance: the {venue} simulator has no order entry")
+        return {}
+    out: dict = {}
+    k, s, _ = env_names(venue)
+    if os.environ.get(k) and os.environ.get(s):
+        out["credentials"] = {os.environ[k]: os.environ[s]}
+    if balances:
+        try:
+            out["balances"] = dict(b.split("=", 1) for b in balances)
+        except ValueError:
+            raise SystemExit(f"--balance: expected ASSET=AMOUNT, not {balances}") from None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,14 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lifetime", type=float, default=3600.0, help="stop after this many seconds")
     ap.add_argument("--fault", action="append", default=[], metavar="SECONDS:NAME[:ARG]",
                     help=f"inject a fault at that time after start (repeatable); names: {', '.join(FAULTS)}")
+    ap.add_argument("--balance", action="append", default=[], metavar="ASSET=AMOUNT",
+                    help="the account's balance of ASSET (repeatable; venues with order entry)")
     args = ap.parse_args(argv)
     try:
         faults = [fault_option(f) for f in args.fault]
     except ValueError as e:
         ap.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    opts = account_settings(args.venue, args.balance)
     sim = make_simulator(args.venue, args.replay, args.speed, seed=args.seed, rate=args.rate, levels=args.levels,
-                         port=args.port, rest_port=args.rest_port, lifetime_s=args.lifetime, faults=faults)
+                         port=args.port, rest_port=args.rest_port, lifetime_s=args.lifetime, faults=faults, **opts)
     with sim:
         print(f"{args.venue}: ws {sim.ws_url}  rest {sim.rest_url}  instruments {', '.join(sim.instruments)}",
               flush=True)
