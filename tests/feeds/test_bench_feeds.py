@@ -37,8 +37,9 @@ def test_recordings_come_from_the_option_the_environment_or_the_current_director
     monkeypatch.chdir(tmp_path / "repo")
     with pytest.raises(FileNotFoundError, match="from the default .*--captures DIR or \\$MANTRA_CAPTURES"):
         feeds.captures_dir()
-    (tmp_path / "shared" / "data" / "captures").mkdir(parents=True)
-    assert feeds.captures_dir().resolve() == (tmp_path / "shared" / "data" / "captures").resolve()
+    default = tmp_path / "repo" / feeds.DEFAULT_CAPTURES  # beside the current directory, not the sources
+    default.mkdir(parents=True)
+    assert feeds.captures_dir().resolve() == default.resolve() and not default.resolve().is_relative_to(tmp_path / "repo")
     assert feeds.captures_dir(str(tmp_path)) == tmp_path
     with pytest.raises(SystemExit, match="no recordings directory .*nope \\(from --captures\\)"):
         feeds.run(captures=str(tmp_path / "nope"))
