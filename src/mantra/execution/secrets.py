@@ -79,3 +79,15 @@ def _from_file(venue: str, path: Path) -> Credentials:
     if not key or not secret:
         raise CredentialsError(f"{venue}: key file {path}: key or secret is empty")
     return Credentials(key, secret, str(d.get("passphrase", "")).strip())
+
+
+def for_simulator(venue: str) -> None:
+    """Make sure the environment holds a key for ``venue``'s local simulator and its handler (both
+    read ``MANTRA_<VENUE>_API_KEY`` / ``_SECRET``): a fresh random one unless one is set.  The secret
+    is base64, the form every venue's signing accepts."""
+    import base64
+
+    key, secret, _ = env_names(venue)
+    if not (os.environ.get(key) and os.environ.get(secret)):
+        os.environ[key] = f"sim-{venue}-{os.urandom(4).hex()}"
+        os.environ[secret] = base64.b64encode(os.urandom(64)).decode()

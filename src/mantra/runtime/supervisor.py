@@ -30,7 +30,7 @@ from .clock import SimClock
 from .config import SystemSpec
 from .process import Runner, pin
 from .summary import RunSummary
-from ..sim import feed_options, spawn, stop_spawned
+from ..sim import account_options, feed_options, spawn, stop_spawned
 
 log = logging.getLogger("mantra.supervisor")
 GRACE_S = 5.0
@@ -88,6 +88,7 @@ def _create(spec: SystemSpec, fresh: bool):
     manifest = {
         "name": spec.name,
         "mode": spec.mode,
+        "clock": spec.clock,
         "created_ns": time.time_ns(),
         "supervisor_pid": os.getpid(),
         "queues": {q.name: {"type": q.type.__name__, "capacity": q.capacity, "mpmc": q.mpmc}
@@ -289,20 +290,36 @@ class Supervisor:
 
 
 def start_simulators(spec: SystemSpec) -> list:
-    """Start the system's ``[simulators]`` and point its Feeds for those venues that name no URL
-    at them (before any process forks, so every process sees the same spec)."""
+    """Start the system's ``[simulators]`` and point its Feeds and account handlers for those
+    venues that name no URL at them (before any process forks, so every process sees the same
+    spec).  A handler's simulator and the handler share one key: the environment's
+    ``MANTRA_<VENUE>_API_KEY`` / ``_SECRET`` when set, else a fresh random one put there."""
     if not spec.simulators:
         return []
+    from ..execution.actor import VenueAccount
+    from ..execution import secrets
     from ..feeds.actor import Feed
 
+    handlers = [a for a in spec.actors.values() if issubclass(a.load_class(), VenueAccount)]
+    for a in handlers:
+        venue = str(a.params.get("venue", "")).lower()
+        if venue in spec.simulators and not a.params.get("credentials"):
+            secrets.for_simulator(venue)
     procs, urls = spawn(spec.simulators)
     for a in spec.actors.values():
         venue = str(a.params.get("venue", "")).lower()
-        if venue in urls and issubclass(a.load_class(), Feed):
-            opts = a.params.setdefault("options", {})
-            if not {"url", "ws_url", "rest_url"} & set(opts):
-                opts.update(feed_options(venue, urls[venue]))
-                log.info("%s: %s feed connects to the system's simulator at %s", a.name, venue, urls[venue]["ws"])
+        if venue not in urls:
+            continue
+        cls = a.load_class()
+        opts = a.params.setdefault("options", {})
+        if {"url", "ws_url", "rest_url"} & set(opts):
+            continue
+        if issubclass(cls, Feed):
+            opts.update(feed_options(venue, urls[venue]))
+            log.info("%s: %s feed connects to the system's simulator at %s", a.name, venue, urls[venue]["ws"])
+        elif issubclass(cls, VenueAccount):
+            opts.update(account_options(venue, urls[venue]))
+            log.info("%s: %s orders go to the system's simulator at %s", a.name, venue, urls[venue]["ws"])
     return procs
 
 

@@ -427,6 +427,21 @@ class KrakenSimulator(VenueSimulator):
         self._bal_sent: dict[str, int] = {}
         self.dead_man_at = 0  # ns; 0 = off
 
+    def account(self) -> dict:
+        e, reg = self.engine, self.source.registry
+        balances = {}
+        for (venue, asset), scale in sorted(e.scales.items()):
+            total, avail = e.balance(venue, asset)
+            balances[asset] = {"total": from_fixed(total, scale), "available": from_fixed(avail, scale)}
+        open_ = []
+        for o in e.open_orders("kraken"):
+            inst = reg.by_id[o.instrument]
+            so = self.sim_orders.get(o.order_id)
+            open_.append({"cid": so.cid if so else "", "symbol": inst.symbol, "side": o.side,
+                          "price": from_fixed(o.price, inst.price_scale), "size": from_fixed(o.size, inst.size_scale),
+                          "filled": from_fixed(o.filled, inst.size_scale)})
+        return {"placed": dict(self.placed), "open": open_, "balances": balances, "fills": len(self.trades)}
+
     # faults (named in faults.py)
     def order_5xx(self) -> None:
         with self.lock:

@@ -18,7 +18,8 @@ everything a venue shares is here, so each venue module stays a description of t
   ``rate_limit_next`` (and ``rest_limit_per_s`` for a standing REST rate limit); from a ``faults``
   schedule; or through the control paths on the REST port (loopback only, never rate limited, any
   method): ``/__sim/fault/<name>[?arg=N]``, ``/__sim/pause``, ``/__sim/resume`` and
-  ``/__sim/book/<symbol>`` (the truth, as exact decimal text).
+  ``/__sim/book/<symbol>`` (the truth, as exact decimal text), ``/__sim/account`` (the account's
+  truth: orders placed per client id, open orders, balances; simulators with order entry).
 
 ``pause()``/``resume()`` freeze the market (connections and heartbeats go on) so that a client's
 books can be compared with ``book(symbol)``.  Everything stops by itself: the market thread ends
@@ -469,11 +470,21 @@ class VenueSimulator:
                 side = lambda s: [[from_fixed(p, inst.price_scale), from_fixed(q, inst.size_scale)]  # noqa: E731
                                   for p, q in book.top(s, 10**9)]
                 return 200, {"symbol": inst.symbol, "bids": side(BID), "asks": side(ASK), "steps": self.steps}
+            if what == "account":
+                with self.lock:
+                    return 200, self.account()
         except (KeyError, ValueError, NotImplementedError) as e:
             return 400, {"error": str(e) or type(e).__name__}
-        return 404, {"error": f"no control path {path!r}; known: fault/<name>, pause, resume, book/<symbol>"}
+        return 404, {"error": f"no control path {path!r}; known: fault/<name>, pause, resume, book/<symbol>, "
+                              "account"}
 
     # -- venue hooks -------------------------------------------------------------------------
+    def account(self) -> dict:
+        """The account's truth, for checks from outside (``/__sim/account``, under the lock):
+        ``placed`` (client order id -> NEWs accepted), ``open`` orders, ``balances`` and ``fills``
+        (count), as exact decimal text."""
+        raise NotImplementedError(f"the {self.venue} simulator has no order entry")
+
     def on_open(self, client: Client) -> None:
         """A connection opened (greeting, streams named in the URL)."""
 
