@@ -135,7 +135,7 @@ def test_the_examples_load(tmp_path):
 @pytest.mark.parametrize("old,new,want", [
     ('[system]', '[sytem]\nname = "x"\n[system]',
      "sytem: unknown section (known: system, queues, arrays, actors, processes, simulators)"),
-    ('name = "cfgcheck"', 'name = "cfgcheck"\nnmae = "x"', "system.nmae: unknown key (known: name, mode, instruments)"),
+    ('name = "cfgcheck"', 'name = "cfgcheck"\nnmae = "x"', "system.nmae: unknown key (known: name, mode, clock, instruments)"),
     ('capacity = 1024\n\n[queues.top]', 'capacity = 1024\ncapacty = 8\n\n[queues.top]',
      "queues.l2.capacty: unknown key (known: type, capacity, mpmc)"),
     ('size = 2', 'size = 2\nsiz = 3', "arrays.quotes.siz: unknown key (known: type, size)"),

@@ -68,6 +68,7 @@ class VenueAccount(AccountHandler):
         creds = secrets.load(self.venue, self.credentials)
         insts = [i for i in self.registry if i.venue == self.venue]
         self.protocol = protocol_class(self.venue)(creds, insts, **dict(self.options))
+        self.published = self._fills_published()
         self.runner = AccountRunner(self.protocol, self._publish, loopback_only=not self.live, **dict(self.connection))
         self.halted = ""
         self.runner.start()
@@ -94,12 +95,34 @@ class VenueAccount(AccountHandler):
         finally:
             self.runner.close()
 
+    def _fills_published(self) -> set:
+        """(order id, trade id) of this venue's fills still in our output queue: a restarted handler
+        reconciles recent fills with the venue and must not publish those a predecessor did."""
+        ring = getattr(self.fills, "ring", None)
+        if ring is None:
+            return set()
+        n = ring.count()
+        c = ring.reader("", start=max(n - ring.capacity, 0), register=False)
+        out = set()
+        for _ in range(n - c.seq):
+            f = c.read()
+            if f is None:
+                break
+            if f.instrument in self.served:
+                out.add((f.order_id, f.trade_id))
+        return out
+
     def _publish(self, m, ts: int) -> None:
         self.set_origin(ts)
         t = type(m)
         if t is OrderUpdate:
             self.updates.send(m)
         elif t is Fill:
+            key = (m.order_id, m.trade_id)
+            if key in self.published:
+                self.repeats = getattr(self, "repeats", 0) + 1  # published before a restart
+                return
+            self.published.add(key)
             self.fills.send(m)
         elif t is BalanceUpdate:
             self.balances.send(m)

@@ -29,7 +29,9 @@
 
     [simulators.kraken]          # optional: a local venue simulator started with the system (tests,
     seed = 3                     #   drills); the system's Feeds for that venue that name no URL
-    rate = 40.0                  #   connect to it.  faults: [seconds after start, name, argument?]
+    rate = 40.0                  #   connect to it, and its account handlers in sim mode.  faults:
+                                 #   [seconds after start, name, argument?]; balances (order entry):
+                                 #   the account's, { BTC = "0.5", USD = "20000" }
     faults = [[5, "disconnect"], [8, "drop", 2]]
 
     [processes.hot]
@@ -141,7 +143,7 @@ _KEYS = {
     "array": {"type": str, "size": int},
     "actor": {"class": str, "params": dict, "inputs": dict, "outputs": dict, "arrays": dict},
     "process": {"actors": list, "mode": str, "cpu": int, "restart": str, "max_restarts": int, "timing": int},
-    "simulator": {"seed": int, "rate": float, "levels": int, "lifetime": float, "faults": list},
+    "simulator": {"seed": int, "rate": float, "levels": int, "lifetime": float, "faults": list, "balances": dict},
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
                dict: "a table"}
@@ -316,6 +318,15 @@ def _simulator(where: str, venue: str, s) -> dict:
     if venue not in SIMULATORS:
         raise ConfigError(f"{where}: no simulator for venue {venue!r} (known: {', '.join(SIMULATORS)})")
     out = {k: v for k, v in s.items() if k != "faults"}
+    if out.get("balances"):
+        from ..sim.spawn import ORDER_ENTRY
+
+        if venue not in ORDER_ENTRY:
+            raise ConfigError(f"{where}.balances: the {venue} simulator has no order entry (have: "
+                              f"{', '.join(ORDER_ENTRY)})")
+        for asset, amount in out["balances"].items():
+            if not isinstance(amount, str):
+                raise ConfigError(f"{where}.balances.{asset}: expected decimal text such as \"0.5\", not {amount!r}")
     if out.get("rate", 1) <= 0 or out.get("levels", 1) < 1 or out.get("lifetime", 1) <= 0:
         raise ConfigError(f"{where}: rate and lifetime must be > 0, levels at least 1")
     faults = []
