@@ -7,7 +7,7 @@ from mantra.backtest import _paper_venues
 from mantra.cli import main
 from mantra.runtime.config import ConfigError, parse
 
-INST = [{"venue": "binance", "symbol": "BTCUSDT", "base": "BTC", "quote": "USDT", "price_scale": 2, "size_scale": 5}]
+INST = [{"venue": "kraken", "symbol": "BTC/USD", "base": "BTC", "quote": "USD", "price_scale": 1, "size_scale": 8}]
 
 
 def system(mode, *, sims=True, mock=False, clock="realtime"):
@@ -20,17 +20,18 @@ def system(mode, *, sims=True, mock=False, clock="realtime"):
            "actors": {"orders": {"class": "mantra.execution.actor:VenueAccount",
                                  "inputs": {"requests": "requests"},
                                  "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
-                                 "params": {"venue": "binance", "paper": {"maker_bps": 1, "balances": {"USDT": "100"}}}}},
+                                 "params": {"venue": "kraken", "paper": {"maker_bps": 1, "balances": {"USD": "100"}}}}},
            "processes": {"p": {"actors": ["orders"]}}}
     if sims:
-        doc["simulators"] = {"binance": {"seed": 1}}
+        doc["simulators"] = {"kraken": {"seed": 1}}
     if mock:
-        doc["actors"]["orders"]["params"]["venue"] = "binance"
         doc["actors"]["mock"] = {"class": "mantra.trading.mock_exchange:MockExchange",
                                  "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
                                  "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
-                                 "params": {"venues": {"binance": {}}}}
+                                 "params": {"venues": {"kraken": {}}}}
         doc["processes"]["p"]["actors"].append("mock")
+        for q in ("updates", "fills", "balances"):
+            doc["queues"][q]["mpmc"] = True
     return doc
 
 
@@ -38,7 +39,7 @@ def test_modes_are_checked_before_anything_starts():
     assert parse(system("sim")).mode == "sim"
     with pytest.raises(ConfigError, match="system.mode is \"paper\""):
         parse(system("paper"))
-    with pytest.raises(ConfigError, match=r"needs a \[simulators.binance\]"):
+    with pytest.raises(ConfigError, match=r"needs a \[simulators.kraken\]"):
         parse(system("sim", sims=False))
     with pytest.raises(ConfigError, match="clock must be \"realtime\""):
         parse(system("sim", clock="deterministic"))
@@ -84,10 +85,10 @@ def test_live_needs_the_flag_and_credentials(tmp_path, capsys, monkeypatch):
     p = _write(tmp_path, system("live", sims=False))
     assert main(["run", str(p)]) == 2
     assert "start it with `mantra run --live`" in capsys.readouterr().err
-    monkeypatch.delenv("MANTRA_BINANCE_API_KEY", raising=False)
-    monkeypatch.delenv("MANTRA_BINANCE_API_SECRET", raising=False)
+    monkeypatch.delenv("MANTRA_KRAKEN_API_KEY", raising=False)
+    monkeypatch.delenv("MANTRA_KRAKEN_API_SECRET", raising=False)
     assert main(["run", str(p), "--live"]) == 2
-    assert "MANTRA_BINANCE_API_KEY and MANTRA_BINANCE_API_SECRET" in capsys.readouterr().err
+    assert "MANTRA_KRAKEN_API_KEY and MANTRA_KRAKEN_API_SECRET" in capsys.readouterr().err
     p2 = _write(tmp_path, system("sim"))
     assert main(["run", str(p2), "--live"]) == 2
     assert "--live runs only a system whose mode is \"live\"" in capsys.readouterr().err
@@ -99,6 +100,6 @@ def test_a_backtest_trades_the_handlers_venues_on_the_mock_exchange():
     assert "orders" not in doc["actors"]
     mock = doc["actors"]["paper_exchange"]
     assert mock["class"] == "mantra.trading.mock_exchange:MockExchange"
-    assert mock["params"]["venues"] == {"binance": {"maker_bps": 1, "balances": {"USDT": "100"}}}
+    assert mock["params"]["venues"] == {"kraken": {"maker_bps": 1, "balances": {"USD": "100"}}}
     assert mock["inputs"] == {"requests": "requests", "trades": "trades", "l2": "l2"}
     assert "paper_exchange" in doc["processes"]["p"]["actors"]
