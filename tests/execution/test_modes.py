@@ -55,41 +55,49 @@ def test_modes_are_checked_before_anything_starts():
         parse(doc)
 
 
-def _write(tmp_path, doc):
-    import json
+LIVE = """
+[system]
+name = "modes"
+mode = "MODE"
+instruments = [{ venue = "kraken", symbol = "BTC/USD", base = "BTC", quote = "USD", price_scale = 1, size_scale = 8 }]
+[queues.requests]
+type = "OrderRequest"
+capacity = 64
+[queues.updates]
+type = "OrderUpdate"
+capacity = 64
+[queues.fills]
+type = "Fill"
+capacity = 64
+[queues.balances]
+type = "BalanceUpdate"
+capacity = 64
+[actors.orders]
+class = "mantra.execution.actor:VenueAccount"
+inputs = { requests = "requests" }
+outputs = { updates = "updates", fills = "fills", balances = "balances" }
+params = { venue = "kraken" }
+[simulators.kraken]
+seed = 1
+"""
 
-    p = tmp_path / "sys.toml"
-    lines = []
-    # TOML through JSON-compatible inline tables is enough for these small systems
-    for sec, body in doc.items():
-        if sec in ("system",):
-            lines.append("[system]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in body.items() if k != "instruments"]
-            lines.append("instruments = [" + ", ".join(
-                "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in i.items()) + "}" for i in body["instruments"]) + "]")
-        else:
-            for name, t in body.items():
-                lines.append(f"[{sec}.{name}]")
-                for k, v in t.items():
-                    if isinstance(v, dict):
-                        inner = ", ".join(f"{kk} = {json.dumps(vv) if not isinstance(vv, dict) else '{' + ', '.join(f'{a} = {json.dumps(b)}' for a, b in vv.items()) + '}'}"
-                                          for kk, vv in v.items())
-                        lines.append(f"{k} = {{ {inner} }}")
-                    else:
-                        lines.append(f"{k} = {json.dumps(v)}")
-    p.write_text("\n".join(lines) + "\n")
+
+def _write(tmp_path, mode):
+    p = tmp_path / f"{mode}.toml"
+    text = LIVE.replace("MODE", mode)
+    p.write_text(text if mode == "sim" else text.split("[simulators")[0])
     return p
 
 
 def test_live_needs_the_flag_and_credentials(tmp_path, capsys, monkeypatch):
-    p = _write(tmp_path, system("live", sims=False))
+    p = _write(tmp_path, "live")
     assert main(["run", str(p)]) == 2
     assert "start it with `mantra run --live`" in capsys.readouterr().err
     monkeypatch.delenv("MANTRA_KRAKEN_API_KEY", raising=False)
     monkeypatch.delenv("MANTRA_KRAKEN_API_SECRET", raising=False)
     assert main(["run", str(p), "--live"]) == 2
     assert "MANTRA_KRAKEN_API_KEY and MANTRA_KRAKEN_API_SECRET" in capsys.readouterr().err
-    p2 = _write(tmp_path, system("sim"))
+    p2 = _write(tmp_path, "sim")
     assert main(["run", str(p2), "--live"]) == 2
     assert "--live runs only a system whose mode is \"live\"" in capsys.readouterr().err
 
