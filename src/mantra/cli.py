@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_top)
 
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
-    p.add_argument("what", help="ring, telemetry, feeds, ...")
+    p.add_argument("what", help="ring, telemetry, persist, feeds, backtest, tick-to-trade, order-entry")
     p.add_argument("--json", action="store_true")
     p.add_argument("--messages", type=int)
     p.add_argument("--rate", type=int)

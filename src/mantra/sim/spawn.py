@@ -7,6 +7,7 @@ the URLs each prints, ``feed_options`` points a Feed at one.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from .faults import FAULTS, fault_option
@@ -61,6 +62,8 @@ def spawn(venues: dict[str, dict], log_path=None) -> tuple[list, dict]:
                 cmd += ["--fault", f"{at}:{name}" + ("" if arg is None else f":{arg}")]
             for asset, amount in (o.get("balances") or {}).items():
                 cmd += ["--balance", f"{asset}={amount}"]
+            for name, value in (o.get("settings") or {}).items():
+                cmd += ["--set", f"{name}={json.dumps(value)}"]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                           start_new_session=True,  # Ctrl-C is the parent's to handle
                                           preexec_fn=functools.partial(die_with_parent, os.getpid())))
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"inject a fault at that time after start (repeatable); names: {', '.join(FAULTS)}")
     ap.add_argument("--balance", action="append", default=[], metavar="ASSET=AMOUNT",
                     help="the account's balance of ASSET (repeatable; venues with order entry)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="another setting of the venue's simulator (VALUE as JSON), e.g. rate_threshold=1e9")
     args = ap.parse_args(argv)
     try:
         faults = [fault_option(f) for f in args.fault]
@@ -159,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     opts = account_settings(args.venue, args.balance)
+    for item in args.set:
+        name, eq, value = item.partition("=")
+        try:
+            opts[name] = json.loads(value) if eq else None
+        except ValueError:
+            ap.error(f"--set {item}: VALUE must be JSON (a number, true/false, or a quoted string)")
     sim = make_simulator(args.venue, args.replay, args.speed, seed=args.seed, rate=args.rate, levels=args.levels,
                          port=args.port, rest_port=args.rest_port, lifetime_s=args.lifetime, faults=faults, **opts)
     with sim:

@@ -61,6 +61,7 @@ BETA_WS_URL = "wss://beta-ws-auth.kraken.com/v2"
 REST_URL = "https://api.kraken.com"
 CONN = "private"
 S = OrderStatus
+_IOC, _POST_ONLY = int(OrderFlags.IOC), int(OrderFlags.POST_ONLY)  # plain ints: the hot path
 NEW, CANCEL, AMEND, CANCEL_ALL = (OrderAction.NEW, OrderAction.CANCEL, OrderAction.AMEND,
                                   OrderAction.CANCEL_ALL)
 TERMINAL = frozenset((S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED))
@@ -482,9 +483,9 @@ class KrakenOrders(OrderProtocol):
                 p = {"order_type": "limit", "side": "buy" if o.side > 0 else "sell",
                      "order_qty": msgspec.Raw(inst.size_str(o.size).encode()), "symbol": self.ws_symbol[inst.id],
                      "limit_price": msgspec.Raw(inst.price_str(o.price).encode()), "cl_ord_id": o.cid}
-                if o.flags & OrderFlags.IOC:
+                if o.flags & _IOC:
                     p["time_in_force"] = "ioc"
-                if o.flags & OrderFlags.POST_ONLY:
+                if o.flags & _POST_ONLY:
                     p["post_only"] = True
                 if self.deadline_ns:
                     p["deadline"] = _iso(now + self.deadline_ns)
@@ -492,7 +493,7 @@ class KrakenOrders(OrderProtocol):
             elif act == AMEND:
                 p = {"cl_ord_id": o.cid, "order_qty": msgspec.Raw(inst.size_str(r.size).encode()),
                      "limit_price": msgspec.Raw(inst.price_str(r.price).encode())}
-                if o.flags & OrderFlags.POST_ONLY:
+                if o.flags & _POST_ONLY:
                     p["post_only"] = True
                 if self.deadline_ns:
                     p["deadline"] = _iso(now + self.deadline_ns)
@@ -506,9 +507,9 @@ class KrakenOrders(OrderProtocol):
                 p = [("ordertype", "limit"), ("type", "buy" if o.side > 0 else "sell"),
                      ("volume", inst.size_str(o.size)), ("pair", self.rest_pair[inst.id]),
                      ("price", inst.price_str(o.price)), ("cl_ord_id", o.cid)]
-                if o.flags & OrderFlags.POST_ONLY:
+                if o.flags & _POST_ONLY:
                     p.append(("oflags", "post"))
-                if o.flags & OrderFlags.IOC:
+                if o.flags & _IOC:
                     p.append(("timeinforce", "IOC"))
                 if self.deadline_ns:
                     p.append(("deadline", _iso(now + self.deadline_ns)))
