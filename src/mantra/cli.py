@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["venues", "check"]:
         return cmd_venues(argv[2:])
+    if argv[:2] == ["venues", "doctor"]:
+        from .execution import doctor
+
+        return doctor.main(argv[2:])
     ap = argparse.ArgumentParser(prog="mantra", description="Low-latency crypto trading engine")
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="cmd", required=True)

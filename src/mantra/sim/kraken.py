@@ -14,7 +14,9 @@ Order entry (the section at the end): the private WebSocket v2 methods on the sa
 and ``balances`` channels, each message with a ``sequence``) with the token of the signed REST
 ``GetWebSocketsToken``, and the private REST calls (``AddOrder``, ``AmendOrder``, ``CancelOrder``,
 ``CancelAll``, ``CancelAllOrdersAfter``, ``OpenOrders``, ``QueryOrders``, ``Balance``,
-``TradesHistory``), every one checked with the real signing (``venues/kraken/auth.py``: a wrong key,
+``TradesHistory``; ``/0/public/Time`` ahead by ``clock_skew_ms``), each refused ``EGeneral:Permission
+denied`` outside the key's ``permissions`` (query, trade, websocket) and checked with the real signing
+(``venues/kraken/auth.py``: a wrong key,
 signature or a nonce not above the last get the venue's own error).  One account: the accepted
 ``credentials`` (``{key: secret}``, default the documented test-vector secret under ``DEFAULT_KEY``)
 and its ``balances``; matching by ``trading.matching.Matching`` against the simulator's own book (its
@@ -131,8 +133,11 @@ class KrakenSimulator(VenueSimulator):
     LISTINGS = LISTINGS
 
     def __init__(self, source=None, *, credentials: dict | None = None, balances: dict | None = None,
-                 maker_bps: int = 16, taker_bps: int = 26, rate_threshold: float = 60, rate_decay: float = 1.0, **kw):
+                 maker_bps: int = 16, taker_bps: int = 26, rate_threshold: float = 60, rate_decay: float = 1.0,
+                 clock_skew_ms: int = 0, permissions=("query", "trade", "websocket"), **kw):
         super().__init__(source, **kw)
+        self.clock_skew_ns = int(clock_skew_ms) * 1_000_000  # the venue's clock runs this far ahead of ours
+        self.permissions = frozenset(permissions)  # what the key may do (the venue's key settings)
         self.trading_rate = RateCounter(rate_threshold, rate_decay)  # the trading rate counter per pair (Starter tier)
         self._init_orders(credentials, balances, maker_bps, taker_bps)
         for s in self.instruments:
@@ -370,6 +375,9 @@ class KrakenSimulator(VenueSimulator):
         if req.method == "POST" and path.startswith(PRIVATE):
             return self._rest_private(req)
         if req.method == "GET":
+            if path == "/0/public/Time":
+                now = time.time_ns() + self.clock_skew_ns
+                return {"error": [], "result": {"unixtime": now // 1_000_000_000, "rfc1123": utc(now, 0)}}
             if path == "/0/public/AssetPairs":
                 return {"error": [], "result": {self._altname(s): self._asset_pair(s) for s in self.instruments}}
             if path == "/0/public/Depth":
@@ -870,6 +878,10 @@ class KrakenSimulator(VenueSimulator):
             return e.reply
 
     def _rest_call(self, method: str, p: dict, now: int):
+        need = "websocket" if method == "GetWebSocketsToken" else \
+            "query" if method in ("Balance", "OpenOrders", "QueryOrders", "TradesHistory") else "trade"
+        if need not in self.permissions:
+            raise _VenueError("EGeneral:Permission denied")
         if method == "GetWebSocketsToken":
             token = _secrets.token_urlsafe(30)
             self.tokens.add(token)
