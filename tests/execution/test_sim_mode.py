@@ -3,6 +3,7 @@ the supervisor.  The handler's process is killed (SIGKILL) mid-run and restarted
 the venue and carries on, and no order is ever placed twice; what we recorded equals the venue's
 truth."""
 
+import base64
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from mantra.cli import main
 from mantra.runtime.config import parse
 from mantra.runtime.supervisor import Supervisor
 from mantra.spine.messages import OrderAction, OrderStatus
@@ -65,15 +67,25 @@ def _get(url):
         return json.loads(r.read())
 
 
-def test_sim_mode_places_real_orders_and_survives_kill_9_of_the_handler(tmp_path, shm_root, monkeypatch):
-    for k in ("MANTRA_KRAKEN_API_KEY", "MANTRA_KRAKEN_API_SECRET"):
-        monkeypatch.delenv(k, raising=False)
+# A known key: after the session, no output may contain it (logs, the recording, inspect, tail).
+KEY = "KNOWN-KEY-4f1c9e"
+SECRET = base64.b64encode(b"KNOWN-SECRET-" * 5).decode()
+
+
+def test_sim_mode_places_real_orders_and_survives_kill_9_of_the_handler(tmp_path, shm_root, monkeypatch, capfd):
+    monkeypatch.setenv("MANTRA_KRAKEN_API_KEY", KEY)
+    monkeypatch.setenv("MANTRA_KRAKEN_API_SECRET", SECRET)
     spec = parse(system(tmp_path / "rec"))
     sup = Supervisor(spec)
-    state = {"t0": time.monotonic(), "killed": 0, "truth": None}
+    state = {"t0": time.monotonic(), "killed": 0, "truth": None, "looked": False}
 
     def tick():
         t = time.monotonic() - state["t0"]
+        if not state["looked"] and t > 10:
+            state["looked"] = True
+            for cmd in (["inspect", "simmode"], ["tail", "simmode", "updates", "-n", "20", "--timeout", "2"],
+                        ["tail", "simmode", "balances", "-n", "5", "--timeout", "2", "--raw"]):
+                assert main(cmd) == 0
         if not state["killed"] and t > 6:
             pr = sup.procs.get("orders")
             if pr is not None and pr.pid:
@@ -111,3 +123,14 @@ def test_sim_mode_places_real_orders_and_survives_kill_9_of_the_handler(tmp_path
     pos = sum(int(f["side"]) * int(f["size"]) for f in fills)
     assert Decimal(truth["balances"]["BTC"]["total"]) - Decimal("0.5") == Decimal(pos) / 10**8
     assert len(fills) == truth["fills"]
+    # the secret (and the key) appear nowhere: stdout/stderr of every process, the recording's records
+    out, err = capfd.readouterr()
+    assert "system simmode" in out  # inspect printed
+    for text in (out, err):
+        assert SECRET not in text and KEY not in text
+    for q in segments.queues(rec):
+        raw = segments.load(rec, q).tobytes()
+        assert SECRET.encode() not in raw and KEY.encode() not in raw
+    for f in rec.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes()
