@@ -14,7 +14,9 @@ market and checks what a user relies on:
 
 * every book a consumer rebuilds from the spine equals the simulator's (at the feed's depth);
 * the recording holds every record each queue carried exactly once: nothing lost, nothing twice;
-* no order id was placed twice, no fill recorded twice, no order cancelled over and over.
+* no order id was placed twice, no fill recorded twice, no order cancelled over and over;
+* at each venue with order entry (its simulator's account): no order accepted twice, and every fill
+  it made is in the recording once (the account handler's process is among those killed).
 
 The result is a dict (``--json``); ``ok`` is true only if every step recovered and every check held.
 """
@@ -45,12 +47,13 @@ from .venues.registry import protocol_class
 from .sim import stop_spawned
 
 # The faults each venue's protocol can notice (Bitstamp has no sequence numbers, so a lost diff is
-# found only by its periodic audit; a wrong checksum exists only where the venue sends one).
+# found only by its periodic audit; a wrong checksum exists only where the venue sends one), and on
+# the venues with order entry, faults of the order path (the final audit finds what they broke).
 FAULTS = {
     "binance": ("disconnect", "drop", "rate_limit", "malformed"),
     "bitstamp": ("disconnect", "malformed", "slow"),
     "coinbase": ("disconnect", "drop", "slow"),
-    "kraken": ("disconnect", "drop", "corrupt_checksum"),
+    "kraken": ("disconnect", "drop", "corrupt_checksum", "order_5xx", "stream_disconnect"),
     "bitfinex": ("disconnect", "drop", "corrupt_checksum", "reconnect_request"),
 }
 FAULT_ARGS = {"drop": 2, "slow": 2, "rate_limit": 2}  # frames lost, seconds stalled, snapshots refused
@@ -61,7 +64,7 @@ MAX_CANCELS = 6  # cancel requests for one order beyond which the overseer is lo
 
 
 def default_steps() -> list[str]:
-    return [f"kill:{p}" for p in ("feeds", "trading", "back")] + [
+    return [f"kill:{p}" for p in ("feeds", "trading", "orders", "back")] + [
         f"{v}:{f}" for v, fs in FAULTS.items() for f in fs]
 
 
@@ -211,6 +214,7 @@ class Drill:
         if self.truth is None:
             self.truth = {(v, s): _get(f"{u['rest']}/__sim/book/{s}") for v, u in self.urls.items()
                           for s in u["symbols"]}
+            self.accounts = {v: _get(f"{self.urls[v]['rest']}/__sim/account") for v in demo.TRADED}
         out = {}
         for inst in self._registry():
             t = self.truth.get((inst.venue, inst.symbol))
@@ -266,6 +270,20 @@ def audit(out: Path, published: dict[str, int]) -> dict:
             "most_cancels_of_one_order": cancels_max}
 
 
+def venue_audit(out: Path, accounts: dict, venue_of: dict[int, str]) -> dict:
+    """Against each traded venue's own account (its simulator's truth, frozen): orders it accepted
+    more than once per client id, and our recorded fills of that venue against the fills it made."""
+    if not accounts:
+        return {}
+    fills = segments.load(out, "fills") if "fills" in segments.queues(out) else None
+    res = {}
+    for v, a in accounts.items():
+        ours = 0 if fills is None else sum(1 for i in fills["instrument"].tolist() if venue_of.get(i) == v)
+        res[v] = {"placed": len(a["placed"]), "placed_twice": sum(n > 1 for n in a["placed"].values()),
+                  "fills": ours, "venue_fills": a["fills"]}
+    return res
+
+
 def run(steps: list[str] | None = None, out: str | Path | None = None, *, rate: float = 40.0,
         step_deadline_s: float = 30.0) -> dict:
     steps = default_steps() if steps is None else steps
@@ -298,6 +316,8 @@ def run(steps: list[str] | None = None, out: str | Path | None = None, *, rate: 
     result = {"out": str(out), "wall_s": round(time.monotonic() - t0, 1), "steps": drill.results,
               "process_deaths": failures, "books_equal": drill.books_equal or {}}
     result.update(audit(out, {"l2": published.get("l2", 0), "book_status": published.get("book_status", 0)}))
+    result["venues"] = venue_audit(out, getattr(drill, "accounts", {}),
+                                   {i.id: i.venue for i in getattr(drill, "registry", None) or ()})
     q = result["queues"]
     result["ok"] = bool(
         drill.done and len(drill.results) == len(steps) + 1 and all(r["ok"] for r in drill.results)
@@ -305,7 +325,9 @@ def run(steps: list[str] | None = None, out: str | Path | None = None, *, rate: 
         and all(v["duplicates"] == 0 for v in q.values())
         and all(v["recorded"] == v["published"] for v in q.values() if "published" in v)
         and result["orders_placed_twice"] == 0 and result["fills_recorded_twice"] == 0
-        and result["most_cancels_of_one_order"] <= MAX_CANCELS)
+        and result["most_cancels_of_one_order"] <= MAX_CANCELS
+        and set(result["venues"]) == set(demo.TRADED)
+        and all(v["placed_twice"] == 0 and v["fills"] == v["venue_fills"] for v in result["venues"].values()))
     return result
 
 
@@ -321,4 +343,7 @@ def report(r: dict) -> str:
         lines.append(f"  {q:<12} {v['recorded']} recorded{pub}, {v['duplicates']} duplicates")
     lines.append(f"  orders placed twice {r['orders_placed_twice']}, fills recorded twice "
                  f"{r['fills_recorded_twice']}, most cancels of one order {r['most_cancels_of_one_order']}")
+    for v, a in sorted(r["venues"].items()):
+        lines.append(f"  {v:<12} at the venue: {a['placed']} orders placed, {a['placed_twice']} twice; fills "
+                     f"{a['fills']} recorded of {a['venue_fills']} made")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import pytest
 
 from mantra.spine.messages import (BalanceUpdate, Fill, IdealOrder, OrderAction as A, OrderFlags, OrderStatus as S,
                                    OrderUpdate)
+from mantra.trading.accounts import Reject
 from mantra.trading.overseer import Overseer
 
 from .harness import INSTRUMENTS, Array, Clock, Port, make
@@ -347,3 +348,18 @@ def test_an_unanswered_cancel_is_retried_with_a_growing_wait():
         g.clock.t += 1_000_000
     gaps = [b - a for a, b in zip(sent, sent[1:])]
     assert gaps[:4] == [100_000_000, 200_000_000, 400_000_000, 800_000_000] and set(gaps[4:]) == {1_000_000_000}
+
+
+def test_a_venue_that_halts_order_entry_trips_the_kill_switch(caplog):
+    """An account handler answers HALTED when its venue banned us or refused the key: everything is
+    cancelled and nothing new goes out."""
+    g = Rig()
+    g.want(0, 10000, 500)
+    (a,) = g.run()
+    g.answer(upd(a, S.OPEN))
+    g.answer(OrderUpdate(0, 0, 0, 0, 6, BTC, S.REJECTED, 0, int(Reject.HALTED), b""))
+    assert "KILL SWITCH: order entry halted on binance" in caplog.text
+    kinds = [(x.action, x.ref_id) for x in g.run()]
+    assert (A.CANCEL, a.order_id) in kinds
+    g.want(1, 9990, 500)
+    assert all(x.action != A.NEW for x in g.run())
