@@ -142,8 +142,8 @@ def test_documented_signing_vectors_byte_for_byte():
     p = {k: x for k, x in doc["params"].items() if k not in ("apiKey", "timestamp", "recvWindow", "signature")}
     assert auth.ws_request("order.place", KEY, SECRET, p, 1645423376532, doc["id"], 100) == doc
     v = VEC["bn-wsapi-2-nonascii"]
-    p2 = {"symbol": "１２３４５６", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1.00000000",
-          "price": "0.10000000"}
+    p2 = {"symbol": "１２３４５６", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+          "quantity": "1.00000000", "price": "0.10000000"}
     assert auth.ws_params(KEY, SECRET, p2, 1645423376532, 5000)["signature"] == v["expected_signature"]
 
 

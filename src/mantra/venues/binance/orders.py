@@ -673,6 +673,9 @@ class BinanceOrders(OrderProtocol):
                 if self._set_status(o, S.CANCELLED):
                     self._update(o, now, reason=why)
                 return
+            cr = d.get("cancelResponse") if d.get("cancelResult") == "FAILURE" else None
+            if isinstance(cr, dict):  # the cancel failed: nothing changed; why it failed
+                why = reject_reason(int(cr.get("code", 0) or 0), str(cr.get("msg", "")))
         if why == Reject.UNKNOWN_ORDER and q.action in (CANCEL, AMEND):
             # the venue no longer has it open (filled, cancelled): find out how it ended
             self.counts["cancel_on_closed"] += 1
