@@ -352,3 +352,31 @@ def test_restart_reconciles_without_duplicates(sim):
     assert h4.pump(lambda: not sim.open_orders())
     assert h4.proto.counts["unknown_cancelled"] >= 1
     h4.close()
+
+
+def test_ws_api_checks_signature_and_timestamp(sim):
+    from websockets.sync.client import connect
+
+    now = time.time_ns() // 1_000_000
+    p = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01000",
+         "price": "1000.00", "newClientOrderId": "mtws1"}
+    with connect(sim.ws_api_url) as ws:
+        def call(msg):
+            ws.send(json.dumps(msg))
+            return json.loads(ws.recv(timeout=5))
+        stale = call(auth.ws_request("order.place", DEFAULT_KEY, DEFAULT_SECRET, p, now - 10_000, 1, 5000))
+        assert (stale["status"], stale["error"]["code"]) == (400, -1021)
+        bad = auth.ws_request("order.place", DEFAULT_KEY, DEFAULT_SECRET, p, now, 2, 5000)
+        bad["params"]["price"] = "1000.01"  # changed after signing
+        assert call(bad)["error"] == {"code": -1022, "msg": auth.INVALID_SIGNATURE[1]}
+        stranger = call(auth.ws_request("order.place", "someone-else", DEFAULT_SECRET, p, now, 3, 5000))
+        assert stranger["error"]["code"] == -2015
+        assert not sim.placed
+        ok = call(auth.ws_request("order.place", DEFAULT_KEY, DEFAULT_SECRET, p, now, 4, 5000))
+        assert ok["status"] == 200 and ok["result"]["clientOrderId"] == "mtws1" and ok["result"]["status"] == "NEW"
+        assert {x["rateLimitType"] for x in ok["rateLimits"]} == {"REQUEST_WEIGHT", "ORDERS"}
+        again = call(auth.ws_request("order.place", DEFAULT_KEY, DEFAULT_SECRET, p, now, 5, 5000))
+        assert again["error"] == {"code": -2010, "msg": "Duplicate order sent."} and sim.placed["mtws1"] == 1
+        gone = call(auth.ws_request("order.status", DEFAULT_KEY, DEFAULT_SECRET,
+                                    {"symbol": "BTCUSDT", "origClientOrderId": "nope"}, now, 6, 5000))
+        assert gone["error"] == {"code": -2013, "msg": "Order does not exist."}

@@ -360,6 +360,37 @@ def test_cancel_by_client_id_and_cancel_all_per_symbol():
     assert (u.order_id, u.status) == (8, S.CANCELLED)
 
 
+def test_cancel_all_lost_with_the_connection_goes_over_rest():
+    p = live()
+    placed(p, 7)
+    p.cancel_all(T0)
+    assert len(sent(take(p))) == 2
+    p.on_close("api", T0, "reset")
+    hs = https(take(p), "cancel_all")
+    assert sorted((h.method, query(h)["symbol"]) for h in hs) == [("DELETE", "BTCUSDT"), ("DELETE", "ETHBTC")]
+    h = [h for h in hs if query(h)["symbol"] == "BTCUSDT"][0]
+    rest(p, h, [{"symbol": "BTCUSDT", "origClientOrderId": client_id(7), "orderId": 1001, "clientOrderId": "c9",
+                 "executedQty": "0.00000000", "status": "CANCELED"}])
+    (u,) = updates(take(p))
+    assert (u.order_id, u.status) == (7, S.CANCELLED)
+
+
+def test_cancel_replace_whose_cancel_failed_asks_how_the_order_ended():
+    p = live()
+    placed(p, 7)
+    p.submit(amend(20, 7, 5_210_000, 1_000_000), T0)
+    (m,) = sent(take(p))
+    answer(p, m, status=400, error={"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+        "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+        "cancelResponse": {"code": -2011, "msg": "Unknown order sent."}, "newOrderResponse": None}})
+    (q,) = sent(take(p))
+    assert q["method"] == "order.status" and q["params"]["origClientOrderId"] == client_id(7)
+    answer(p, q, {"symbol": "BTCUSDT", "orderId": 1001, "clientOrderId": client_id(7), "price": "52000.00",
+                  "origQty": "0.01000000", "executedQty": "0.01000000", "status": "FILLED"})
+    us = updates(take(p))
+    assert (us[0].order_id, us[0].status) == (7, S.FILLED) and not p.orders[7].pending
+
+
 def test_cancel_of_a_filled_order_reports_how_it_ended():
     p = live()
     placed(p, 7)

@@ -441,6 +441,8 @@ class BinanceOrders(OrderProtocol):
                 o = self.orders.get(data[1])
                 if o is not None:
                     self._query(o, now, q.req_id if q else 0, data[2])
+            elif kind == "cancel_all":  # the kill switch must not stop at a dropped connection
+                self._rest(f"cancel_all:{data}", "DELETE", "/api/v3/openOrders", (("symbol", data),), now)
         if was:
             self.counts["stream_gaps"] += 1
 
