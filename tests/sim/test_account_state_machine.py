@@ -1,4 +1,4 @@
-"""Kraken order entry as a hypothesis state machine: random requests (new orders near the touch so
+"""Order entry on each venue as a hypothesis state machine: random requests (new orders near the touch so
 that some fill, amends, cancels) interleaved with a random schedule of the simulator's order-entry
 faults, all through the real protocol and runner over loopback.  Afterwards: every order has a
 known outcome, none was placed twice, every fill the venue made arrived once, and our balances and
@@ -10,19 +10,26 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+import test_binance_account as binance
+import test_kraken_account as kraken
+from mantra.sim.binance import BinanceSimulator
 from mantra.sim.kraken import KrakenSimulator
 from mantra.spine.messages import OrderAction, OrderFlags
-from test_kraken_account import Harness
 
 FAULTS = ("order_5xx", "order_timeout", "order_rate_limit", "stream_duplicate", "stream_reorder",
           "stream_disconnect", "cancel_filled", "rate_limit")
 
 
-class KrakenAccount(RuleBasedStateMachine):
+class Account(RuleBasedStateMachine):
+    """One venue's simulator and handler; subclasses name the venue.  Venue rate limits are lifted:
+    refusals are tested elsewhere, here every request should reach the venue."""
+
+    def make(self):
+        raise NotImplementedError
+
     def __init__(self):
         super().__init__()
-        self.sim = KrakenSimulator(seed=11, rate=60, lifetime_s=120, rate_threshold=1e9).start()
-        self.h = Harness(self.sim, timeout_s=1.0, deadline_ms=800, rate_threshold=1e9).start()
+        self.sim, self.h, self.unit = self.make()
 
     def live(self):
         return [o for o in self.h.orders.live() if not o.pending]
@@ -36,7 +43,7 @@ class KrakenAccount(RuleBasedStateMachine):
         if touch is None:
             return
         price = touch + side * (ticks - 3) * b.tick  # from 3 ticks inside the spread to 6 through the touch
-        self.h.new(price, lots * 10_000 * b.lot, side=side, flags=flags)
+        self.h.new(price, lots * self.unit, side=side, flags=flags)
 
     @precondition(lambda self: self.live())
     @rule(data=st.data())
@@ -48,7 +55,7 @@ class KrakenAccount(RuleBasedStateMachine):
     @rule(data=st.data(), lots=st.integers(1, 6), ticks=st.integers(-2, 2))
     def amend(self, data, lots, ticks):
         o = data.draw(st.sampled_from(self.live()))
-        size = max(lots * 10_000 * self.h.btc.lot, o.filled + self.h.btc.lot)
+        size = max(lots * self.unit, o.filled + self.h.btc.lot)
         self.h.request(OrderAction.AMEND, ref=o.order_id, price=o.price + ticks * self.h.btc.tick, size=size)
 
     @rule(name=st.sampled_from(FAULTS))
@@ -74,6 +81,23 @@ class KrakenAccount(RuleBasedStateMachine):
             self.sim.stop()
 
 
+class KrakenAccount(Account):
+    def make(self):
+        sim = KrakenSimulator(seed=11, rate=60, lifetime_s=120, rate_threshold=1e9).start()
+        h = kraken.Harness(sim, timeout_s=1.0, deadline_ms=800, rate_threshold=1e9).start()
+        return sim, h, 10_000 * h.btc.lot  # 0.0001 BTC
+
+
+class BinanceAccount(Account):
+    def make(self):
+        sim = BinanceSimulator(seed=11, rate=60, lifetime_s=120, orders_10s=10**9, weight_limit=10**9).start()
+        h = binance.Harness(sim, timeout_s=1.0, recv_window_ms=800, orders_10s=10**9, orders_day=10**9,
+                            weight_limit=10**9).start()
+        return sim, h, 100 * h.btc.lot  # 0.001 BTC: above the 5 USDT minimum notional
+
+
+RUNS = settings(max_examples=6, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck))
 TestKrakenAccount = KrakenAccount.TestCase
-TestKrakenAccount.settings = settings(max_examples=6, stateful_step_count=20, deadline=None,
-                                      suppress_health_check=list(HealthCheck))
+TestKrakenAccount.settings = RUNS
+TestBinanceAccount = BinanceAccount.TestCase
+TestBinanceAccount.settings = RUNS
