@@ -1,12 +1,14 @@
 """`mantra demo` end to end: five simulators, the live system, the report and the replay, in a
 subprocess as a user runs it; nothing left behind in shared memory."""
 
+import base64
 import json
 import os
 import re
 import subprocess
 import sys
 
+from mantra.spine.messages import OrderStatus
 from mantra.store import segments
 
 VENUES = {"binance", "bitstamp", "coinbase", "kraken", "bitfinex"}
@@ -18,10 +20,15 @@ def _section(out: str, title: str) -> str:
     return out.split(head, 1)[1].split("\n== ", 1)[0]
 
 
+SECRETS = {"MANTRA_BINANCE_API_KEY": "demo-key-b1n", "MANTRA_BINANCE_API_SECRET": "B1N-SECRET-" + "x" * 40,
+           "MANTRA_KRAKEN_API_KEY": "demo-key-kr4",
+           "MANTRA_KRAKEN_API_SECRET": base64.b64encode(b"KR4-SECRET-" * 6).decode()}
+
+
 def test_demo_runs_live_records_reports_and_replays(tmp_path, shm_root):
     rec = tmp_path / "session"
     p = subprocess.run([sys.executable, "-m", "mantra.cli", "demo", "--duration", "8", "--out", str(rec)],
-                       env=dict(os.environ), capture_output=True, text=True, timeout=90)
+                       env={**os.environ, **SECRETS}, capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout
 
@@ -54,6 +61,25 @@ def test_demo_runs_live_records_reports_and_replays(tmp_path, shm_root):
     known = {i["id"]: i["venue"] for i in json.loads((rec / "instruments.json").read_text())}
     ids = set(l2["instrument"].tolist())
     assert ids <= set(known) and {known[i] for i in ids} == VENUES
+
+    # The real order path (mode "sim"): both handlers reconciled balances with their venue, and the
+    # venues answered orders (acknowledged by the venue, not by a mock: its order ids).
+    bal = segments.load(rec, "balances")
+    assert set(bal["venue"].tolist()) == {1, 5}  # binance, kraken
+    upd = segments.load(rec, "updates")
+    assert (upd["status"] == OrderStatus.OPEN).any()
+    assert all(v and not v.startswith((b"bin-", b"kra-")) for v in upd["venue_id"][upd["status"] == OrderStatus.OPEN])
+
+    # The keys appear in no output: the status, the logs, the recording.
+    for text in (out, p.stderr):
+        assert not any(v in text for v in SECRETS.values())
+    for f in rec.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert not any(v.encode() in data for v in SECRETS.values()), f
+    for q in segments.queues(rec):
+        data = segments.load(rec, q).tobytes()
+        assert not any(v.encode() in data for v in SECRETS.values()), q
 
     # Shut down cleanly: no shared-memory files left behind.
     assert not shm_root.exists() or not any(shm_root.rglob("*")), list(shm_root.rglob("*"))

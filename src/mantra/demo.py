@@ -2,9 +2,10 @@
 
 Five venue simulators run as child processes (never threads of this process: the supervisor forks
 its actor processes, and a fork must not copy live server threads).  The system is built here:
-the five real feeds -> a market maker (Coinbase BTC) and a cross-venue model (Bitstamp vs Bitfinex
-BTC) -> the overseer -> the mock exchange playing the three traded venues, a persister recording
-every queue, and telemetry.  A status block is printed every second; at the end the recorded session is
+the five real feeds -> a market maker (Binance BTC) and a cross-venue model (Kraken vs Binance BTC)
+-> the overseer -> the real account handlers of Binance and Kraken (``mode = "sim"``: real orders,
+signed, on the simulators' order APIs and user streams), a persister recording every queue, and
+telemetry.  A status block is printed every second; at the end the recorded session is
 summarised and replayed through the same system on a simulated clock.
 
 Instrument ids: the traded instruments, with the simulators' exact increments, are the system's
@@ -33,25 +34,30 @@ from .spine.messages import OrderAction
 from .spine.shm import remove_system
 from .store import segments
 from .venues.events import Status
-from .sim import feed_options, spawn, stop_spawned
+from .execution import secrets
+from .sim import account_options, feed_options, spawn, stop_spawned
 
 SYSTEM = "demo"
 VENUES = ("binance", "bitstamp", "coinbase", "kraken", "bitfinex")
-MM = "coinbase:BTC-USD"
-XV = ("bitstamp:btcusd", "bitfinex:tBTCUSD")  # both walk in whole dollars: gaps open
-# venue, maker fee (bps; taker: twice that), order latency (ns).  The cross-venue pair trades free:
-# the simulators' prices drift apart by a few dollars only, a gap no fee would leave worth taking.
-FEES = (("coinbase", 1, 20_000_000), ("bitstamp", 0, 40_000_000), ("bitfinex", 0, 30_000_000))
+MM = "binance:BTCUSDT"
+XV = ("kraken:BTC/USDT", "binance:BTCUSDT")
+TRADED = ("binance", "kraken")  # each with its account handler against its simulator
+# the simulators' accounts; the same terms for the mock exchange when the session is replayed
+BALANCES = {"binance": {"BTC": "0.5", "USDT": "20000"}, "kraken": {"BTC": "0.5", "USDT": "20000"}}
+FEES = {"binance": (10, 10), "kraken": (16, 26)}  # maker, taker bps: the simulators' schedules
+# The cross-venue model is told trading is free: the simulators' prices drift apart by a few dollars
+# only, a gap no real fee would leave worth taking, and the demo should show both venues trading.
 QUEUES = {"l2": ("L2Update", 1 << 16, True), "trades": ("TradeUpdate", 1 << 14, True),
           "book_status": ("BookStatus", 1 << 12, True), "requests": ("OrderRequest", 1 << 14, False),
-          "updates": ("OrderUpdate", 1 << 14, False), "fills": ("Fill", 1 << 14, False),
-          "balances": ("BalanceUpdate", 1 << 14, False)}
+          "updates": ("OrderUpdate", 1 << 14, True), "fills": ("Fill", 1 << 14, True),
+          "balances": ("BalanceUpdate", 1 << 14, True)}  # one handler per venue publishes answers
 
 
 # -- simulators -------------------------------------------------------------------------------
 def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list, dict]:
     """One simulator process per venue (seeds 1..5); see ``sim.spawn``."""
-    return spawn({v: {"seed": i + 1, "rate": rate, "lifetime": lifetime} for i, v in enumerate(VENUES)}, log_path)
+    return spawn({v: {"seed": i + 1, "rate": rate, "lifetime": lifetime, "balances": BALANCES.get(v, {})}
+                  for i, v in enumerate(VENUES)}, log_path)
 
 
 # -- the system -------------------------------------------------------------------------------
@@ -77,31 +83,34 @@ def build(urls: dict, out: Path) -> dict:
                      "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
                      "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal", "xv": "xv_ideal"},
                      "params": {"models": ["mm", "xv"], "instruments": [],
-                                "venues": {"coinbase": {"fee_bps": 2, "amend": True, "rate": 30,
-                                                        "rate_window_ms": 1000},
-                                           "bitstamp": {"fee_bps": 0, "amend": False, "rate": 15,
-                                                        "rate_window_ms": 1000},
-                                           "bitfinex": {"fee_bps": 0, "amend": False, "rate": 15,
-                                                        "rate_window_ms": 1000}},
+                                # within the venues' own limits: Binance 50 orders / 10 s, Kraken's
+                                # decaying per-pair counter (Starter: 60, -1/s)
+                                "venues": {"binance": {"fee_bps": FEES["binance"][1], "amend": True, "rate": 4,
+                                                       "rate_window_ms": 1000},
+                                           "kraken": {"fee_bps": FEES["kraken"][1], "amend": True, "rate": 1,
+                                                      "rate_window_ms": 2000}},
                                 "limits": {i: {"max_position": "0.2", "max_notional": "7000"} for i in (MM, *XV)}}},
-        "exchange": {"class": "mantra.trading.mock_exchange:MockExchange",
-                     "inputs": {"requests": "requests", "l2": "l2", "trades": "trades"},
-                     "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
-                     "params": {"instruments": [], "venues": {
-                         v: {"maker_bps": fee, "taker_bps": 2 * fee, "latency_ns": lat, "response_ns": lat,
-                             "amend": v == "coinbase", "balances": {"BTC": "0.5", "USD": "20000"}}
-                         for v, fee, lat in FEES}}},
+        **{f"orders_{v}": {"class": "mantra.execution.actor:VenueAccount",
+                           "inputs": {"requests": "requests"},
+                           "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
+                           "params": {"venue": v, "instruments": [], "options": account_options(v, urls[v]),
+                                      "wait_ms": 1.0,
+                                      "paper": {"maker_bps": FEES[v][0], "taker_bps": FEES[v][1],
+                                                "balances": BALANCES[v]}}}
+           for v in TRADED},
         "persister": {"class": "mantra.store.persister:Persister", "params": {"dir": str(out)}},
         "telemetry": {"class": "mantra.telemetry.actor:Telemetry"},
     })
     return {
-        "system": {"name": SYSTEM, "instruments": traded_instruments()},
+        "system": {"name": SYSTEM, "mode": "sim", "instruments": traded_instruments()},
         "queues": {q: {"type": t, "capacity": c, "mpmc": m} for q, (t, c, m) in QUEUES.items()},
         "arrays": {"mm_ideal": {"type": "IdealOrder", "size": 2}, "xv_ideal": {"type": "IdealOrder", "size": 2}},
         "actors": actors,
         # Everything parks: the feeds wake on their sockets, the rest on their queues.
         "processes": {"feeds": {"actors": [n for n in actors if n.startswith("feed_")], "mode": "park"},
-                      "trading": {"actors": ["mm", "xv", "overseer", "exchange"], "mode": "park"},
+                      "trading": {"actors": ["mm", "xv", "overseer"], "mode": "park"},
+                      # the handlers wait on their sockets up to wait_ms (requests wait as long)
+                      "orders": {"actors": [f"orders_{v}" for v in TRADED], "mode": "park"},
                       "back": {"actors": ["persister", "telemetry"], "mode": "park"}},
     }
 
@@ -199,8 +208,8 @@ class LiveStatus:
         if telemetry:
             hops = [(k, t["latency_us"]) for k, t in telemetry.get("timers", {}).items()
                     if not k.endswith(".loop")]  # loop steps have no origin: not a hop
-            lines.append("hop latency since origin (µs)  p50 / p99   (updates, fills: incl. the mock venues' "
-                         "simulated 20-40 ms)")
+            lines.append("hop latency since origin (µs)  p50 / p99   (updates, fills: since the venue's "
+                         "answer reached us)")
             lines += [f"  {k:<28}{lat['p50']:>10.1f} {lat['p99']:>10.1f}" for k, lat in hops]
         return "\n".join(lines)
 
@@ -237,6 +246,8 @@ def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.
     out = Path(out) if out else Path("data/demo") / stamp
     out.mkdir(parents=True, exist_ok=True)
     print(f"starting five venue simulators (log: {out / 'simulators.log'})", flush=True)
+    for v in TRADED:
+        secrets.for_simulator(v)
     sims, urls = start_simulators(rate, duration + 60, out / "simulators.log")
     try:
         doc = build(urls, out)

@@ -33,7 +33,8 @@ from ..sim import account_options, spawn, stop_spawned
 OPTIONS = {"messages"}
 # the venue throttles we lift for the measurement (simulator settings, protocol settings)
 UNLIMITED = {"kraken": ({"rate_threshold": 1e9}, {"rate_threshold": 1e9}),
-             "binance": ({}, {})}
+             "binance": ({"orders_10s": 10**9, "weight_limit": 10**9}, {"orders_10s": 10**9, "orders_day": 10**9,
+                                                                        "weight_limit": 10**9})}
 
 
 def _pct(ns: list[int]) -> tuple[float, float]:
@@ -76,7 +77,9 @@ def _venue(venue: str, n: int) -> dict:
         while time.monotonic() < deadline:
             runner.poll(0.01)
         price = int(inst.price(listing.start) * 0.9) // inst.tick * inst.tick  # rests, never fills
-        size = max(inst.min_size, inst.lot)
+        # the smallest size the venue takes at that price (min size, lot, min notional)
+        size = max(inst.min_size, inst.lot, -(-inst.min_notional * 10**inst.size_scale // price))
+        size = -(-size // inst.lot) * inst.lot
         rtt, lost = [], 0
         oid = 1_000_000
         runner.handler_ns.clear()

@@ -55,6 +55,7 @@ LISTINGS = (
     Listing("BTC/USD", "BTC", "USD", "0.1", "0.00000001", "27000.0", "3", "0.0001", "0.5"),
     Listing("ETH/USD", "ETH", "USD", "0.01", "0.00000001", "1800.00", "40", "0.002", "0.5"),
     Listing("XRP/USD", "XRP", "USD", "0.00001", "0.00000001", "0.51000", "20000", "10", "0.5"),
+    Listing("BTC/USDT", "BTC", "USDT", "0.1", "0.00000001", "27000.0", "3", "0.0001", "0.5"),  # = Binance's pair
 )
 DEPTHS = (10, 25, 100, 500, 1000)
 _V1_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
@@ -64,7 +65,7 @@ _V2_ASSETS = {v: k for k, v in _V1_ASSETS.items()}
 PRIVATE = "/0/private/"
 DEFAULT_KEY = "kraken-doc-vector-key"  # the documentation's vector has a secret and no key: any name
 DEFAULT_SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
-DEFAULT_BALANCES = {"USD": "1000000", "BTC": "10", "ETH": "100", "XRP": "100000"}
+DEFAULT_BALANCES = {"USD": "1000000", "USDT": "1000000", "BTC": "10", "ETH": "100", "XRP": "100000"}
 REST_ASSET = {"BTC": "XXBT", "USD": "ZUSD", "ETH": "XETH", "XRP": "XXRP", "EUR": "ZEUR", "DOGE": "XXDG"}
 _S = OrderStatus
 REJECT_TEXT = {
