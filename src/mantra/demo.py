@@ -2,7 +2,8 @@
 
 Five venue simulators run as child processes (never threads of this process: the supervisor forks
 its actor processes, and a fork must not copy live server threads).  The system is built here:
-the five real feeds -> a market maker (Binance BTC) and a cross-venue model (Kraken vs Binance BTC)
+the five real feeds -> market makers on Binance and Kraken BTC and a cross-venue model (Kraken vs
+Binance BTC/USDT)
 -> the overseer -> the real account handlers of Binance and Kraken (``mode = "sim"``: real orders,
 signed, on the simulators' order APIs and user streams), a persister recording every queue, and
 telemetry.  A status block is printed every second; at the end the recorded session is
@@ -40,6 +41,7 @@ from .sim import account_options, feed_options, spawn, stop_spawned
 SYSTEM = "demo"
 VENUES = ("binance", "bitstamp", "coinbase", "kraken", "bitfinex")
 MM = "binance:BTCUSDT"
+MM_KRAKEN = "kraken:BTC/USD"  # a second market maker: both venues' handlers place, amend, cancel, fill
 XV = ("kraken:BTC/USDT", "binance:BTCUSDT")
 TRADED = ("binance", "kraken")  # each with its account handler against its simulator
 # the simulators' accounts; the same terms for the mock exchange when the session is replayed
@@ -55,7 +57,10 @@ QUEUES = {"l2": ("L2Update", 1 << 16, True), "trades": ("TradeUpdate", 1 << 14, 
 
 # -- simulators -------------------------------------------------------------------------------
 def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list, dict]:
-    """One simulator process per venue (seeds 1..5); see ``sim.spawn``."""
+    """One simulator process per venue (seeds 1..5); see ``sim.spawn``.  The traded venues' simulators
+    and handlers share a key through the environment (``secrets.for_simulator``)."""
+    for v in TRADED:
+        secrets.for_simulator(v)
     return spawn({v: {"seed": i + 1, "rate": rate, "lifetime": lifetime, "balances": BALANCES.get(v, {})}
                   for i, v in enumerate(VENUES)}, log_path)
 
@@ -75,21 +80,26 @@ def build(urls: dict, out: Path) -> dict:
                "arrays": {"ideal": "mm_ideal"},
                "params": {"instrument": MM, "spread": "0.04", "size": "0.01", "skew": "2",
                           "max_inventory": "0.05", "refresh": "0.02", "instruments": []}},
+        "mm_kraken": {"class": "mantra.trading.models.market_maker:MarketMaker", "inputs": ports,
+                      "arrays": {"ideal": "mmk_ideal"},
+                      "params": {"instrument": MM_KRAKEN, "spread": "0.2", "size": "0.001", "skew": "2",
+                                 "max_inventory": "0.005", "refresh": "0.3", "instruments": []}},
         "xv": {"class": "mantra.trading.models.cross_venue:CrossVenue", "inputs": ports,
                "arrays": {"ideal": "xv_ideal"},
                "params": {"a": a, "b": b, "size": "0.01", "max_inventory": "0.05", "fee_bps_a": 0,
                           "fee_bps_b": 0, "min_edge_bps": 1, "instruments": []}},
         "overseer": {"class": "mantra.trading.overseer:Overseer",
                      "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
-                     "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal", "xv": "xv_ideal"},
-                     "params": {"models": ["mm", "xv"], "instruments": [],
+                     "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal", "mm_kraken": "mmk_ideal",
+                                                                     "xv": "xv_ideal"},
+                     "params": {"models": ["mm", "mm_kraken", "xv"], "instruments": [],
                                 # within the venues' own limits: Binance 50 orders / 10 s, Kraken's
                                 # decaying per-pair counter (Starter: 60, -1/s)
                                 "venues": {"binance": {"fee_bps": FEES["binance"][1], "amend": True, "rate": 4,
                                                        "rate_window_ms": 1000},
                                            "kraken": {"fee_bps": FEES["kraken"][1], "amend": True, "rate": 1,
                                                       "rate_window_ms": 2000}},
-                                "limits": {i: {"max_position": "0.2", "max_notional": "7000"} for i in (MM, *XV)}}},
+                                "limits": {i: {"max_position": "0.2", "max_notional": "7000"} for i in (MM, MM_KRAKEN, *XV)}}},
         **{f"orders_{v}": {"class": "mantra.execution.actor:VenueAccount",
                            "inputs": {"requests": "requests"},
                            "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
@@ -104,11 +114,11 @@ def build(urls: dict, out: Path) -> dict:
     return {
         "system": {"name": SYSTEM, "mode": "sim", "instruments": traded_instruments()},
         "queues": {q: {"type": t, "capacity": c, "mpmc": m} for q, (t, c, m) in QUEUES.items()},
-        "arrays": {"mm_ideal": {"type": "IdealOrder", "size": 2}, "xv_ideal": {"type": "IdealOrder", "size": 2}},
+        "arrays": {n: {"type": "IdealOrder", "size": 2} for n in ("mm_ideal", "mmk_ideal", "xv_ideal")},
         "actors": actors,
         # Everything parks: the feeds wake on their sockets, the rest on their queues.
         "processes": {"feeds": {"actors": [n for n in actors if n.startswith("feed_")], "mode": "park"},
-                      "trading": {"actors": ["mm", "xv", "overseer"], "mode": "park"},
+                      "trading": {"actors": ["mm", "mm_kraken", "xv", "overseer"], "mode": "park"},
                       # the handlers wait on their sockets up to wait_ms (requests wait as long)
                       "orders": {"actors": [f"orders_{v}" for v in TRADED], "mode": "park"},
                       "back": {"actors": ["persister", "telemetry"], "mode": "park"}},
@@ -118,7 +128,7 @@ def build(urls: dict, out: Path) -> dict:
 def traded_instruments() -> list[dict]:
     """The traded instruments with the simulators' own increments, as ``[system] instruments``."""
     out = []
-    for ref in dict.fromkeys((MM, *XV)):
+    for ref in dict.fromkeys((MM, MM_KRAKEN, *XV)):
         venue, _, symbol = ref.partition(":")
         mod = importlib.import_module(f"mantra.sim.{venue}")
         inst = next(x for x in mod.LISTINGS if x.symbol == symbol).instrument(venue, InstrumentRegistry())
@@ -246,8 +256,6 @@ def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.
     out = Path(out) if out else Path("data/demo") / stamp
     out.mkdir(parents=True, exist_ok=True)
     print(f"starting five venue simulators (log: {out / 'simulators.log'})", flush=True)
-    for v in TRADED:
-        secrets.for_simulator(v)
     sims, urls = start_simulators(rate, duration + 60, out / "simulators.log")
     try:
         doc = build(urls, out)
