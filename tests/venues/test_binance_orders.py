@@ -745,3 +745,19 @@ def test_any_duplicated_reordered_stream_never_double_counts(data, size_lots):
     assert p.orders[7].filled == total * lot
     assert all(u.filled <= size_lots * lot for u in ups)
     assert [u.filled for u in ups] == sorted(u.filled for u in ups)  # cumulative never goes back
+
+
+@given(side=st.sampled_from((1, -1)), flags=st.sampled_from((0, int(OrderFlags.POST_ONLY), int(OrderFlags.IOC))),
+       ticks=st.integers(1, 10**7), lots=st.integers(1, 10**6), oid=st.integers(1, 2**63))
+@settings(max_examples=60)
+def test_the_direct_order_place_is_the_generic_signed_request(side, flags, ticks, lots, oid):
+    """``_place`` writes order.place out by hand (the hot path): it must be exactly the request the
+    generic WS-API signing builds, and verify as the venue checks it."""
+    p = live()
+    p.submit(new(oid, price=ticks * BTC.tick, size=lots * BTC.lot, side=side, flags=flags), T0)
+    (m,) = sent(take(p, WsSend))
+    params = {k: v for k, v in m["params"].items() if k != "signature"}
+    want = auth.ws_params(KEY, SECRET, {k: v for k, v in params.items() if k not in ("apiKey", "recvWindow", "timestamp")},
+                          T0 // 1_000_000, p.recv_window)
+    assert m["params"] == want and m["method"] == "order.place"
+    assert auth.verify_ws({KEY: SECRET}, m["params"], T0 // 1_000_000) is None

@@ -155,6 +155,8 @@ def cid_order(cid) -> int | None:
     return order_id_of(base)
 
 
+_IOC, _POST_ONLY = int(OrderFlags.IOC), int(OrderFlags.POST_ONLY)  # plain ints: the hot path
+
 class RateLimits:
     """The venue's fixed-window counters: (type, window ns) -> [window start, count, limit]."""
 
@@ -171,17 +173,24 @@ class RateLimits:
         return c
 
     def allow(self, weight: int, orders: int, now: int) -> bool:
-        for key in self.w:
-            c = self._cur(key, now)
-            n = weight if key[0] == "REQUEST_WEIGHT" else orders
-            if n and c[1] + n > c[2]:
-                return False
+        for (kind, span), c in self.w.items():
+            n = weight if kind == "REQUEST_WEIGHT" else orders
+            if n:
+                start = now - now % span
+                if c[0] != start:
+                    c[0], c[1] = start, 0
+                if c[1] + n > c[2]:
+                    return False
         return True
 
     def add(self, weight: int, orders: int, now: int) -> None:
-        for key in self.w:
-            c = self._cur(key, now)
-            c[1] += weight if key[0] == "REQUEST_WEIGHT" else orders
+        for (kind, span), c in self.w.items():
+            n = weight if kind == "REQUEST_WEIGHT" else orders
+            if n:
+                start = now - now % span
+                if c[0] != start:
+                    c[0], c[1] = start, 0
+                c[1] += n
 
     def set(self, kind: str, window_ns: int, count: int, now: int, limit: int | None = None) -> None:
         key = (kind, window_ns)
@@ -256,6 +265,7 @@ class BinanceOrders(OrderProtocol):
             raise ValueError(f"recv_window_ms must be in (0, {auth.MAX_RECV_WINDOW}]")
         self.ws_url, self.rest_url = ws_api_url(ws_url), rest_url.rstrip("/")
         self.recv_window = int(recv_window_ms)
+        self._json_cache: dict[str, str] = {}
         self.timeout_ns = int(timeout_s * 1e9)
         self.unknown_orders = unknown_orders
         self.reconcile_ns = int(reconcile_s * 1e9)
@@ -511,10 +521,10 @@ class BinanceOrders(OrderProtocol):
 
     def _place_params(self, o: _Order, inst, price: int, qty: int) -> list:
         p = [("symbol", inst.symbol), ("side", "BUY" if o.side > 0 else "SELL")]
-        if o.flags & OrderFlags.POST_ONLY:
+        if o.flags & _POST_ONLY:
             p.append(("type", "LIMIT_MAKER"))
         else:
-            p += [("type", "LIMIT"), ("timeInForce", "IOC" if o.flags & OrderFlags.IOC else "GTC")]
+            p += [("type", "LIMIT"), ("timeInForce", "IOC" if o.flags & _IOC else "GTC")]
         p += [("quantity", inst.size_str(qty)), ("price", inst.price_str(price))]
         return p
 
@@ -554,11 +564,45 @@ class BinanceOrders(OrderProtocol):
         q = _Req(rid, r, act, now, via, o, method, o.pending if method == "order.cancelReplace" else "")
         q.size = r.size - o.filled
         self.reqs[rid] = q
-        if via == "ws":
+        if via == "ws" and act == NEW:
+            self._place(o, inst, rid, now)
+        elif via == "ws":
             self._ws(method, dict(p), rid, now)
         else:
             self.counts["rest_fallback"] += 1
             self._rest(f"req:{rid}", rest[0], rest[1], p, now, WEIGHT.get(method, 1))
+
+    def _place(self, o: _Order, inst, rid: int, now: int) -> None:
+        """``order.place`` on the WebSocket API, written out directly: the hot path of every new
+        order.  The same request ``_ws("order.place", ...)`` would build (a test holds them equal):
+        the signed payload in the WS-API's sorted order, then the JSON."""
+        ts = now // 1_000_000
+        side = "BUY" if o.side > 0 else "SELL"
+        if o.flags & _POST_ONLY:
+            typ, tif = "LIMIT_MAKER", ""
+        else:
+            typ, tif = "LIMIT", "IOC" if o.flags & _IOC else "GTC"
+        qty, px, key, rw, sym, cid = inst.size_str(o.size), inst.price_str(o.price), self.creds.key, \
+            self.recv_window, inst.symbol, o.cid
+        signed = (f"apiKey={key}&newClientOrderId={cid}&newOrderRespType=RESULT&price={px}&quantity={qty}"
+                  f"&recvWindow={rw}&side={side}&symbol={sym}" + (f"&timeInForce={tif}" if tif else "")
+                  + f"&timestamp={ts}&type={typ}")
+        sig = auth.sign(self.creds.secret, signed)
+        tif_json = f',"timeInForce":"{tif}"' if tif else ""
+        self.rate.add(WEIGHT["order.place"], 0, now)
+        self.last_sent = now
+        self.events.append(WsSend(CONN, (
+            f'{{"id":{rid},"method":"order.place","params":{{"symbol":{self._json(sym)},"side":"{side}",'
+            f'"type":"{typ}"{tif_json},"quantity":"{qty}","price":"{px}","newClientOrderId":"{cid}",'
+            f'"newOrderRespType":"RESULT","apiKey":{self._json(key)},"recvWindow":{rw},"timestamp":{ts},'
+            f'"signature":"{sig}"}}}}')))
+
+    def _json(self, text: str) -> str:
+        """A string as JSON (keys and symbols are plain ASCII; escaped anyway), cached."""
+        j = self._json_cache.get(text)
+        if j is None:
+            j = self._json_cache[text] = self._enc.encode(text).decode()
+        return j
 
     def cancel_all(self, now: int) -> None:
         """The kill switch: every open order, by the venue's cancel-all on every symbol."""

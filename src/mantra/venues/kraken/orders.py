@@ -142,9 +142,14 @@ def _fx(v, scale: int, rounding=None) -> int:
             raise FixedPointError(f"{text!r} is not a decimal number") from None
 
 
+_ISO_SECOND = [-1, ""]  # the last whole second formatted: every order's deadline reuses it
+
+
 def _iso(ns: int) -> str:
     s, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac // 1_000_000:03d}Z"
+    if s != _ISO_SECOND[0]:
+        _ISO_SECOND[:] = s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+    return f"{_ISO_SECOND[1]}.{frac // 1_000_000:03d}Z"
 
 
 class RateCounter:
