@@ -111,3 +111,22 @@ def test_a_backtest_trades_the_handlers_venues_on_the_mock_exchange():
     assert mock["params"]["venues"] == {"kraken": {"maker_bps": 1, "balances": {"USD": "100"}}}
     assert mock["inputs"] == {"requests": "requests", "trades": "trades", "l2": "l2"}
     assert "paper_exchange" in doc["processes"]["p"]["actors"]
+
+
+def test_live_refuses_a_key_without_the_permissions_it_needs(tmp_path, capsys, monkeypatch):
+    """--live asks the venue first (the doctor's checks): a key that may not use the WebSocket API
+    stops the start with the venue's reason."""
+    import base64
+
+    from mantra.sim.kraken import KrakenSimulator
+
+    secret = base64.b64encode(b"s" * 64).decode()
+    monkeypatch.setenv("MANTRA_KRAKEN_API_KEY", "k-live")
+    monkeypatch.setenv("MANTRA_KRAKEN_API_SECRET", secret)
+    with KrakenSimulator(rate=5, credentials={"k-live": secret}, permissions=("query", "trade")) as sim:
+        p = _write(tmp_path, "live")
+        p.write_text(p.read_text().replace('params = { venue = "kraken" }',
+                                           f'params = {{ venue = "kraken", options = {{ rest_url = "{sim.rest_url}" }} }}'))
+        assert main(["run", str(p), "--live"]) == 2
+    err = capsys.readouterr().err
+    assert "actors.orders: kraken: permissions: no WebSocket token" in err and secret not in err
