@@ -28,11 +28,18 @@ is UNKNOWN until then, and it is never sent twice.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from decimal import Decimal, InvalidOperation
 from typing import Iterable, NamedTuple
 
+import msgspec
+
+from ..fixed import FixedPointError, to_fixed
 from ..instruments import VENUE_IDS, Instrument
-from ..spine.messages import OrderRequest, OrderStatus, OrderUpdate
+from ..redact import redact
+from ..spine.messages import (BalanceUpdate, Fill, Liquidity, OrderAction, OrderFlags, OrderRequest, OrderStatus,
+                              OrderUpdate)
 from ..trading.accounts import Reject
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -102,12 +109,77 @@ class Halt(NamedTuple):
     reason: str
 
 
+S = OrderStatus
+NEW, CANCEL, AMEND, CANCEL_ALL = (OrderAction.NEW, OrderAction.CANCEL, OrderAction.AMEND,
+                                  OrderAction.CANCEL_ALL)
+TERMINAL = frozenset((S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED))
+_RANK = {0: 0, S.ACK: 1, S.OPEN: 2, S.PARTIALLY_FILLED: 3}
+IOC, POST_ONLY = int(OrderFlags.IOC), int(OrderFlags.POST_ONLY)  # plain ints: the hot path
+
+
+def fx(v, scale: int, rounding=None) -> int:
+    """A venue number (text or int) at ``scale``: exact, or rounded as asked (fees up, balances
+    down) when it carries more decimals than the scale."""
+    text = v if type(v) is str else str(v)
+    try:
+        return to_fixed(text, scale)
+    except FixedPointError:
+        if rounding is None:
+            raise
+        try:
+            return int(Decimal(text).scaleb(scale).to_integral_value(rounding))
+        except InvalidOperation:
+            raise FixedPointError(f"{text!r} is not a decimal number") from None
+
+
+class VenueOrder:
+    """One order of ours as a venue's order protocol tracks it; a venue adds its own ids."""
+
+    __slots__ = ("order_id", "cid", "inst", "side", "price", "size", "flags", "filled", "fill_qty", "status",
+                 "placed", "trades", "lost", "exch_ts")
+
+    def __init__(self, order_id, cid, inst, side, price, size, flags, placed):
+        self.order_id, self.cid, self.inst = order_id, cid, inst
+        self.side, self.price, self.size, self.flags = side, price, size, flags
+        self.filled = 0  # cumulative, as the venue said (max seen)
+        self.fill_qty = 0  # sum of the fills emitted
+        self.status = 0
+        self.placed = placed
+        self.trades: set[int] = set()
+        self.lost = False  # declared REJECTED: not found on the venue after an UNKNOWN outcome
+        self.exch_ts = 0
+
+    @property
+    def live(self) -> bool:
+        return self.status not in TERMINAL
+
+    def venue_ref(self) -> bytes:
+        """The venue's id of the order, as ``OrderUpdate`` carries it."""
+        return b""
+
+
+class VenueRequest:
+    """One request of ours in flight (or answered: late answers are matched to it)."""
+
+    __slots__ = ("req_id", "r", "action", "sent", "via", "state", "order")
+
+    def __init__(self, req_id, r, action, sent, via, order):
+        self.req_id, self.r, self.action, self.sent, self.via = req_id, r, action, sent, via
+        self.state = "sent"  # sent -> unknown (asked the venue) -> done
+        self.order = order
+
+
 class OrderProtocol:
     """Base of the venues' order protocols: instruments by id and symbol, counters, the rules
     every venue shares.  Subclasses implement ``start``, ``on_open``, ``on_close``, ``on_frame``,
-    ``on_http``, ``on_timer``, ``submit``, ``cancel_all``."""
+    ``on_http``, ``on_timer``, ``submit``, ``cancel_all``.
+
+    The order-entry state both venues keep (``_init_entry``) and what they do alike with it: the
+    checks of a request before it is sent (``check_request``, ``check_new``, ``check_change``),
+    order updates, status progress, UNKNOWN outcomes, fill deduplication, balances."""
 
     venue = ""
+    tokens: tuple | list = ()  # secrets of the session besides the key (masked in logs)
 
     def __init__(self, creds: Credentials, instruments: Iterable[Instrument], **settings):
         self.creds = creds
@@ -118,6 +190,39 @@ class OrderProtocol:
         self.counts: Counter = Counter()
         self.halted = ""
         self.settings = settings
+        self.log = logging.getLogger(type(self).__module__)
+
+    def _init_entry(self, unknown_orders: str, settings: dict, *, timeout_s: float, reconcile_s: float,
+                    rate_backoff_s: float, retry_s: float, balance_scale: int) -> None:
+        """The settings and state every venue's order entry has."""
+        if unknown_orders not in ("cancel", "adopt"):
+            raise ValueError(f"unknown_orders must be 'cancel' or 'adopt', not {unknown_orders!r}")
+        if settings:
+            raise TypeError(f"{type(self).__name__}: unknown settings {', '.join(sorted(settings))}")
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.unknown_orders = unknown_orders
+        self.reconcile_ns = int(reconcile_s * 1e9)
+        self.rate_backoff_ns = int(rate_backoff_s * 1e9)
+        self.retry_ns = int(retry_s * 1e9)
+        self.balance_scale = balance_scale
+        self.assets: set[str] = set()
+        for i in self.by_id.values():
+            self.assets.update((i.base, i.quote))
+        self._dec = msgspec.json.Decoder(float_hook=str)
+        self._enc = msgspec.json.Encoder()
+        self.orders: dict = {}  # ours, by order_id
+        self.reqs: dict = {}  # in flight, by request id
+        self.done_reqs: dict = {}  # answered or resolved: late answers are matched here
+        self.req_id = 0
+        self.connected = False
+        self.subscribed = False
+        self.backoff_until = 0  # refuse with RATE_LIMITED until then (ns)
+        self.next_reconcile = 0
+        self.retry_at: dict[str, int] = {}  # REST fetch kind -> when to retry it
+        self.last_fill_ns = 0  # venue time of the newest fill seen (the gap fetch starts there)
+        self.balances: dict[str, int] = {}  # asset -> total last emitted (at balance_scale)
+        self.late_cancelled: set[str] = set()
+        self.started = False
 
     # -- what subclasses call
     def reject(self, r: OrderRequest, why: Reject, now: int) -> None:
@@ -133,6 +238,228 @@ class OrderProtocol:
         if not self.halted:
             self.halted = reason
             self.events.append(Halt(reason))
+
+    # -- requests: the checks every venue makes before anything is sent
+    def check_request(self, r: OrderRequest, now: int):
+        """The instrument of ``r`` if it may go on (else it is answered here): not halted, not a
+        CANCEL_ALL (done here), a known instrument, not backing off."""
+        if self.halted:
+            self.reject(r, Reject.HALTED, now)
+            return None
+        if r.action == CANCEL_ALL:
+            self.cancel_all(now)
+            return None
+        inst = self.by_id.get(r.instrument)
+        if inst is None:
+            self.reject(r, Reject.UNKNOWN_INSTRUMENT, now)
+            return None
+        if now < self.backoff_until:
+            self.reject(r, Reject.RATE_LIMITED, now)
+            return None
+        return inst
+
+    def check_new(self, r: OrderRequest, inst, now: int) -> bool:
+        """True if the NEW ``r`` may be sent: not a duplicate (never sent twice), a price, a size and a
+        side, on the tick and the lot."""
+        if r.order_id in self.orders:
+            self.counts["duplicate_new"] += 1  # never sent twice
+            return False
+        if r.price <= 0 or r.size <= 0 or r.side not in (1, -1):
+            self.reject(r, Reject.BAD_REQUEST, now)
+            return False
+        if r.price % inst.tick:
+            self.reject(r, Reject.TICK, now)
+            return False
+        if r.size % inst.lot:
+            self.reject(r, Reject.LOT, now)
+            return False
+        return True
+
+    def check_change(self, r: OrderRequest, inst, now: int):
+        """The order a CANCEL / AMEND ``r`` is about if it may be sent: a live order of ours, a valid
+        amend (above what is filled); an order that ended is reported as it ended."""
+        o = self.orders.get(r.ref_id)
+        if o is None:
+            self.reject(r, Reject.UNKNOWN_ORDER, now)
+            return None
+        if not o.live:  # it ended: say how (FILLED, CANCELLED...) rather than refuse
+            self.counts["request_on_ended_order"] += 1
+            self._update(o, now)
+            return None
+        act = r.action
+        if act == AMEND:
+            if r.price <= 0 or r.size <= 0 or r.price % inst.tick or r.size % inst.lot or r.size <= o.filled:
+                self.reject(r, Reject.BAD_REQUEST, now)
+                return None
+        elif act != CANCEL:
+            self.reject(r, Reject.UNSUPPORTED, now)
+            return None
+        return o
+
+    # -- order state
+    def _next_req(self) -> int:
+        self.req_id += 1
+        return self.req_id
+
+    def _update(self, o: VenueOrder, now: int, status=None, reason: int = 0, about: int | None = None,
+                price=None, size=None) -> None:
+        st = o.status if status is None else status
+        self.events.append(OrderUpdate(o.order_id if about is None else about,
+                                       o.price if price is None else price, o.size if size is None else size,
+                                       o.filled, o.exch_ts or now, o.inst.id, st, o.side, int(reason),
+                                       o.venue_ref()[:24]))
+
+    def _set_status(self, o: VenueOrder, st) -> bool:
+        """Move ``o`` to ``st`` if that is progress (terminal stays terminal); True if it moved."""
+        if st is None or not o.live or st == o.status:
+            return False
+        if st in TERMINAL or _RANK.get(st, 0) > _RANK.get(o.status, 0):
+            o.status = st
+            return True
+        return False
+
+    def _mask(self, text) -> str:
+        """Venue text for a log: redacted, and our own secrets masked wherever they appear bare."""
+        s = redact(text if isinstance(text, str) else repr(text))
+        for secret in (*self.tokens, self.creds.secret, self.creds.key):
+            if secret and len(secret) >= 8:
+                s = s.replace(secret, "***")
+        return s
+
+    def _venue_error(self, where: str, text) -> None:
+        self.counts["venue_errors"] += 1
+        self.log.warning("%s %s: %s", self.venue, where, self._mask(str(text)))
+
+    def _bad(self, where: str, data, e) -> None:
+        self.counts["malformed"] += 1
+        self.log.warning("%s: malformed %s (%s: %s): %s", self.venue, where, type(e).__name__, self._mask(str(e)),
+                         self._mask(repr(data)[:300]))
+
+    # -- outcomes
+    def _answered(self, q: VenueRequest) -> None:
+        self.reqs.pop(q.req_id, None)
+        q.state = "done"
+        self.done_reqs[q.req_id] = q
+        if len(self.done_reqs) > 10_000:
+            self.done_reqs.pop(next(iter(self.done_reqs)))
+
+    def _reopen(self, q: VenueRequest) -> None:
+        """``q``, answered, has an unknown outcome again: in flight until the venue is asked."""
+        q.state = "unknown"
+        self.reqs[q.req_id] = q
+        self.done_reqs.pop(q.req_id, None)
+
+    def _unknown(self, q: VenueRequest, now: int, why: str) -> None:
+        """No answer, a dropped connection, a 5xx: ask the venue about the order by its client id."""
+        if q.state != "sent":
+            return
+        q.state = "unknown"
+        self.counts["unknown_outcomes"] += 1
+        self.log.warning("%s: %s of order %d: outcome unknown (%s); asking the venue", self.venue,
+                         OrderAction(q.action).name, q.order.order_id, redact(why))
+        self._ask(q, now)
+
+    def _ask(self, q: VenueRequest, now: int) -> None:
+        """Ask the venue how the request ``q`` ended (its order, by client id)."""
+        self._query(q.order, now, q.req_id)
+
+    def _query(self, o: VenueOrder, now: int, rid: int = 0) -> None:
+        raise NotImplementedError
+
+    def _time_out(self, now: int) -> None:
+        """Requests unanswered for ``timeout_ns``: their outcome is unknown."""
+        for q in list(self.reqs.values()):
+            if q.state == "sent" and now - q.sent > self.timeout_ns:
+                self.counts["timeouts"] += 1
+                self._unknown(q, now, f"no answer in {self.timeout_ns / 1e9:g} s")
+
+    def _connection_lost(self, now: int) -> None:
+        """Requests sent on the socket that dropped have an unknown outcome now."""
+        for q in list(self.reqs.values()):
+            if q.via == "ws" and q.state == "sent":
+                self._unknown(q, now, "connection lost")
+
+    def _lost(self, o: VenueOrder, now: int) -> None:
+        """A NEW the venue does not know once its window passed: never placed, REJECTED."""
+        o.lost = True
+        self.counts["lost_new"] += 1
+        if o.live:
+            o.status = S.REJECTED
+            self._update(o, now, reason=Reject.VENUE_ERROR)
+
+    def _new_refused(self, o: VenueOrder, why, now: int) -> None:
+        if o.status == 0 or o.status == S.ACK:
+            o.status = S.REJECTED
+            self._update(o, now, reason=why)
+
+    def _backoff_ns(self, headers: dict) -> int:
+        """How long an HTTP 429 says to wait (``Retry-After``), else ``rate_backoff_ns``."""
+        wait = headers.get("retry-after")
+        try:
+            return int(float(wait) * 1e9) if wait is not None else self.rate_backoff_ns
+        except ValueError:
+            return self.rate_backoff_ns
+
+    # -- fills and balances
+    def _fill_seen(self, o: VenueOrder, tid: int) -> bool:
+        """True if the trade ``tid`` was already emitted for ``o`` (the venue says it again)."""
+        if tid in o.trades:
+            self.counts["duplicate_fills"] += 1
+            return True
+        return False
+
+    def _add_fill(self, o: VenueOrder, tid: int, px: int, size: int, fee: int, ts: int, maker: bool,
+                  fee_asset, qty_text) -> None:
+        """Emit the fill ``tid`` of ``o`` (once: ``_fill_seen`` first)."""
+        if size <= 0:
+            raise ValueError(f"fill of size {qty_text!r}")
+        inst = o.inst
+        o.trades.add(tid)
+        o.fill_qty += size
+        if o.fill_qty > o.filled:
+            o.filled = o.fill_qty
+        if o.fill_qty > o.size:
+            self.counts["overfill"] += 1
+        self.last_fill_ns = max(self.last_fill_ns, ts)
+        self.counts["fills"] += 1
+        liq = Liquidity.MAKER if maker else Liquidity.TAKER
+        self.events.append(Fill(o.order_id, tid, px, size, fee, ts, inst.id, o.side, int(liq),
+                                str(fee_asset or inst.quote).encode()[:8]))
+
+    def _hold(self, asset: str) -> int:
+        """What our open orders hold of ``asset``, at balance_scale (rounded up)."""
+        h = 0
+        bs = self.balance_scale
+        for o in self.orders.values():
+            if not o.live:
+                continue
+            inst = o.inst
+            rest = max(o.size - o.filled, 0)
+            if o.side > 0 and inst.quote == asset:
+                num, den_scale = o.price * rest, inst.price_scale + inst.size_scale
+            elif o.side < 0 and inst.base == asset:
+                num, den_scale = rest, inst.size_scale
+            else:
+                continue
+            d = den_scale - bs
+            h += num * 10**-d if d <= 0 else -(-num // 10**d)
+        return h
+
+    def _other_asset(self, asset: str) -> bool:
+        """True (and counted) if no instrument of ours trades ``asset``."""
+        if self.assets and asset not in self.assets:
+            self.counts["other_assets"] += 1
+            return True
+        return False
+
+    def _put_balance(self, asset: str, total: int, free: int, ts: int, check: bool) -> None:
+        old = self.balances.get(asset)
+        if check and old is not None and old != total:  # the periodic check: the stream had another figure
+            self.counts["drift_balances"] += 1
+            self.log.warning("%s: %s balance drift: %d from the stream, %d from REST (scale %d)", self.venue, asset,
+                             old, total, self.balance_scale)
+        self.balances[asset] = total
+        self.events.append(BalanceUpdate(total, free, ts, self.balance_scale, self.venue_id, asset.encode()[:8]))
 
     # -- the interface the runner drives
     def start(self, now: int) -> None:

@@ -48,16 +48,17 @@ refused (RATE_LIMITED) before it is sent; a 429 / -1003 backs off until the venu
 from __future__ import annotations
 
 import logging
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from ...fixed import FixedPointError, to_fixed
+from ...fixed import FixedPointError
 from ...redact import redact
-from ...spine.messages import BalanceUpdate, Fill, Liquidity, OrderAction, OrderFlags, OrderStatus, OrderUpdate
+from ...spine.messages import OrderStatus
 from ...trading.accounts import Reject
-from ..account import Http, Open, OrderProtocol, WsSend, client_id, order_id_of
+from ..account import (AMEND, CANCEL, IOC as _IOC, NEW, POST_ONLY as _POST_ONLY, TERMINAL, Http, Open, OrderProtocol,
+                       VenueOrder, VenueRequest, WsSend, client_id, fx as _fx, order_id_of)
 from . import auth
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,6 @@ TESTNET_REST_URL = "https://testnet.binance.vision"
 WS_API_PATH = "/ws-api/v3"
 CONN = "api"
 S = OrderStatus
-NEW, CANCEL, AMEND, CANCEL_ALL = (OrderAction.NEW, OrderAction.CANCEL, OrderAction.AMEND,
-                                  OrderAction.CANCEL_ALL)
-TERMINAL = frozenset((S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED))
-_RANK = {0: 0, S.ACK: 1, S.OPEN: 2, S.PARTIALLY_FILLED: 3}
 
 STATUS = {"NEW": S.OPEN, "PENDING_NEW": S.ACK, "PARTIALLY_FILLED": S.PARTIALLY_FILLED, "FILLED": S.FILLED,
           "CANCELED": S.CANCELLED, "PENDING_CANCEL": None, "REJECTED": S.REJECTED, "EXPIRED": S.EXPIRED,
@@ -123,20 +120,6 @@ def reject_reason(code: int, msg: str) -> Reject:
     return Reject.VENUE_ERROR
 
 
-def _fx(v, scale: int, rounding=None) -> int:
-    """A venue number (text) at ``scale``: exact, or rounded as asked (fees up, balances down)."""
-    text = v if type(v) is str else str(v)
-    try:
-        return to_fixed(text, scale)
-    except FixedPointError:
-        if rounding is None:
-            raise
-        try:
-            return int(Decimal(text).scaleb(scale).to_integral_value(rounding))
-        except InvalidOperation:
-            raise FixedPointError(f"{text!r} is not a decimal number") from None
-
-
 def ws_api_url(url: str) -> str:
     """``url`` itself when its path is a WS-API path, else ``/ws-api/v3`` on its host."""
     u = urlsplit(url)
@@ -155,8 +138,6 @@ def cid_order(cid) -> int | None:
     return order_id_of(base)
 
 
-_IOC, _POST_ONLY = int(OrderFlags.IOC), int(OrderFlags.POST_ONLY)  # plain ints: the hot path
-
 class RateLimits:
     """The venue's fixed-window counters: (type, window ns) -> [window start, count, limit]."""
 
@@ -172,25 +153,27 @@ class RateLimits:
             c[0], c[1] = start, 0
         return c
 
-    def allow(self, weight: int, orders: int, now: int) -> bool:
+    def _due(self, weight: int, orders: int, now: int) -> list:
+        """The windows ``weight`` / ``orders`` count in, rolled to ``now``, with what each adds."""
+        due = []
         for (kind, span), c in self.w.items():
             n = weight if kind == "REQUEST_WEIGHT" else orders
             if n:
                 start = now - now % span
                 if c[0] != start:
                     c[0], c[1] = start, 0
-                if c[1] + n > c[2]:
-                    return False
+                due.append((c, n))
+        return due
+
+    def allow(self, weight: int, orders: int, now: int) -> bool:
+        for c, n in self._due(weight, orders, now):
+            if c[1] + n > c[2]:
+                return False
         return True
 
     def add(self, weight: int, orders: int, now: int) -> None:
-        for (kind, span), c in self.w.items():
-            n = weight if kind == "REQUEST_WEIGHT" else orders
-            if n:
-                start = now - now % span
-                if c[0] != start:
-                    c[0], c[1] = start, 0
-                c[1] += n
+        for c, n in self._due(weight, orders, now):
+            c[1] += n
 
     def set(self, kind: str, window_ns: int, count: int, now: int, limit: int | None = None) -> None:
         key = (kind, window_ns)
@@ -210,41 +193,33 @@ class RateLimits:
 _INTERVAL = {"SECOND": 1_000_000_000, "MINUTE": MINUTE_NS, "HOUR": 3600_000_000_000, "DAY": DAY_NS}
 
 
-class _Order:
-    __slots__ = ("order_id", "cid", "cids", "inst", "side", "price", "size", "flags", "filled", "fill_qty",
-                 "status", "vid", "cum", "placed", "trades", "lost", "exch_ts", "version", "pending")
+class _Order(VenueOrder):
+    """Ours, over every venue order it has been (a cancelReplace makes a new one, with a new client id)."""
+
+    __slots__ = ("cids", "vid", "cum", "version", "pending")
 
     def __init__(self, order_id, cid, inst, side, price, size, flags, placed):
-        self.order_id, self.cid, self.inst = order_id, cid, inst
+        VenueOrder.__init__(self, order_id, cid, inst, side, price, size, flags, placed)
         self.cids = {cid}
-        self.side, self.price, self.size, self.flags = side, price, size, flags
-        self.filled = 0  # cumulative over every venue order this order has been (max seen)
-        self.fill_qty = 0  # sum of the fills emitted
-        self.status = 0
         self.vid = 0  # the venue's orderId of the current venue order
         self.cum: dict[str, int] = {}  # client id -> that venue order's cumulative filled (z)
-        self.placed = placed
-        self.trades: set[int] = set()
-        self.lost = False
-        self.exch_ts = 0
         self.version = 0  # replacements made (cancelReplace)
         self.pending = ""  # the new client id of a cancelReplace in flight
+        # filled: cumulative over every venue order this order has been (max seen)
 
-    @property
-    def live(self) -> bool:
-        return self.status not in TERMINAL
+    def venue_ref(self) -> bytes:
+        return str(self.vid or "").encode()
 
     def cum_filled(self) -> int:
         return sum(self.cum.values())
 
 
-class _Req:
-    __slots__ = ("req_id", "r", "action", "sent", "via", "state", "order", "method", "new_cid", "size")
+class _Req(VenueRequest):
+    __slots__ = ("method", "new_cid", "size")
 
     def __init__(self, req_id, r, action, sent, via, order, method, new_cid=""):
-        self.req_id, self.r, self.action, self.sent, self.via = req_id, r, action, sent, via
-        self.state = "sent"  # sent -> unknown (asked the venue) -> done
-        self.order, self.method, self.new_cid = order, method, new_cid
+        VenueRequest.__init__(self, req_id, r, action, sent, via, order)
+        self.method, self.new_cid = method, new_cid
         self.size = 0
 
 
@@ -257,58 +232,28 @@ class BinanceOrders(OrderProtocol):
                  weight_limit: int = 6000, orders_10s: int = 50, orders_day: int = 160_000,
                  rate_backoff_s: float = 10.0, retry_s: float = 2.0, balance_scale: int = 8, **settings):
         super().__init__(creds, instruments, **settings)
-        if unknown_orders not in ("cancel", "adopt"):
-            raise ValueError(f"unknown_orders must be 'cancel' or 'adopt', not {unknown_orders!r}")
-        if settings:
-            raise TypeError(f"BinanceOrders: unknown settings {', '.join(sorted(settings))}")
+        self._init_entry(unknown_orders, settings, timeout_s=timeout_s, reconcile_s=reconcile_s,
+                         rate_backoff_s=rate_backoff_s, retry_s=retry_s, balance_scale=balance_scale)
         if not 0 < recv_window_ms <= auth.MAX_RECV_WINDOW:
             raise ValueError(f"recv_window_ms must be in (0, {auth.MAX_RECV_WINDOW}]")
         self.ws_url, self.rest_url = ws_api_url(ws_url), rest_url.rstrip("/")
         self.recv_window = int(recv_window_ms)
         self._json_cache: dict[str, str] = {}
-        self.timeout_ns = int(timeout_s * 1e9)
-        self.unknown_orders = unknown_orders
-        self.reconcile_ns = int(reconcile_s * 1e9)
         self.recent_fills_ns = int(recent_fills_s * 1e9)
         self.keepalive_ns = int(keepalive_s * 1e9)
         self.rate = RateLimits(weight_limit, orders_10s, orders_day)
-        self.rate_backoff_ns = int(rate_backoff_s * 1e9)
-        self.retry_ns = int(retry_s * 1e9)
-        self.balance_scale = balance_scale
-        self.assets: set[str] = set()
-        for i in self.by_id.values():
-            self.assets.update((i.base, i.quote))
-        self._dec = msgspec.json.Decoder(float_hook=str)
-        self._enc = msgspec.json.Encoder()
-        self.orders: dict[int, _Order] = {}  # ours, by order_id
         self.by_cid: dict[str, _Order] = {}
         self.by_vid: dict[tuple, _Order] = {}  # (symbol, orderId) -> ours
         self.foreign: dict[tuple, str] = {}  # (symbol, orderId) -> client id of open orders not ours
         self.known_foreign: set[tuple] = set()
-        self.reqs: dict[int, _Req] = {}  # in flight, by request id
-        self.done_reqs: dict[int, _Req] = {}  # answered or resolved: late answers are matched here
         self.aux: dict[int, tuple] = {}  # other WS-API requests in flight: id -> (kind, data)
-        self.req_id = 0
-        self.connected = False
-        self.subscribed = False
         self.subscription = None
         self.subscribing = False
-        self.backoff_until = 0
-        self.next_reconcile = 0
         self.last_sent = 0
-        self.retry_at: dict[str, int] = {}
-        self.last_fill_ns = 0
         self.unmapped: dict[tuple, list] = {}  # (symbol, orderId) -> REST trades waiting for their order
         self.mapping: set[tuple] = set()
-        self.balances: dict[str, int] = {}
-        self.late_cancelled: set[str] = set()
-        self.started = False
 
     # ------------------------------------------------------------------------------ helpers
-    def _next_req(self) -> int:
-        self.req_id += 1
-        return self.req_id
-
     def _ms(self, now: int) -> int:
         return now // 1_000_000
 
@@ -331,38 +276,6 @@ class BinanceOrders(OrderProtocol):
     @property
     def ready(self) -> bool:
         return self.connected
-
-    def _update(self, o: _Order, now: int, status=None, reason: int = 0, about: int | None = None,
-                price=None, size=None) -> None:
-        st = o.status if status is None else status
-        self.events.append(OrderUpdate(o.order_id if about is None else about,
-                                       o.price if price is None else price, o.size if size is None else size,
-                                       o.filled, o.exch_ts or now, o.inst.id, st, o.side, int(reason),
-                                       str(o.vid or "").encode()[:24]))
-
-    def _set_status(self, o: _Order, st) -> bool:
-        if st is None or not o.live or st == o.status:
-            return False
-        if st in TERMINAL or _RANK.get(st, 0) > _RANK.get(o.status, 0):
-            o.status = st
-            return True
-        return False
-
-    def _mask(self, text) -> str:
-        s = redact(text if isinstance(text, str) else repr(text))
-        for secret in (self.creds.secret, self.creds.key):
-            if secret and len(secret) >= 8:
-                s = s.replace(secret, "***")
-        return s
-
-    def _venue_error(self, where: str, text) -> None:
-        self.counts["venue_errors"] += 1
-        log.warning("binance %s: %s", where, self._mask(str(text)))
-
-    def _bad(self, where: str, data, e) -> None:
-        self.counts["malformed"] += 1
-        log.warning("binance: malformed %s (%s: %s): %s", where, type(e).__name__, self._mask(str(e)),
-                    self._mask(repr(data)[:300]))
 
     def _register(self, o: _Order) -> None:
         self.orders[o.order_id] = o
@@ -441,9 +354,7 @@ class BinanceOrders(OrderProtocol):
         self.subscription = None
         self.counts["disconnects"] += 1
         log.warning("binance: WS-API connection lost (%s)", redact(reason))
-        for q in list(self.reqs.values()):
-            if q.via == "ws" and q.state == "sent":
-                self._unknown(q, now, "connection lost")
+        self._connection_lost(now)
         for rid, (kind, data, _) in list(self.aux.items()):
             del self.aux[rid]
             if kind == "status":  # the question was lost with the connection: ask again over REST
@@ -458,32 +369,12 @@ class BinanceOrders(OrderProtocol):
 
     # ------------------------------------------------------------------------------ requests
     def submit(self, r, now: int) -> None:
-        if self.halted:
-            self.reject(r, Reject.HALTED, now)
+        inst = self.check_request(r, now)
+        if inst is None:
             return
         act = r.action
-        if act == CANCEL_ALL:
-            self.cancel_all(now)
-            return
-        inst = self.by_id.get(r.instrument)
-        if inst is None:
-            self.reject(r, Reject.UNKNOWN_INSTRUMENT, now)
-            return
-        if now < self.backoff_until:
-            self.reject(r, Reject.RATE_LIMITED, now)
-            return
         if act == NEW:
-            if r.order_id in self.orders:
-                self.counts["duplicate_new"] += 1  # never sent twice
-                return
-            if r.price <= 0 or r.size <= 0 or r.side not in (1, -1):
-                self.reject(r, Reject.BAD_REQUEST, now)
-                return
-            if r.price % inst.tick:
-                self.reject(r, Reject.TICK, now)
-                return
-            if r.size % inst.lot:
-                self.reject(r, Reject.LOT, now)
+            if not self.check_new(r, inst, now):
                 return
             if not self.rate.allow(1, 1, now):
                 self.reject(r, Reject.RATE_LIMITED, now)
@@ -492,28 +383,17 @@ class BinanceOrders(OrderProtocol):
             self._register(o)
             self._send(r, NEW, o, now)
             return
-        o = self.orders.get(r.ref_id)
+        o = self.check_change(r, inst, now)
         if o is None:
-            self.reject(r, Reject.UNKNOWN_ORDER, now)
-            return
-        if not o.live:  # it ended: say how rather than refuse
-            self.counts["request_on_ended_order"] += 1
-            self._update(o, now)
             return
         if act == AMEND:
-            if r.price <= 0 or r.size <= 0 or r.price % inst.tick or r.size % inst.lot or r.size <= o.filled:
-                self.reject(r, Reject.BAD_REQUEST, now)
-                return
             if o.pending:  # one replacement at a time
                 self.reject(r, Reject.BAD_REQUEST, now)
                 return
             keep = r.price == o.price and r.size < o.size
             w, n = (WEIGHT["order.amend.keepPriority"], 0) if keep else (1, 1)
-        elif act == CANCEL:
-            w, n = 1, 0
         else:
-            self.reject(r, Reject.UNSUPPORTED, now)
-            return
+            w, n = 1, 0
         if not self.rate.allow(w, n, now):
             self.reject(r, Reject.RATE_LIMITED, now)
             return
@@ -534,10 +414,8 @@ class BinanceOrders(OrderProtocol):
         inst = o.inst
         if act == NEW:
             method = "order.place"
-            p = self._place_params(o, inst, o.price, o.size) + [("newClientOrderId", o.cid),
-                                                                ("newOrderRespType", "RESULT")]
+            p = None  # written out below: directly on the WebSocket, or the REST parameters
             rest = ("POST", "/api/v3/order")
-            self.rate.add(0, 1, now)
         elif act == CANCEL:
             method = "order.cancel"
             p = [("symbol", inst.symbol), ("origClientOrderId", o.cid)]
@@ -569,6 +447,10 @@ class BinanceOrders(OrderProtocol):
         elif via == "ws":
             self._ws(method, dict(p), rid, now)
         else:
+            if p is None:
+                self.rate.add(0, 1, now)
+                p = self._place_params(o, inst, o.price, o.size) + [("newClientOrderId", o.cid),
+                                                                    ("newOrderRespType", "RESULT")]
             self.counts["rest_fallback"] += 1
             self._rest(f"req:{rid}", rest[0], rest[1], p, now, WEIGHT.get(method, 1))
 
@@ -589,7 +471,7 @@ class BinanceOrders(OrderProtocol):
                   + f"&timestamp={ts}&type={typ}")
         sig = auth.sign(self.creds.secret, signed)
         tif_json = f',"timeInForce":"{tif}"' if tif else ""
-        self.rate.add(WEIGHT["order.place"], 0, now)
+        self.rate.add(WEIGHT["order.place"], 1, now)  # its weight and the order it places
         self.last_sent = now
         self.events.append(WsSend(CONN, (
             f'{{"id":{rid},"method":"order.place","params":{{"symbol":{self._json(sym)},"side":"{side}",'
@@ -617,21 +499,7 @@ class BinanceOrders(OrderProtocol):
                            now)
 
     # ------------------------------------------------------------------------------ outcomes
-    def _answered(self, q: _Req) -> None:
-        self.reqs.pop(q.req_id, None)
-        q.state = "done"
-        self.done_reqs[q.req_id] = q
-        if len(self.done_reqs) > 10_000:
-            self.done_reqs.pop(next(iter(self.done_reqs)))
-
-    def _unknown(self, q: _Req, now: int, why: str) -> None:
-        """No answer, a dropped connection, a 5xx: ask the venue about the order by its client id."""
-        if q.state != "sent":
-            return
-        q.state = "unknown"
-        self.counts["unknown_outcomes"] += 1
-        log.warning("binance: %s of order %d: outcome unknown (%s); asking the venue",
-                    OrderAction(q.action).name, q.order.order_id, redact(why))
+    def _ask(self, q: _Req, now: int) -> None:
         self._query(q.order, now, q.req_id, q.new_cid or q.order.cid)
 
     def _query(self, o: _Order, now: int, rid: int = 0, cid: str = "") -> None:
@@ -701,9 +569,7 @@ class BinanceOrders(OrderProtocol):
         if code == -1021:
             self.counts["clock_skew"] += 1
         if q.action == NEW:
-            if o.status in (0, S.ACK):
-                o.status = S.REJECTED
-                self._update(o, now, reason=why)
+            self._new_refused(o, why, now)
             return
         if q.method == "order.cancelReplace":
             o.pending = ""
@@ -725,9 +591,7 @@ class BinanceOrders(OrderProtocol):
         if why == Reject.UNKNOWN_ORDER and q.action in (CANCEL, AMEND):
             # the venue no longer has it open (filled, cancelled): find out how it ended
             self.counts["cancel_on_closed"] += 1
-            q.state = "unknown"
-            self.reqs[q.req_id] = q
-            self.done_reqs.pop(q.req_id, None)
+            self._reopen(q)
             self._query(o, now, q.req_id, o.cid)
             return
         self._update(o, now, status=S.CANCEL_REJECTED, reason=why, about=r.ref_id)
@@ -944,11 +808,7 @@ class BinanceOrders(OrderProtocol):
                     self.retry_at[f"query:{rid}:{oid}:{cid}"] = q.sent + self.recv_window * 1_000_000 + 1
                     return
                 self._answered(q)
-                o.lost = True
-                self.counts["lost_new"] += 1
-                if o.live:
-                    o.status = S.REJECTED
-                    self._update(o, now, reason=Reject.VENUE_ERROR)
+                self._lost(o, now)
                 return
             self._answered(q)
             if q.method == "order.cancelReplace":
@@ -1064,26 +924,12 @@ class BinanceOrders(OrderProtocol):
         if tid is None or int(tid) < 0:
             raise ValueError("trade without a trade id")
         t = trade_key(tid)
-        if t in o.trades:
-            self.counts["duplicate_fills"] += 1
+        if self._fill_seen(o, t):
             return
         inst = o.inst
-        size = _fx(qty, inst.size_scale)
-        px = _fx(price, inst.price_scale)
-        f = _fx(fee if fee not in (None, "") else "0", inst.price_scale, ROUND_CEILING)
-        if size <= 0:
-            raise ValueError(f"fill of size {qty!r}")
-        o.trades.add(t)
-        o.fill_qty += size
-        if o.fill_qty > o.filled:
-            o.filled = o.fill_qty
-        if o.fill_qty > o.size:
-            self.counts["overfill"] += 1
-        self.last_fill_ns = max(self.last_fill_ns, ts)
-        self.counts["fills"] += 1
-        liq = Liquidity.MAKER if maker in (True, "true") else Liquidity.TAKER
-        self.events.append(Fill(o.order_id, t, px, size, f, ts, inst.id, o.side, int(liq),
-                                str(fee_asset or inst.quote).encode()[:8]))
+        self._add_fill(o, t, _fx(price, inst.price_scale), _fx(qty, inst.size_scale),
+                       _fx(fee if fee not in (None, "") else "0", inst.price_scale, ROUND_CEILING), ts,
+                       maker in (True, "true"), fee_asset, qty)
 
     def _unknown_order(self, e: dict, sym, vid, cid, now: int) -> None:
         """An event about an order we do not track: ours from before (adopt or cancel) or foreign."""
@@ -1120,38 +966,12 @@ class BinanceOrders(OrderProtocol):
         self._update(o, now)
 
     # -- balances
-    def _hold(self, asset: str) -> int:
-        h = 0
-        bs = self.balance_scale
-        for o in self.orders.values():
-            if not o.live:
-                continue
-            inst = o.inst
-            rest = max(o.size - o.filled, 0)
-            if o.side > 0 and inst.quote == asset:
-                num, den = o.price * rest, inst.price_scale + inst.size_scale
-            elif o.side < 0 and inst.base == asset:
-                num, den = rest, inst.size_scale
-            else:
-                continue
-            d = den - bs
-            h += num * 10**-d if d <= 0 else -(-num // 10**d)
-        return h
-
     def _balance(self, asset: str, free, locked, ts: int, now: int, check: bool = False) -> None:
         asset = str(asset)
-        if self.assets and asset not in self.assets:
-            self.counts["other_assets"] += 1
+        if self._other_asset(asset):
             return
         f = _fx(free, self.balance_scale, ROUND_FLOOR)
-        total = f + _fx(locked, self.balance_scale, ROUND_FLOOR)
-        old = self.balances.get(asset)
-        if check and old is not None and old != total:
-            self.counts["drift_balances"] += 1
-            log.warning("binance: %s balance drift: %d from the stream, %d from REST (scale %d)", asset, old, total,
-                        self.balance_scale)
-        self.balances[asset] = total
-        self.events.append(BalanceUpdate(total, f, ts, self.balance_scale, self.venue_id, asset.encode()[:8]))
+        self._put_balance(asset, f + _fx(locked, self.balance_scale, ROUND_FLOOR), f, ts, check)
 
     # ------------------------------------------------------------------------------ REST answers
     def on_http(self, tag: str, status: int, headers: dict, body: bytes, now: int) -> None:
@@ -1174,11 +994,7 @@ class BinanceOrders(OrderProtocol):
                     self._bad(f"REST {kind}", body, e)
                     status = 0
         if status == 429:
-            wait = headers.get("retry-after")
-            try:
-                until = now + (int(float(wait) * 1e9) if wait is not None else self.rate_backoff_ns)
-            except ValueError:
-                until = now + self.rate_backoff_ns
+            until = now + self._backoff_ns(headers)
             self._back_off(until, now, "HTTP 429")
             self.counts["http_429"] += 1
             if kind == "req":
@@ -1372,10 +1188,7 @@ class BinanceOrders(OrderProtocol):
 
     # ------------------------------------------------------------------------------ timer
     def on_timer(self, now: int) -> None:
-        for q in list(self.reqs.values()):
-            if q.state == "sent" and now - q.sent > self.timeout_ns:
-                self.counts["timeouts"] += 1
-                self._unknown(q, now, f"no answer in {self.timeout_ns / 1e9:g} s")
+        self._time_out(now)
         for rid, (kind, d, sent) in list(self.aux.items()):
             if now - sent > self.timeout_ns and kind in ("status", "subscribe"):
                 del self.aux[rid]

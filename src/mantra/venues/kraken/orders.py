@@ -42,15 +42,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR
 
 import msgspec
 
-from ...fixed import FixedPointError, to_fixed
+from ...fixed import FixedPointError
 from ...redact import redact
-from ...spine.messages import BalanceUpdate, Fill, Liquidity, OrderAction, OrderFlags, OrderStatus, OrderUpdate
+from ...spine.messages import OrderAction, OrderStatus
 from ...trading.accounts import Reject
-from ..account import Http, Open, OrderProtocol, WsSend, client_id, order_id_of
+from ..account import (AMEND, CANCEL, IOC as _IOC, NEW, POST_ONLY as _POST_ONLY, TERMINAL, Http, Open, OrderProtocol,
+                       VenueOrder, VenueRequest, WsSend, client_id, fx as _fx, order_id_of)
 from . import auth
 from .protocol import _rfc3339
 
@@ -61,11 +62,6 @@ BETA_WS_URL = "wss://beta-ws-auth.kraken.com/v2"
 REST_URL = "https://api.kraken.com"
 CONN = "private"
 S = OrderStatus
-_IOC, _POST_ONLY = int(OrderFlags.IOC), int(OrderFlags.POST_ONLY)  # plain ints: the hot path
-NEW, CANCEL, AMEND, CANCEL_ALL = (OrderAction.NEW, OrderAction.CANCEL, OrderAction.AMEND,
-                                  OrderAction.CANCEL_ALL)
-TERMINAL = frozenset((S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED))
-_RANK = {0: 0, S.ACK: 1, S.OPEN: 2, S.PARTIALLY_FILLED: 3}
 
 # executions.order_status (WS) and QueryOrders/OpenOrders status (REST) -> ours
 WS_STATUS = {"pending_new": S.ACK, "new": S.OPEN, "partially_filled": S.PARTIALLY_FILLED,
@@ -127,21 +123,6 @@ def reject_reason(error: str) -> Reject:
     return Reject.VENUE_ERROR
 
 
-def _fx(v, scale: int, rounding=None) -> int:
-    """A venue number (text or int) at ``scale``: exact, or rounded as asked (fees up, balances
-    down) when it carries more decimals than the scale."""
-    text = v if type(v) is str else str(v)
-    try:
-        return to_fixed(text, scale)
-    except FixedPointError:
-        if rounding is None:
-            raise
-        try:
-            return int(Decimal(text).scaleb(scale).to_integral_value(rounding))
-        except InvalidOperation:
-            raise FixedPointError(f"{text!r} is not a decimal number") from None
-
-
 _ISO_SECOND = [-1, ""]  # the last whole second formatted: every order's deadline reuses it
 
 
@@ -170,6 +151,14 @@ class RateCounter:
     def add(self, symbol: str, cost: float, now: int) -> None:
         self.value[symbol] = (self.level(symbol, now) + cost, now)
 
+    def take(self, symbol: str, cost: float, now: int) -> bool:
+        """``add`` if ``allow``: True if it was added (one look at the level: the hot path)."""
+        v = self.level(symbol, now) + cost
+        if v > self.threshold:
+            return False
+        self.value[symbol] = (v, now)
+        return True
+
     def set(self, symbol: str, count: float, now: int) -> None:
         self.value[symbol] = (float(count), now)
 
@@ -182,35 +171,19 @@ class RateCounter:
         return 0
 
 
-class _Order:
-    __slots__ = ("order_id", "cid", "inst", "side", "price", "size", "flags", "filled", "fill_qty", "status",
-                 "txid", "placed", "trades", "foreign", "lost", "exch_ts")
+class _Order(VenueOrder):
+    __slots__ = ("txid", "foreign")
 
     def __init__(self, order_id, cid, inst, side, price, size, flags, placed):
-        self.order_id, self.cid, self.inst = order_id, cid, inst
-        self.side, self.price, self.size, self.flags = side, price, size, flags
-        self.filled = 0  # cumulative, as the venue said (max seen)
-        self.fill_qty = 0  # sum of the fills emitted
-        self.status = 0
+        VenueOrder.__init__(self, order_id, cid, inst, side, price, size, flags, placed)
         self.txid = ""
-        self.placed = placed
-        self.trades: set[int] = set()
         self.foreign = False
-        self.lost = False  # declared REJECTED: not found on the venue after an UNKNOWN outcome
-        self.exch_ts = 0
 
-    @property
-    def live(self) -> bool:
-        return self.status not in TERMINAL
+    def venue_ref(self) -> bytes:
+        return self.txid.encode()
 
 
-class _Req:
-    __slots__ = ("req_id", "r", "action", "sent", "via", "state", "order")
-
-    def __init__(self, req_id, r, action, sent, via, order):
-        self.req_id, self.r, self.action, self.sent, self.via = req_id, r, action, sent, via
-        self.state = "sent"  # sent -> unknown (asked the venue) -> done
-        self.order = order
+_Req = VenueRequest
 
 
 class KrakenOrders(OrderProtocol):
@@ -222,27 +195,18 @@ class KrakenOrders(OrderProtocol):
                  cancel_after_every_s: float = 20.0, rate_threshold: float = 60, rate_decay: float = 1.0,
                  rate_backoff_s: float = 2.0, retry_s: float = 2.0, balance_scale: int = 10, **settings):
         super().__init__(creds, instruments, **settings)
-        if unknown_orders not in ("cancel", "adopt"):
-            raise ValueError(f"unknown_orders must be 'cancel' or 'adopt', not {unknown_orders!r}")
-        if settings:
-            raise TypeError(f"KrakenOrders: unknown settings {', '.join(sorted(settings))}")
+        self._init_entry(unknown_orders, settings, timeout_s=timeout_s, reconcile_s=reconcile_s,
+                         rate_backoff_s=rate_backoff_s, retry_s=retry_s, balance_scale=balance_scale)
         self.ws_url, self.rest_url = ws_url, rest_url.rstrip("/")
-        self.timeout_ns = int(timeout_s * 1e9)
         self.deadline_ns = int(deadline_ms) * 1_000_000
-        self.unknown_orders = unknown_orders
-        self.reconcile_ns = int(reconcile_s * 1e9)
         self.recent_fills_s = recent_fills_s
         self.cancel_after_s = int(cancel_after_s)
         self.cancel_after_every_ns = int(cancel_after_every_s * 1e9)
         self.rate = RateCounter(rate_threshold, rate_decay)
-        self.rate_backoff_ns = int(rate_backoff_s * 1e9)
-        self.retry_ns = int(retry_s * 1e9)
-        self.balance_scale = balance_scale
         # instruments by every spelling the venue uses: v2 "BTC/USD", v1 "XBT/USD", REST "XBTUSD", "XXBTZUSD"
         self.ws_symbol: dict[int, str] = {}
         self.rest_pair: dict[int, str] = {}
         self.by_name: dict[str, object] = {}
-        self.assets: set[str] = set()
         for i in self.by_id.values():
             b, _, q = i.symbol.partition("/")
             b2, q2 = venue_asset(b), venue_asset(q)
@@ -251,42 +215,22 @@ class KrakenOrders(OrderProtocol):
             self.rest_pair[i.id] = f"{b1}{q1}"
             for name in (i.symbol, f"{b2}/{q2}", f"{b1}/{q1}", f"{b1}{q1}", f"{b2}{q2}", f"X{b1}Z{q1}"):
                 self.by_name.setdefault(name, i)
-            self.assets.update((i.base, i.quote))
-        self._dec = msgspec.json.Decoder(float_hook=str)
-        self._enc = msgspec.json.Encoder()
-        self.orders: dict[int, _Order] = {}  # ours, by order_id
         self.by_txid: dict[str, _Order] = {}
         self.foreign: dict[str, str] = {}  # txid -> symbol of open orders that are not ours
-        self.reqs: dict[int, _Req] = {}  # in flight, by req_id (WS) or by the REST tag's number
-        self.done_reqs: dict[int, _Req] = {}  # answered or resolved: late answers are matched here
-        self.req_id = 0
         self.nonce = 0
         self.token = ""
         self.tokens: list[str] = []
         self.token_at = 0
         self.token_wanted = False
-        self.connected = False
-        self.subscribed = False
         self.seq: dict[str, int] = {}  # channel -> last sequence seen
-        self.backoff_until = 0  # refuse with RATE_LIMITED until then (ns)
         self.rest_backoff_until = 0
-        self.next_reconcile = 0
         self.next_cancel_after = 0
-        self.retry_at: dict[str, int] = {}  # REST fetch kind -> when to retry it
-        self.last_fill_ns = 0  # venue time of the newest fill seen (the gap fetch starts there)
         self.unmapped_trades: dict[str, list] = {}  # ordertxid -> trades waiting for its client id
         self.querying: set[str] = set()  # txids asked about
-        self.balances: dict[str, int] = {}  # asset -> total last emitted (at balance_scale)
         self.snapshot_orders: set[str] | None = None
         self.known_foreign: set[str] = set()  # txids of orders not ours (their fills are not asked about again)
-        self.late_cancelled: set[str] = set()
-        self.started = False
 
     # ------------------------------------------------------------------------------ helpers
-    def _next_req(self) -> int:
-        self.req_id += 1
-        return self.req_id
-
     def _rest(self, tag: str, method: str, params, now: int) -> None:
         """A signed private REST call; the answer comes to ``on_http(tag, ...)``."""
         self.nonce = auth.next_nonce(self.nonce, now)
@@ -296,47 +240,14 @@ class KrakenOrders(OrderProtocol):
         self.events.append(Http(tag, "POST", self.rest_url + path, headers, body))
 
     def _ws(self, method: str, params: dict, req_id: int) -> None:
-        msg = {"method": method, "params": {**params, "token": self.token}, "req_id": req_id}
+        params["token"] = self.token  # every caller's params are its own, made for this request
+        msg = {"method": method, "params": params, "req_id": req_id}
         self.events.append(WsSend(CONN, self._enc.encode(msg).decode()))
 
     @property
     def ready(self) -> bool:
         """The WebSocket path is usable (connected, with a token)."""
         return self.connected and bool(self.token)
-
-    def _update(self, o: _Order, now: int, status=None, reason: int = 0, about: int | None = None,
-                price=None, size=None) -> None:
-        st = o.status if status is None else status
-        self.events.append(OrderUpdate(o.order_id if about is None else about,
-                                       o.price if price is None else price, o.size if size is None else size,
-                                       o.filled, o.exch_ts or now, o.inst.id, st, o.side, int(reason),
-                                       o.txid.encode()[:24]))
-
-    def _set_status(self, o: _Order, st) -> bool:
-        """Move ``o`` to ``st`` if that is progress (terminal stays terminal); True if it moved."""
-        if not o.live or st == o.status:
-            return False
-        if st in TERMINAL or _RANK.get(st, 0) > _RANK.get(o.status, 0):
-            o.status = st
-            return True
-        return False
-
-    def _mask(self, text) -> str:
-        """Venue text for a log: redacted, and our own secrets masked wherever they appear bare."""
-        s = redact(text if isinstance(text, str) else repr(text))
-        for secret in (*self.tokens, self.creds.secret, self.creds.key):
-            if secret and len(secret) >= 8:
-                s = s.replace(secret, "***")
-        return s
-
-    def _venue_error(self, where: str, text) -> None:
-        self.counts["venue_errors"] += 1
-        log.warning("kraken %s: %s", where, self._mask(str(text)))
-
-    def _bad(self, where: str, data, e) -> None:
-        self.counts["malformed"] += 1
-        log.warning("kraken: malformed %s (%s: %s): %s", where, type(e).__name__, self._mask(str(e)),
-                    self._mask(repr(data)[:300]))
 
     def _register(self, o: _Order) -> None:
         self.orders[o.order_id] = o
@@ -408,73 +319,37 @@ class KrakenOrders(OrderProtocol):
         self.token = ""  # a fresh token for the next connection (docs: one per connection)
         self.counts["disconnects"] += 1
         log.warning("kraken: private stream lost (%s)", redact(reason))
-        # requests sent on the socket have an unknown outcome now
-        for q in list(self.reqs.values()):
-            if q.via == "ws" and q.state == "sent":
-                self._unknown(q, now, "connection lost")
+        self._connection_lost(now)  # requests sent on the socket have an unknown outcome now
         if was:
             self.counts["stream_gaps"] += 1
 
     # ------------------------------------------------------------------------------ requests
     def submit(self, r, now: int) -> None:
-        if self.halted:
-            self.reject(r, Reject.HALTED, now)
+        inst = self.check_request(r, now)
+        if inst is None:
             return
         act = r.action
-        if act == CANCEL_ALL:
-            self.cancel_all(now)
-            return
-        inst = self.by_id.get(r.instrument)
-        if inst is None:
-            self.reject(r, Reject.UNKNOWN_INSTRUMENT, now)
-            return
-        if now < self.backoff_until:
-            self.reject(r, Reject.RATE_LIMITED, now)
-            return
         sym = self.ws_symbol[inst.id]
         if act == NEW:
-            if r.order_id in self.orders:
-                self.counts["duplicate_new"] += 1  # never sent twice
+            if not self.check_new(r, inst, now):
                 return
-            if r.price <= 0 or r.size <= 0 or r.side not in (1, -1):
-                self.reject(r, Reject.BAD_REQUEST, now)
-                return
-            if r.price % inst.tick:
-                self.reject(r, Reject.TICK, now)
-                return
-            if r.size % inst.lot:
-                self.reject(r, Reject.LOT, now)
-                return
-            if not self.rate.allow(sym, 1, now):
+            if not self.rate.take(sym, 1, now):
                 self.reject(r, Reject.RATE_LIMITED, now)
                 return
-            self.rate.add(sym, 1, now)
             o = _Order(r.order_id, client_id(r.order_id), inst, r.side, r.price, r.size, r.flags, now)
             self._register(o)
             self._send(r, NEW, o, now)
             return
-        o = self.orders.get(r.ref_id)
+        o = self.check_change(r, inst, now)
         if o is None:
-            self.reject(r, Reject.UNKNOWN_ORDER, now)
-            return
-        if not o.live:  # it ended: say how (FILLED, CANCELLED...) rather than refuse
-            self.counts["request_on_ended_order"] += 1
-            self._update(o, now)
             return
         if act == AMEND:
-            if r.price <= 0 or r.size <= 0 or r.price % inst.tick or r.size % inst.lot or r.size <= o.filled:
-                self.reject(r, Reject.BAD_REQUEST, now)
-                return
             cost = 1 + RateCounter.age_cost(AMEND_AGE, now - o.placed)
-        elif act == CANCEL:
-            cost = RateCounter.age_cost(CANCEL_AGE, now - o.placed)
         else:
-            self.reject(r, Reject.UNSUPPORTED, now)
-            return
-        if not self.rate.allow(sym, cost, now):
+            cost = RateCounter.age_cost(CANCEL_AGE, now - o.placed)
+        if not self.rate.take(sym, cost, now):
             self.reject(r, Reject.RATE_LIMITED, now)
             return
-        self.rate.add(sym, cost, now)
         self._send(r, act, o, now)
 
     def _send(self, r, act, o: _Order, now: int) -> None:
@@ -534,23 +409,6 @@ class KrakenOrders(OrderProtocol):
             self._rest("cancel_all", "CancelAll", (), now)
 
     # ------------------------------------------------------------------------------ outcomes
-    def _answered(self, q: _Req) -> None:
-        self.reqs.pop(q.req_id, None)
-        q.state = "done"
-        self.done_reqs[q.req_id] = q
-        if len(self.done_reqs) > 10_000:
-            self.done_reqs.pop(next(iter(self.done_reqs)))
-
-    def _unknown(self, q: _Req, now: int, why: str) -> None:
-        """No answer, a dropped connection, a 5xx: ask the venue about the order by its client id."""
-        if q.state != "sent":
-            return
-        q.state = "unknown"
-        self.counts["unknown_outcomes"] += 1
-        log.warning("kraken: %s of order %d: outcome unknown (%s); asking the venue", OrderAction(q.action).name,
-                    q.order.order_id, why)
-        self._query(q.order, now, q.req_id)
-
     def _query(self, o: _Order, now: int, rid: int = 0) -> None:
         # by client id when we have one: it finds an order whose answer we never got
         params = [("cl_ord_id", o.cid)] if o.cid else [("txid", o.txid)]
@@ -611,16 +469,12 @@ class KrakenOrders(OrderProtocol):
         if any(error.startswith(h) for h in HALT_ERRORS):
             self.halt(f"kraken refused the credentials: {error}")
         if q.action == NEW:
-            if o.status == 0 or o.status == S.ACK:
-                o.status = S.REJECTED
-                self._update(o, now, reason=why)
+            self._new_refused(o, why, now)
             return
         if why == Reject.UNKNOWN_ORDER and o.txid:
             # the venue knows the order but it is closed (filled, cancelled): find out how it ended
             self.counts["cancel_on_closed"] += 1
-            q.state = "unknown"
-            self.reqs[q.req_id] = q
-            self.done_reqs.pop(q.req_id, None)
+            self._reopen(q)
             self._query(o, now, q.req_id)
             return
         self._update(o, now, status=S.CANCEL_REJECTED, reason=why, about=r.ref_id)
@@ -815,8 +669,7 @@ class KrakenOrders(OrderProtocol):
         if not exec_id:
             raise ValueError("trade without exec_id")
         tid = trade_key(str(exec_id))
-        if tid in o.trades:
-            self.counts["duplicate_fills"] += 1
+        if self._fill_seen(o, tid):
             return
         inst = o.inst
         size = _fx(qty, inst.size_scale)
@@ -828,19 +681,7 @@ class KrakenOrders(OrderProtocol):
                 fee_asset = fee_asset or venue_asset(str(f.get("asset") or ""))
         elif fees is not None:
             fee = _fx(fees, inst.price_scale, ROUND_CEILING)
-        if size <= 0:
-            raise ValueError(f"fill of size {qty!r}")
-        o.trades.add(tid)
-        o.fill_qty += size
-        if o.fill_qty > o.filled:
-            o.filled = o.fill_qty
-        if o.fill_qty > o.size:
-            self.counts["overfill"] += 1
-        self.last_fill_ns = max(self.last_fill_ns, ts)
-        liquidity = Liquidity.MAKER if liq in ("m", "maker", True) else Liquidity.TAKER
-        self.counts["fills"] += 1
-        self.events.append(Fill(o.order_id, tid, px, size, fee, ts, inst.id, o.side, int(liquidity),
-                                (fee_asset or inst.quote).encode()[:8]))
+        self._add_fill(o, tid, px, size, fee, ts, liq in ("m", "maker", True), fee_asset, qty)
 
     def _unknown_order(self, e: dict, txid: str, cid, now: int) -> None:
         """An event about an order we do not track: ours from before (adopt or cancel) or foreign."""
@@ -882,43 +723,16 @@ class KrakenOrders(OrderProtocol):
             self._rest("cancel_unknown", "CancelOrder", [("cl_ord_id", cid)] if cid else [("txid", txid)], now)
 
     # -- balances
-    def _hold(self, asset: str) -> int:
-        """What our open orders hold of ``asset``, at balance_scale (rounded up)."""
-        h = 0
-        bs = self.balance_scale
-        for o in self.orders.values():
-            if not o.live:
-                continue
-            inst = o.inst
-            rest = max(o.size - o.filled, 0)
-            if o.side > 0 and inst.quote == asset:
-                num, den_scale = o.price * rest, inst.price_scale + inst.size_scale
-            elif o.side < 0 and inst.base == asset:
-                num, den_scale = rest, inst.size_scale
-            else:
-                continue
-            d = den_scale - bs
-            h += num * 10**-d if d <= 0 else -(-num // 10**d)
-        return h
-
     def _balance(self, asset_name: str, total_text, ts: int, now: int, check: bool = False) -> None:
         asset = venue_asset(str(asset_name))
-        if self.assets and asset not in self.assets:
-            self.counts["other_assets"] += 1
+        if self._other_asset(asset):
             return
         try:
             total = _fx(total_text, self.balance_scale, ROUND_FLOOR)
         except FixedPointError as e:
             self._bad("balance", total_text, e)
             return
-        old = self.balances.get(asset)
-        if check and old is not None and old != total:  # the periodic check: the stream had another figure
-            self.counts["drift_balances"] += 1
-            log.warning("kraken: %s balance drift: %d from the stream, %d from REST (scale %d)", asset, old, total,
-                        self.balance_scale)
-        self.balances[asset] = total
-        avail = max(total - self._hold(asset), 0)
-        self.events.append(BalanceUpdate(total, avail, ts, self.balance_scale, self.venue_id, asset.encode()[:8]))
+        self._put_balance(asset, total, max(total - self._hold(asset), 0), ts, check)
 
     def _on_balances(self, msg: dict, now: int) -> None:
         self._check_seq("balances", msg, now)
@@ -942,11 +756,7 @@ class KrakenOrders(OrderProtocol):
             self.halt(f"kraken refused the credentials (HTTP {status})")
             return
         if status == 429:
-            wait = headers.get("retry-after")
-            try:
-                wait_ns = int(float(wait) * 1e9) if wait is not None else self.rate_backoff_ns
-            except ValueError:
-                wait_ns = self.rate_backoff_ns
+            wait_ns = self._backoff_ns(headers)
             self.backoff_until = max(self.backoff_until, now + wait_ns)
             self.rest_backoff_until = max(self.rest_backoff_until, now + wait_ns)
             self.counts["http_429"] += 1
@@ -1140,16 +950,10 @@ class KrakenOrders(OrderProtocol):
                 if q.action == NEW:
                     if now - q.sent < self.deadline_ns and self.deadline_ns:
                         # the venue may still take it until its deadline: ask again then
-                        q.state = "unknown"
-                        self.reqs[q.req_id] = q
-                        self.done_reqs.pop(q.req_id, None)
+                        self._reopen(q)
                         self._retry(f"query:{rest}", now, q.sent + self.deadline_ns - now + 1)
                         return
-                    o.lost = True
-                    self.counts["lost_new"] += 1
-                    if o.live:
-                        o.status = S.REJECTED
-                        self._update(o, now, reason=Reject.VENUE_ERROR)
+                    self._lost(o, now)
                 else:
                     self._update(o, now, status=S.CANCEL_REJECTED, reason=Reject.UNKNOWN_ORDER, about=q.r.ref_id)
             elif o.live and not o.txid:
@@ -1262,10 +1066,7 @@ class KrakenOrders(OrderProtocol):
 
     # ------------------------------------------------------------------------------ timer
     def on_timer(self, now: int) -> None:
-        for q in list(self.reqs.values()):
-            if q.state == "sent" and now - q.sent > self.timeout_ns:
-                self.counts["timeouts"] += 1
-                self._unknown(q, now, f"no answer in {self.timeout_ns / 1e9:g} s")
+        self._time_out(now)
         if self.halted:
             return
         for what, at in list(self.retry_at.items()):
