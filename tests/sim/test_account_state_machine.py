@@ -10,8 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import test_binance_account as binance
-import test_kraken_account as kraken
+from accountkit import BinanceHarness, KrakenHarness
 from mantra.sim.binance import BinanceSimulator
 from mantra.sim.kraken import KrakenSimulator
 from mantra.spine.messages import OrderAction, OrderFlags
@@ -84,14 +83,14 @@ class Account(RuleBasedStateMachine):
 class KrakenAccount(Account):
     def make(self):
         sim = KrakenSimulator(seed=11, rate=60, lifetime_s=120, rate_threshold=1e9).start()
-        h = kraken.Harness(sim, timeout_s=1.0, deadline_ms=800, rate_threshold=1e9).start()
+        h = KrakenHarness(sim, timeout_s=1.0, deadline_ms=800, rate_threshold=1e9).start()
         return sim, h, 10_000 * h.btc.lot  # 0.0001 BTC
 
 
 class BinanceAccount(Account):
     def make(self):
         sim = BinanceSimulator(seed=11, rate=60, lifetime_s=120, orders_10s=10**9, weight_limit=10**9).start()
-        h = binance.Harness(sim, timeout_s=1.0, recv_window_ms=800, orders_10s=10**9, orders_day=10**9,
+        h = BinanceHarness(sim, timeout_s=1.0, recv_window_ms=800, orders_10s=10**9, orders_day=10**9,
                             weight_limit=10**9).start()
         return sim, h, 100 * h.btc.lot  # 0.001 BTC: above the 5 USDT minimum notional
 

@@ -15,112 +15,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fixtures import VECTORS
-from mantra.execution.runner import AccountRunner
+from accountkit import KRAKEN_SECRET as SECRET
+from accountkit import KrakenHarness as Harness
 from mantra.sim.kraken import DEFAULT_KEY, KrakenSimulator
-from mantra.spine.messages import BalanceUpdate, Fill, OrderAction, OrderFlags, OrderRequest, OrderStatus, OrderUpdate
+from mantra.spine.messages import OrderAction, OrderFlags, OrderStatus, OrderUpdate
 from mantra.trading.accounts import Orders, Reject
 from mantra.venues.account import Credentials, Halt, client_id
 from mantra.venues.kraken import auth
-from mantra.venues.kraken.orders import KrakenOrders
-from waits import wait_for
-
-SECRET = json.loads(VECTORS.read_text())["kraken"]["signature_vectors"][0]["private_key"]
 S = OrderStatus
 ASK, BID = -1, 1
-
-
-class Harness:
-    """The protocol and runner against a simulator; what they publish lands in an overseer's books."""
-
-    def __init__(self, sim: KrakenSimulator, creds=None, first_id: int = 1000, **settings):
-        self.sim = sim
-        self.insts = {i.symbol: i for i in sim.instruments.values()}
-        self.btc = self.insts["BTC/USD"]
-        settings.setdefault("reconcile_s", 30)
-        self.proto = KrakenOrders(creds or Credentials(DEFAULT_KEY, SECRET), list(self.insts.values()),
-                                  ws_url=sim.ws_url, rest_url=sim.rest_url, **settings)
-        self.out: list = []
-        self.orders = Orders()
-        self.runner = AccountRunner(self.proto, self._sink, loopback_only=True, timer_s=0.05, backoff_s=0.05,
-                                    backoff_max_s=0.2, http_timeout=3.0)
-        self.next_id = first_id  # order ids never repeat across handlers (the overseer's are unique)
-
-    def _sink(self, m, ts) -> None:
-        self.out.append(m)
-        if type(m) is OrderUpdate:
-            self.orders.on_update(m)
-        elif type(m) is Fill:
-            self.orders.on_fill(m)
-
-    def pump(self, cond, timeout: float = 10.0) -> bool:
-        def step():
-            self.runner.poll(0.02)
-            return cond()
-        return wait_for(step, timeout, step=0)
-
-    def start(self) -> "Harness":
-        self.runner.start()
-        assert self.pump(lambda: self.proto.subscribed and self.balance_seen("USD")), self.proto.counts
-        return self
-
-    def close(self) -> None:
-        self.runner.close()
-
-    def request(self, action, ref=0, price=0, size=0, side=1, flags=0, inst=None) -> OrderRequest:
-        self.next_id += 1
-        r = OrderRequest(self.next_id, ref, price, size, (inst or self.btc).id, 1, 0, action, side, flags)
-        self.orders.sent(r)
-        self.runner.submit(r)
-        return r
-
-    def new(self, price, size, side=1, flags=0):
-        return self.request(OrderAction.NEW, price=price, size=size, side=side, flags=flags)
-
-    def status(self, oid):
-        o = self.orders.get(oid)
-        return o.status if o else None
-
-    def balance_seen(self, asset: str) -> BalanceUpdate | None:
-        last = None
-        for m in self.out:
-            if type(m) is BalanceUpdate and m.asset.rstrip(b"\0").decode() == asset:
-                last = m
-        return last
-
-    def fills(self, oid) -> list[Fill]:
-        return [m for m in self.out if type(m) is Fill and m.order_id == oid]
-
-    def book(self):
-        return self.sim.book("BTC/USD")
-
-    def far_bid(self) -> int:
-        return (self.book().best_bid() // self.btc.tick - 200) * self.btc.tick
-
-    def check_invariants(self) -> None:
-        """No order placed twice; every fill the venue made arrived once; balances equal the truth."""
-        assert all(n == 1 for n in self.sim.placed.values()), self.sim.placed
-        assert self.sim.order_counts["duplicate_cid"] == 0
-        for oid, o in list(self.orders.active.items()) + list(self.orders.done.items()):
-            venue = self.sim.fills_of(client_id(oid))
-            assert sorted(f.trade_id for f in self.fills(oid)) == sorted(_key(v["exec_id"]) for v in venue), oid
-            assert o.fill_qty == sum(f.size for f in self.fills(oid)) <= max(o.size, o.filled)
-        assert self.orders.counts["overfill"] == 0
-        assert self.pump(self._balances_match, 5.0), [(a, self.balance_seen(a), self.sim.balance(a))
-                                                      for a in ("USD", "BTC")]
-
-    def _balances_match(self) -> bool:
-        for asset in ("USD", "BTC"):
-            b = self.balance_seen(asset)
-            total, _, scale = self.sim.balance(asset)
-            if b is None or b.total != total * 10 ** (b.scale - scale):
-                return False
-        return True
-
-
-def _key(exec_id):
-    from mantra.venues.kraken.orders import trade_key
-    return trade_key(exec_id)
 
 
 @pytest.fixture

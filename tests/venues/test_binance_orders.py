@@ -19,6 +19,7 @@ from mantra.venues.account import Credentials, Halt, Http, Open, WsSend, client_
 from mantra.venues.binance import auth
 from mantra.venues.binance.orders import (REST_URL, WS_URL, BinanceOrders, cid_order, reject_reason,
                                           ws_api_url)
+from venuekit import https, sent, take, updates
 
 BN = json.loads(VECTORS.read_text())["binance"]
 VEC = {v["id"]: v for v in BN["signature_vectors"]}
@@ -47,25 +48,8 @@ def cancel(oid, ref, inst=BTC):
     return OrderRequest(oid, ref, 0, 0, inst.id, 1, 0, OrderAction.CANCEL, -1, 0)
 
 
-def take(p, *types):
-    ev, p.events = p.events, []
-    return [e for e in ev if not types or type(e) in types]
-
-
-def sent(events):
-    return [json.loads(e.text) for e in events if type(e) is WsSend]
-
-
-def https(events, prefix=""):
-    return [e for e in events if type(e) is Http and e.tag.startswith(prefix)]
-
-
 def query(h: Http) -> dict:
     return dict(parse_qsl(urlsplit(h.url).query))
-
-
-def updates(events):
-    return [e for e in events if type(e) is OrderUpdate]
 
 
 def answer(p, m, result=None, status=200, error=None, now=T0, limits=None):

@@ -18,6 +18,7 @@ from mantra.trading.accounts import Orders, Reject
 from mantra.venues.account import Credentials, Halt, Http, Open, WsSend, client_id
 from mantra.venues.kraken import auth
 from mantra.venues.kraken.orders import KrakenOrders, RateCounter, trade_key, venue_asset
+from venuekit import https, sent, take
 
 KR = json.loads(VECTORS.read_text())["kraken"]
 SIG = KR["signature_vectors"][0]
@@ -47,19 +48,6 @@ def amend(oid, ref, price, size, inst=BTC):
 
 def cancel(oid, ref, inst=BTC):
     return OrderRequest(oid, ref, 0, 0, inst.id, 1, 0, OrderAction.CANCEL, 1, 0)
-
-
-def take(p, *types):
-    ev, p.events = p.events, []
-    return [e for e in ev if not types or type(e) in types]
-
-
-def sent(events):
-    return [json.loads(e.text) for e in events if type(e) is WsSend]
-
-
-def https(events, prefix=""):
-    return [e for e in events if type(e) is Http and e.tag.startswith(prefix)]
 
 
 def form(h: Http) -> dict:
