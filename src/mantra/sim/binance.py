@@ -40,14 +40,13 @@ from __future__ import annotations
 
 import secrets as _secrets
 import time
-from collections import Counter, deque
 
 from ..fixed import FixedPointError, from_fixed, to_fixed
 from ..spine.messages import OrderAction, OrderFlags, OrderRequest, OrderStatus
 from ..trading.accounts import Reject
-from ..trading.matching import Matching
 from ..venues.binance import auth as binance_auth
 from .market import ASK, BID, Listing
+from .account import AccountSim
 from .server import Reply, Request, RestError, VenueSimulator
 
 LISTINGS = (
@@ -110,7 +109,7 @@ def _random_cid() -> str:
     return "x-" + _secrets.token_hex(10)
 
 
-class BinanceSimulator(VenueSimulator):
+class BinanceSimulator(AccountSim, VenueSimulator):
     venue = "binance"
     LISTINGS = LISTINGS
 
@@ -273,88 +272,18 @@ class BinanceSimulator(VenueSimulator):
 
     # -- order entry -----------------------------------------------------------------------
     def _init_orders(self, credentials, balances, maker_bps, taker_bps, orders_10s, weight_limit) -> None:
-        self.credentials = dict(credentials or {DEFAULT_KEY: DEFAULT_SECRET})
-        assets = {a for i in self.instruments.values() for a in (i.base, i.quote)}
-        start = {a: v for a, v in (DEFAULT_BALANCES if balances is None else balances).items() if a in assets}
-        self._engine_out: list = []
-        self.engine = Matching(self.source.registry, {"binance": {"maker_bps": maker_bps, "taker_bps": taker_bps,
-                                                                  "balances": start}}, self._engine_emit,
-                               name="binance-sim")
-        self.sim_orders: dict[int, _SimOrder] = {}  # engine order id (= the venue's orderId) -> ours
-        self.by_cid: dict[str, _SimOrder] = {}
-        self.trades: deque = deque(maxlen=10_000)  # the account's fills: (myTrades record, client id)
-        self.placed: Counter = Counter()  # client order id -> NEWs accepted (never above 1)
-        self.order_counts: Counter = Counter()
+        self._init_account(credentials, {DEFAULT_KEY: DEFAULT_SECRET}, balances, DEFAULT_BALANCES, maker_bps,
+                           taker_bps)
         self.orders_10s, self.weight_limit = int(orders_10s), int(weight_limit)
         self._windows = {"orders": [0, 0], "weight": [0, 0], "day": [0, 0]}  # name -> [window start ns, count]
-        self._next_oid = 0
-        self._order_faults: deque[str] = deque()
-        self._dup = self._reorder = self._cut = self._cancel_filled = 0
         self._subs = 0
+        # sim_orders: orderId -> _SimOrder; trades: (myTrades record, client id)
 
-    def account(self) -> dict:
-        e, reg = self.engine, self.source.registry
-        balances = {}
-        for (venue, asset), scale in sorted(e.scales.items()):
-            total, avail = e.balance(venue, asset)
-            balances[asset] = {"total": from_fixed(total, scale), "available": from_fixed(avail, scale)}
-        open_ = []
-        for o in e.open_orders("binance"):
-            inst = reg.by_id[o.instrument]
-            so = self.sim_orders.get(o.order_id)
-            open_.append({"cid": so.cid if so else "", "symbol": inst.symbol, "side": o.side,
-                          "price": from_fixed(o.price, inst.price_scale), "size": from_fixed(o.size, inst.size_scale),
-                          "filled": from_fixed(o.filled, inst.size_scale)})
-        return {"placed": dict(self.placed), "open": open_, "balances": balances, "fills": len(self.trades)}
-
-    # faults (named in faults.py)
-    def order_5xx(self) -> None:
-        with self.lock:
-            self._order_faults.append("5xx")
-
-    def order_timeout(self) -> None:
-        with self.lock:
-            self._order_faults.append("timeout")
-
-    def order_rate_limit(self) -> None:
-        with self.lock:
-            self._order_faults.append("rate")
-
-    def stream_duplicate(self, n: int = 1) -> None:
-        with self.lock:
-            self._dup += int(n)
-
-    def stream_reorder(self) -> None:
-        with self.lock:
-            self._reorder += 1
-
-    def stream_disconnect(self) -> None:
-        with self.lock:
-            self._cut += 1
-
-    def ban(self) -> None:
-        self.rate_limit_next(1, status=418)
-
-    def cancel_filled(self) -> None:
-        with self.lock:
-            self._cancel_filled += 1
-
-    # the truth about the account
-    def balance(self, asset: str) -> tuple[int, int, int]:
-        """(total, available, scale) of the account's ``asset``."""
-        with self.lock:
-            total, avail = self.engine.balance("binance", asset)
-            return total, avail, self.engine.scales[("binance", asset)]
-
+    # the truth about the account (and account(), balance(), order_state(), the faults: sim/account.py)
     def open_orders(self) -> dict[str, object]:
         """Client order id -> the engine's state of each open order."""
         with self.lock:
             return {self.sim_orders[st.order_id].cid: st for st in self.engine.open_orders("binance")}
-
-    def order_state(self, cid: str):
-        with self.lock:
-            so = self.by_cid.get(cid)
-            return None if so is None else self.engine.order(so.oid)
 
     def fills_of(self, cid: str) -> list[dict]:
         """The myTrades records of the order with client id ``cid`` and of its replacements
@@ -365,28 +294,15 @@ class BinanceSimulator(VenueSimulator):
     # engine in and out
     def _apply(self, step) -> None:
         super()._apply(step)
-        eng = getattr(self, "engine", None)
-        if eng is None:
-            return
-        inst = self.instruments[step.symbol]
-        now = step.ts or time.time_ns()
-        for t in step.trades:
-            eng.trade(inst.id, t.side, t.price, t.size, now)
-        book = eng.books[inst.id]
-        for side, price, size in step.levels:
-            book.apply(side, price, size)
-        if step.levels:
-            eng.book_moved(inst.id, now)
-        self._stream(self._collect(now))
+        now = self._feed_engine(step)
+        if now is not None:
+            self._stream(self._collect(now))
 
     def idle(self, now: float) -> None:
         for c in self.clients:
             if c.api and c.held is not None and now - c.held[1] > 0.5:  # nothing came after it: send it late
                 self.send(c, c.held[0])
                 c.held = None
-
-    def _engine_emit(self, venue: str, port: str, m) -> None:
-        self._engine_out.append((port, m))
 
     def _q(self, so, v: int) -> str:
         return self._num(v, self.instruments[so.sym].size_scale)

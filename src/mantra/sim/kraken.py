@@ -38,17 +38,16 @@ from __future__ import annotations
 
 import secrets as _secrets
 import time
-from collections import Counter, deque
 
 from ..fixed import FixedPointError, from_fixed, to_fixed
 from ..runtime.clock import utc
 from ..spine.messages import OrderAction, OrderFlags, OrderRequest, OrderStatus
 from ..trading.accounts import Reject
-from ..trading.matching import Matching
 from ..venues.kraken import auth as kraken_auth
 from ..venues.kraken.orders import AMEND_AGE, CANCEL_AGE, RateCounter
 from .market import ASK, BID, DepthView, Listing
 from .oracles import kraken_checksum
+from .account import AccountSim
 from .server import Reply, Request, RestError, VenueSimulator, raw
 
 LISTINGS = (
@@ -129,7 +128,7 @@ class _Sub:
         self.name, self.chan, self.view = name, chan, view  # name: the client's spelling
 
 
-class KrakenSimulator(VenueSimulator):
+class KrakenSimulator(AccountSim, VenueSimulator):
     venue = "kraken"
     LISTINGS = LISTINGS
 
@@ -411,85 +410,20 @@ class KrakenSimulator(VenueSimulator):
 
     # -- order entry -----------------------------------------------------------------------
     def _init_orders(self, credentials, balances, maker_bps, taker_bps) -> None:
-        self.credentials = dict(credentials or {DEFAULT_KEY: DEFAULT_SECRET})
+        self._init_account(credentials, {DEFAULT_KEY: DEFAULT_SECRET}, balances, DEFAULT_BALANCES, maker_bps,
+                           taker_bps)
         self.nonces: dict[str, int] = {}  # key -> the last nonce it used
         self.tokens: set[str] = set()
-        assets = {a for i in self.instruments.values() for a in (i.base, i.quote)}
-        start = {a: v for a, v in (DEFAULT_BALANCES if balances is None else balances).items() if a in assets}
-        self._engine_out: list = []
-        self.engine = Matching(self.source.registry, {"kraken": {"maker_bps": maker_bps, "taker_bps": taker_bps,
-                                                                 "balances": start}}, self._engine_emit,
-                               name="kraken-sim")
         self.by_pair = {}
         for sym in self.instruments:
             for name in (sym, self._altname(sym), _rename(sym, _V1_ASSETS)):
                 self.by_pair[name] = sym
-        self.sim_orders: dict[int, _SimOrder] = {}  # engine order id -> ours
-        self.by_txid: dict[str, _SimOrder] = {}
-        self.by_cid: dict[str, _SimOrder] = {}
-        self.trades: deque = deque(maxlen=10_000)  # the account's fills: (exec item, REST record, ns)
-        self.placed: Counter = Counter()  # client order id -> NEWs accepted (never above 1)
-        self.order_counts: Counter = Counter()
-        self._next_oid = 0
-        self._order_faults: deque[str] = deque()
-        self._dup = self._reorder = self._cut = self._cancel_filled = 0
+        self.by_txid: dict[str, _SimOrder] = {}  # sim_orders: engine order id -> _SimOrder
+        # trades: (exec item, REST record, ns)
         self._bal_sent: dict[str, int] = {}
         self.dead_man_at = 0  # ns; 0 = off
 
-    def account(self) -> dict:
-        e, reg = self.engine, self.source.registry
-        balances = {}
-        for (venue, asset), scale in sorted(e.scales.items()):
-            total, avail = e.balance(venue, asset)
-            balances[asset] = {"total": from_fixed(total, scale), "available": from_fixed(avail, scale)}
-        open_ = []
-        for o in e.open_orders("kraken"):
-            inst = reg.by_id[o.instrument]
-            so = self.sim_orders.get(o.order_id)
-            open_.append({"cid": so.cid if so else "", "symbol": inst.symbol, "side": o.side,
-                          "price": from_fixed(o.price, inst.price_scale), "size": from_fixed(o.size, inst.size_scale),
-                          "filled": from_fixed(o.filled, inst.size_scale)})
-        return {"placed": dict(self.placed), "open": open_, "balances": balances, "fills": len(self.trades)}
-
-    # faults (named in faults.py)
-    def order_5xx(self) -> None:
-        with self.lock:
-            self._order_faults.append("5xx")
-
-    def order_timeout(self) -> None:
-        with self.lock:
-            self._order_faults.append("timeout")
-
-    def order_rate_limit(self) -> None:
-        with self.lock:
-            self._order_faults.append("rate")
-
-    def stream_duplicate(self, n: int = 1) -> None:
-        with self.lock:
-            self._dup += int(n)
-
-    def stream_reorder(self) -> None:
-        with self.lock:
-            self._reorder += 1
-
-    def stream_disconnect(self) -> None:
-        with self.lock:
-            self._cut += 1
-
-    def ban(self) -> None:
-        self.rate_limit_next(1, status=418)
-
-    def cancel_filled(self) -> None:
-        with self.lock:
-            self._cancel_filled += 1
-
-    # the truth about the account
-    def balance(self, asset: str) -> tuple[int, int, int]:
-        """(total, available, scale) of the account's ``asset``."""
-        with self.lock:
-            total, avail = self.engine.balance("kraken", asset)
-            return total, avail, self.engine.scales[("kraken", asset)]
-
+    # the truth about the account (and account(), balance(), order_state(), the faults: sim/account.py)
     def open_orders(self) -> dict[str, object]:
         """Client order id (or txid) -> the engine's state of each open order."""
         with self.lock:
@@ -499,11 +433,6 @@ class KrakenSimulator(VenueSimulator):
                 out[so.cid or so.txid] = st
             return out
 
-    def order_state(self, cid: str):
-        with self.lock:
-            so = self.by_cid.get(cid)
-            return None if so is None else self.engine.order(so.oid)
-
     def fills_of(self, cid: str) -> list[dict]:
         with self.lock:
             return [dict(item) for item, _, _ in self.trades if item.get("cl_ord_id") == cid]
@@ -511,22 +440,9 @@ class KrakenSimulator(VenueSimulator):
     # engine in and out
     def _apply(self, step) -> None:
         super()._apply(step)
-        eng = getattr(self, "engine", None)
-        if eng is None:
-            return
-        inst = self.instruments[step.symbol]
-        now = step.ts or time.time_ns()
-        for t in step.trades:
-            eng.trade(inst.id, t.side, t.price, t.size, now)
-        book = eng.books[inst.id]
-        for side, price, size in step.levels:
-            book.apply(side, price, size)
-        if step.levels:
-            eng.book_moved(inst.id, now)
-        self._stream(*self._collect(now))
-
-    def _engine_emit(self, venue: str, port: str, m) -> None:
-        self._engine_out.append((port, m))
+        now = self._feed_engine(step)
+        if now is not None:
+            self._stream(*self._collect(now))
 
     def _collect(self, now: int, amended: int = 0) -> tuple[list, list, list]:
         """The engine's messages since the last call -> (updates, executions items, balance items)."""
