@@ -11,7 +11,10 @@ import time
 from collections import Counter, deque
 
 from ..fixed import from_fixed
+from ..spine.messages import OrderStatus
 from ..trading.matching import Matching
+
+_ENDED = (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
 
 
 class AccountSim:
@@ -114,6 +117,23 @@ class AccountSim:
         if step.levels:
             eng.book_moved(inst.id, now)
         return now
+
+    def _fill_before_cancel(self, so, now: int) -> bool:
+        """The ``cancel_filled`` fault, as a cancel of ``so`` arrives: a trade prints through the order
+        (and nothing else resting) so that it fills first.  True if it did: the venue streams it."""
+        st = self.engine.order(so.oid) if self._cancel_filled else None
+        if st is None or st.status in _ENDED:
+            return False
+        self._cancel_filled -= 1
+        self.order_counts["filled_before_cancel"] += 1
+        rest = self.engine.resting[so.iid]
+        others = {k: v for k, v in rest.items() if k != so.oid}
+        for k in others:
+            del rest[k]
+        tick = self.instruments[so.sym].tick
+        self.engine.trade(so.iid, -st.side, st.price - st.side * tick, st.size, now)  # prints through it
+        rest.update(others)
+        return True
 
     def _engine_emit(self, venue: str, port: str, m) -> None:
         self._engine_out.append((port, m))

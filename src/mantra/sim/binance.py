@@ -93,6 +93,18 @@ class _VenueError(Exception):
         super().__init__(code, msg)
         self.code, self.msg, self.status, self.data = code, msg, status, data
 
+    def doc(self) -> dict:
+        """The error as the venue writes it: ``{"code", "msg"}`` and ``data`` when there is some."""
+        d = {"code": self.code, "msg": self.msg}
+        if self.data is not None:
+            d["data"] = self.data
+        return d
+
+
+# the answer of an order request the backend did not answer in time (the ``order_5xx`` fault)
+BACKEND_TIMEOUT = {"code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; "
+                                         "execution status unknown."}
+
 
 class _SimOrder:
     __slots__ = ("oid", "cid", "sym", "iid", "created", "cum", "quote", "type", "tif", "announced")
@@ -539,19 +551,9 @@ class BinanceSimulator(AccountSim, VenueSimulator):
         return so, events
 
     def _cancel(self, so, now: int) -> tuple[dict, list]:
-        st = self.engine.order(so.oid)
-        if self._cancel_filled and st is not None and S(st.status) not in TERMINAL:
-            self._cancel_filled -= 1
-            self.order_counts["filled_before_cancel"] += 1
-            rest = self.engine.resting[so.iid]
-            others = {k: v for k, v in rest.items() if k != so.oid}
-            for k in others:
-                del rest[k]
-            tick = self.instruments[so.sym].tick
-            self.engine.trade(so.iid, -st.side, st.price - st.side * tick, st.size, now)  # prints through it
-            rest.update(others)
+        if self._fill_before_cancel(so, now):
             self._stream(self._collect(now))
-            st = self.engine.order(so.oid)
+        st = self.engine.order(so.oid)
         if st is None or S(st.status) in TERMINAL:
             raise _VenueError(-2011, "Unknown order sent.")
         cancel_cid = _random_cid()
@@ -722,16 +724,12 @@ class BinanceSimulator(AccountSim, VenueSimulator):
             result, events = self._call(method, p, now)
         except _VenueError as e:
             self.order_counts["refused"] += 1
-            error = {"code": e.code, "msg": e.msg}
-            if e.data is not None:
-                error["data"] = e.data
-            self.send(c, {"id": rid, "status": e.status, "error": error, "rateLimits": self._rate_limits(now)})
+            self.send(c, {"id": rid, "status": e.status, "error": e.doc(), "rateLimits": self._rate_limits(now)})
             return
         if fault == "5xx":
             self.order_counts["answered_5xx"] += 1
-            self.send(c, {"id": rid, "status": 503, "error": {
-                "code": -1007, "msg": "Timeout waiting for response from backend server. Send status unknown; "
-                                      "execution status unknown."}, "rateLimits": self._rate_limits(now)})
+            self.send(c, {"id": rid, "status": 503, "error": dict(BACKEND_TIMEOUT),
+                          "rateLimits": self._rate_limits(now)})
         elif fault == "timeout":
             self.order_counts["not_answered"] += 1
         else:
@@ -760,18 +758,14 @@ class BinanceSimulator(AccountSim, VenueSimulator):
             result, events = self._call(method, p, now)
         except _VenueError as e:
             self.order_counts["refused"] += 1
-            body = {"code": e.code, "msg": e.msg}
-            if e.data is not None:
-                body["data"] = e.data
             headers = self._rate_headers(now)
             if e.status == 429:
                 headers["Retry-After"] = "1"
-            raise RestError(e.status, body, headers) from None
+            raise RestError(e.status, e.doc(), headers) from None
         self._stream(events)
         if fault == "5xx":
             self.order_counts["answered_5xx"] += 1
-            return Reply(503, {"code": -1007, "msg": "Timeout waiting for response from backend server. Send status "
-                                                     "unknown; execution status unknown."}, self._rate_headers(now))
+            return Reply(503, dict(BACKEND_TIMEOUT), self._rate_headers(now))
         if fault == "timeout":
             self.order_counts["not_answered"] += 1
             return Reply(504, b"gateway timeout", self._rate_headers(now))

@@ -630,19 +630,8 @@ class KrakenSimulator(AccountSim, VenueSimulator):
         st = self.engine.order(so.oid)
         if st is not None and st.status not in (_S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.REJECTED):
             self._charge(so.sym, RateCounter.age_cost(CANCEL_AGE, now - so.created), now)
-        if self._cancel_filled:
-            st = self.engine.order(so.oid)
-            if st is not None and st.status not in (_S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.REJECTED):
-                self._cancel_filled -= 1
-                self.order_counts["filled_before_cancel"] += 1
-                rest = self.engine.resting[so.iid]
-                others = {k: v for k, v in rest.items() if k != so.oid}
-                for k in others:
-                    del rest[k]
-                tick = self.instruments[so.sym].tick
-                self.engine.trade(so.iid, -st.side, st.price - st.side * tick, st.size, now)  # prints through it
-                rest.update(others)
-                self._stream(*self._collect(now))
+        if self._fill_before_cancel(so, now):
+            self._stream(*self._collect(now))
         self.engine.act(OrderRequest(self._oid(), so.oid, 0, 0, so.iid, 0, 0, OrderAction.CANCEL, 1, 0), now)
         ups, execs, bals = self._collect(now)
         for u in ups:
