@@ -275,36 +275,63 @@ def test_amend_down_keeps_priority_and_answers_about_ref_id():
 
 
 def test_amend_price_is_a_cancel_replace_with_a_new_client_id_mapped_back():
+    """A new price is a new venue order: cancelReplace, only while nothing of the order filled
+    (ONLY_NEW), so the new order carries exactly the amend's size."""
+    p = live()
+    placed(p, 7)
+    p.submit(amend(20, 7, 5_210_000, 1_000_000), T0)
+    (m,) = sent(take(p))
+    prm = m["params"]
+    assert m["method"] == "order.cancelReplace"
+    assert (prm["cancelReplaceMode"], prm["cancelOrigClientOrderId"], prm["cancelRestrictions"]) == \
+        ("STOP_ON_FAILURE", client_id(7), "ONLY_NEW")
+    assert (prm["price"], prm["quantity"]) == ("52100.00", "0.01000000")
+    new_cid = prm["newClientOrderId"]
+    assert new_cid != client_id(7) and cid_order(new_cid) == 7
+    answer(p, m, {"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS",
+                  "cancelResponse": {"symbol": "BTCUSDT", "origClientOrderId": client_id(7), "orderId": 1001,
+                                     "executedQty": "0.00000000", "status": "CANCELED"},
+                  "newOrderResponse": {"symbol": "BTCUSDT", "orderId": 1002, "clientOrderId": new_cid,
+                                       "price": "52100.00", "origQty": "0.01000000", "executedQty": "0.00000000",
+                                       "status": "NEW"}})
+    us = updates(take(p))
+    assert us[-1].order_id == 7 and (us[-1].price, us[-1].size, us[-1].filled) == (5_210_000, 1_000_000, 0)
+    # the old order's CANCELED report does not end ours; the new one's fills are ours, cumulative
+    p.on_frame("api", report(f"x{new_cid}", "CANCELED", "CANCELED", C=client_id(7), z="0.00000000"), T0)
+    assert updates(take(p)) == []
+    p.on_frame("api", report(new_cid, "TRADE", "FILLED", vid=1002, q="0.01000000", p="52100.00", z="0.01000000",
+                             l="0.01000000", L="52100.00", t=56), T0)
+    ev = take(p)
+    (f,) = [e for e in ev if type(e) is Fill]
+    assert (f.order_id, f.size, f.price) == (7, 1_000_000, 5_210_000)
+    assert (updates(ev)[-1].status, updates(ev)[-1].filled) == (S.FILLED, 1_000_000)
+
+
+def test_a_new_price_after_fills_is_not_a_replace():
+    """Once part of the order filled, a replacement's size would race further fills (the venue's
+    filled size at the moment it cancels is not ours to know): the amend is refused, the order
+    stands, and the overseer cancels and places anew.  If a fill slips in before the venue acts, the
+    venue refuses the replace (ONLY_NEW) and the order stands too."""
     p = live()
     placed(p, 7)
     p.on_frame("api", report(client_id(7), "TRADE", "PARTIALLY_FILLED", z="0.00200000", l="0.00200000",
                              L="52000.00", t=55, n="0.01", N="USDT"), T0)
     take(p)
     p.submit(amend(20, 7, 5_210_000, 1_000_000), T0)
-    (m,) = sent(take(p))
-    prm = m["params"]
-    assert m["method"] == "order.cancelReplace"
-    assert (prm["cancelReplaceMode"], prm["cancelOrigClientOrderId"]) == ("STOP_ON_FAILURE", client_id(7))
-    assert (prm["price"], prm["quantity"]) == ("52100.00", "0.00800000")  # what is left of 0.01
-    new_cid = prm["newClientOrderId"]
-    assert new_cid != client_id(7) and cid_order(new_cid) == 7
-    answer(p, m, {"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS",
-                  "cancelResponse": {"symbol": "BTCUSDT", "origClientOrderId": client_id(7), "orderId": 1001,
-                                     "executedQty": "0.00200000", "status": "CANCELED"},
-                  "newOrderResponse": {"symbol": "BTCUSDT", "orderId": 1002, "clientOrderId": new_cid,
-                                       "price": "52100.00", "origQty": "0.00800000", "executedQty": "0.00000000",
-                                       "status": "NEW"}})
-    us = updates(take(p))
-    assert us[-1].order_id == 7 and (us[-1].price, us[-1].size, us[-1].filled) == (5_210_000, 1_000_000, 200_000)
-    # the old order's CANCELED report does not end ours; the new one's fills are ours, cumulative
-    p.on_frame("api", report(f"x{new_cid}", "CANCELED", "CANCELED", C=client_id(7), z="0.00200000"), T0)
-    assert updates(take(p)) == []
-    p.on_frame("api", report(new_cid, "TRADE", "FILLED", vid=1002, q="0.00800000", p="52100.00", z="0.00800000",
-                             l="0.00800000", L="52100.00", t=56), T0)
     ev = take(p)
-    (f,) = [e for e in ev if type(e) is Fill]
-    assert (f.order_id, f.size, f.price) == (7, 800_000, 5_210_000)
-    assert (updates(ev)[-1].status, updates(ev)[-1].filled) == (S.FILLED, 1_000_000)
+    assert sent(ev) == []
+    (u,) = updates(ev)
+    assert (u.order_id, u.status, u.reason) == (7, S.CANCEL_REJECTED, Reject.UNSUPPORTED)
+    q = live()
+    placed(q, 8)
+    q.submit(amend(21, 8, 5_210_000, 1_000_000), T0)
+    (m,) = sent(take(q))
+    answer(q, m, status=400, error={"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+        "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+        "cancelResponse": {"code": -2011, "msg": "Order was not canceled due to cancel restrictions."},
+        "newOrderResponse": None}})
+    (u,) = updates(take(q))
+    assert (u.order_id, u.status, u.reason) == (8, S.CANCEL_REJECTED, Reject.UNSUPPORTED)
 
 
 def test_cancel_replace_partial_success_ends_the_order():

@@ -600,6 +600,11 @@ class BinanceSimulator(AccountSim, VenueSimulator):
                                      "malformed.")
         try:
             so = self._order_of(p, "cancelOrigClientOrderId", "cancelOrderId")
+            st = self.engine.order(so.oid)
+            restrict = p.get("cancelRestrictions")
+            if st is not None and ((restrict == "ONLY_NEW" and st.filled)
+                                   or (restrict == "ONLY_PARTIALLY_FILLED" and not st.filled)):
+                raise _VenueError(-2011, "Order was not canceled due to cancel restrictions.")
             cdoc, events = self._cancel(so, now)
         except _VenueError as e:
             raise _VenueError(-2022, "Order cancel-replace failed.", 400, {

@@ -391,6 +391,11 @@ class BinanceOrders(OrderProtocol):
                 self.reject(r, Reject.BAD_REQUEST, now)
                 return
             keep = r.price == o.price and r.size < o.size
+            if not keep and (o.filled or o.fill_qty):
+                # a new price means a new venue order, sized ours less what filled; with fills under
+                # way that size is a guess: let the overseer cancel and place anew instead
+                self.reject(r, Reject.UNSUPPORTED, now)
+                return
             w, n = (WEIGHT["order.amend.keepPriority"], 0) if keep else (1, 1)
         else:
             w, n = 1, 0
@@ -434,8 +439,11 @@ class BinanceOrders(OrderProtocol):
             o.pending = new_cid
             o.cids.add(new_cid)
             self.by_cid[new_cid] = o
-            p = [("cancelReplaceMode", "STOP_ON_FAILURE"), ("cancelOrigClientOrderId", o.cid)]
-            p += self._place_params(o, inst, r.price, r.size - o.filled)
+            # ONLY_NEW: the venue replaces the order only while nothing of it has filled, so the new
+            # order's size is exactly the amend's; a fill first makes the whole request fail
+            p = [("cancelReplaceMode", "STOP_ON_FAILURE"), ("cancelOrigClientOrderId", o.cid),
+                 ("cancelRestrictions", "ONLY_NEW")]
+            p += self._place_params(o, inst, r.price, r.size)
             p += [("newClientOrderId", new_cid), ("newOrderRespType", "RESULT")]
             rest = ("POST", "/api/v3/order/cancelReplace")
             self.rate.add(0, 1, now)
@@ -588,6 +596,8 @@ class BinanceOrders(OrderProtocol):
             cr = d.get("cancelResponse") if d.get("cancelResult") == "FAILURE" else None
             if isinstance(cr, dict):  # the cancel failed: nothing changed; why it failed
                 why = reject_reason(int(cr.get("code", 0) or 0), str(cr.get("msg", "")))
+                if "restriction" in str(cr.get("msg", "")).lower():  # it filled meanwhile: it stands as it is
+                    why = Reject.UNSUPPORTED
         if why == Reject.UNKNOWN_ORDER and q.action in (CANCEL, AMEND):
             # the venue no longer has it open (filled, cancelled): find out how it ended
             self.counts["cancel_on_closed"] += 1
