@@ -53,11 +53,11 @@ class LoopbackOnly(ValueError):
     """A handler outside live mode was about to reach a real venue."""
 
 
-def _check_loopback(venue: str, events: list) -> None:
-    for e in events:
-        if type(e) in (Open, Http) and (urlsplit(e.url).hostname or "") not in LOOPBACK:
-            raise LoopbackOnly(f"{venue}: {urlsplit(e.url).hostname} is a real venue: order entry outside "
-                               "loopback needs mode = \"live\" and `mantra run --live`")
+def _check_loopback(venue: str, url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host not in LOOPBACK:
+        raise LoopbackOnly(f"{venue}: {host} is a real venue: order entry outside loopback needs "
+                           "mode = \"live\" and `mantra run --live`")
 
 
 class _Conn:
@@ -205,7 +205,7 @@ class AccountRunner:
         due jobs (timer, reconnects, pings).  Returns how many frames and answers were handled."""
         if self.closed:
             return 0
-        if timeout > 0 and not self._ready():
+        if timeout > 0 and not self.pending():
             self._wait(min(timeout, max(self.next_due() - _mono(), 0.0)))
         n = 0
         proto = self.proto
@@ -267,9 +267,6 @@ class AccountRunner:
         self.http.close()
 
     # -- internals ------------------------------------------------------------------------------
-    def _ready(self) -> bool:
-        return self.pending()
-
     def _wait(self, timeout: float) -> None:
         fds = self.filenos()
         if fds != self._fds:
@@ -284,8 +281,6 @@ class AccountRunner:
         if not ev:
             return
         self.proto.events = []
-        if self.loopback_only:
-            _check_loopback(self.proto.venue, ev)
         for e in ev:
             t = type(e)
             if t is WsSend:
@@ -294,8 +289,12 @@ class AccountRunner:
                     # the protocol learns through on_close (or already has): its request is UNKNOWN
                     self.counts["send_failed"] += 1
             elif t is Http:
+                if self.loopback_only:
+                    _check_loopback(self.proto.venue, e.url)
                 self.http.submit(e)
             elif t is Open:
+                if self.loopback_only:
+                    _check_loopback(self.proto.venue, e.url)
                 c = self.conns.get(e.conn)
                 if c is None:
                     self.conns[e.conn] = _Conn(e.conn, e.url)
