@@ -82,6 +82,20 @@ def test_cancel_reject_clears_the_pending_cancel_and_a_stray_one_is_counted():
     assert orders.on_update(rej) is None and orders.counts["stray_cancel_reject"] == 1
 
 
+@pytest.mark.parametrize("end", [S.FILLED, S.CANCELLED])
+def test_an_amend_that_ends_at_once_is_applied_before_its_fills(end):
+    """A replacement (Binance cancelReplace) that fills or ends at once reports the amended size in a
+    terminal update first: its fills are measured against that size, not counted as an overfill."""
+    orders = Orders()
+    o = orders.sent(OrderRequest(9, 0, 10000, 100, 1, 3, 0, int(OrderAction.NEW), 1, 0))
+    orders.on_update(OrderUpdate(9, 10000, 100, 0, 5, 1, int(S.OPEN), 1, 0, b""))
+    orders.sent(OrderRequest(10, 9, 10020, 200, 1, 3, 0, int(OrderAction.AMEND), 1, 0))
+    orders.on_update(OrderUpdate(9, 10020, 200, 200 if end == S.FILLED else 150, 6, 1, int(end), 1, 0, b""))
+    assert (o.price, o.size, o.status, o.target) == (10020, 200, end, None)
+    orders.on_fill(Fill(9, 1, 10020, o.filled, 0, 6, 1, 1, 1, b"USDT"))
+    assert orders.counts["overfill"] == 0 and 9 not in orders.active and orders.positions[1] == o.filled
+
+
 @pytest.mark.parametrize("action", [OrderAction.CANCEL, OrderAction.AMEND])
 def test_an_order_the_venue_does_not_know_ends(action):
     """A venue that restarted forgot our open order: its "unknown order" answer to a cancel or an

@@ -164,16 +164,18 @@ class Orders:
                 o.no_amend, o.version = True, 0
             o.pending, o.target = 0, None
             return o
+        changed = False
+        # Any update at the amend's price and size says it took effect, a terminal one included (a
+        # replacement that filled at once reports FILLED first): its fills are measured against it.
+        if o.pending == AMEND and (u.price, u.size) == o.target:
+            o.price, o.size = o.target
+            o.pending, o.target, changed = 0, None, True
         if st in TERMINAL:
             o.status, o.pending, o.target = st, 0, None
             self._settle(o)
             return o
-        changed = False
         if o.pending == NEW:
             o.pending, changed = 0, True
-        if o.pending == AMEND and (u.price, u.size) == o.target:
-            o.price, o.size = o.target
-            o.pending, o.target, changed = 0, None, True
         if _RANK.get(st, 0) > _RANK[o.status]:
             o.status, changed = st, True
         return o if changed else None
