@@ -1059,6 +1059,60 @@ static PyObject *Book_take(Book *self, PyObject *const *args, Py_ssize_t nargs) 
     Py_RETURN_NONE;
 }
 
+/* tops(records, itemsize) -> (bytes, bad): apply a run of whole L2Update records (one instrument's,
+ * e.g. a batch read from a ring or a segment file) and, at every record that ends an exchange
+ * message, record (index, best bid, best ask) as three int64 (0 where a side is empty).  A record
+ * the book refuses (negative size, price out of range) is skipped and counted in `bad`: the UI
+ * shows a recording's tops without a Python step per level. */
+static PyObject *Book_tops(Book *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "tops(records, itemsize)");
+        return NULL;
+    }
+    Py_ssize_t item = PyLong_AsSsize_t(args[1]);
+    if (item == -1 && PyErr_Occurred()) return NULL;
+    if (item < L2_FLAGS + 1) {
+        PyErr_Format(PyExc_ValueError, "itemsize %zd is smaller than an L2Update record", item);
+        return NULL;
+    }
+    Py_buffer buf;
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (buf.len % item) {
+        PyBuffer_Release(&buf);
+        PyErr_Format(PyExc_ValueError, "buffer of %zd bytes is not a whole number of %zd-byte records", buf.len, item);
+        return NULL;
+    }
+    Py_ssize_t n = buf.len / item, m = 0, bad = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (n ? n : 1) * 3 * (Py_ssize_t)sizeof(int64_t));
+    if (!out) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
+    const char *r = buf.buf;
+    for (Py_ssize_t i = 0; i < n; i++, r += item) {
+        int64_t price, size;
+        memcpy(&price, r + L2_PRICE, 8);
+        memcpy(&size, r + L2_SIZE, 8);
+        int8_t side = (int8_t)r[L2_SIDE];
+        uint8_t flags = (uint8_t)r[L2_FLAGS];
+        if (flags & L2_CLEAR) self->n[0] = self->n[1] = 0;
+        if ((side != 1 && side != -1) || book_apply(self, side, price, size) < 0) {
+            PyErr_Clear();
+            bad++;
+        }
+        if (flags & L2_LAST) {
+            o[3 * m] = i;
+            o[3 * m + 1] = self->n[0] ? self->lv[0][self->n[0] - 1].key : 0;
+            o[3 * m + 2] = self->n[1] ? -self->lv[1][self->n[1] - 1].key : 0;
+            m++;
+        }
+    }
+    PyBuffer_Release(&buf);
+    if (_PyBytes_Resize(&out, m * 3 * (Py_ssize_t)sizeof(int64_t)) < 0) return NULL;
+    return Py_BuildValue("(Nn)", out, bad);
+}
+
 static Py_ssize_t Book_len(Book *self) { return self->n[0] + self->n[1]; }
 
 static PyObject *Book_repr(Book *self) {
@@ -1079,6 +1133,7 @@ static PyMethodDef Book_methods[] = {
     {"top", (PyCFunction)(void (*)(void))Book_levels, METH_FASTCALL, "top(side, n): the best n levels"},
     {"size", (PyCFunction)(void (*)(void))Book_size, METH_FASTCALL, "size(side, price) -> size left at the level, 0 if none"},
     {"take", (PyCFunction)(void (*)(void))Book_take, METH_FASTCALL, "take(side, price, size): we took it (until the level is next set)"},
+    {"tops", (PyCFunction)(void (*)(void))Book_tops, METH_FASTCALL, "tops(records, itemsize) -> (bytes of (index, bid, ask) int64 at each message end, bad)"},
     {NULL}};
 
 static PySequenceMethods Book_seq = {.sq_length = (lenfunc)Book_len};

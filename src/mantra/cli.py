@@ -119,6 +119,49 @@ def cmd_backtest(a) -> int:
         print(f"mantra backtest: {e}", file=sys.stderr)
         return 2
     print(json.dumps(r) if a.json else backtest.report(r))
+    if a.ui:
+        return serve_recording(r["out"], port=a.port or 0)
+    return 0
+
+
+def serve_recording(path, host: str = "127.0.0.1", port: int = 0, remote: bool = False, announce=print) -> int:
+    """Serve a recording's UI until Ctrl-C (``mantra ui --data``, ``mantra backtest --ui``)."""
+    import time
+
+    from .ui.recording import NotARecording, open_recording
+    from .ui.server import RemoteRefused, Source, UiServer
+
+    try:
+        view, info = open_recording(path)
+        server = UiServer(Source(view, info["system"]), host, port, remote).start()
+    except (NotARecording, RemoteRefused) as e:
+        print(f"mantra ui: {e}", file=sys.stderr)
+        return 2
+    announce(server.url)
+    print(f"{info['records']} records of {len(info['queues'])} queues from {path}; Ctrl-C stops", file=sys.stderr)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.close()
+
+
+def cmd_ui(a) -> int:
+    if a.data:
+        return serve_recording(a.data, a.host, a.port, a.remote)
+    from .runtime.inspect import find_system
+    from .ui import actor
+    from .ui.server import RemoteRefused
+
+    try:
+        ui = actor.attach(find_system(a.system), a.host, a.port, a.remote)
+    except RemoteRefused as e:
+        print(f"mantra ui: {e}", file=sys.stderr)
+        return 2
+    print(ui.url, flush=True)
+    actor.serve(ui)
     return 0
 
 
@@ -260,7 +303,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mark-every", type=float, default=60.0, metavar="SECONDS",
                    help="PnL marks for the curve, Sharpe and drawdown (default 60)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ui", action="store_true", help="when the run ends, serve its result in the UI (prints the URL)")
+    p.add_argument("--port", type=int, help="--ui: the UI's port (default: a free one)")
     p.set_defaults(fn=cmd_backtest)
+
+    p = sub.add_parser("ui", help="the realtime UI over a running system or a recording (prints its URL)")
+    p.add_argument("system", nargs="?", help="a running system (default: the only one)")
+    p.add_argument("--data", help="a recorded session or a backtest's output instead")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve (default loopback)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--remote", action="store_true",
+                   help="allow a non-loopback --host; the URL then carries a random token, required")
+    p.set_defaults(fn=cmd_ui)
 
     p = sub.add_parser("import", help="backtest data from the reference L2 stream (.npy) or venue recordings")
     p.add_argument("files", nargs="+")

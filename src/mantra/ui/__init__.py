@@ -1,0 +1,1 @@
+"""The realtime UI: one web page over a running system or a recording (see ARCHITECTURE.md)."""
