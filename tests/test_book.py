@@ -169,3 +169,43 @@ def test_c_book_rejects_bad_input_clearly():
     with pytest.raises(OverflowError):
         b.apply(BID, 2**70, 1)  # prices and sizes are int64 fixed point
     assert len(b) == 0
+
+
+records = st.lists(st.tuples(st.sampled_from([BID, ASK, 0]), st.integers(1, 30), st.integers(-1, 5),
+                             st.sampled_from([0, 1, 4, 5])), max_size=150)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records)
+def test_c_book_tops_of_a_record_run_match_the_reference(seq):
+    """``Book.tops`` (the UI's best bid/ask of a batch of L2Update records in one call) gives, at
+    every record ending a message, the reference's best prices after it; a record the book refuses
+    (side 0, negative size) is skipped and counted, the rest still applied; CLEAR empties first."""
+    import numpy as np
+
+    from mantra.spine.messages import L2Update
+
+    recs = np.zeros(len(seq), L2Update.DTYPE)
+    for i, (side, price, size, flags) in enumerate(seq):
+        recs[i]["side"], recs[i]["price"], recs[i]["size"], recs[i]["flags"] = side, price, size, flags
+    raw, bad = Book().tops(recs, recs.dtype.itemsize)
+    got = np.frombuffer(raw, np.int64).reshape(-1, 3).tolist()
+    ref, want, refused = NaiveBook(), [], 0
+    for i, (side, price, size, flags) in enumerate(seq):
+        if flags & 4:
+            ref = NaiveBook()
+        if side == 0 or size < 0:
+            refused += 1
+        else:
+            ref.apply(side, price, size)
+        if flags & 1:
+            b, a = ref.sorted(BID), ref.sorted(ASK)
+            want.append([i, b[0][0] if b else 0, a[0][0] if a else 0])
+    assert got == want and bad == refused
+
+
+def test_c_book_tops_refuses_a_buffer_that_is_not_records():
+    with pytest.raises(ValueError, match="whole number"):
+        Book().tops(b"x" * 57, 56)
+    with pytest.raises(ValueError, match="smaller"):
+        Book().tops(b"", 8)

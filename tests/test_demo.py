@@ -31,6 +31,7 @@ def test_demo_runs_live_records_reports_and_replays(tmp_path, shm_root):
                        env={**os.environ, **SECRETS}, capture_output=True, text=True, timeout=90)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout
+    assert re.match(r"UI: http://127\.0\.0\.1:\d+/ ", out), out[:300]  # the UI's URL comes first
 
     # Live status: every venue's books synced, market data flowing.
     blocks = out.split("mantra demo ")[1:]

@@ -170,6 +170,8 @@ def prepare(doc: dict, data: Path, out: Path) -> dict:
         raise BacktestError(f"{data}: no recorded {' or '.join(MARKET)} for this system's queues "
                             f"(it has {', '.join(doc.get('queues', {})) or 'none'})")
     actors = doc.setdefault("actors", {})
+    for name in [n for n, a in actors.items() if a.get("class") == "mantra.ui.actor:UiActor"]:
+        del actors[name]  # a live view has nothing to show on a simulated clock: `--ui` opens the result
     for name in [n for n, a in actors.items() if set(a.get("outputs", {}).values()) & set(streams)]:
         del actors[name]
     inst = data / "instruments.json"
@@ -252,7 +254,8 @@ def run(config: str | Path | dict, data: str | Path, out: str | Path | None = No
     if (data / "instruments.json").exists():  # so `mantra export` of the output has decimals too
         shutil.copyfile(data / "instruments.json", out / "instruments.json")
     r = {**summarize(out, data, replay.total, run_s, telemetry, list(replay.damage), mark_s=mark_s),
-         "wall_s": round(wall, 3), "load_s": round(wall - run_s, 3), "handled": handled}
+         "wall_s": round(wall, 3), "load_s": round(wall - run_s, 3), "handled": handled,
+         "data": str(data)}  # the market the run saw: `mantra ui --data OUT` shows it beside the run
     write_fills(r["trade_list"], out / "fills.csv")
     r["fills_csv"] = str(out / "fills.csv")
     (out / "result.json").write_text(json.dumps(r, indent=1))

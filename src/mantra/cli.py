@@ -48,7 +48,7 @@ def cmd_run(a) -> int:
 def cmd_demo(a) -> int:
     from . import demo
 
-    return demo.run(duration=a.duration, out=a.out)
+    return demo.run(duration=a.duration, out=a.out, ui_port=a.port or 0)
 
 
 def cmd_drill(a) -> int:
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="the live demo on local simulators")
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--out", help="where the session is recorded (default: data/demo/<UTC time>)")
+    p.add_argument("--port", type=int, help="the UI's port (default: a free one)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("drill", help="kill each process and inject each venue fault into the live demo system; "

@@ -6,8 +6,9 @@ the five real feeds -> market makers on Binance and Kraken BTC and a cross-venue
 Binance BTC/USDT)
 -> the overseer -> the real account handlers of Binance and Kraken (``mode = "sim"``: real orders,
 signed, on the simulators' order APIs and user streams), a persister recording every queue, and
-telemetry.  A status block is printed every second; at the end the recorded session is
-summarised and replayed through the same system on a simulated clock.
+telemetry.  The realtime UI serves the running system (its URL is printed first); a status block is
+printed every second; at the end the recorded session is summarised and replayed through the same
+system on a simulated clock.
 
 Instrument ids: the traded instruments, with the simulators' exact increments, are the system's
 ``instruments``, registered when the spine is created, before any actor process starts.  Feeds
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import socket
 import sys
 import time
 from dataclasses import asdict
@@ -66,7 +68,14 @@ def start_simulators(rate: float, lifetime: float, log_path: Path) -> tuple[list
 
 
 # -- the system -------------------------------------------------------------------------------
-def build(urls: dict, out: Path) -> dict:
+def free_port() -> int:
+    """A free loopback port, chosen before the system starts so the UI's URL is printed first."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build(urls: dict, out: Path, ui_port: int = 0) -> dict:
     """The system description (a dict for ``runtime.config.parse``)."""
     ports = {"l2": "l2", "requests": "requests", "updates": "updates", "fills": "fills"}
     a, b = XV
@@ -110,6 +119,7 @@ def build(urls: dict, out: Path) -> dict:
            for v in TRADED},
         "persister": {"class": "mantra.store.persister:Persister", "params": {"dir": str(out)}},
         "telemetry": {"class": "mantra.telemetry.actor:Telemetry"},
+        "ui": {"class": "mantra.ui.actor:UiActor", "params": {"port": ui_port}},
     })
     return {
         "system": {"name": SYSTEM, "mode": "sim", "instruments": traded_instruments()},
@@ -121,7 +131,7 @@ def build(urls: dict, out: Path) -> dict:
                       "trading": {"actors": ["mm", "mm_kraken", "xv", "overseer"], "mode": "park"},
                       # the handlers wait on their sockets up to wait_ms (requests wait as long)
                       "orders": {"actors": [f"orders_{v}" for v in TRADED], "mode": "park"},
-                      "back": {"actors": ["persister", "telemetry"], "mode": "park"}},
+                      "back": {"actors": ["persister", "telemetry", "ui"], "mode": "park"}},
     }
 
 
@@ -251,14 +261,17 @@ def compare(live: dict, replay: dict) -> str:
     return "\n".join(out)
 
 
-def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.0) -> int:
+def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.0, ui_port: int = 0) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(out) if out else Path("data/demo") / stamp
     out.mkdir(parents=True, exist_ok=True)
+    ui_port = ui_port or free_port()
+    print(f"UI: http://127.0.0.1:{ui_port}/   (live while the demo runs; afterwards `mantra ui --data {out}`)",
+          flush=True)
     print(f"starting five venue simulators (log: {out / 'simulators.log'})", flush=True)
     sims, urls = start_simulators(rate, duration + 60, out / "simulators.log")
     try:
-        doc = build(urls, out)
+        doc = build(urls, out, ui_port)
         spec = parse(doc)
         sup = Supervisor(spec, keep=True)  # kept until the final instrument registry is saved
         status = LiveStatus(spec.name, {v: u["symbols"] for v, u in urls.items()})

@@ -30,6 +30,14 @@ def open_recording(root: str | Path) -> tuple[View, dict]:
     root = Path(root)
     man_path, inst_path = root / "system.json", root / "instruments.json"
     queues = segments.queues(root)
+    where = dict.fromkeys(queues, root)
+    result = root / "result.json"
+    if result.exists():  # a backtest's output: its market data stayed where the run read it
+        data = Path(json.loads(result.read_text()).get("data") or root)
+        for q in segments.queues(data) if data.exists() else ():
+            where.setdefault(q, data)
+        man_path = man_path if man_path.exists() else data / "system.json"
+    queues = list(where)
     if not queues:
         raise NotARecording(f"{root}: no recorded queues (expected <queue>/*.seg, as `mantra run` with a persister"
                             " or `mantra backtest --out` write)")
@@ -37,14 +45,14 @@ def open_recording(root: str | Path) -> tuple[View, dict]:
     reg = InstrumentRegistry.load(inst_path) if inst_path.exists() else InstrumentRegistry()
     actors = {a["id"]: name for name, a in man.get("actors", {}).items()}
     view = View(reg, actors)
-    types = {q: BY_NAME.get(d.get("type")) for q, d in man.get("queues", {}).items()}
+    types = {q: BY_NAME.get(d.get("type")) for q, d in man.get("queues", {}).items()}  # else each file's own
     damage: list = []
     records = 0
     per_sec: dict[str, np.ndarray] = {}
     order = sorted(queues, key=lambda q: types.get(q) is not Fill)  # fills first (see above)
     for q in order:
         counts = []
-        for path in segments.segments(root, q):
+        for path in segments.segments(where[q], q):
             if not path.stat().st_size:
                 continue
             try:

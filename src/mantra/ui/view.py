@@ -211,6 +211,12 @@ class View:
             p0, c0 = self.pos.get(iid, 0), self.cash.get(iid, 0)
             self.pos[iid], self.cash[iid] = p0 + int(dpos[-1]), c0 + int(dcash[-1])
             self._series(f"position/{iid}", LINE, [("qty", inst.size_scale)]).append(sub["publish"], p0 + dpos)
+            b = self.books.get(iid)  # live, the book is there: mark each fill at the mid now
+            if b is not None and b.best_bid() is not None and b.best_ask() is not None:
+                k = 10.0 ** (inst.price_scale + inst.size_scale)
+                mid = (b.best_bid() + b.best_ask()) / 2
+                self._series(f"pnl/{iid}", LINE, [("value", 0)]).append(
+                    sub["publish"], ((c0 + dcash).astype(np.float64) + (p0 + dpos) * mid) / k)
             ft, cash, pos = self.fill_hist.get(iid, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
             self.fill_hist[iid] = (np.maximum.accumulate(np.concatenate([ft, sub["publish"].astype(np.int64)])),
                                    np.concatenate([cash, (c0 + dcash).astype(np.float64)]),
