@@ -3,20 +3,33 @@
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
+UI := src/mantra/ui
+UI_VENDOR := $(UI)/web/vendor/uPlot.esm.js
 
-.PHONY: setup demo test bench-backtest
+.PHONY: setup demo test bench-backtest chromium
 setup: $(VENV)/.installed
 
 # Reinstalled when the package description or the C sources change (the extensions are built by pip).
-$(VENV)/.installed: pyproject.toml setup.py src/mantra/_spine.c src/mantra/_fixed.c
+$(VENV)/.installed: pyproject.toml setup.py src/mantra/_spine.c src/mantra/_fixed.c $(UI_VENDOR)
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@$(VPY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+# The UI's chart library, pinned by its lock file, from the npm registry into a git-ignored folder
+# the UI serves (a wheel carries it: setup.py copies it too).
+$(UI_VENDOR): $(UI)/package.json $(UI)/package-lock.json
+	@cd $(UI) && npm ci --no-audit --no-fund --silent
+	@mkdir -p $(UI)/web/vendor && cp $(UI)/node_modules/uplot/dist/uPlot.esm.js $(UI)/node_modules/uplot/dist/uPlot.min.css $(UI)/web/vendor/
+
+# The browser tests drive Debian's chromium (never a downloaded browser).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
 demo: setup
 	@$(VPY) -m mantra.cli demo
 
-test: setup
+test: setup chromium
 	@$(VPY) -m pytest
 
 # The backtest benchmark with NautilusTrader measured side by side on the same stream (its own
