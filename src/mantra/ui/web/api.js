@@ -29,6 +29,8 @@ async function get(path, params, timeoutMs, signal) {
 
 // JSON.parse rounds the int64 ns numbers; the server sends an exact "<name>_s" twin of each.
 export const getJSON = (path, params, timeoutMs = 4000) => get(path, params, timeoutMs).then((r) => r.json());
+// Integers of 16+ digits (order ids) become strings before JSON.parse would round them.
+export const parseBigJSON = (txt) => JSON.parse(txt.replace(/([:,[]\s*)(-?\d{16,})(?=\s*[,\]}])/g, '$1"$2"'));
 export const getText = (path, params, timeoutMs = 4000) => get(path, params, timeoutMs).then((r) => r.text());
 
 // ------------------------------------------------------------------------------------- time base
@@ -70,8 +72,14 @@ export async function getSeries(key, t0, t1, width, signal = null, timeoutMs = 1
     off += n * 8;
   }
   if (BASE === null && n) setBase(t[0]);
+  // x from the two 32-bit halves of each time: exact ns offsets from the base without a BigInt
+  // per row (the base split the same way once)
   const x = new Float64Array(n);
-  for (let i = 0; i < n; i++) x[i] = toSec(t[i]);
+  if (n) {
+    const w = new Uint32Array(t.buffer, t.byteOffset, 2 * n), hi = new Int32Array(t.buffer, t.byteOffset, 2 * n);
+    const bLo = Number(BASE & 0xffffffffn), bHi = Number(BASE >> 32n);
+    for (let i = 0; i < n; i++) x[i] = ((hi[2 * i + 1] - bHi) * 4294967296 + (w[2 * i] - bLo)) / 1e9 + BASE_S;
+  }
   return { key, n, total: head.total, decimated: !!head.decimated, t0_ns_s: head.t0_ns_s, t1_ns_s: head.t1_ns_s, t, x, cols };
 }
 
@@ -97,6 +105,9 @@ export const fmtNsTime = (ns) => fmtNs(ns).slice(11); // time of day, full ns
 // An integer (Number holding an exact integer, or BigInt) at a decimal scale, without float math.
 export function fmtFixed(v, scale, trim = false) {
   if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  if (typeof v === "number" && !Number.isInteger(v)) { // not fixed-point (a float column): its shortest text
+    return String(+(v / 10 ** scale).toPrecision(12));
+  }
   let b = typeof v === "bigint" ? v : BigInt(Math.round(v));
   const neg = b < 0n;
   if (neg) b = -b;

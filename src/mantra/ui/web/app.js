@@ -1,6 +1,6 @@
 // Mantra realtime UI: polls the server's state, keeps one time view shared by every chart (the
 // live edge, or where the user zoomed), and feeds the panels.  Read-only: only GETs.
-import { getJSON, getText, setBase, toSec, toNs, fmtNs, fmtCount, stats } from "./api.js";
+import { getJSON, getText, parseBigJSON, setBase, toSec, toNs, fmtNs, fmtCount, stats } from "./api.js";
 import { Panel, readTheme, priceSpec, balancesSpec, pnlSpec, latencySpec, trafficSpec, countVisible } from "./charts.js";
 import { Tree, VTable, renderLadder, renderOrders, setInstOptions, renderTelemetry, renderTraffic, renderBalances, renderPnl } from "./tables.js";
 
@@ -61,6 +61,7 @@ function setConn(ok) {
   const e = $("conn");
   e.textContent = ok ? "connected" : "disconnected";
   e.className = "conn " + (ok ? "ok" : "down");
+  document.body.classList.toggle("stale", !ok); // what is shown is no longer current
   if (ok && was === false) reloadAll(); // what failed while the server was away
 }
 
@@ -93,6 +94,7 @@ function followRange() {
   return [toSec(t0), toSec(e)];
 }
 function view() { return { t0: toNs(S.x0), t1: toNs(S.x1) }; }
+const edgeX = () => (S.state ? toSec(edgeNs()) : null);
 
 function setView(x0, x1) {
   S.x0 = x0;
@@ -111,6 +113,12 @@ function updateLiveUI() {
 function userRange(a, b) {
   if (!S.state || !(b > a) || !Number.isFinite(a) || !Number.isFinite(b)) return;
   if (b - a < MIN_SPAN_S) { const c = (a + b) / 2; a = c - MIN_SPAN_S / 2; b = c + MIN_SPAN_S / 2; }
+  // no further out than the data (and a margin): past it there is nothing to look at
+  const tmin = bigOr(S.state.t_min_ns_s, 0n);
+  const hi = edgeX(), lo = tmin > 0n ? toSec(tmin) : hi - 60;
+  const m = Math.max((hi - lo) * 0.05, 1);
+  const [A, B] = [lo - m, hi + m];
+  if (b - a >= B - A) { a = A; b = B; } else if (a < A) { b += A - a; a = A; } else if (b > B) { a -= b - B; b = B; }
   S.follow = false;
   updateLiveUI();
   setView(a, b);
@@ -183,7 +191,7 @@ function applySpecs() {
   const sp = specs();
   for (const [name, spec] of Object.entries(sp)) {
     if (!P[name]) {
-      P[name] = new Panel(name, $(CHART_EL[name]), { userRange, live: goLive, view }, spec);
+      P[name] = new Panel(name, $(CHART_EL[name]), { userRange, live: goLive, view, edgeX }, spec);
       P[name].afterDraw = (what, t) => afterDraw(name, what, t);
       if (S.x0 != null) P[name].setX(S.x0, S.x1);
       new ResizeObserver(() => onResize(name)).observe($(CHART_EL[name]));
@@ -251,7 +259,7 @@ async function fetchOrders() {
     S.ordersVersion = version;
     if (txt !== S.ordersText) {
       S.ordersText = txt;
-      renderOrders(JSON.parse(txt), { orders: ordersT, requests: requestsT, model: $("f-model"), status: $("f-status") }, S.byId);
+      renderOrders(parseBigJSON(txt), { orders: ordersT, requests: requestsT, model: $("f-model"), status: $("f-status") }, S.byId);
     }
     S.ordersShown = true;
     checkReady();
@@ -276,6 +284,12 @@ function stateTables(st) {
   const e = $("price-status");
   e.textContent = b ? b.status : "";
   e.dataset.status = b ? b.status : "";
+}
+
+function pickDefault(st) {
+  const withTop = S.insts.filter((i) => have(`top/${i.id}`));
+  const pick = withTop[0] || treeInstruments(st)[0];
+  if (pick) select(pick.id);
 }
 
 function treeInstruments(st) {
@@ -331,15 +345,14 @@ function onState(st) {
   setInstOptions($("f-inst"), S.insts);
   if (first) {
     S.windowS = S.meta.mode === "recording" ? null : 60;
-    const withTop = S.insts.filter((i) => have(`top/${i.id}`));
-    const pick = (withTop[0] || treeInstruments(st)[0] || S.insts[0]);
-    if (pick) select(pick.id);
+    pickDefault(st);
     applySpecs();
     updateLiveUI();
     const [a, b] = followRange();
     setView(a, b);
     reloadAll();
   } else {
+    if (!S.sel) pickDefault(st); // a live system that had no instrument yet
     followTick(st);
   }
   stateTables(st);
@@ -388,7 +401,9 @@ async function poll() {
     S.tick++;
     pollBook();
     // new series appear as a live system runs (a first order, a new balance)
-    if ((st.live || S.meta.mode === "live") && t - S.lastMeta > 5000) { S.lastMeta = t; refreshMeta(); }
+    // (at once when a book we do not know shows up)
+    const unknown = (st.books || []).some((b) => !S.byId.has(String(b.inst)));
+    if ((st.live || S.meta.mode === "live") && t - S.lastMeta > (unknown ? 1000 : 5000)) { S.lastMeta = t; refreshMeta(); }
   } catch {
     setConn(false);
   }

@@ -81,8 +81,12 @@ export const yAxis = (scale, side = 3, extra = {}) =>
 // A y range that always exists (axes and grid draw even before data) and never collapses.
 export function padRange(mn, mx, log = false) {
   if (!Number.isFinite(mn) || !Number.isFinite(mx)) return log ? [1, 1000] : [0, 1];
-  if (log) return mx > 0 ? [Math.max(mn, mx * 1e-6) / 1.5, mx * 1.5] : [1, 1000];
-  const p = mx > mn ? (mx - mn) * 0.08 : Math.max(Math.abs(mx) * 1e-4, 1e-9);
+  if (log) { // whole decades: ticks at 1, 10, 100…
+    if (!(mx > 0)) return [1, 1000];
+    const lo = Math.floor(Math.log10(Math.max(mn, mx * 1e-7))), hi = Math.ceil(Math.log10(mx));
+    return [10 ** lo, 10 ** Math.max(hi, lo + 1)];
+  }
+  const p = mx > mn ? (mx - mn) * 0.08 : Math.abs(mx) * 0.01 || 1;
   return [mn - p, mx + p];
 }
 
@@ -100,7 +104,7 @@ function concatSeg(a, b) {
   const x = new Float64Array(n); x.set(a.x.subarray(0, a.n)); x.set(b.x, a.n);
   const cols = {};
   for (const [k, c] of Object.entries(a.cols)) {
-    const d = new Float64Array(n); d.set(c.data.subarray(0, a.n));
+    const d = new c.data.constructor(n); d.set(c.data.subarray(0, a.n));
     if (b.cols[k]) d.set(b.cols[k].data, a.n);
     cols[k] = { data: d, scale: c.scale };
   }
@@ -133,6 +137,26 @@ function merge(segs) {
     src[best][r] = pos[best]++;
   }
   return { x: x.subarray(0, r + 1), src: src.map((a) => a.subarray(0, r + 1)) };
+}
+
+// A step line holds its last value until the next change: one more row at the view's end (or the
+// data's end, if sooner), mapped to each step key's last row, so a quiet book or balance still
+// draws across the view (and the legend shows the row that set it).
+function extendSteps(m, segs, spec, xEnd) {
+  const R = m.x.length;
+  if (!R || !(xEnd > m.x[R - 1]) || !Number.isFinite(xEnd)) return m;
+  const stepKeys = new Set(spec.series.filter((s) => s.kind === "step").map((s) => spec.keys.indexOf(s.key)));
+  if (!stepKeys.size) return m;
+  const x = new Float64Array(R + 1);
+  x.set(m.x);
+  x[R] = xEnd;
+  const src = segs.map((seg, k) => {
+    const a = new Int32Array(R + 1);
+    if (m.src) a.set(m.src[k]); else for (let i = 0; i < R; i++) a[i] = i;
+    a[R] = stepKeys.has(k) && seg.n ? seg.n - 1 : -1;
+    return a;
+  });
+  return { x, src };
 }
 
 const EMPTY = { n: 0, t: new BigInt64Array(0), x: new Float64Array(0), cols: {} };
@@ -278,7 +302,7 @@ export class Panel {
   build() {
     const spec = this.spec;
     const segs = spec.keys.map((k) => this.segs.get(k) || EMPTY);
-    this.m = merge(segs);
+    this.m = extendSteps(merge(segs), segs, spec, Math.min(this.x1 ?? Infinity, this.ctl.edgeX() ?? Infinity));
     const R = this.m.x.length;
     const cols = spec.series.map((s) => {
       const k = spec.keys.indexOf(s.key);
@@ -420,11 +444,11 @@ export class Panel {
 }
 
 // ------------------------------------------------------------------------------ interactions
-function startPan(panel, e) {
+function startPan(panel, e, own = false) {
   const u = panel.u;
   const x0 = u.scales.x.min, x1 = u.scales.x.max, w = u.bbox.width / PX();
   const sx = e.clientX;
-  e.preventDefault();
+  if (own) e.preventDefault(); // uPlot's own listeners are passive
   document.body.classList.add("panning");
   const move = (ev) => {
     const d = ((ev.clientX - sx) / w) * (x1 - x0);
@@ -470,7 +494,7 @@ function attachInteractions(panel) {
   };
   place();
   u.hooks.setSize = [...(u.hooks.setSize || []), place];
-  grab.addEventListener("mousedown", (e) => { if (e.button === 0) startPan(panel, e); });
+  grab.addEventListener("mousedown", (e) => { if (e.button === 0) startPan(panel, e, true); });
   grab.addEventListener("wheel", wheel, { passive: false });
 }
 
@@ -516,7 +540,7 @@ export function priceSpec(inst, have, legendEl) {
     },
     axes: [yAxis("y", 3)],
     hooks: {
-      drawClear: [(u) => panel && drawBooks(u, seg("books"))],
+      drawClear: [(u) => panel && drawBooks(u, seg("books"), panel.ctl.edgeX())],
       draw: [(u) => panel && drawMarkers(u, seg("trades"), seg("orders"), seg("fills"))],
       setCursor: [(u) => panel && hover(panel, u, inst)],
     },
@@ -546,7 +570,7 @@ function clipPlot(u) {
 }
 
 const BAND = { 0: "grey", 2: "gap", 3: "resync", 4: "stale", 5: "warn" };
-function drawBooks(u, s) {
+function drawBooks(u, s, edge) { // the last state lasts until the data's end
   if (!s || !s.n || !s.cols.status) return;
   const ctx = u.ctx, { top, height, left, width } = u.bbox, st = s.cols.status.data;
   clipPlot(u);
@@ -556,7 +580,7 @@ function drawBooks(u, s) {
     const c = BAND[st[i]];
     if (!c) continue;
     const xa = Math.max(left, u.valToPos(s.x[i], "x", true));
-    const xb = i + 1 < s.n ? u.valToPos(s.x[i + 1], "x", true) : left + width;
+    const xb = i + 1 < s.n ? u.valToPos(s.x[i + 1], "x", true) : Math.min(left + width, edge != null ? u.valToPos(edge, "x", true) : Infinity);
     ctx.globalAlpha = 0.13;
     ctx.fillStyle = theme[c];
     ctx.fillRect(xa, top, Math.max(1, xb - xa), height);
@@ -683,7 +707,9 @@ function hover(panel, u, inst) {
   if (kind === "books") head = `Book ${BOOK_STATUS[v("status")] ?? v("status")}`;
   else {
     const sd = sideName(v("side"));
-    head = kind === "orders" ? `Order ${v("order_id") ?? ""} · ${sd} · ${ORDER_STATUS[v("status")] ?? v("status")}`
+    const oid = v("order_id"); // past 2^53 a float column cannot hold an id exactly
+    const oids = oid == null ? "" : typeof oid === "number" && !Number.isSafeInteger(oid) ? "≈" + oid : String(oid);
+    head = kind === "orders" ? `Order ${oids} · ${sd} · ${ORDER_STATUS[v("status")] ?? v("status")}`
       : kind === "fills" ? `Fill · ${sd}` : `Trade · ${sd} aggressor`;
     body = `<div><b>${px("price")}</b> ${esc(inst.quote || "")} × ${px("size")} ${esc(inst.base || "")}</div>`;
   }
@@ -749,9 +775,24 @@ export function latencySpec(have, legendEl, log) {
   return {
     keys, overlays: [], series, legendEl, sig: log, bind: (p) => { panel = p; },
     scales: { y: log ? { distr: 3, log: 10, auto: true, range: (u, mn, mx) => padRange(mn, mx, true) } : { auto: true, range: (u, mn, mx) => padRange(Math.min(0, mn), mx) } },
-    axes: [yAxis("y", 3, { label: "µs", labelSize: 14 })],
+    axes: [yAxis("y", 3, { values: (u, splits) => splits.map((v) => fmtDurShort(v * 1e3)), splits: log ? logSplits : undefined })],
     hooks: { draw: [(u) => panel && drawLatency(u, panel.segs.get(key))] },
   };
+}
+
+function logSplits(u, ai, min, max) {
+  const out = [];
+  const lo = Math.floor(Math.log10(min)), hi = Math.ceil(Math.log10(max));
+  const mult = hi - lo <= 2 ? [1, 2, 5] : [1];
+  for (let e = lo; e <= hi; e++) for (const m of mult) { const v = m * 10 ** e; if (v >= min * 0.999 && v <= max * 1.001) out.push(v); }
+  return out;
+}
+
+// axis ticks: "100 µs", "1.5 ms", "2 s"
+function fmtDurShort(ns) {
+  const a = Math.abs(ns);
+  const [d, unit] = a >= 1e9 ? [1e9, "s"] : a >= 1e6 ? [1e6, "ms"] : a >= 1e3 ? [1e3, "µs"] : [1, "ns"];
+  return `${+(ns / d).toPrecision(3)} ${unit}`;
 }
 
 function drawLatency(u, s) {

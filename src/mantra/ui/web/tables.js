@@ -46,6 +46,11 @@ const sideCls = (s) => (/^b/i.test(side(s)) ? "buy" : /^s/i.test(side(s)) ? "sel
 const FLAGS = [[1, "post-only"], [2, "IOC"], [4, "reduce-only"]];
 const flags = (f) => (typeof f === "number" ? FLAGS.filter(([b]) => f & b).map(([, n]) => n).join(" ") : String(f ?? ""));
 const reason = (r) => (!r ? "" : String(r));
+// ids of a session share a long prefix (a start time): the tail tells them apart, the title has all
+const id = (v) => {
+  const s = String(v ?? "");
+  return `<td class="id" title="${esc(s)}">${s.length > 10 ? "…" + esc(s.slice(-7)) : s === "0" ? "" : esc(s)}</td>`;
+};
 const statusCls = (s) => "st st-" + String(s || "").toLowerCase().replace(/_/g, "-");
 
 // ------------------------------------------------------------------------------------ tree
@@ -146,7 +151,7 @@ export function renderOrders(doc, els, instById) { // els.orders, els.requests: 
   const inst = (id) => instById.get(String(id));
   els.orders.set((doc.orders || []).map((o) => {
     const i = inst(o.inst);
-    return `<tr><td class="mono" title="${fmtNs(o.t_ns_s)} UTC">${fmtNsTime(o.t_ns_s)}</td><td class="num">${esc(o.order_id)}</td>` +
+    return `<tr><td class="mono" title="${fmtNs(o.t_ns_s)} UTC">${fmtNsTime(o.t_ns_s)}</td>${id(o.order_id)}` +
       `<td class="num">${esc(o.model)}</td><td title="${esc(i ? i.venue : "")}">${esc(instName(i) || o.inst)}</td>` +
       `<td class="${sideCls(o.side)}">${esc(side(o.side))}</td><td class="num">${esc(o.price)}</td><td class="num">${esc(o.size)}</td>` +
       `<td class="num">${esc(o.filled)}</td><td><span class="${statusCls(o.status)}">${esc(String(o.status).replace(/_/g, " "))}</span></td>` +
@@ -154,8 +159,8 @@ export function renderOrders(doc, els, instById) { // els.orders, els.requests: 
   }));
   els.requests.set((doc.requests || []).map((r) => {
     const i = inst(r.inst);
-    return `<tr><td class="mono" title="${fmtNs(r.t_ns_s)} UTC">${fmtNsTime(r.t_ns_s)}</td><td class="num">${esc(r.order_id)}</td>` +
-      `<td class="num">${esc(r.ref_id)}</td><td>${esc(r.action)}</td><td title="${esc(i ? i.venue : "")}">${esc(instName(i) || r.inst)}</td>` +
+    return `<tr><td class="mono" title="${fmtNs(r.t_ns_s)} UTC">${fmtNsTime(r.t_ns_s)}</td>${id(r.order_id)}` +
+      `${id(r.ref_id)}<td>${esc(r.action)}</td><td title="${esc(i ? i.venue : "")}">${esc(instName(i) || r.inst)}</td>` +
       `<td class="num">${esc(r.model)}</td><td class="${sideCls(r.side)}">${esc(side(r.side))}</td><td class="num">${esc(r.price)}</td>` +
       `<td class="num">${esc(r.size)}</td><td class="num" title="${r.latency_ns == null ? "" : esc(r.latency_ns) + " ns"}">${fmtDur(r.latency_ns)}</td></tr>`;
   }));
@@ -164,10 +169,10 @@ export function renderOrders(doc, els, instById) { // els.orders, els.requests: 
 // ----------------------------------------------------------------------------- state tables
 export function renderTelemetry(tbody, rows) {
   const sorted = (rows || []).slice().sort((a, b) => (a.actor + a.stream + a.kind).localeCompare(b.actor + b.stream + b.kind));
-  const html = sorted.map((t) => `<tr><td>${esc(t.actor)}</td><td>${esc(t.stream)}</td><td class="muted">${esc(t.kind)}</td>` +
+  const html = sorted.map((t) => `<tr><td>${esc(t.actor)}</td><td>${esc(t.stream)} <span class="kind" title="${esc(t.kind)}">${t.kind === "processing" ? "proc" : t.kind === "latency" ? "lat" : esc(t.kind)}</span></td>` +
     `<td class="num">${fmtCount(t.n)}</td><td class="num">${fmtDur(t.p50_ns)}</td><td class="num">${fmtDur(t.p99_ns)}</td>` +
     `<td class="num">${fmtDur(t.p999_ns)}</td><td class="num">${fmtDur(t.max_ns)}</td></tr>`).join("");
-  setHTML(tbody, html || `<tr class="empty"><td colspan="8">no telemetry</td></tr>`);
+  setHTML(tbody, html || `<tr class="empty"><td colspan="7">no telemetry</td></tr>`);
 }
 
 export function renderTraffic(tbody, rows) {
@@ -176,13 +181,13 @@ export function renderTraffic(tbody, rows) {
     const cs = q.consumers && q.consumers.length ? q.consumers : [{ label: "—", lag: null, lost: 0 }];
     cs.forEach((c, i) => {
       html += `<tr${i === 0 ? ' class="first"' : ""}>` +
-        (i === 0 ? `<td rowspan="${cs.length}">${esc(q.queue)}</td><td rowspan="${cs.length}" class="muted">${esc(q.type)}</td>` +
+        (i === 0 ? `<td rowspan="${cs.length}" title="${esc(q.type)}">${esc(q.queue)}</td>` +
           `<td rowspan="${cs.length}" class="num">${fmtNum(q.rate, 1)}</td><td rowspan="${cs.length}" class="num">${fmtCount(q.head)}</td>` : "") +
         `<td>${esc(c.label)}</td><td class="num">${c.lag == null ? "—" : fmtCount(c.lag)}</td>` +
         `<td class="num${c.lost > 0 ? " lost" : ""}">${fmtCount(c.lost)}</td></tr>`;
     });
   }
-  setHTML(tbody, html || `<tr class="empty"><td colspan="7">no queues</td></tr>`);
+  setHTML(tbody, html || `<tr class="empty"><td colspan="6">no queues</td></tr>`);
 }
 
 export function renderBalances(tbody, balances, venue) {
