@@ -165,10 +165,16 @@ function goLive() {
   reloadAll();
 }
 
+// Every panel anew for the view: the price panel first, the small charts once it is drawn (their
+// requests would otherwise queue before its own on the browser's few connections per server).
 function reloadAll() {
   if (!S.state || S.x0 == null) return;
-  const v = view();
-  for (const p of Object.values(P)) p.want(v);
+  P.price.onIdle = () => {
+    P.price.onIdle = null;
+    const v = view();
+    for (const n of SECONDARY) P[n].want(v);
+  };
+  P.price.want(view());
   S.lastFull = performance.now();
 }
 
@@ -187,9 +193,10 @@ function specs() {
 }
 const CHART_EL = { price: "price-chart", balances: "bal-chart", pnl: "pnl-chart", latency: "lat-chart", traffic: "traffic-chart" };
 
-function applySpecs() {
+function applySpecs(only = null) {
   const sp = specs();
   for (const [name, spec] of Object.entries(sp)) {
+    if (only && !only.includes(name)) continue;
     if (!P[name]) {
       P[name] = new Panel(name, $(CHART_EL[name]), { userRange, live: goLive, view, edgeX }, spec);
       P[name].afterDraw = (what, t) => afterDraw(name, what, t);
@@ -230,7 +237,7 @@ function checkReady() {
 }
 
 // ------------------------------------------------------------------------------- selection
-function select(id) {
+function select(id, build = true) {
   id = String(id);
   const inst = S.byId.get(id);
   if (!inst) return;
@@ -242,10 +249,10 @@ function select(id) {
   $("bal-venue").textContent = inst.venue;
   if (changed) {
     $("f-inst").value = id; // the orders filter follows the selection
-    S.ladderBook = null;
+    history.replaceState(null, "", "#inst=" + encodeURIComponent(id)); // a reload keeps it
     fetchOrders();
   }
-  applySpecs();
+  if (build) applySpecs();
   if (S.state) stateTables(S.state);
 }
 
@@ -286,10 +293,11 @@ function stateTables(st) {
   e.dataset.status = b ? b.status : "";
 }
 
-function pickDefault(st) {
+function pickDefault(st, build = true) {
+  const fromUrl = S.byId.get(decodeURIComponent((location.hash.match(/inst=([^&]+)/) || [])[1] || ""));
   const withTop = S.insts.filter((i) => have(`top/${i.id}`));
-  const pick = withTop[0] || treeInstruments(st)[0];
-  if (pick) select(pick.id);
+  const pick = fromUrl || withTop[0] || treeInstruments(st)[0];
+  if (pick) select(pick.id, build);
 }
 
 function treeInstruments(st) {
@@ -298,17 +306,11 @@ function treeInstruments(st) {
   return S.insts.filter((i) => ids.has(String(i.id)));
 }
 
-// Which keys changed since they were last asked: the server may send series_n (rows per key);
-// without it the fast keys are asked every tick and the rest less often.
+// Which keys to ask for their new rows: those whose row count changed, if the server sends
+// series_n (rows per key); otherwise the fast keys every tick and the rest every few.
 function changedKeys(keys, every, st) {
   const sn = st.series_n;
-  if (sn) {
-    return keys.filter((k) => {
-      if (sn[k] === undefined || sn[k] === S.seriesN[k]) return false;
-      S.seriesN[k] = sn[k];
-      return true;
-    });
-  }
+  if (sn) return keys.filter((k) => sn[k] !== undefined && sn[k] !== S.seriesN[k]);
   return keys.filter((k) => /^(top|trades)\//.test(k) || S.tick % every === 0);
 }
 
@@ -330,6 +332,7 @@ function followTick(st) {
     p.x0 = a;
     p.x1 = b;
     if (keys.length && !p.busy && !p.tailBusy) {
+      if (st.series_n) for (const k of keys) S.seriesN[k] = st.series_n[k];
       p.tail(keys, span).then((n) => { if (name === "price" && n > 0) M.appends++; });
     } else if (moved && (name === "price" || S.tick % 4 === 0)) p.setX(a, b); // the small charts slide at 2 Hz: CPU
   }
@@ -345,12 +348,12 @@ function onState(st) {
   setInstOptions($("f-inst"), S.insts);
   if (first) {
     S.windowS = S.meta.mode === "recording" ? null : 60;
-    pickDefault(st);
-    applySpecs();
     updateLiveUI();
-    const [a, b] = followRange();
-    setView(a, b);
+    [S.x0, S.x1] = followRange();
+    pickDefault(st, false);
+    applySpecs(["price"]); // the price panel and its query first: the first draw a user waits for
     reloadAll();
+    applySpecs();
   } else {
     if (!S.sel) pickDefault(st); // a live system that had no instrument yet
     followTick(st);
@@ -393,21 +396,31 @@ function setMeta(meta) {
 
 async function poll() {
   const t = performance.now();
+  let st = null;
   try {
-    if (!S.meta) setMeta(await getJSON("meta", {}, 3000));
-    const st = await getJSON("state", {}, 3000);
-    setConn(true);
-    onState(st);
-    S.tick++;
-    pollBook();
-    // new series appear as a live system runs (a first order, a new balance)
-    // (at once when a book we do not know shows up)
-    const unknown = (st.books || []).some((b) => !S.byId.has(String(b.inst)));
-    if ((st.live || S.meta.mode === "live") && t - S.lastMeta > (unknown ? 1000 : 5000)) { S.lastMeta = t; refreshMeta(); }
+    if (S.meta) st = await getJSON("state", {}, 3000);
+    else {
+      const [meta, s] = await Promise.all([getJSON("meta", {}, 3000), getJSON("state", {}, 3000)]);
+      setMeta(meta);
+      st = s;
+    }
   } catch {
-    setConn(false);
+    setConn(false); // shown, and asked again; nothing thrown
   }
-  setTimeout(poll, Math.max(10, (S.connected ? POLL_MS : 1000) - (performance.now() - t)));
+  try {
+    if (st) {
+      setConn(true);
+      onState(st);
+      S.tick++;
+      pollBook();
+      // new series appear as a live system runs (a first order, a new balance); at once when
+      // a book we do not know shows up
+      const unknown = (st.books || []).some((b) => !S.byId.has(String(b.inst)));
+      if ((st.live || S.meta.mode === "live") && t - S.lastMeta > (unknown ? 1000 : 5000)) { S.lastMeta = t; refreshMeta(); }
+    }
+  } finally { // a bug in a panel shows in the console but does not stop the polling
+    setTimeout(poll, Math.max(10, (S.connected ? POLL_MS : 1000) - (performance.now() - t)));
+  }
 }
 
 // ----------------------------------------------------------------------------------- controls

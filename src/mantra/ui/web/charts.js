@@ -313,14 +313,17 @@ export class Panel {
       const keep = s.keep;
       if (!src && !keep && c) {
         const y = new Float64Array(R);
-        for (let i = 0; i < R; i++) y[i] = c.data[i] * mult;
-        return y;
+        let nan = false;
+        for (let i = 0; i < R; i++) { y[i] = c.data[i] * mult; nan ||= y[i] !== y[i]; }
+        if (!nan) return y;
       }
-      const y = new Array(R); // holes (undefined) are alignment gaps that uPlot spans
+      // holes (undefined) are alignment gaps that uPlot spans; NaN (an empty side of a book) is a
+      // real gap: null
+      const y = new Array(R);
       if (!c) return y;
       for (let i = 0; i < R; i++) {
         const r = src ? src[i] : i;
-        if (r >= 0 && (!keep || keep(seg, r))) y[i] = c.data[r] * mult;
+        if (r >= 0 && (!keep || keep(seg, r))) { const v = c.data[r] * mult; y[i] = v === v ? v : null; }
       }
       return y;
     });
@@ -386,6 +389,7 @@ export class Panel {
       this.redraw();
     }
     this.busy = false;
+    if (this.onIdle) this.onIdle();
   }
 
   // A newer need elsewhere (a zoom of the price panel) frees the connections this load holds.
@@ -775,7 +779,10 @@ export function latencySpec(have, legendEl, log) {
   return {
     keys, overlays: [], series, legendEl, sig: log, bind: (p) => { panel = p; },
     scales: { y: log ? { distr: 3, log: 10, auto: true, range: (u, mn, mx) => padRange(mn, mx, true) } : { auto: true, range: (u, mn, mx) => padRange(Math.min(0, mn), mx) } },
-    axes: [yAxis("y", 3, { values: (u, splits) => splits.map((v) => fmtDurShort(v * 1e3)), splits: log ? logSplits : undefined })],
+    axes: [yAxis("y", 3, {
+      values: (u, splits) => splits.map((v) => (v == null ? "" : fmtDurShort(v * 1e3))),
+      ...(log ? { splits: logSplits, filter: (u, splits) => splits } : {}), // our ticks, all labelled
+    })],
     hooks: { draw: [(u) => panel && drawLatency(u, panel.segs.get(key))] },
   };
 }
