@@ -6,7 +6,7 @@ const TOKEN = new URLSearchParams(location.search).get("token");
 export const stats = { queries: 0 };
 
 // Relative URLs (the page may be served below a prefix), with the page's own token appended.
-export function apiUrl(path, params = {}) {
+function apiUrl(path, params = {}) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
   if (TOKEN) q.set("token", TOKEN);

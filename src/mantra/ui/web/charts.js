@@ -74,12 +74,12 @@ function axisBase(extra) {
     ...extra,
   };
 }
-export const xAxis = () => axisBase({ splits: timeSplits, values: timeValues, size: 36 });
-export const yAxis = (scale, side = 3, extra = {}) =>
+const xAxis = () => axisBase({ splits: timeSplits, values: timeValues, size: 36 });
+const yAxis = (scale, side = 3, extra = {}) =>
   axisBase({ scale, side, size: ySize, grid: { show: side === 3, stroke: () => theme.grid, width: 1 }, ...extra });
 
 // A y range that always exists (axes and grid draw even before data) and never collapses.
-export function padRange(mn, mx, log = false) {
+function padRange(mn, mx, log = false) {
   if (!Number.isFinite(mn) || !Number.isFinite(mx)) return log ? [1, 1000] : [0, 1];
   if (log) { // whole decades: ticks at 1, 10, 100…
     if (!(mx > 0)) return [1, 1000];
@@ -92,7 +92,7 @@ export function padRange(mn, mx, log = false) {
 
 // ------------------------------------------------------------------------------- data helpers
 // first index with x[i] >= v
-export function lowerBound(x, n, v) {
+function lowerBound(x, n, v) {
   let lo = 0, hi = n;
   while (lo < hi) { const m = (lo + hi) >> 1; if (x[m] < v) lo = m + 1; else hi = m; }
   return lo;
@@ -362,6 +362,15 @@ export class Panel {
 
   async pump() {
     this.busy = true;
+    try {
+      await this.drain();
+    } finally { // (a bug while drawing still shows in the console, and the next request runs)
+      this.busy = false;
+    }
+    if (this.onIdle) this.onIdle();
+  }
+
+  async drain() {
     while (this.pending) {
       const req = this.pending;
       this.pending = null;
@@ -383,13 +392,10 @@ export class Panel {
       this.failed = false;
       this.segs = new Map(answers.map((a) => [a.key, a]));
       this.loaded = true;
-      this.loadedAt = performance.now();
       if (this.onAnswer) this.onAnswer(answers, req);
       this.measureFrom = req.measure ? req.at : null;
       this.redraw();
     }
-    this.busy = false;
-    if (this.onIdle) this.onIdle();
   }
 
   // A newer need elsewhere (a zoom of the price panel) frees the connections this load holds.
@@ -404,36 +410,36 @@ export class Panel {
     if (this.busy || this.tailBusy || !this.loaded || !keys.length) return 0;
     this.tailBusy = true;
     const gen = this.gen;
-    let added = 0;
+    let added = 0, answers;
     try {
       const w = this.plotWidth();
-      const answers = await Promise.all(keys.map((k) => {
+      answers = await Promise.all(keys.map((k) => {
         const s = this.segs.get(k);
         const from = s && s.n ? s.t[s.n - 1] + 1n : this.ctl.view().t0;
         const last = s && s.n ? s.x[s.n - 1] : this.x0;
         const px = Math.max(1, Math.ceil((w * Math.max(0, this.x1 - last)) / spanS));
         return getSeries(k, from, null, px);
       }));
-      if (gen !== this.gen || this.busy) return 0;
-      for (let a of answers) {
-        const s = this.segs.get(a.key);
-        if (s && s.n) { // the answer starts with a row before the range (for lines): we have it
-          const last = s.t[s.n - 1];
-          let i = 0;
-          while (i < a.n && a.t[i] <= last) i++;
-          a = sliceSeg(a, i);
-        }
-        if (!a.n) continue;
-        this.segs.set(a.key, s && s.n ? concatSeg(s, a) : a);
-        added += a.n;
-      }
-      this.trim();
-      this.redraw();
     } catch {
-      /* the next tick asks again */
+      return 0; // the next tick asks again
     } finally {
       this.tailBusy = false;
     }
+    if (gen !== this.gen || this.busy) return 0; // a full answer replaced the data meanwhile
+    for (let a of answers) {
+      const s = this.segs.get(a.key);
+      if (s && s.n) { // the answer starts with a row before the range (for lines): we have it
+        const last = s.t[s.n - 1];
+        let i = 0;
+        while (i < a.n && a.t[i] <= last) i++;
+        a = sliceSeg(a, i);
+      }
+      if (!a.n) continue;
+      this.segs.set(a.key, s && s.n ? concatSeg(s, a) : a);
+      added += a.n;
+    }
+    this.trim();
+    this.redraw();
     return added;
   }
 

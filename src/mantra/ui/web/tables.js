@@ -2,7 +2,7 @@
 // Each render builds one HTML string and touches the DOM only when it changed.
 import { esc, fmtNs, fmtNsTime, fmtDur, fmtNum, fmtCount, decScale, decToBig, fmtFixed, sideName } from "./api.js";
 
-export function setHTML(el, html) {
+function setHTML(el, html) {
   if (el._html !== html) { el._html = html; el.innerHTML = html; }
 }
 
