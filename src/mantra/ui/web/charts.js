@@ -347,6 +347,15 @@ export class Panel {
 
   onDraw(u) {
     if (!this.loaded) return;
+    if (!this.rows()) { // say so, rather than leave an empty grid to be puzzled over
+      const { left, top, width, height } = u.bbox;
+      u.ctx.save();
+      u.ctx.font = `${12 * PX()}px system-ui, sans-serif`;
+      u.ctx.fillStyle = theme.muted;
+      u.ctx.textAlign = "center";
+      u.ctx.fillText(this.keys.length ? "no data in this range" : "no data", left + width / 2, top + height / 2);
+      u.ctx.restore();
+    }
     if (this.measureFrom != null) { const t = this.measureFrom; this.measureFrom = null; this.afterDraw && this.afterDraw("redraw", t); }
     if (!this.drawnOnce) { this.drawnOnce = true; this.afterDraw && this.afterDraw("first"); }
     if (this.rows() > 0 && !this.drawnWithData) { this.drawnWithData = true; this.afterDraw && this.afterDraw("data"); }
