@@ -1,0 +1,455 @@
+"""Bitstamp order entry end to end: ``BitstampOrders`` through the shared ``AccountRunner`` against the
+Bitstamp simulator over loopback sockets (signed HTTP API v2 on kept-alive connections, the private
+WebSocket channels with their token).
+
+Every test checks the invariants the issue asks for: no order placed twice (the simulator counts
+NEWs per client id, and accepts a client id it has seen, as the venue does since 2023-11), every
+fill counted once (the overseer's ``Orders`` book), balances (total and available) equal to the
+simulator's truth.  The handler's process is also killed (SIGKILL) and restarted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+from bitstampkit import BitstampHarness as Harness
+from mantra.sim.bitstamp import DEFAULT_KEY, DEFAULT_SECRET, BitstampSimulator
+from mantra.spine.messages import OrderAction, OrderFlags, OrderStatus, OrderUpdate
+from mantra.trading.accounts import Reject
+from mantra.venues.account import Credentials, Halt, client_id
+from mantra.venues.bitstamp import auth, doctor
+from waits import wait_for
+
+S = OrderStatus
+ASK, BID = -1, 1
+UNIT = 100_000  # lots of 0.00000001 BTC: 0.001 BTC, above the 10 USD minimum order value
+
+
+@pytest.fixture
+def sim():
+    s = BitstampSimulator(seed=5, rate=40, lifetime_s=120).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def h(sim):
+    x = Harness(sim, timeout_s=1.0).start()
+    yield x
+    x.close()
+
+
+def _take(h, lots=4):
+    """A marketable buy (IOC) that fills against the book, maybe in several trades."""
+    ask = h.book().top(ASK, 3)[-1][0]
+    return h.new(ask, lots * UNIT, flags=OrderFlags.IOC)
+
+
+def _done(h, r):
+    o = h.orders.get(r.order_id)
+    return o is not None and not o.live and o.fill_qty >= o.filled
+
+
+def _reasons(h):
+    return [m.reason for m in h.out if type(m) is OrderUpdate]
+
+
+def test_place_fill_cancel_and_amend_refused(h, sim):
+    r = h.new(h.far_bid(), 2 * UNIT)  # far below the market: rests
+    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
+    st = sim.order_state(client_id(r.order_id))
+    assert st is not None and (st.price, st.size) == (r.price, r.size)
+    # Bitstamp has no amend in place: refused, the order stands as it was
+    h.request(OrderAction.AMEND, ref=r.order_id, price=r.price - h.btc.tick, size=3 * UNIT)
+    assert _reasons(h)[-1] == Reject.UNSUPPORTED and h.status(r.order_id) == S.OPEN
+    assert (sim.order_state(client_id(r.order_id)).price, sim.order_state(client_id(r.order_id)).size) == \
+        (r.price, r.size)
+    h.request(OrderAction.CANCEL, ref=r.order_id)
+    assert h.pump(lambda: h.status(r.order_id) == S.CANCELLED)
+    assert client_id(r.order_id) not in sim.open_orders()
+    # a marketable buy fills against the simulator's book
+    t = h.new(h.book().best_ask() + 20 * h.btc.tick, UNIT, flags=OrderFlags.IOC)
+    assert h.pump(lambda: _done(h, t) and h.status(t.order_id) in (S.FILLED, S.CANCELLED))
+    assert h.fills(t.order_id) and h.orders.get(t.order_id).fill_qty > 0
+    h.check_invariants()
+
+
+def test_rejects_carry_the_venues_reasons(h):
+    tiny = h.new(h.far_bid(), UNIT // 10)  # 0.0001 BTC: below the 10 USD minimum order value
+    huge = h.new(h.far_bid(), 10**8 * 1000)  # 1000 BTC: more USD than the account holds
+    cross = h.new(h.book().best_ask() + h.btc.tick, UNIT, flags=OrderFlags.POST_ONLY)
+    assert h.pump(lambda: h.status(tiny.order_id) == h.status(huge.order_id) == S.REJECTED
+                  and h.status(cross.order_id) == S.CANCELLED)
+    ups = {m.order_id: m.reason for m in h.out if type(m) is OrderUpdate and m.status in (S.REJECTED, S.CANCELLED)}
+    # maker-or-cancel: the venue takes the order and cancels it at once
+    assert [ups[r.order_id] for r in (tiny, huge, cross)] == [Reject.MIN_NOTIONAL, Reject.INSUFFICIENT_BALANCE,
+                                                               Reject.POST_ONLY]
+    h.check_invariants()
+
+
+def _post(sim, path, headers, body):
+    u = urlsplit(sim.rest_url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+    c.request("POST", path, body=body or None, headers=dict(headers))
+    r = c.getresponse()
+    raw = r.read()
+    out = r.status, {k.lower(): v for k, v in r.getheaders()}, raw
+    c.close()
+    return out
+
+
+def test_signature_nonce_and_timestamp_checked_with_the_real_signing(sim):
+    path = "/api/v2/account_balances/"
+    host = urlsplit(sim.rest_url).netloc
+    now = time.time_ns() // 1_000_000
+
+    def call(key=DEFAULT_KEY, secret=DEFAULT_SECRET, nonce=None, ts=now):
+        nonce = nonce or str(uuid.uuid4())
+        headers, body = auth.rest_request(key, secret, "POST", host, path, nonce, ts)
+        st, hdrs, raw = _post(sim, path, headers, body)
+        return st, json.loads(raw), hdrs, raw, nonce
+
+    st, doc, hdrs, raw, nonce = call()
+    assert st == 200 and {"currency": "usd", "total": "1000000.00000", "available": "1000000.00000",
+                          "reserved": "0.00000"} in doc
+    assert auth.check_response(DEFAULT_SECRET, nonce, now, hdrs, raw) is True  # the venue signs its answers
+    assert call(nonce=nonce)[:2] == (403, {"status": "error", "reason": "Invalid nonce", "code": "API0004"})
+    assert call(secret="another-secret")[1]["code"] == "API0005"
+    assert call(key="someone-else")[1]["code"] == "API0001"
+    assert call(ts=now - 200_000)[1]["code"] == "API0017"
+    assert sim.order_counts["auth_API0005"] == 1
+
+
+def test_refused_credentials_halt(sim):
+    h = Harness(sim, creds=Credentials(DEFAULT_KEY, "not-the-secret"))
+    h.runner.start()
+    assert h.pump(lambda: h.runner.halted)
+    assert any(type(m) is Halt for m in h.out) and "Invalid signature" in h.runner.halted
+    r = h.new(27000, UNIT)
+    assert h.status(r.order_id) == S.REJECTED and _reasons(h)[-1] == Reject.HALTED
+    h.close()
+
+
+def test_fault_5xx_after_accept_is_found_not_replaced(h, sim):
+    sim.inject("order_5xx")
+    r = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.status(r.order_id) == S.OPEN and not h.proto.reqs)
+    assert sim.order_counts["answered_5xx"] == 1 and h.proto.counts["unknown_outcomes"] == 1
+    assert sim.placed[client_id(r.order_id)] == 1
+    h.check_invariants()
+
+
+def test_fault_no_answer_is_queried_by_client_id(sim):
+    sim.timeout_answer_s = 3.5  # past the runner's HTTP timeout (3 s here): no answer at all
+    h = Harness(sim, timeout_s=1.0).start()
+    sim.inject("order_timeout")
+    r = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.status(r.order_id) == S.OPEN and not h.proto.reqs, 10)
+    assert h.proto.counts["timeouts"] == 1 and sim.order_counts["not_answered"] == 1
+    assert h.proto.counts["rest_order_status"] >= 1 and h.proto.counts["http_failed"] >= 1
+    assert sim.placed[client_id(r.order_id)] == 1
+    h.check_invariants()
+    h.close()
+
+
+def test_fault_duplicated_and_reordered_stream(h, sim):
+    sim.inject("stream_duplicate", 3)
+    r1 = _take(h)
+    assert h.pump(lambda: _done(h, r1))
+    sim.inject("stream_reorder")
+    r2 = _take(h)
+    assert h.pump(lambda: _done(h, r2))
+    r3 = _take(h)
+    assert h.pump(lambda: _done(h, r3))
+    assert h.fills(r1.order_id) and h.fills(r2.order_id)
+    assert h.proto.counts["duplicate_fills"] >= 1
+    h.check_invariants()
+
+
+def test_fault_stream_disconnect_during_fills(h, sim):
+    sim.inject("stream_disconnect")
+    r = _take(h)
+    assert h.pump(lambda: _done(h, r) and h.proto.subscribed and h.proto.counts["subscribed"] >= 2, 15)
+    assert sim.order_counts["stream_cut"] == 1 and h.proto.counts["disconnects"] >= 1
+    assert h.fills(r.order_id)  # the fill lost with the connection came back with the gap's user_transactions
+    h.check_invariants()
+
+
+def test_reconnect_request_resubscribes_and_carries_on(h, sim):
+    sim.inject("reconnect_request")
+    assert h.pump(lambda: h.proto.counts["reconnect_requests"] == 1 and h.proto.counts["subscribed"] >= 2)
+    r = _take(h)
+    assert h.pump(lambda: _done(h, r))
+    assert h.fills(r.order_id)
+    h.check_invariants()
+
+
+def test_fault_rate_limits(h, sim):
+    # the venue's own refusal of an order (400.002): not carried out, then a back-off
+    sim.inject("order_rate_limit")
+    r = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.status(r.order_id) == S.REJECTED)
+    r2 = h.new(h.far_bid(), 2 * UNIT)
+    assert h.status(r2.order_id) == S.REJECTED  # refused before sending while backing off
+    assert _reasons(h)[-2:] == [Reject.RATE_LIMITED] * 2
+    assert h.pump(lambda: time.time_ns() > h.proto.backoff_until, 5)
+    # a 429 with Retry-After: back off that long
+    sim.inject("rate_limit")
+    r3 = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.proto.counts["http_429"] == 1 and h.status(r3.order_id) == S.REJECTED)
+    r4 = h.new(h.far_bid(), 2 * UNIT)
+    assert h.status(r4.order_id) == S.REJECTED and _reasons(h)[-1] == Reject.RATE_LIMITED
+    assert h.pump(lambda: time.time_ns() > h.proto.backoff_until + 10**8, 5)  # Retry-After: 1 (s)
+    r5 = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.status(r5.order_id) == S.OPEN)
+    assert sim.placed.get(client_id(r.order_id)) is None and sim.placed.get(client_id(r3.order_id)) is None
+    h.check_invariants()
+
+
+def test_request_limits_refused_before_sending(sim):
+    """The handler counts the documented windows itself: past them a request is refused and never
+    reaches the venue."""
+    h = Harness(sim, rate_per_10min=20).start()
+    used = sum(n for k, n in h.proto.counts.items() if k.startswith("rest_"))
+    bid = h.far_bid()
+    rs = [h.new(bid - i * h.btc.tick, 2 * UNIT) for i in range(30 - used)]
+    refused = [r for r in rs if h.status(r.order_id) == S.REJECTED]
+    assert refused and _reasons(h)[-1] == Reject.RATE_LIMITED
+    assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs if r not in refused))
+    assert sim.order_counts["rate_limited"] == 0
+    h.close()
+
+
+def test_venue_request_limit_refusals_back_off(sim):
+    """A handler that believes in a larger limit meets the venue's own 400.002."""
+    sim.rate_per_s = 6
+    h = Harness(sim, rate_backoff_s=0.5).start()
+    assert h.pump(lambda: time.time() % 1 < 0.2, 3)  # a fresh second on the venue's clock
+    bid = h.far_bid()
+    rs = [h.new(bid - i * h.btc.tick, 2 * UNIT) for i in range(8)]
+    assert h.pump(lambda: all(h.status(r.order_id) in (S.OPEN, S.REJECTED) for r in rs))
+    refused = [r for r in rs if h.status(r.order_id) == S.REJECTED]
+    assert refused and sim.order_counts["rate_limited"] >= 1
+    assert h.proto.counts["rate_limited_by_venue"] >= 1
+    assert all(sim.placed.get(client_id(r.order_id)) is None for r in refused)
+    h.check_invariants()
+    h.close()
+
+
+def test_fault_ban_halts(h, sim):
+    sim.inject("ban")
+    r0 = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.runner.halted)
+    assert "418" in h.runner.halted and h.status(r0.order_id) is not None
+    r = h.new(h.far_bid(), 2 * UNIT)
+    assert h.status(r.order_id) == S.REJECTED and sim.placed.get(client_id(r.order_id)) is None
+
+
+def test_fault_cancel_of_an_already_filled_order(h, sim):
+    r = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
+    sim.inject("cancel_filled")
+    h.request(OrderAction.CANCEL, ref=r.order_id)
+    assert h.pump(lambda: _done(h, r))
+    assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
+    assert sum(f.size for f in h.fills(r.order_id)) == r.size
+    h.check_invariants()
+
+
+def test_kill_switch_cancels_everything(h, sim):
+    rs = [h.new(h.far_bid() - i * h.btc.tick, 2 * UNIT) for i in range(3)]
+    assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs))
+    h.runner.cancel_all()
+    assert h.pump(lambda: all(h.status(r.order_id) == S.CANCELLED for r in rs))
+    assert not sim.open_orders() and h.proto.counts["rest_cancel_all_orders"] == 1
+    h.check_invariants()
+
+
+def test_periodic_reconcile_finds_what_a_silent_stream_missed(sim):
+    h = Harness(sim, reconcile_s=1.0).start()
+    r = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
+    with sim.lock:  # the venue stops sending our channels without closing the connection
+        for c in sim.clients:
+            c.channels = {ch for ch in c.channels if not ch.startswith("private-")}
+    headers, body = auth.rest_request(DEFAULT_KEY, DEFAULT_SECRET, "POST", urlsplit(sim.rest_url).netloc,
+                                      "/api/v2/cancel_all_orders/", str(uuid.uuid4()), time.time_ns() // 1_000_000)
+    assert _post(sim, "/api/v2/cancel_all_orders/", headers, body)[0] == 200  # someone else cancels it
+    assert h.pump(lambda: h.status(r.order_id) == S.CANCELLED, 5)
+    assert h.proto.counts["drift_orders"] == 1
+    h.check_invariants()
+    h.close()
+
+
+def test_restart_reconciles_without_duplicates(sim):
+    h = Harness(sim, unknown_orders="adopt").start()
+    r = h.new(h.far_bid(), 2 * UNIT)
+    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
+    h.close()
+    # a new handler (after a crash): it finds the order, adopts it and can cancel it
+    h2 = Harness(sim, unknown_orders="adopt")
+    h2.orders.sent(r)
+    h2.runner.start()
+    assert h2.pump(lambda: h2.status(r.order_id) == S.OPEN and h2.proto.subscribed)
+    h2.request(OrderAction.CANCEL, ref=r.order_id)
+    assert h2.pump(lambda: h2.status(r.order_id) == S.CANCELLED)
+    assert sim.placed[client_id(r.order_id)] == 1
+    h2.close()
+    # with unknown_orders = "cancel", an order left by a predecessor is cancelled at start
+    h3 = Harness(sim, first_id=5000).start()
+    x = h3.new(h3.far_bid(), 2 * UNIT)
+    assert h3.pump(lambda: h3.status(x.order_id) == S.OPEN)
+    h3.close()
+    h4 = Harness(sim, first_id=9000, unknown_orders="cancel").start()
+    assert h4.pump(lambda: not sim.open_orders())
+    assert h4.proto.counts["unknown_cancelled"] >= 1
+    h4.close()
+
+
+# -- kill -9 of the handler's process ----------------------------------------------------------------
+HANDLER = r"""
+import json, sys
+from mantra.execution.runner import AccountRunner
+from mantra.sim.bitstamp import BitstampSimulator, DEFAULT_KEY, DEFAULT_SECRET
+from mantra.spine.messages import Fill, OrderAction, OrderRequest, OrderUpdate
+from mantra.venues.account import Credentials
+from mantra.venues.bitstamp.orders import BitstampOrders
+
+ws, rest, adopt = sys.argv[1], sys.argv[2], sys.argv[3]
+insts = list(BitstampSimulator(seed=5).instruments.values())  # the same listings, never started
+btc = next(i for i in insts if i.symbol == "btcusd")
+
+def out(m, ts):
+    if type(m) is OrderUpdate:
+        print(json.dumps({"update": m.order_id, "status": int(m.status)}), flush=True)
+    elif type(m) is Fill:
+        print(json.dumps({"fill": m.order_id, "trade": m.trade_id}), flush=True)
+
+p = BitstampOrders(Credentials(DEFAULT_KEY, DEFAULT_SECRET), insts, ws_url=ws, rest_url=rest, unknown_orders=adopt,
+                   timeout_s=1.0)
+run = AccountRunner(p, out, loopback_only=True, timer_s=0.05, backoff_s=0.05, http_timeout=3.0)
+run.start()
+while not p.subscribed:
+    run.poll(0.02)
+print(json.dumps({"ready": True}), flush=True)
+import os, select
+buf = b""
+while True:
+    if select.select([0], [], [], 0.01)[0]:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            act, oid, ref, price, size = line.decode().split()
+            action = OrderAction.NEW if act == "new" else OrderAction.CANCEL
+            run.submit(OrderRequest(int(oid), int(ref), int(price), int(size), btc.id, 1, 0, action, 1, 0))
+            print(json.dumps({"sent": int(oid)}), flush=True)
+    run.poll(0.01)
+"""
+
+
+class _Handler:
+    """The handler in a process of its own, driven through its stdin, its output read line by line."""
+
+    def __init__(self, sim, adopt: str):
+        self.p = subprocess.Popen([sys.executable, "-c", HANDLER, sim.ws_url, sim.rest_url, adopt],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        os.set_blocking(self.p.stdout.fileno(), False)
+        self.lines: list[dict] = []
+        self._buf = ""
+
+    def read(self) -> list[dict]:
+        try:
+            chunk = self.p.stdout.read()
+        except (BlockingIOError, TypeError):
+            chunk = None
+        if chunk:
+            self._buf += chunk
+            *done, self._buf = self._buf.split("\n")
+            self.lines += [json.loads(x) for x in done if x.strip()]
+        return self.lines
+
+    def wait(self, cond, timeout=20.0) -> bool:
+        return wait_for(lambda: cond(self.read()), timeout)
+
+    def send(self, *cmds: str) -> None:
+        self.p.stdin.write("".join(c + "\n" for c in cmds))
+        self.p.stdin.flush()
+
+    def status(self, oid):
+        st = [x["status"] for x in self.read() if x.get("update") == oid]
+        return st[-1] if st else None
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+        for f in (self.p.stdin, self.p.stdout):
+            f.close()
+
+
+def test_kill_9_of_the_handler_and_restart_without_a_duplicate_order(sim):
+    bid = sim.book("btcusd").best_bid() - 300  # far below the market: they rest
+    first = _Handler(sim, "adopt")
+    try:
+        assert first.wait(lambda ls: {"ready": True} in ls)
+        first.send(*(f"new {1000 + i} 0 {bid - i} {2 * UNIT}" for i in range(4)))
+        assert first.wait(lambda ls: sum("sent" in x for x in ls) == 4) and wait_for(lambda: len(sim.placed) >= 2, 10)
+        os.kill(first.p.pid, signal.SIGKILL)  # mid-flight: the last requests and answers may be on their way
+        first.p.wait()
+    finally:
+        first.stop()
+    assert wait_for(lambda: len(sim.open_orders()) == len(sim.placed), 10)
+    before = dict(sim.placed)
+    second = _Handler(sim, "adopt")
+    try:
+        assert second.wait(lambda ls: {"ready": True} in ls)
+        # it reconciles: every order the venue holds is adopted, none is placed again
+        assert second.wait(lambda ls: all(second.status(1000 + i) == S.OPEN for i in range(4)
+                                          if client_id(1000 + i) in before))
+        second.send(f"new 2000 0 {bid - 10} {2 * UNIT}", *(f"cancel {3000 + i} {1000 + i} 0 0" for i in range(4)))
+        assert second.wait(lambda ls: second.status(2000) == S.OPEN and all(
+            second.status(1000 + i) == S.CANCELLED for i in range(4) if client_id(1000 + i) in before))
+    finally:
+        second.stop()
+    assert before and all(n == 1 for n in sim.placed.values()), sim.placed
+    assert set(sim.placed) == set(before) | {client_id(2000)}
+    assert list(sim.open_orders()) == [client_id(2000)]
+
+
+# -- mantra venues doctor bitstamp ---------------------------------------------------------------------
+def test_doctor_a_ready_key_passes_every_check():
+    with BitstampSimulator(rate=5, balances={"USD": "100"}) as sim:
+        out = doctor.check(Credentials(DEFAULT_KEY, DEFAULT_SECRET), sim.rest_url)
+    assert [ok for ok, _ in out] == [True] * 5, out
+    assert "credentials: accepted (balances: USD 100" in out[1][1]
+    assert DEFAULT_SECRET not in repr(out)
+
+
+def test_doctor_names_each_problem_in_one_line():
+    with BitstampSimulator(rate=5) as sim:
+        out = doctor.check(Credentials(DEFAULT_KEY, "wrong-secret"), sim.rest_url)
+    assert [(ok, t) for ok, t in out if not ok] == [(False, "credentials: refused (403 API0005 Invalid signature): "
+                                                            "check the secret")]
+    with BitstampSimulator(rate=5, clock_skew_ms=5000) as sim:
+        out = doctor.check(Credentials(DEFAULT_KEY, DEFAULT_SECRET), sim.rest_url)
+    assert not out[0][0] and out[0][1].startswith("clock: ours is -") and all(ok for ok, _ in out[1:])
+    with BitstampSimulator(rate=5, clock_skew_ms=200_000) as sim:
+        out = doctor.check(Credentials(DEFAULT_KEY, DEFAULT_SECRET), sim.rest_url)
+    assert out[0] == (False, "clock: the venue refused our timestamp (API0017): ours is more than 150 s off its "
+                             "clock; synchronise the clock (NTP/chrony)")
+    with BitstampSimulator(rate=5, permissions=("read", "trade")) as sim:
+        out = doctor.check(Credentials(DEFAULT_KEY, DEFAULT_SECRET), sim.rest_url)
+    assert [t.split(":")[0] for ok, t in out if not ok] == ["permissions"] and "WebSocket token" in out[2][1]
