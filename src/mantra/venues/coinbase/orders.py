@@ -25,9 +25,9 @@ most every ``balance_every_s``).
 Settings (keyword arguments of the constructor):
 
 ``ws_url`` (``wss://advanced-trade-ws-user.coinbase.com``, the user-order endpoint; the market-data
-one serves the channel too), ``rest_url`` (``https://api.coinbase.com``; Coinbase has no spot
-sandbox for Advanced Trade), ``jwt_lifetime_s`` (120, the SDK's: the venue refuses a token after its
-``exp``, so an order not found once this window passed was never placed), ``timeout_s`` (5: a
+one serves the channel too), ``rest_url`` (``https://api.coinbase.com``), ``jwt_lifetime_s`` (120, the SDK's, at least 3: the venue refuses a token
+after its ``exp``, so an order not found once this window passed was never placed; a 401 that comes
+back after it is a token expired on the way, not a refused key), ``timeout_s`` (5: a
 request unanswered this long is UNKNOWN), ``unknown_orders`` (``"cancel"`` | ``"adopt"``),
 ``reconcile_s`` (60), ``recent_fills_s`` (3600: fills fetched at start), ``rest_limit_per_s`` (30: the
 private REST limit per user, counted locally over the last second; a request that would exceed it
