@@ -519,6 +519,24 @@ def test_a_rest_balance_older_than_the_stream_is_not_applied_and_drift_is_report
     assert p.counts["drift_balances"] == 1
 
 
+def test_a_late_stream_message_has_the_wallets_asked_for():
+    """Wallet updates carry no time: when the stream shows it delivered something late, REST says
+    what the balances are, once the stream has had its say."""
+    p = live()
+    placed(p)
+    g, c = bfx_ids(OID + 1)
+    p.submit(new(OID + 1), T0)
+    p.on_frame("private", acct("on", order_arr(vid=VID + 1, gid=g, cid=c, mts=MS0 + 100)), T0)
+    assert p.counts["stream_late"] == 0
+    p.on_frame("private", acct("ou", order_arr("PARTIALLY FILLED @ 27000(0.1)", amount="0.4", mts=MS0 + 50)), T0)
+    assert p.counts["stream_late"] == 1 and p.retry_at["wallets"] == T0 + 200_000_000
+    p.on_frame("private", acct("ou", order_arr("ACTIVE", mts=MS0 + 10)), T0)  # older than its own last: ignored
+    assert p.orders[OID].filled == BTC.size("0.1") and p.orders[OID].status == S.PARTIALLY_FILLED
+    take(p)
+    p.on_timer(T0 + 200_000_000)
+    assert [h.tag for h in https(take(p))] == ["wallets"]
+
+
 # ---------------------------------------------------------------------------------------- limits, halts
 def test_new_orders_beyond_the_five_minute_limit_are_refused_before_sending():
     p = live(orders_per_5min=2)

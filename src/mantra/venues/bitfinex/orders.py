@@ -83,6 +83,7 @@ FLAG_POST_ONLY = 4096
 REST_BAN_S = 60  # the documented block of a REST endpoint, when the venue does not say
 INFO_RESTART, INFO_MAINTENANCE, INFO_MAINTENANCE_END = 20051, 20060, 20061
 NONCE_RETRIES = 3
+LATE_WALLETS_NS = 200_000_000  # after a late stream message, the wallets are asked for this much later
 
 P_ORDERS = "/v2/auth/r/orders"
 P_HIST = "/v2/auth/r/orders/hist"
@@ -192,7 +193,7 @@ def _ns(mts, now: int) -> int:
 
 
 class _Order(VenueOrder):
-    __slots__ = ("oid", "gid", "cid_date", "te", "stream_at")
+    __slots__ = ("oid", "gid", "cid_date", "te", "stream_at", "mts")
 
     def __init__(self, order_id, inst, side, price, size, flags, placed, gid=0, cid=0):
         VenueOrder.__init__(self, order_id, cid, inst, side, price, size, flags, placed)
@@ -201,6 +202,7 @@ class _Order(VenueOrder):
         self.cid_date = utc_date(placed)
         self.te: dict[int, int] = {}  # trade id -> size, executions seen on ``te`` whose ``tu`` is awaited
         self.stream_at = 0  # when the stream last spoke of it (a REST answer asked before is older)
+        self.mts = 0  # the venue's MTS_UPDATE of the newest stream message about it
 
     def venue_ref(self) -> bytes:
         return str(self.oid).encode() if self.oid else b""
@@ -239,6 +241,9 @@ class BitfinexOrders(OrderProtocol):
         self.mapping: set[int] = set()  # venue order ids asked about
         self.asking: dict[int, _Order] = {}  # order id -> an order we do not know, asked about
         self.te_fetch_at = 0
+        self.max_tid = 0  # the highest trade id of ours seen on the stream
+        self.max_vid = 0  # ... order id
+        self.stream_mts = 0  # ... venue time (ms)
         self.sent_at: dict[str, int] = {}  # "open" / "wallets" -> when the last such REST call went out
         self.bal_stream_at: dict[str, int] = {}  # asset -> when the stream last gave its balance
         self.rest_nonce_refusals = 0
@@ -556,6 +561,13 @@ class BitfinexOrders(OrderProtocol):
             return
         self._update(o, now, status=S.CANCEL_REJECTED, reason=why, about=r.ref_id)
 
+    def _late(self, now: int) -> None:
+        """The stream delivered something late (or not at all: REST told us): the wallets it sent
+        around it may be older than what we hold, and they carry no time to tell.  Ask REST once the
+        stream has had its say."""
+        self.counts["stream_late"] += 1
+        self._retry("wallets", now, LATE_WALLETS_NS)
+
     def _late_accept(self, o: _Order, now: int) -> None:
         """We said ``o`` was never placed, and the venue has it: it must not stay."""
         if o.oid and o.oid not in self.late_cancelled:
@@ -728,15 +740,26 @@ class BitfinexOrders(OrderProtocol):
         if nq is not None and nq is not q:  # the order exists: that answers its NEW
             self.counts["answered_by_stream"] += 1
             self._answered(nq)
+        st, post_only = order_status(a[O_STATUS])
         if o.lost:
-            st, _ = order_status(a[O_STATUS])
             if st is not None and st not in TERMINAL:
                 self._late_accept(o, now)
             return o
-        st, post_only = order_status(a[O_STATUS])
+        # A stream message older than one already applied (the venue's time, or a state the order has
+        # left) came late: it says nothing new, and the balances that came with it are suspect.
+        mts = a[O_UPDATE] if type(a[O_UPDATE]) is int else 0
+        stale = stream and (mts < o.mts or (st is not None and st not in TERMINAL and not o.live)
+                            or (st == S.OPEN and o.status == S.PARTIALLY_FILLED))
+        if stream:
+            # late for the account (an older time, or a new order below the highest order id seen)
+            if stale or mts < self.stream_mts or (not o.mts and vid < self.max_vid):
+                self._late(now)
+            if not stale:
+                o.mts = max(o.mts, mts)
+            self.stream_mts, self.max_vid = max(self.stream_mts, mts), max(self.max_vid, vid)
         inst = o.inst
         changed = False
-        if self._pending(o, AMEND) is None:  # else the amend's answer says what the order is
+        if not stale and self._pending(o, AMEND) is None:  # else the amend's answer says what the order is
             if a[O_PRICE] is not None:
                 p = _fx(a[O_PRICE], inst.price_scale)
                 changed |= p != o.price
@@ -818,6 +841,11 @@ class BitfinexOrders(OrderProtocol):
             elif kind != "te":
                 self.unmapped.setdefault(vid, []).append(t)  # asked about by the caller, in one go
             return
+        if kind != "rest":  # trade ids and times grow: a new one below the highest seen came late
+            mts = t[T_MTS] if type(t[T_MTS]) is int else 0
+            if tid < self.max_tid and tid not in o.trades and tid not in o.te or mts < self.stream_mts:
+                self._late(now)
+            self.max_tid, self.stream_mts = max(self.max_tid, tid), max(self.stream_mts, mts)
         inst = o.inst
         qty = _fx(_abs(t[T_AMOUNT]), inst.size_scale)
         if kind == "te" and t[T_FEE] is None:
@@ -1030,6 +1058,8 @@ class BitfinexOrders(OrderProtocol):
         if found is None and not hist:
             self._query_hist(o, now, rid)  # not open: closed, or never placed
             return
+        # what we learn here the stream did not say (in time): the wallets it sent around it are suspect
+        self._late(now)
         if oid in self.asking:
             if q is not None:
                 self._asked_unknown(q, found, now)
