@@ -48,7 +48,12 @@ it moves the filled size at once).
 Amends are ``ou`` with the order's venue ``id`` (so not before the NEW is acknowledged): the new
 ``price`` and ``delta``, the change of the signed amount (a fill racing the amend cannot make it
 larger than asked).  Balances are the ``exchange`` wallets; ``available`` is the venue's when it
-says it, else the total less what our open orders hold.
+says it, else the total less what our open orders hold.  Wallet updates carry no time: when the
+stream shows it delivered something late (an older venue time, a new order or trade id below the
+highest seen), or REST told an outcome the stream did not, the wallets are asked for again.
+
+One nonce per key serves the socket's log-on and REST: a log-on waits until no REST call is in
+flight (one signed before it would reach the venue after it and be refused ``nonce: small``).
 """
 
 from __future__ import annotations
