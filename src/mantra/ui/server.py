@@ -103,6 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
     ui: UiServer
     protocol_version = "HTTP/1.1"
     server_version = "mantra-ui"
+    disable_nagle_algorithm = True  # small answers (state, book) would wait ~40 ms for the delayed ACK
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):  # a page closed while its connection idled
+            pass
 
     def log_message(self, fmt, *args):  # the API is polled several times a second: not logged
         pass
