@@ -41,7 +41,7 @@ def h(sim):
 
 
 def test_place_amend_fill_cancel(h, sim):
-    assert sim.dead_man_at > 0  # cancel_after armed
+    assert h.pump(lambda: sim.dead_man_at > 0)  # cancel_after armed (its answer may follow the log-on)
     lot = h.btc.lot
     r = h.new(h.far_bid(), 20_000 * lot)  # 0.0002 BTC, far below the market: rests
     assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
