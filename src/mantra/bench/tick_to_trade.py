@@ -31,6 +31,8 @@ The market maker requotes on every tick move (``refresh`` = one tick) of a fast 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import time
 
@@ -40,13 +42,14 @@ from ..runtime import paths
 from ..runtime.config import parse
 from ..runtime.process import LOOP_STREAM
 from ..runtime.supervisor import Supervisor
+from .._spine import now as _spine_now
 from ..spine import Ring
 from ..spine.messages import L2Flags
 from ..spine.shm import remove_system, system_dir
 from ..sim.coinbase import LISTINGS, CoinbaseSimulator
 from ..sim import SyntheticMarket
 
-OPTIONS = {"seconds", "rate"}
+OPTIONS = {"seconds", "rate", "frames"}
 
 SYMBOL = "BTC-USD"
 # The simulator's listing: the system's instrument (registered before any actor starts, so the
@@ -196,7 +199,125 @@ def run_placement(name: str, url: str, processes: dict, seconds: float, warmup_s
     return out
 
 
-def run(seconds: float = 8.0, rate: int = 4000) -> dict:
+# -- code path: the same system, frames from memory ---------------------------------------------
+
+def record_frames(n: int, rate: int) -> list[bytes]:
+    """``n`` messages of the Coinbase simulator's market, answering the subscriptions the Feed's own
+    protocol sends, each encoded as the server's WebSocket text frame."""
+    from websockets.sync.client import connect
+
+    from ..instruments import InstrumentRegistry
+    from ..venues.events import Send
+    from ..venues.registry import make_protocol
+
+    reg = InstrumentRegistry()
+    reg.add(**{k: v for k, v in INSTRUMENT.items()})
+    proto = make_protocol("coinbase", reg, [SYMBOL])
+    proto.on_connect(0)
+    sends = [e.text for e in proto.events if type(e) is Send]
+    src = SyntheticMarket("coinbase", [ls for ls in LISTINGS if ls.symbol == SYMBOL], seed=7, rate=float(rate))
+    msgs = []
+    with CoinbaseSimulator(src) as sim, connect(sim.ws_url, max_size=None) as ws:
+        for text in sends:
+            ws.send(text)
+        while len(msgs) < n:
+            msgs.append(ws.recv(timeout=10).encode())
+    return [ws_frame(m) for m in msgs]
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A server's (unmasked) final text frame."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 1 << 16:
+        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+class MemSocket:
+    """A connected socket served from memory, for the feed's real client (``feeds.wsclient``): it
+    answers the WebSocket handshake, then hands over one pre-encoded frame per read, at most one
+    every ``gap_ns`` (so each frame's reaction is measured alone, as a live venue paces them)."""
+
+    def __init__(self, frames: list[bytes], gap_ns: int):
+        self._r, self._w = os.pipe()
+        os.write(self._w, b"x")  # always readable: poll(2) never blocks, recv_into says when a frame is due
+        self.frames, self.gap, self.i, self.due = frames, gap_ns, 0, 0
+        self._answer = b""
+
+    def fileno(self) -> int:
+        return self._r
+
+    def setsockopt(self, *a) -> None:
+        pass
+
+    def settimeout(self, t) -> None:
+        pass
+
+    def setblocking(self, flag) -> None:
+        pass
+
+    def send(self, data) -> int:
+        data = bytes(data)
+        if data.startswith(b"GET "):  # the upgrade request: answer it as a server would
+            key = next(line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            self._answer = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        return len(data)
+
+    sendall = send
+
+    def recv(self, n: int) -> bytes:
+        a, self._answer = self._answer, b""
+        return a
+
+    def recv_into(self, buf) -> int:
+        if self.i >= len(self.frames):
+            raise BlockingIOError
+        t = _spine_now()
+        if t < self.due:
+            raise BlockingIOError
+        f = self.frames[self.i]
+        buf[:len(f)] = f
+        self.i += 1
+        self.due = t + self.gap
+        return len(f)
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def code_path(seconds: float, rate: int, frames: int, warmup_s: float) -> dict:
+    """One spinning process (CPU 0): feed -> market maker -> overseer -> mock exchange, the feed's
+    real client reading ``frames`` recorded frames from memory, one every ``1/rate`` s."""
+    from ..feeds import wsclient
+
+    recorded = record_frames(frames, max(rate, 4000))
+    gap = int(1e9 / rate)
+    seconds = max(seconds, warmup_s + len(recorded) * gap / 1e9 + 0.5)
+    real = wsclient._open_socket
+    wsclient._open_socket = lambda uri, proxy, timeout: MemSocket(recorded, gap)  # inherited by the fork
+    try:
+        procs = {"all": {"actors": ["feed", "mm", "overseer", "exchange"], "mode": "spin", "cpu": 0,
+                         "timing": 1 << 19}}
+        out = run_placement(f"t2t-code-{os.getpid()}", "ws://memory.invalid/ws", procs, seconds, warmup_s, spin=True)
+    finally:
+        wsclient._open_socket = real
+    out.pop("sim_send_to_origin", None)  # the recording's venue times: meaningless here
+    out["frames_recorded"] = len(recorded)
+    return out
+
+
+def run(seconds: float = 8.0, rate: int = 4000, frames: int = 20000) -> dict:
     warmup = 1.0
     tag = os.getpid()
     cpu1 = 1 % os.cpu_count()
@@ -210,7 +331,7 @@ def run(seconds: float = 8.0, rate: int = 4000) -> dict:
         "single_spin": ({"all": {"actors": ["feed", *trading], "mode": "spin", "cpu": 0, "timing": keep}}, True),
         "single_parked": ({"all": {"actors": ["feed", *trading], "mode": "park", "cpu": 0, "timing": keep}}, False),
     }
-    out = {}
+    out = {"code_path": code_path(seconds, rate, frames, 0.5)}
     src = SyntheticMarket("coinbase", [ls for ls in LISTINGS if ls.symbol == SYMBOL], seed=7, rate=float(rate))
     with CoinbaseSimulator(src) as sim:
         for name, (procs, spin) in placements.items():
