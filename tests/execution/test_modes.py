@@ -130,3 +130,17 @@ def test_live_refuses_a_key_without_the_permissions_it_needs(tmp_path, capsys, m
         assert main(["run", str(p), "--live"]) == 2
     err = capsys.readouterr().err
     assert "actors.orders: kraken: permissions: no WebSocket token" in err and secret not in err
+
+
+@pytest.mark.parametrize("venue,symbol", [("coinbase", "BTC-USD"), ("bitstamp", "btcusd"), ("bitfinex", "tBTCUSD")])
+def test_live_refuses_to_start_without_the_venues_key(venue, symbol, tmp_path, capsys, monkeypatch):
+    """Every venue with order entry is armed the same way: no key, no start, and the variables named."""
+    p = _write(tmp_path, "live")
+    text = p.read_text().replace('venue = "kraken", symbol = "BTC/USD"', f'venue = "{venue}", symbol = "{symbol}"')
+    p.write_text(text.replace('params = { venue = "kraken" }', f'params = {{ venue = "{venue}" }}'))
+    for name in (f"MANTRA_{venue.upper()}_API_KEY", f"MANTRA_{venue.upper()}_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["run", str(p), "--live"]) == 2
+    err = capsys.readouterr().err
+    assert f"actors.orders: {venue}: no API credentials: set MANTRA_{venue.upper()}_API_KEY and " \
+           f"MANTRA_{venue.upper()}_API_SECRET" in err, err

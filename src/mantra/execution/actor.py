@@ -34,7 +34,10 @@ from . import secrets
 from .runner import AccountRunner
 
 PROTOCOLS = {"binance": "mantra.venues.binance.orders:BinanceOrders",
-             "kraken": "mantra.venues.kraken.orders:KrakenOrders"}
+             "kraken": "mantra.venues.kraken.orders:KrakenOrders",
+             "coinbase": "mantra.venues.coinbase.orders:CoinbaseOrders",
+             "bitstamp": "mantra.venues.bitstamp.orders:BitstampOrders",
+             "bitfinex": "mantra.venues.bitfinex.orders:BitfinexOrders"}
 
 
 def protocol_class(venue: str):

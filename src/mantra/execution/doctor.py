@@ -3,7 +3,8 @@
 It asks the venue (or a local simulator, ``--rest-url``) what order entry depends on and prints
 one line per check, ``ok`` or ``PROBLEM`` with what to do: the clock's skew against the venue's
 (signed requests carry our time: Binance refuses one outside ``recvWindow``, Kraken's ``deadline``
-is read on the venue's clock), the credentials (a signed, read-only call), the key's permissions
+is read on the venue's clock, a Coinbase token lives two minutes, Bitstamp refuses a timestamp 150 s
+off), the credentials (a signed, read-only call), the key's permissions
 (reading, trading, the WebSocket API) and the rate limits that apply.  Nothing is placed or
 cancelled.  Exit status 1 when any check found a problem.
 """
@@ -132,7 +133,27 @@ def binance(creds, rest_url: str) -> list[tuple[bool, str]]:
     return out
 
 
-CHECKS = {"kraken": (kraken, "https://api.kraken.com"), "binance": (binance, "https://api.binance.com")}
+def coinbase(creds, rest_url: str) -> list[tuple[bool, str]]:
+    from ..venues.coinbase.doctor import check
+
+    return check(creds, rest_url)
+
+
+def bitstamp(creds, rest_url: str) -> list[tuple[bool, str]]:
+    from ..venues.bitstamp.doctor import check
+
+    return check(creds, rest_url)
+
+
+def bitfinex(creds, rest_url: str) -> list[tuple[bool, str]]:
+    from ..venues.bitfinex.doctor import check
+
+    return check(creds, rest_url)
+
+
+CHECKS = {"kraken": (kraken, "https://api.kraken.com"), "binance": (binance, "https://api.binance.com"),
+          "coinbase": (coinbase, "https://api.coinbase.com"), "bitstamp": (bitstamp, "https://www.bitstamp.net"),
+          "bitfinex": (bitfinex, "https://api.bitfinex.com")}
 
 
 def check(venue: str, rest_url: str | None = None, credentials: dict | None = None) -> list[tuple[bool, str]]:

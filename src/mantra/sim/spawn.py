@@ -111,7 +111,7 @@ def feed_options(venue: str, urls: dict) -> dict:
     return {"url": urls["ws"]}
 
 
-ORDER_ENTRY = ("binance", "kraken")  # simulators that take credentials and balances
+ORDER_ENTRY = ("binance", "kraken", "coinbase", "bitstamp", "bitfinex")  # simulators that take credentials and balances
 
 
 def account_settings(venue: str, balances: list[str]) -> dict:
