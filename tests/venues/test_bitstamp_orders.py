@@ -218,7 +218,9 @@ def test_start_opens_the_socket_and_fetches_token_and_state_signed():
 
 
 def test_subscribes_both_private_channels_of_every_pair_with_the_token():
-    p = BitstampOrders(CREDS, [BTC, ETH])
+    # ETH as a feed registers it, by symbol alone: its pair is still named right
+    bare = Instrument(2, "bitstamp", "ethusd", price_scale=1, size_scale=8, tick=1, lot=1)
+    p = BitstampOrders(CREDS, [BTC, bare])
     p.start(T0)
     (tok,) = https(take(p), "token")
     p.on_open("private", T0)

@@ -230,7 +230,8 @@ class BitstampOrders(OrderProtocol):
         self.pair: dict[int, str] = {}  # instrument id -> "btcusd"
         self.by_name: dict[str, object] = {}  # "btcusd", "BTC/USD" -> instrument
         for i in self.by_id.values():
-            p = f"{i.base}{i.quote}".lower()
+            # the venue's pair; an instrument a feed registered bare (no base, no quote) is its symbol
+            p = (f"{i.base}{i.quote}" if i.base and i.quote else i.symbol.replace("/", "")).lower()
             self.pair[i.id] = p
             for name in (p, i.symbol, i.symbol.lower(), f"{i.base}/{i.quote}".upper()):
                 self.by_name.setdefault(name, i)
