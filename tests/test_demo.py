@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+from mantra.instruments import VENUE_IDS
 from mantra.spine.messages import OrderStatus
 from mantra.store import segments
 
@@ -22,7 +23,12 @@ def _section(out: str, title: str) -> str:
 
 SECRETS = {"MANTRA_BINANCE_API_KEY": "demo-key-b1n", "MANTRA_BINANCE_API_SECRET": "B1N-SECRET-" + "x" * 40,
            "MANTRA_KRAKEN_API_KEY": "demo-key-kr4",
-           "MANTRA_KRAKEN_API_SECRET": base64.b64encode(b"KR4-SECRET-" * 6).decode()}
+           "MANTRA_KRAKEN_API_SECRET": base64.b64encode(b"KR4-SECRET-" * 6).decode(),
+           "MANTRA_BITSTAMP_API_KEY": "demo-key-b57", "MANTRA_BITSTAMP_API_SECRET": "B57-SECRET-" + "y" * 20,
+           "MANTRA_BITFINEX_API_KEY": "demo-key-bfx", "MANTRA_BITFINEX_API_SECRET": "BFX-SECRET-" + "z" * 20,
+           # Coinbase signs with an Ed25519 key: base64 of its 32-byte seed and public half
+           "MANTRA_COINBASE_API_KEY": "organizations/demo/apiKeys/demo-key-cb",
+           "MANTRA_COINBASE_API_SECRET": base64.b64encode(b"CB-SECRET-seed-" * 4 + b"pub!").decode()}
 
 
 def test_demo_runs_live_records_reports_and_replays(tmp_path, shm_root):
@@ -51,6 +57,20 @@ def test_demo_runs_live_records_reports_and_replays(tmp_path, shm_root):
     replay = _section(out, "the same session replayed as a backtest")
     events = [int(re.search(r"events +([\d,]+)", s).group(1).replace(",", "")) for s in (live, replay)]
     assert events[0] > 100 and events[0] == events[1], events
+    # Orders went to all five venues through their own handlers, and each venue answered them
+    # with its own order ids; the venues' balances as the handlers read them are reported.
+    rows = {}
+    for line in _section(out, "per venue").strip().splitlines()[1:]:
+        venue, *nums = line.split()[:6]
+        rows[venue] = dict(zip(("orders", "cancels", "amends", "answered", "fills"), map(int, nums)))
+        assert "BTC " in line and " USD" in line, line  # the venue's balances, not "none"
+    assert set(rows) == VENUES, rows
+    assert all(r["orders"] > 0 and r["answered"] > 0 for r in rows.values()), rows
+    # the cross-venue model took liquidity on both of its legs: Coinbase and Bitfinex
+    assert rows["coinbase"]["fills"] > 0 and rows["bitfinex"]["fills"] > 0, rows
+    # Bitstamp has no amend: its market maker's quotes moved by cancel and new
+    assert rows["bitstamp"]["amends"] == 0 and rows["bitstamp"]["cancels"] > 0, rows
+    assert sum(r["fills"] for r in rows.values()) == int(re.search(r"fills +(\d+)", live).group(1)), (rows, live)
     table = _section(out, "live vs replay")
     for row in ("orders", "fills", "fees", "PnL"):
         assert re.search(rf"^{row} +\S+ +\S+$", table, re.M), table
@@ -63,13 +83,14 @@ def test_demo_runs_live_records_reports_and_replays(tmp_path, shm_root):
     ids = set(l2["instrument"].tolist())
     assert ids <= set(known) and {known[i] for i in ids} == VENUES
 
-    # The real order path (mode "sim"): both handlers reconciled balances with their venue, and the
+    # The real order path (mode "sim"): every handler reconciled balances with its venue, and the
     # venues answered orders (acknowledged by the venue, not by a mock: its order ids).
     bal = segments.load(rec, "balances")
-    assert set(bal["venue"].tolist()) == {1, 5}  # binance, kraken
+    assert set(bal["venue"].tolist()) == {VENUE_IDS[v] for v in VENUES}
     upd = segments.load(rec, "updates")
     assert (upd["status"] == OrderStatus.OPEN).any()
-    assert all(v and not v.startswith((b"bin-", b"kra-")) for v in upd["venue_id"][upd["status"] == OrderStatus.OPEN])
+    answered = upd["venue_id"][(upd["status"] == OrderStatus.OPEN) | (upd["status"] == OrderStatus.FILLED)]
+    assert len(answered) and all(v and not v[:4] in (b"bin-", b"kra-", b"bit-", b"coi-") for v in answered)
 
     # The keys appear in no output: the status, the logs, the recording.
     for text in (out, p.stderr):

@@ -2,11 +2,11 @@
 
 Five venue simulators run as child processes (never threads of this process: the supervisor forks
 its actor processes, and a fork must not copy live server threads).  The system is built here:
-the five real feeds -> market makers on Binance and Kraken BTC and a cross-venue model (Kraken vs
-Binance BTC/USDT)
--> the overseer -> the real account handlers of Binance and Kraken (``mode = "sim"``: real orders,
-signed, on the simulators' order APIs and user streams), a persister recording every queue, and
-telemetry.  The realtime UI serves the running system (its URL is printed first); a status block is
+the five real feeds -> market makers on Binance, Kraken and Bitstamp BTC and a cross-venue model
+(Coinbase BTC-USD vs Bitfinex tBTCUSD) -> the overseer -> the real account handlers of all five
+venues (``mode = "sim"``: real orders, signed, on the simulators' order APIs and user streams; one
+parked process serves the five), a persister recording every queue, and telemetry.  Bitstamp has
+no amend: the overseer replaces its quotes by cancel and new (``amend = false`` for that venue).  The realtime UI serves the running system (its URL is printed first); a status block is
 printed every second; at the end the recorded session is summarised and replayed through the same
 system on a simulated clock.
 
@@ -44,13 +44,29 @@ SYSTEM = "demo"
 VENUES = ("binance", "bitstamp", "coinbase", "kraken", "bitfinex")
 MM = "binance:BTCUSDT"
 MM_KRAKEN = "kraken:BTC/USD"  # a second market maker: both venues' handlers place, amend, cancel, fill
-XV = ("kraken:BTC/USDT", "binance:BTCUSDT")
-TRADED = ("binance", "kraken")  # each with its account handler against its simulator
+MM_BITSTAMP = "bitstamp:btcusd"  # a third, on a venue without amend: cancel and new
+XV = ("coinbase:BTC-USD", "bitfinex:tBTCUSD")
+TRADED = VENUES  # each with its account handler against its simulator
 # the simulators' accounts; the same terms for the mock exchange when the session is replayed
-BALANCES = {"binance": {"BTC": "0.5", "USDT": "20000"}, "kraken": {"BTC": "0.5", "USDT": "20000"}}
-FEES = {"binance": (10, 10), "kraken": (16, 26)}  # maker, taker bps: the simulators' schedules
-# The cross-venue model is told trading is free: the simulators' prices drift apart by a few dollars
-# only, a gap no real fee would leave worth taking, and the demo should show both venues trading.
+BALANCES = {"binance": {"BTC": "0.5", "USDT": "20000"}, "kraken": {"BTC": "0.5", "USD": "20000"},
+            "bitstamp": {"BTC": "0.5", "USD": "20000"}, "coinbase": {"BTC": "0.5", "USD": "20000"},
+            "bitfinex": {"BTC": "0.5", "USD": "20000"}}
+FEES = {"binance": (10, 10), "kraken": (16, 26), "bitstamp": (30, 40), "coinbase": (40, 60),
+        "bitfinex": (10, 20)}  # maker, taker bps: the simulators' schedules
+# The overseer's terms per venue, within the venues' own limits: Binance 50 orders / 10 s, Kraken's
+# decaying per-pair counter (Starter: 60, -1/s), Bitstamp 400 requests/s, Coinbase 30 private
+# requests/s, Bitfinex 1000 orders / 5 min.  Bitstamp cannot amend: its quotes move by cancel + new.
+OVERSEER_VENUES = {"binance": {"amend": True, "rate": 4, "rate_window_ms": 1000},
+                   "kraken": {"amend": True, "rate": 1, "rate_window_ms": 2000},
+                   "bitstamp": {"amend": False, "rate": 4, "rate_window_ms": 1000},
+                   "coinbase": {"amend": True, "rate": 3, "rate_window_ms": 1000},
+                   "bitfinex": {"amend": True, "rate": 3, "rate_window_ms": 1000}}
+MODELLED = (MM, MM_KRAKEN, MM_BITSTAMP, *XV)
+# The cross-venue model is told trading is free and to take a pair up to 5 bps short of an edge:
+# the simulators' synthetic markets all hover around one price (Coinbase's in cents, Bitfinex's in
+# dollars), so a real edge is rare, and the demo should show both venues' order paths taking
+# liquidity.  A real configuration asks for more than the fees.
+XV_MIN_EDGE_BPS = -5
 QUEUES = {"l2": ("L2Update", 1 << 16, True), "trades": ("TradeUpdate", 1 << 14, True),
           "book_status": ("BookStatus", 1 << 12, True), "requests": ("OrderRequest", 1 << 14, False),
           "updates": ("OrderUpdate", 1 << 14, True), "fills": ("Fill", 1 << 14, True),
@@ -93,22 +109,22 @@ def build(urls: dict, out: Path, ui_port: int = 0) -> dict:
                       "arrays": {"ideal": "mmk_ideal"},
                       "params": {"instrument": MM_KRAKEN, "spread": "0.2", "size": "0.001", "skew": "2",
                                  "max_inventory": "0.005", "refresh": "0.3", "instruments": []}},
+        "mm_bitstamp": {"class": "mantra.trading.models.market_maker:MarketMaker", "inputs": ports,
+                        "arrays": {"ideal": "mmb_ideal"},
+                        "params": {"instrument": MM_BITSTAMP, "spread": "4", "size": "0.001", "skew": "2",
+                                   "max_inventory": "0.005", "refresh": "2", "instruments": []}},
         "xv": {"class": "mantra.trading.models.cross_venue:CrossVenue", "inputs": ports,
                "arrays": {"ideal": "xv_ideal"},
                "params": {"a": a, "b": b, "size": "0.01", "max_inventory": "0.05", "fee_bps_a": 0,
-                          "fee_bps_b": 0, "min_edge_bps": 1, "instruments": []}},
+                          "fee_bps_b": 0, "min_edge_bps": XV_MIN_EDGE_BPS, "instruments": []}},
         "overseer": {"class": "mantra.trading.overseer:Overseer",
                      "inputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
-                     "outputs": {"requests": "requests"}, "arrays": {"mm": "mm_ideal", "mm_kraken": "mmk_ideal",
-                                                                     "xv": "xv_ideal"},
-                     "params": {"models": ["mm", "mm_kraken", "xv"], "instruments": [],
-                                # within the venues' own limits: Binance 50 orders / 10 s, Kraken's
-                                # decaying per-pair counter (Starter: 60, -1/s)
-                                "venues": {"binance": {"fee_bps": FEES["binance"][1], "amend": True, "rate": 4,
-                                                       "rate_window_ms": 1000},
-                                           "kraken": {"fee_bps": FEES["kraken"][1], "amend": True, "rate": 1,
-                                                      "rate_window_ms": 2000}},
-                                "limits": {i: {"max_position": "0.2", "max_notional": "7000"} for i in (MM, MM_KRAKEN, *XV)}}},
+                     "outputs": {"requests": "requests"},
+                     "arrays": {"mm": "mm_ideal", "mm_kraken": "mmk_ideal", "mm_bitstamp": "mmb_ideal",
+                                "xv": "xv_ideal"},
+                     "params": {"models": ["mm", "mm_kraken", "mm_bitstamp", "xv"], "instruments": [],
+                                "venues": {v: {"fee_bps": FEES[v][1], **t} for v, t in OVERSEER_VENUES.items()},
+                                "limits": {i: {"max_position": "0.2", "max_notional": "7000"} for i in MODELLED}}},
         **{f"orders_{v}": {"class": "mantra.execution.actor:VenueAccount",
                            "inputs": {"requests": "requests"},
                            "outputs": {"updates": "updates", "fills": "fills", "balances": "balances"},
@@ -124,11 +140,11 @@ def build(urls: dict, out: Path, ui_port: int = 0) -> dict:
     return {
         "system": {"name": SYSTEM, "mode": "sim", "instruments": traded_instruments()},
         "queues": {q: {"type": t, "capacity": c, "mpmc": m} for q, (t, c, m) in QUEUES.items()},
-        "arrays": {n: {"type": "IdealOrder", "size": 2} for n in ("mm_ideal", "mmk_ideal", "xv_ideal")},
+        "arrays": {n: {"type": "IdealOrder", "size": 2} for n in ("mm_ideal", "mmk_ideal", "mmb_ideal", "xv_ideal")},
         "actors": actors,
         # Everything parks: the feeds wake on their sockets, the rest on their queues.
         "processes": {"feeds": {"actors": [n for n in actors if n.startswith("feed_")], "mode": "park"},
-                      "trading": {"actors": ["mm", "mm_kraken", "xv", "overseer"], "mode": "park"},
+                      "trading": {"actors": ["mm", "mm_kraken", "mm_bitstamp", "xv", "overseer"], "mode": "park"},
                       # the handlers wait on their sockets up to wait_ms (requests wait as long)
                       "orders": {"actors": [f"orders_{v}" for v in TRADED], "mode": "park"},
                       "back": {"actors": ["persister", "telemetry", "ui"], "mode": "park"}},
@@ -138,7 +154,7 @@ def build(urls: dict, out: Path, ui_port: int = 0) -> dict:
 def traded_instruments() -> list[dict]:
     """The traded instruments with the simulators' own increments, as ``[system] instruments``."""
     out = []
-    for ref in dict.fromkeys((MM, MM_KRAKEN, *XV)):
+    for ref in MODELLED:
         venue, _, symbol = ref.partition(":")
         mod = importlib.import_module(f"mantra.sim.{venue}")
         inst = next(x for x in mod.LISTINGS if x.symbol == symbol).instrument(venue, InstrumentRegistry())
@@ -250,6 +266,58 @@ def _replay_doc(doc: dict) -> dict:
     return doc
 
 
+def by_venue(out: Path) -> dict[str, dict]:
+    """What each traded venue did in the recorded session, from the spine's own queues: orders sent,
+    cancels, amends, orders the venue answered with its own order id, fills, and its last non-zero
+    balances (what the handler read from the venue, what the overseer checks orders against)."""
+    from .fixed import from_fixed
+    from .instruments import VENUES as ALL
+
+    reg = InstrumentRegistry.load(out / "instruments.json")
+    venue_of = {i.id: i.venue for i in reg}
+    rows = {v: {"orders": 0, "cancels": 0, "amends": 0, "answered": 0, "fills": 0, "balances": {}} for v in TRADED}
+    has = set(segments.queues(out))
+
+    def count(q, key, where=None):
+        if q not in has:
+            return
+        m = segments.load(out, q)
+        if where is not None:
+            m = m[where(m)]
+        for iid in m["instrument"].tolist():
+            v = venue_of.get(iid)
+            if v in rows:
+                rows[v][key] += 1
+
+    count("requests", "orders", lambda m: m["action"] == OrderAction.NEW)
+    count("requests", "cancels", lambda m: m["action"] == OrderAction.CANCEL)
+    count("requests", "amends", lambda m: m["action"] == OrderAction.AMEND)
+    count("fills", "fills")
+    if "updates" in has:
+        u = segments.load(out, "updates")
+        u = u[u["venue_id"] != b""]
+        for iid, oid in set(zip(u["instrument"].tolist(), u["order_id"].tolist())):
+            if venue_of.get(iid) in rows:
+                rows[venue_of[iid]]["answered"] += 1
+    if "balances" in has:
+        b = segments.load(out, "balances")
+        for venue, asset, total, scale in zip(*(b[k].tolist() for k in ("venue", "asset", "total", "scale"))):
+            v = ALL[venue - 1] if 0 < venue <= len(ALL) else None
+            if v in rows:
+                rows[v]["balances"][asset.rstrip(b"\0").decode()] = (total, scale)
+    for r in rows.values():
+        r["balances"] = {a: from_fixed(t, sc) for a, (t, sc) in r["balances"].items() if t}
+    return rows
+
+
+def venue_report(rows: dict[str, dict]) -> str:
+    out = [f"{'':<10}{'orders':>8}{'cancels':>9}{'amends':>8}{'answered':>10}{'fills':>7}   balances (the venue's last)"]
+    for v, r in rows.items():
+        bal = "  ".join(f"{a} {t}" for a, t in sorted(r["balances"].items())) or "none"
+        out.append(f"{v:<10}{r['orders']:>8}{r['cancels']:>9}{r['amends']:>8}{r['answered']:>10}{r['fills']:>7}   {bal}")
+    return "\n".join(out)
+
+
 def compare(live: dict, replay: dict) -> str:
     rows = [("orders", "orders", "{:d}"), ("fills", "fills", "{:d}"), ("fees", "fees", "{:.4f}"),
             ("PnL", "pnl", "{:+.4f}")]
@@ -307,6 +375,7 @@ def run(duration: float = 30.0, out: str | Path | None = None, rate: float = 40.
     events = sum(len(segments.load(out, q)) for q in ("l2", "trades") if q in segments.queues(out))
     live = backtest.summarize(out, out, events, wall, sup.final_telemetry)
     print("\n== live session ==\n" + backtest.report(live), flush=True)
+    print("\n== per venue ==\n" + venue_report(by_venue(out)), flush=True)
     replay = backtest.run(_replay_doc(doc), out, out / "replay")  # kept: its report names its files
     print("\n== the same session replayed as a backtest ==\n" + backtest.report(replay), flush=True)
     print("\n== live vs replay ==\n" + compare(live, replay), flush=True)
