@@ -888,6 +888,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD Level *lv[2]; /* 0 bids, 1 asks */
     Py_ssize_t n[2], cap[2];
+    Py_ssize_t depth; /* a venue protocol's subscribed depth (truncate), 0: none */
 } Book;
 
 #define L2_PRICE 24
@@ -1123,7 +1124,10 @@ static PyObject *Book_repr(Book *self) {
     return r;
 }
 
+#include "_feedbook.c" /* what the venue protocols need: depth, truncation, top prices, checksums */
+
 static PyMethodDef Book_methods[] = {
+    FEEDBOOK_METHODS
     {"apply", (PyCFunction)(void (*)(void))Book_apply, METH_FASTCALL, "apply(side, price, size): set a level; size 0 removes it"},
     {"clear", (PyCFunction)Book_clear, METH_NOARGS, "remove every level"},
     {"best_bid", (PyCFunction)Book_best_bid, METH_NOARGS, "best bid price or None"},
@@ -1145,9 +1149,12 @@ static PyTypeObject BookType = {
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)Book_dealloc,
     .tp_methods = Book_methods,
+    .tp_getset = Book_getset,
+    .tp_members = Book_members,
+    .tp_init = (initproc)Book_init,
     .tp_as_sequence = &Book_seq,
     .tp_repr = (reprfunc)Book_repr,
-    .tp_doc = "Book(): an exact L2 book of int64 prices and sizes (see mantra.book)",
+    .tp_doc = "Book(depth=0): an exact L2 book of int64 prices and sizes (see mantra.book)",
 };
 
 /* ---------------------------------------------------------------- Input (an actor's input port)
@@ -1188,6 +1195,33 @@ static int field_width(char code) {
     }
 }
 
+/* A message type's FIELDS_AT, [(offset in the record, size, struct code), ...], checked against a
+ * record of rec bytes: the number of fields, or -1 with an exception. */
+static int parse_layout(PyObject *layout, size_t rec, uint16_t *offs, uint16_t *sizes, char *codes) {
+    if (!PyList_Check(layout)) {
+        PyErr_SetString(PyExc_TypeError, "layout must be a list of (offset, size, code)");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(layout);
+    if (n > MAX_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "too many fields");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned int off, size;
+        int code;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(layout, i), "IIC", &off, &size, &code)) return -1;
+        int w = code < 128 ? field_width((char)code) : 0;
+        /* every field inside the record (64-bit sum: no wrap-around), of its code's width */
+        if ((uint64_t)off + size > rec || off > UINT16_MAX || size > UINT16_MAX || !w || (w > 0 && (int)size != w)) {
+            PyErr_Format(PyExc_ValueError, "field %zd: bad layout", i);
+            return -1;
+        }
+        offs[i] = (uint16_t)off, sizes[i] = (uint16_t)size, codes[i] = (char)code;
+    }
+    return (int)n;
+}
+
 static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     PyObject *reader, *handler, *cls, *layout, *track, *clock, *timing, *owner = Py_None, *books = Py_None;
     unsigned int key;
@@ -1215,29 +1249,14 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "timing must be a Writer or None");
         return -1;
     }
-    Py_ssize_t n = PyList_GET_SIZE(layout);
-    if (n > MAX_FIELDS) {
-        PyErr_SetString(PyExc_ValueError, "too many fields");
-        return -1;
-    }
     size_t rec = ((Reader *)reader)->m.slot_size - 8;
     if (books != Py_None && rec < L2_FLAGS + 1) {
         PyErr_SetString(PyExc_ValueError, "book-mode input: records must be L2Updates");
         return -1;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned int off, size;
-        int code;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(layout, i), "IIC", &off, &size, &code)) return -1;
-        int w = code < 128 ? field_width((char)code) : 0;
-        /* every field inside the record (64-bit sum: no wrap-around), of its code's width */
-        if ((uint64_t)off + size > rec || off > UINT16_MAX || size > UINT16_MAX || !w || (w > 0 && (int)size != w)) {
-            PyErr_Format(PyExc_ValueError, "field %zd: bad layout", i);
-            return -1;
-        }
-        self->off[i] = (uint16_t)off, self->size[i] = (uint16_t)size, self->code[i] = (char)code;
-    }
-    self->nfields = (int)n;
+    int n = parse_layout(layout, rec, self->off, self->size, self->code);
+    if (n < 0) return -1;
+    self->nfields = n;
     self->buf = PyMem_Malloc(rec);
     if (!self->buf) {
         PyErr_NoMemory();
@@ -1289,18 +1308,19 @@ static void Input_dealloc(Input *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *build(Input *self) {
-    PyObject *t = ((PyTypeObject *)self->cls)->tp_alloc((PyTypeObject *)self->cls, self->nfields);
+/* A message (an instance of the tuple subclass cls) from the n fields of a record at b. */
+static PyObject *make_message(PyObject *cls, int n, const uint16_t *off, const uint16_t *size, const char *code,
+                              const char *b) {
+    PyObject *t = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, n);
     if (!t) return NULL;
-    const char *b = self->buf;
-    for (int i = 0; i < self->nfields; i++) {
-        const char *p = b + self->off[i];
+    for (int i = 0; i < n; i++) {
+        const char *p = b + off[i];
         PyObject *v;
         union {
             int64_t q; uint64_t Q; int32_t i; uint32_t I; int16_t h; uint16_t H;
         } u;
-        if (self->code[i] != 's') memcpy(&u, p, self->size[i]); /* fields need not be aligned */
-        switch (self->code[i]) {
+        if (code[i] != 's') memcpy(&u, p, size[i]); /* fields need not be aligned */
+        switch (code[i]) {
         case 'q': v = PyLong_FromLongLong(u.q); break;
         case 'Q': v = PyLong_FromUnsignedLongLong(u.Q); break;
         case 'i': v = PyLong_FromLong(u.i); break;
@@ -1309,7 +1329,7 @@ static PyObject *build(Input *self) {
         case 'H': v = PyLong_FromLong(u.H); break;
         case 'b': v = PyLong_FromLong(*(const int8_t *)p); break;
         case 'B': v = PyLong_FromLong(*(const uint8_t *)p); break;
-        default: v = PyBytes_FromStringAndSize(p, self->size[i]); break;
+        default: v = PyBytes_FromStringAndSize(p, size[i]); break;
         }
         if (!v) {
             Py_DECREF(t);
@@ -1318,6 +1338,10 @@ static PyObject *build(Input *self) {
         PyTuple_SET_ITEM(t, i, v);
     }
     return t;
+}
+
+static PyObject *build(Input *self) {
+    return make_message(self->cls, self->nfields, self->off, self->size, self->code, self->buf);
 }
 
 /* Publish time of the next record without consuming it: 1 and *pub if one is complete (skip
@@ -1671,8 +1695,22 @@ static inline int check_index(Array *a, PyObject *o, uint64_t *i) {
     return 0;
 }
 
-/* write(index, payload, origin, publisher, now=0) -> new version.  One writer per slot; a slot
- * left odd by a dead writer is simply completed by the next write. */
+/* The write of slot i: one writer per slot; a slot left odd by a dead writer is simply completed
+ * by the next write.  Returns the new version. */
+static uint64_t array_put(Array *a, uint64_t i, uint64_t origin, uint64_t now, uint32_t publisher, const void *payload,
+                          size_t n) {
+    char *slot = slot_at(&a->m, i);
+    uint64_t *ver = (uint64_t *)slot;
+    uint64_t v = __atomic_fetch_or(ver, 1, __ATOMIC_ACQ_REL) | 1; /* odd: writing */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    fill(&a->m, slot, origin, now, publisher, 0, payload, n);
+    STORE_REL(ver, v + 1);
+    __atomic_fetch_add(a->m.count, 1, __ATOMIC_RELEASE); /* writes(): one word says "something changed" */
+    activity++;
+    return v + 1;
+}
+
+/* write(index, payload, origin, publisher, now=0) -> new version. */
 static PyObject *Array_write(Array *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 4 || nargs > 5) {
         PyErr_SetString(PyExc_TypeError, "write(index, payload, origin, publisher, now=0)");
@@ -1690,21 +1728,52 @@ static PyObject *Array_write(Array *self, PyObject *const *args, Py_ssize_t narg
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "payload does not fit the slot");
         return NULL;
     }
-    char *slot = slot_at(&self->m, i);
-    uint64_t *ver = (uint64_t *)slot;
-    uint64_t v = __atomic_fetch_or(ver, 1, __ATOMIC_ACQ_REL) | 1; /* odd: writing */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    fill(&self->m, slot, origin, now, publisher, 0, b.buf, (size_t)b.len);
-    STORE_REL(ver, v + 1);
-    __atomic_fetch_add(self->m.count, 1, __ATOMIC_RELEASE); /* writes(): one word says "something changed" */
-    activity++;
+    uint64_t v = array_put(self, i, origin, now, publisher, b.buf, (size_t)b.len);
     PyBuffer_Release(&b);
-    return PyLong_FromUnsignedLongLong(v + 1);
+    return PyLong_FromUnsignedLongLong(v);
 }
 
-/* read_into(index, buf) -> version (0: never written).  Retries while a write is in progress; a
- * slot still mid-write after ARRAY_STUCK_NS (its writer died or froze there) raises TornRead: never
- * torn data, never an endless spin. */
+/* Copy slot i's record (tracking header + payload, slot_size-8 bytes) into dst; its version (0:
+ * never written) in *v.  Retries while a write is in progress; a slot still mid-write after
+ * ARRAY_STUCK_NS (its writer died or froze there) sets TornRead and returns -1: never torn data,
+ * never an endless spin. */
+static int array_get(Array *self, uint64_t i, char *dst, uint64_t *vout) {
+    size_t n = self->m.slot_size - 8;
+    const char *slot = slot_at(&self->m, i);
+    const uint64_t *ver = (const uint64_t *)slot;
+    uint64_t v, since = 0;
+    for (unsigned spins = 0;; spins++) {
+        v = LOAD_ACQ(ver);
+        if (!(v & 1)) {
+            if (v == 0) break;
+            memcpy(dst, slot + 8, n);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (LOAD_RLX(ver) == v) break;
+        } else if (spins >= 1000) { /* a write takes far less: the writer is descheduled, frozen or dead */
+            int known = 0;
+            for (int k = 0; k < TORN_SLOTS; k++) known |= self->torn_index[k] == i && self->torn_version[k] == v;
+            uint64_t t = mono_ns();
+            if (!since) since = t;
+            if (known || (int64_t)(t - since) > ARRAY_STUCK_NS) {
+                if (!known) {
+                    unsigned k = self->torn_next++ % TORN_SLOTS;
+                    self->torn_index[k] = i, self->torn_version[k] = v;
+                }
+                PyErr_Format(TornRead, "seqlock slot %llu is stuck mid-write (version %llu): its writer died or froze",
+                             (unsigned long long)i, (unsigned long long)v);
+                *vout = v;
+                return -1;
+            }
+            sched_yield(); /* let a descheduled writer on this CPU finish */
+            continue;
+        }
+        cpu_relax();
+    }
+    *vout = v;
+    return 0;
+}
+
+/* read_into(index, buf) -> version (0: never written); TornRead for a slot stuck mid-write. */
 static PyObject *Array_read_into(Array *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "read_into(index, buf)");
@@ -1720,38 +1789,10 @@ static PyObject *Array_read_into(Array *self, PyObject *const *args, Py_ssize_t 
         PyBuffer_Release(&b);
         return NULL;
     }
-    const char *slot = slot_at(&self->m, i);
-    const uint64_t *ver = (const uint64_t *)slot;
-    uint64_t v, since = 0;
-    for (unsigned spins = 0;; spins++) {
-        v = LOAD_ACQ(ver);
-        if (!(v & 1)) {
-            if (v == 0) break;
-            memcpy(b.buf, slot + 8, n);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (LOAD_RLX(ver) == v) break;
-        } else if (spins >= 1000) { /* a write takes far less: the writer is descheduled, frozen or dead */
-            int known = 0;
-            for (int k = 0; k < TORN_SLOTS; k++) known |= self->torn_index[k] == i && self->torn_version[k] == v;
-            uint64_t t = mono_ns();
-            if (!since) since = t;
-            if (known || (int64_t)(t - since) > ARRAY_STUCK_NS) {
-                if (!known) {
-                    unsigned k = self->torn_next++ % TORN_SLOTS;
-                    self->torn_index[k] = i, self->torn_version[k] = v;
-                }
-                PyBuffer_Release(&b);
-                PyErr_Format(TornRead, "seqlock slot %llu is stuck mid-write (version %llu): its writer died or froze",
-                             (unsigned long long)i, (unsigned long long)v);
-                return NULL;
-            }
-            sched_yield(); /* let a descheduled writer on this CPU finish */
-            continue;
-        }
-        cpu_relax();
-    }
+    uint64_t v;
+    int torn = array_get(self, i, b.buf, &v);
     PyBuffer_Release(&b);
-    return PyLong_FromUnsignedLongLong(v);
+    return torn ? NULL : PyLong_FromUnsignedLongLong(v);
 }
 
 static PyObject *Array_version(Array *self, PyObject *arg) {
@@ -1788,6 +1829,8 @@ static PyTypeObject ArrayType = {
     .tp_methods = Array_methods,
     .tp_doc = "Array(mapping): seqlocked latest-value slots",
 };
+
+#include "_ports.c" /* Port: an actor's output, packed and published in one call */
 
 /* ---------------------------------------------------------------- module functions */
 
@@ -1880,7 +1923,7 @@ static struct PyModuleDef spine_module = {PyModuleDef_HEAD_INIT, "_spine", "Mant
 
 PyMODINIT_FUNC PyInit__spine(void) {
     if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ArrayType) < 0 ||
-        PyType_Ready(&InputType) < 0 || PyType_Ready(&BookType) < 0)
+        PyType_Ready(&InputType) < 0 || PyType_Ready(&BookType) < 0 || PyType_Ready(&PortType) < 0)
         return NULL;
     s_origin = PyUnicode_InternFromString("origin");
     s_t = PyUnicode_InternFromString("t");
@@ -1898,6 +1941,8 @@ PyMODINIT_FUNC PyInit__spine(void) {
     PyModule_AddObject(m, "Input", (PyObject *)&InputType);
     Py_INCREF(&BookType);
     PyModule_AddObject(m, "Book", (PyObject *)&BookType);
+    Py_INCREF(&PortType);
+    PyModule_AddObject(m, "Port", (PyObject *)&PortType);
     PyObject *l2 = Py_BuildValue("(iiiii)", L2_PRICE, L2_SIZE, L2_INSTRUMENT, L2_SIDE, L2_FLAGS);
     if (!l2 || PyModule_AddObject(m, "L2_OFFSETS", l2) < 0) return NULL; /* checked against L2Update */
     TornRead = PyErr_NewExceptionWithDoc("mantra._spine.TornRead",

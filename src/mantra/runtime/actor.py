@@ -24,6 +24,8 @@ from __future__ import annotations
 import inspect
 import logging
 
+from .. import _spine
+
 
 class Tracking:
     """Per-process tracking state: the origin of the message being handled."""
@@ -36,50 +38,43 @@ class Tracking:
 
 class Output:
     """An actor's output port: ``send(msg)`` publishes with origin, publish time and publisher
-    filled in by the runtime."""
+    filled in by the runtime.  ``send`` is one C call (``_spine.Port``): the fields are packed
+    straight into the slot from the message type's layout."""
 
-    __slots__ = ("_publish", "_pack", "_track", "_clock", "_sim", "_id", "queue", "sent", "_publish_record", "ring",
-                 "_publish_batch")
+    __slots__ = ("send", "port", "_publish_record", "_publish_batch", "_clock", "queue", "ring")
 
     def __init__(self, producer, track: Tracking, clock, actor_id: int, queue: str):
-        self._publish = producer._w.publish
+        t = producer.msg_type
+        self.port = _spine.Port(producer._w, t, t.FIELDS_AT, t.STRUCT.size, track,
+                                clock if clock.simulated else None, actor_id)
+        self.send = self.port.send
         self._publish_record = producer.publish_record
         self._publish_batch = producer._w.publish_batch
         self.ring = producer.ring
-        self._pack = producer.msg_type.STRUCT.pack
-        self._track, self._clock, self._id, self.queue = track, clock, actor_id, queue
-        self._sim = clock.simulated  # real time: publish time 0 tells C to read the clock itself
-        self.sent = 0
+        self._clock, self.queue = clock, queue
 
-    def send(self, msg) -> int:
-        self.sent += 1
-        return self._publish(self._pack(*msg), self._track.origin or self._clock.now(), self._id,
-                             self._clock.stamp() if self._sim else 0)
+    @property
+    def sent(self) -> int:
+        return self.port.sent
 
     def send_records(self, records, n: int) -> int:
         """Republish n recorded records verbatim (headers and publish times kept): replay bursts."""
-        self.sent += n
         return self._publish_batch(records, n)
 
     def send_record(self, record, now: int = 0) -> int:
         """Republish a whole recorded record (tracking header kept: replay), stamped ``now``
         (default: the clock)."""
-        self.sent += 1
         return self._publish_record(record, now or self._clock.stamp())
 
 
 class ArrayPort:
-    """A seqlock-array port: ``write(i, msg)`` (tracked like Output.send) and ``read(i)``."""
+    """A seqlock-array port: ``write(i, msg)`` (tracked like Output.send, one C call) and ``read(i)``."""
 
-    __slots__ = ("array", "_track", "_clock", "_sim", "_id")
+    __slots__ = ("array", "write")
 
     def __init__(self, array, track: Tracking, clock, actor_id: int):
-        self.array, self._track, self._clock, self._id = array, track, clock, actor_id
-        self._sim = clock.simulated  # real time: 0 tells C to read the clock itself
-
-    def write(self, index: int, msg) -> int:
-        return self.array.write(index, msg, self._track.origin or self._clock.now(), self._id,
-                                self._clock.stamp() if self._sim else 0)
+        self.array = array
+        self.write = array.port(track, clock, actor_id).write
 
     def read(self, index: int):
         return self.array.read(index)

@@ -24,17 +24,15 @@ class SeqArray:
         self.size = header["capacity"]
         self.name = path.name
         self._a = _spine.Array(mm)
-        self._pack = msg_type.STRUCT.pack
         self._unpack = msg_type.STRUCT.unpack_from
         self._make = msg_type._make
         self.record = bytearray(header["slot_size"] - 8)
         self.version = self._a.version
         self.writes = self._a.writes  # writes to any slot so far: one load tells "nothing changed"
-        self._track = TRACK.unpack_from
-        # What this process wrote last per slot: (version, message, origin, publisher).  A reader
-        # in the writer's process (a model and the overseer placed together) gets the message
-        # back without decoding it while the slot's version is still the one written here.
-        self._mine: dict[int, tuple] = {}
+        # put/latest in C: packed from and built into the message type's layout
+        self._port = self.port()
+        # (version, message or None, origin, publisher) of a slot's current value
+        self.latest = self._port.latest
 
     @classmethod
     def create(cls, path, msg_type, size: int, *, recreate: bool = False) -> "SeqArray":
@@ -49,10 +47,14 @@ class SeqArray:
         return cls(path, *L.open_file(path, L.KIND_ARRAY, msg_type))
 
     def write(self, index: int, msg, origin: int = 0, publisher: int = 0, now: int = 0) -> int:
-        origin = origin or _spine.now()
-        v = self._a.write(index, self._pack(*msg), origin, publisher, now)
-        self._mine[index] = (v, msg if type(msg) is self.msg_type else self._make(msg), origin, publisher)
-        return v
+        return self._port.put(index, msg, origin, publisher, now)
+
+    def port(self, track=None, clock=None, publisher: int = 0):
+        """A C port writing this array: ``write(i, msg)`` stamps the origin from ``track`` and the
+        time from ``clock`` (a simulated one; else real time)."""
+        t = self.msg_type
+        return _spine.Port(self._a, t, t.FIELDS_AT, t.STRUCT.size, track,
+                           clock if clock is not None and clock.simulated else None, publisher)
 
     def read(self, index: int):
         """(version, message) — message is None for a slot never written (version 0) or left
@@ -62,20 +64,6 @@ class SeqArray:
         except TornRead:
             return self._a.version(index), None
         return v, (self._make(self._unpack(self.record, _HDR)) if v else None)
-
-    def latest(self, index: int) -> tuple:
-        """(version, message or None, origin, publisher) of the slot's current value."""
-        mine = self._mine.get(index)
-        if mine is not None and mine[0] == self._a.version(index):
-            return mine
-        try:
-            v = self._a.read_into(index, self.record)
-        except TornRead:
-            return self._a.version(index), None, 0, 0
-        if not v:
-            return 0, None, 0, 0
-        origin, _, publisher, _ = self._track(self.record, 0)
-        return v, self._make(self._unpack(self.record, _HDR)), origin, publisher
 
     def close(self) -> None:
         self._a.close()
