@@ -180,6 +180,7 @@ class OrderProtocol:
 
     venue = ""
     tokens: tuple | list = ()  # secrets of the session besides the key (masked in logs)
+    order_class = VenueOrder  # the venue's own order record (``new_order`` makes one)
 
     def __init__(self, creds: Credentials, instruments: Iterable[Instrument], **settings):
         self.creds = creds
@@ -274,6 +275,22 @@ class OrderProtocol:
             self.reject(r, Reject.LOT, now)
             return False
         return True
+
+    def submit_new(self, r: OrderRequest, inst, now: int, room) -> None:
+        """A NEW past ``check_request``: ``check_new``, then the venue's own limit (``room()``: True
+        if it lets one more order through, and counts it), then the order (``new_order``, its client
+        id derived from ours) registered (``_register``) and sent once (``_send``)."""
+        if not self.check_new(r, inst, now):
+            return
+        if not room():
+            self.reject(r, Reject.RATE_LIMITED, now)
+            return
+        o = self.new_order(r, inst, now)
+        self._register(o)
+        self._send(r, NEW, o, now)
+
+    def new_order(self, r: OrderRequest, inst, now: int):
+        return self.order_class(r.order_id, client_id(r.order_id), inst, r.side, r.price, r.size, r.flags, now)
 
     def check_change(self, r: OrderRequest, inst, now: int):
         """The order a CANCEL / AMEND ``r`` is about if it may be sent: a live order of ours, a valid

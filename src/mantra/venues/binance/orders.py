@@ -58,7 +58,7 @@ from ...redact import redact
 from ...spine.messages import OrderStatus
 from ...trading.accounts import Reject
 from ..account import (AMEND, CANCEL, IOC as _IOC, NEW, POST_ONLY as _POST_ONLY, TERMINAL, Http, Open, OrderProtocol,
-                       VenueOrder, VenueRequest, WsSend, client_id, fx as _fx, order_id_of)
+                       VenueOrder, VenueRequest, WsSend, fx as _fx, order_id_of)
 from . import auth
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ class _Req(VenueRequest):
 
 class BinanceOrders(OrderProtocol):
     venue = "binance"
+    order_class = _Order
 
     def __init__(self, creds, instruments, *, ws_url: str = WS_URL, rest_url: str = REST_URL,
                  recv_window_ms: int = 5000, timeout_s: float = 5.0, unknown_orders: str = "cancel",
@@ -374,14 +375,7 @@ class BinanceOrders(OrderProtocol):
             return
         act = r.action
         if act == NEW:
-            if not self.check_new(r, inst, now):
-                return
-            if not self.rate.allow(1, 1, now):
-                self.reject(r, Reject.RATE_LIMITED, now)
-                return
-            o = _Order(r.order_id, client_id(r.order_id), inst, r.side, r.price, r.size, r.flags, now)
-            self._register(o)
-            self._send(r, NEW, o, now)
+            self.submit_new(r, inst, now, lambda: self.rate.allow(1, 1, now))
             return
         o = self.check_change(r, inst, now)
         if o is None:

@@ -295,6 +295,20 @@ class BitfinexOrders(OrderProtocol):
     def _ws(self, text: str) -> None:
         self.events.append(WsSend(CONN, text))
 
+    def _new_room(self, now: int) -> bool:
+        """One more new order within ``orders_per_5min`` (counted if so)."""
+        win = self.new_times
+        while win and win[0] <= now - 300_000_000_000:
+            win.popleft()
+        if len(win) >= self.orders_per_5min:
+            return False
+        win.append(now)
+        return True
+
+    def new_order(self, r, inst, now: int) -> _Order:
+        gid, cid = bfx_ids(r.order_id)  # Bitfinex names our orders by integers
+        return _Order(r.order_id, inst, r.side, r.price, r.size, r.flags, now, gid, cid)
+
     def _register(self, o: _Order) -> None:
         self.orders[o.order_id] = o
         if o.oid:
@@ -394,19 +408,7 @@ class BitfinexOrders(OrderProtocol):
             return
         act = r.action
         if act == NEW:
-            if not self.check_new(r, inst, now):
-                return
-            win = self.new_times
-            while win and win[0] <= now - 300_000_000_000:
-                win.popleft()
-            if len(win) >= self.orders_per_5min:
-                self.reject(r, Reject.RATE_LIMITED, now)
-                return
-            win.append(now)
-            gid, cid = bfx_ids(r.order_id)
-            o = _Order(r.order_id, inst, r.side, r.price, r.size, r.flags, now, gid, cid)
-            self._register(o)
-            self._send(r, NEW, o, now)
+            self.submit_new(r, inst, now, lambda: self._new_room(now))
             return
         if r.ref_id not in self.orders and act in (CANCEL, AMEND):
             self._ask_unknown(r, inst, now)

@@ -73,7 +73,7 @@ from ...runtime.clock import utc
 from ...spine.messages import OrderAction, OrderStatus
 from ...trading.accounts import Reject
 from ..account import (AMEND, CANCEL, IOC as _IOC, NEW, POST_ONLY as _POST_ONLY, Close, Http, Open,
-                       OrderProtocol, VenueOrder, VenueRequest, WsSend, client_id, fx as _fx, order_id_of)
+                       OrderProtocol, VenueOrder, VenueRequest, WsSend, fx as _fx, order_id_of)
 from . import auth
 from .protocol import rfc3339_ns
 
@@ -214,6 +214,7 @@ def _stream_fields(d: dict, inst) -> tuple:
 
 class CoinbaseOrders(OrderProtocol):
     venue = "coinbase"
+    order_class = _Order
 
     def __init__(self, creds, instruments, *, ws_url: str = WS_URL, rest_url: str = REST_URL,
                  jwt_lifetime_s: int = auth.LIFETIME_S, timeout_s: float = 5.0, unknown_orders: str = "cancel",
@@ -376,14 +377,7 @@ class CoinbaseOrders(OrderProtocol):
             return
         act = r.action
         if act == NEW:
-            if not self.check_new(r, inst, now):
-                return
-            if self.rate.room(now) <= 0:
-                self.reject(r, Reject.RATE_LIMITED, now)
-                return
-            o = _Order(r.order_id, client_id(r.order_id), inst, r.side, r.price, r.size, r.flags, now)
-            self._register(o)
-            self._send(r, NEW, o, now)
+            self.submit_new(r, inst, now, lambda: self.rate.room(now) > 0)
             return
         o = self.check_change(r, inst, now)
         if o is None:

@@ -51,7 +51,7 @@ from ...redact import redact
 from ...spine.messages import OrderAction, OrderStatus
 from ...trading.accounts import Reject
 from ..account import (AMEND, CANCEL, IOC as _IOC, NEW, POST_ONLY as _POST_ONLY, TERMINAL, Http, Open, OrderProtocol,
-                       VenueOrder, VenueRequest, WsSend, client_id, fx as _fx, order_id_of)
+                       VenueOrder, VenueRequest, WsSend, fx as _fx, order_id_of)
 from . import auth
 from .protocol import _rfc3339
 
@@ -188,6 +188,7 @@ _Req = VenueRequest
 
 class KrakenOrders(OrderProtocol):
     venue = "kraken"
+    order_class = _Order
 
     def __init__(self, creds, instruments, *, ws_url: str = WS_URL, rest_url: str = REST_URL,
                  timeout_s: float = 5.0, deadline_ms: int = 3000, unknown_orders: str = "cancel",
@@ -331,14 +332,7 @@ class KrakenOrders(OrderProtocol):
         act = r.action
         sym = self.ws_symbol[inst.id]
         if act == NEW:
-            if not self.check_new(r, inst, now):
-                return
-            if not self.rate.take(sym, 1, now):
-                self.reject(r, Reject.RATE_LIMITED, now)
-                return
-            o = _Order(r.order_id, client_id(r.order_id), inst, r.side, r.price, r.size, r.flags, now)
-            self._register(o)
-            self._send(r, NEW, o, now)
+            self.submit_new(r, inst, now, lambda: self.rate.take(sym, 1, now))
             return
         o = self.check_change(r, inst, now)
         if o is None:
