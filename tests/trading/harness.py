@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from mantra.runtime.actor import Tracking
-from mantra.spine.messages import BalanceUpdate, Fill, L2Flags, OrderUpdate
+from mantra.spine.messages import BalanceUpdate, Fill, IdealOrder, L2Flags, OrderUpdate
 
 
 class Clock:
@@ -23,12 +23,16 @@ class Clock:
 
 
 class Out:
-    def __init__(self):
+    """Output stand-in; ``cls``: the port's message type (a ring hands readers that type, whether
+    the sender gave it or a plain tuple of its fields)."""
+
+    def __init__(self, cls=None):
         self.msgs = []
         self.sent = 0
+        self.cls = cls
 
     def send(self, msg) -> int:
-        self.msgs.append(msg)
+        self.msgs.append(msg if self.cls is None or type(msg) is self.cls else self.cls(*msg))
         self.sent += 1
         return self.sent
 
@@ -48,7 +52,7 @@ class Array:
 
     def write(self, i, msg, *a):
         v = self.slots[i][0] + 2
-        self.slots[i] = (v, msg, self.writer)
+        self.slots[i] = (v, IdealOrder(*msg), self.writer)  # a slot holds the message, as read back in C
         self.n_writes += 1
         return v
 
@@ -93,7 +97,7 @@ def make(cls, clock: Clock, actor_id: int = 1, name: str = "", arrays: dict | No
     a.log = logging.getLogger(f"test.{a.name}")
     a._track = Tracking()
     for p in a.outputs:
-        setattr(a, p, Out())
+        setattr(a, p, Out(getattr(a, "messages", {}).get(p)))
     for p, arr in (arrays or {}).items():
         setattr(a, p, Port(arr, actor_id))
     a._request_stop = lambda: None

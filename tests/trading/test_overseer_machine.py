@@ -188,6 +188,27 @@ class OverseerVsVenue(RuleBasedStateMachine):
         assert not refused, f"the overseer sent orders the venue could not fund: {refused}"
 
     @invariant()
+    def exposure_kept_equals_a_walk_over_every_order(self):
+        """The overseer keeps what its orders hold as they change; the reference is the walk over
+        every active order that each check used to make."""
+        ov, opened, held = self.ov, {}, {}
+        for o in ov.orders.active.values():
+            q = o.lock_qty
+            opened[(o.instrument, o.side)] = opened.get((o.instrument, o.side), 0) + q
+            t = ov._terms(o.instrument)
+            if o.side > 0:
+                key, h = t.buy_key, ov._lock(o, t.inst, t.venue.fee_bps) * t.buy_shift
+            else:
+                key, h = t.sell_key, q * t.sell_shift
+            held[key] = held.get(key, 0) + h
+        assert {k: v for k, v in ov.exposure.open.items() if v} == {k: v for k, v in opened.items() if v}
+        assert {k: v for k, v in ov.exposure.held.items() if v} == {k: v for k, v in held.items() if v}
+        for (venue, asset) in self.ex.bal:  # balances: snapshot + later deltas, kept as a sum
+            snap = ov.balances.snap.get((venue, asset))
+            later = sum(a for _, a in ov.balances.later.get((venue, asset), ()))
+            assert ov.balances.total(venue, asset) == (snap[0] if snap else 0) + later
+
+    @invariant()
     def one_live_order_per_slot(self):
         seen = {}
         for oid in self.ex.orders:

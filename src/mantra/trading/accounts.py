@@ -230,6 +230,7 @@ class Balances:
         self.scales = scales
         self.snap: dict[tuple[str, str], list[int]] = {}  # total, available, exch_ts
         self.later: dict[tuple[str, str], list[tuple[int, int]]] = {}  # (exch_ts, delta) after the snapshot
+        self.totals: dict[tuple[str, str], int] = {}  # snapshot + later deltas: every check reads it
         self.counts: Counter = Counter()
 
     def on_balance(self, b: BalanceUpdate) -> tuple[str, str] | None:
@@ -252,7 +253,8 @@ class Balances:
         self.snap[key] = [tot, av, b.exch_ts]
         later = self.later.get(key)
         if later:
-            self.later[key] = [x for x in later if x[0] > b.exch_ts]
+            later = self.later[key] = [x for x in later if x[0] > b.exch_ts]
+        self.totals[key] = tot + sum(a for _, a in later or ())
         return key
 
     def on_fill(self, inst: Instrument, f: Fill) -> None:
@@ -278,14 +280,10 @@ class Balances:
         d = s - scale
         amount = amount * 10**d if d >= 0 else -(-amount // 10**-d)  # floor: never overstate
         self.later.setdefault(key, []).append((ts, amount))
+        self.totals[key] = self.totals.get(key, 0) + amount
 
     def total(self, venue: str, asset: str) -> int:
-        key = (venue, asset)
-        snap = self.snap.get(key)
-        t = snap[0] if snap else 0
-        for _, a in self.later.get(key, ()):
-            t += a
-        return t
+        return self.totals.get((venue, asset), 0)
 
 
 class AccountHandler(Actor):

@@ -35,7 +35,7 @@ from ..venues.events import Status
 from .accounts import Order, Orders
 from .common import bind_ports, load_registry, resolve
 
-_EMPTY = IdealOrder(0, 0, 0, 0, 0)
+_EMPTY = (0, 0, 0, 0, 0)  # an IdealOrder's fields: no order wanted
 _STALE = object()  # the slot's order ended: rewrite even identical content
 
 
@@ -62,7 +62,10 @@ class TradeModel(Actor):
         self.trusted: dict[int, bool] = {}
         self.orders = Orders()
         self.slot_orders: dict[int, Order] = {}  # slot -> its latest order
+        # per slot, what was written last: an IdealOrder's fields (price, size, instrument, side,
+        # flags) as a plain tuple, None before the first write, _STALE once its order ended
         self.written: list = [None] * self.ideal.size
+        self._write = self.ideal.write  # one C call: the fields go straight into the slot
         self.skipped_crossed = 0
         for i in range(self.ideal.size):  # a restarted model must not leave its old wishes standing
             v, msg = self.ideal.read(i)
@@ -89,25 +92,25 @@ class TradeModel(Actor):
     def on_untrusted(self, iid: int) -> None:
         """The book of ``iid`` must not be traded on: by default, withdraw every slot on it."""
         for slot, w in enumerate(self.written):
-            if isinstance(w, IdealOrder) and w.size and w.instrument == iid:
+            if type(w) is tuple and w[1] and w[2] == iid:
                 self.withdraw(slot)
 
     def quote(self, slot: int, iid: int, side: int, price: int, size: int, flags: int = 0) -> bool:
         """Set the ideal order of ``slot``; True if written."""
-        msg = IdealOrder(price, size, iid, side, flags)
+        msg = (price, size, iid, side, flags)
         if self.written[slot] == msg:
             return False
         self.written[slot] = msg
-        self.ideal.write(slot, msg)
+        self._write(slot, msg)
         return True
 
     def withdraw(self, slot: int) -> bool:
         """No order wanted in ``slot``."""
         w = self.written[slot]
-        if w is None or (w is not _STALE and not w.size):
+        if w is None or (w is not _STALE and not w[1]):
             return False
         self.written[slot] = _EMPTY
-        self.ideal.write(slot, _EMPTY)
+        self._write(slot, _EMPTY)
         return True
 
     def position(self, iid: int) -> int:
@@ -166,6 +169,6 @@ class TradeModel(Actor):
     def _changed(self, o: Order, filled: bool = False) -> None:
         if (filled or not o.live) and self.slot_orders.get(o.slot) is o:
             w = self.written[o.slot]
-            if isinstance(w, IdealOrder) and w.size:
+            if type(w) is tuple and w[1]:
                 self.written[o.slot] = _STALE
         self.on_order(o)

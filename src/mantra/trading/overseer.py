@@ -54,7 +54,7 @@ from ..runtime.actor import Actor
 from ..spine import Ring, shm
 from .accounts import TERMINAL, Balances, Order, Orders, Reject
 from .common import asset_scales, buy_lock, load_registry, settings
-from .risk import KillSwitch, Limits, RateLimit, Refusal
+from .risk import Exposure, KillSwitch, Limits, RateLimit, Refusal
 
 _NEW, _CANCEL, _AMEND = int(OrderAction.NEW), int(OrderAction.CANCEL), int(OrderAction.AMEND)
 _FLAGS = int(OrderFlags.POST_ONLY | OrderFlags.IOC | OrderFlags.REDUCE_ONLY)
@@ -162,6 +162,7 @@ class Overseer(Actor):
         self.lim = Limits.parse(reg, self.limits)
         self._terms_of: dict[int, _Terms] = {}
         self.orders = Orders()
+        self.exposure = Exposure()  # what our orders hold, kept as they change: O(1) checks
         self.balances = Balances(asset_scales(reg))
         self.kill_switch = KillSwitch(self.kill_file)
         self.refusals: Counter = Counter()  # Refusal name -> count
@@ -216,6 +217,7 @@ class Overseer(Actor):
         for _, _, _, handler, m in records:
             if handler is None:
                 self.orders.sent(m)
+                self._account(m.order_id if m.action == _NEW else m.ref_id)
                 self.next_id = max(self.next_id, m.order_id)
             else:
                 handler(m)
@@ -237,7 +239,7 @@ class Overseer(Actor):
             for venue in self.v:
                 iid = next((i for i in self.lim if self.registry.by_id[i].venue == venue), None)
                 if iid is not None:
-                    self._send(OrderRequest(self._id(), 0, 0, 0, iid, 0, 0, int(OrderAction.CANCEL_ALL), 1, 0),
+                    self._send((self._id(), 0, 0, 0, iid, 0, 0, int(OrderAction.CANCEL_ALL), 1, 0),
                                self.clock.now())
 
     # ------------------------------------------------------------------ venue answers
@@ -246,6 +248,7 @@ class Overseer(Actor):
             inst = self.registry.by_id.get(u.instrument)
             self.kill(f"order entry halted on {inst.venue if inst else 'a venue'}")
         o = self.orders.on_update(u)
+        self._account(u.order_id)  # a late update may still raise what a finished order filled
         if o is None:
             return
         if not o.pending:
@@ -268,6 +271,7 @@ class Overseer(Actor):
         o = self.orders.on_fill(f)
         if o is None:
             return
+        self._account(f.order_id)
         self.balances.on_fill(self.registry.by_id[o.instrument], f)
         self._touched(o)
 
@@ -396,8 +400,8 @@ class Overseer(Actor):
                     if why is not None:  # never keep an order the model no longer wants
                         self._refuse(st, why, now)
                         return self._cancel(o, now)
-                    self._send(OrderRequest(self._id(), o.order_id, ideal.price, size, o.instrument, o.model,
-                                            o.slot, _AMEND, o.side, o.flags), now)
+                    self._send((self._id(), o.order_id, ideal.price, size, o.instrument, o.model,
+                                    o.slot, _AMEND, o.side, o.flags), now)
                     o.version = st.placed = st.seen
                     self._clear_refusal(st)
                     return
@@ -409,9 +413,8 @@ class Overseer(Actor):
         why = self._check(ideal.instrument, ideal.side, ideal.price, ideal.size, None, now)
         if why is not None:
             return self._refuse(st, why, now)
-        r = OrderRequest(self._id(), 0, ideal.price, ideal.size, ideal.instrument, st.model, st.index, _NEW,
-                         ideal.side, ideal.flags & _FLAGS)
-        o = self._send(r, now)
+        o = self._send((self._id(), 0, ideal.price, ideal.size, ideal.instrument, st.model, st.index, _NEW,
+                        ideal.side, ideal.flags & _FLAGS), now)
         o.version = st.placed = st.seen
         st.order = o
         self._clear_refusal(st)
@@ -421,16 +424,33 @@ class Overseer(Actor):
         self.next_id += 1
         return self.next_id
 
-    def _send(self, r: OrderRequest, now: int, wait: int = 0) -> Order:
-        self.requests.send(r)  # first: the bookkeeping below is not on the way to the venue
+    def _send(self, fields: tuple, now: int, wait: int = 0) -> Order:
+        """Publish an OrderRequest (its fields, in order), then book it."""
+        self.requests.send(fields)  # first: the bookkeeping below is not on the way to the venue
+        r = OrderRequest(*fields)
         t = self._terms(r.instrument)
         if t is not None and t.venue is not None:
             t.venue.rate.record(now)
         self.sent[_ACTION[r.action]] += 1
         o = self.orders.sent(r)
         if o is not None:
+            self._account(o.order_id)
             self._asked[o.order_id] = now + (wait or self.timeout_ns)
         return o
+
+    def _account(self, oid: int) -> None:
+        """Keep what order ``oid`` holds current in ``exposure`` (after a request, update or fill)."""
+        o = self.orders.active.get(oid) or self.orders.done.get(oid)
+        if o is None:
+            return
+        t = self._terms(o.instrument)
+        if t is None:  # an instrument whose assets are not among our balances
+            self.exposure.account(o, None, 0)
+        elif o.side > 0:
+            fee = t.venue.fee_bps if t.venue is not None else 0
+            self.exposure.account(o, t.buy_key, self._lock(o, t.inst, fee) * t.buy_shift)
+        else:
+            self.exposure.account(o, t.sell_key, o.lock_qty * t.sell_shift)
 
     def _cancel(self, o: Order, now: int) -> None:
         """Cancel ``o``.  The first cancel goes at once (risk reduction first); a retry (the
@@ -450,8 +470,8 @@ class Overseer(Actor):
         self._cancels[o.order_id] = (n + 1, now)
         # an unanswered cancel is given up on after the answer timeout, doubled with each retry
         wait = min(self.timeout_ns << min(n, 40), max(self.retry_max_ns, self.timeout_ns))
-        self._send(OrderRequest(self._id(), o.order_id, o.price, o.size, o.instrument, o.model, o.slot, _CANCEL,
-                                o.side, o.flags), now, wait)
+        self._send((self._id(), o.order_id, o.price, o.size, o.instrument, o.model, o.slot, _CANCEL,
+                    o.side, o.flags), now, wait)
 
     def _refuse(self, st: _Slot, why: Refusal, now: int) -> None:
         n = self.refusals[why.name] = self.refusals[why.name] + 1
@@ -510,45 +530,33 @@ class Overseer(Actor):
             return Refusal.FILTER
         venue = t.venue
         if not venue.rate.allows(now):
-            return Refusal.RATE  # transient, and cheap to tell: before the walk over our orders
-        # One walk over our orders: self-trade and open size on this instrument, and what every order
-        # on this venue holds of the asset this one would lock (at the balance's scale).
+            return Refusal.RATE  # transient, and cheap to tell
+        for o in self.orders.by_instrument.get(iid, {}).values():  # self-trade: our orders here only
+            if o.side == -side and o.status not in TERMINAL:
+                p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
+                if (p <= price) if side > 0 else (p >= price):
+                    return Refusal.SELF_TRADE
+        # Open size per side on this instrument, and what our orders hold of the asset this one
+        # would lock (at the balance's scale), kept as orders change; an amended order's new size
+        # replaces what it counts now and frees its lock.
         key = t.buy_key if side > 0 else t.sell_key
-        fee_bps, terms = venue.fee_bps, self._terms
-        buys = sells = held = 0
-        for o in self.orders.active.values():
-            oid = o.instrument
-            if oid == iid:
-                if o.side == -side and o.status not in TERMINAL:
-                    p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
-                    if (p <= price) if side > 0 else (p >= price):
-                        return Refusal.SELF_TRADE
-                if o is amended:
-                    continue  # its new size is counted below, and the lock it holds is freed
-                # what may still execute plus executions whose fills have not arrived: position
-                # moves only with fills, so a filled order's size counts until its fills are in
-                q = o.lock_qty
-                if o.side > 0:
-                    buys += q
+        ex = self.exposure
+        buys, sells, held = ex.open.get((iid, 1), 0), ex.open.get((iid, -1), 0), ex.held.get(key, 0)
+        if amended is not None:
+            mine = ex.of.get(amended.order_id)
+            if mine is not None:
+                if mine[1] > 0:
+                    buys -= mine[2]
                 else:
-                    sells += q
-                ot = t
-            elif o is amended:
-                continue
-            else:
-                ot = terms(oid)
-                if ot is None:
-                    continue  # an instrument whose assets are not among our balances
-            if o.side > 0:
-                if ot.buy_key == key:
-                    held += self._lock(o, ot.inst, fee_bps) * ot.buy_shift
-            elif ot.sell_key == key:
-                held += o.lock_qty * ot.sell_shift
+                    sells -= mine[2]
+                if mine[3] == key:
+                    held -= mine[4]
         add = size - (amended.fill_qty if amended else 0)
         if side > 0:
             buys += add
         else:
             sells += add
+        fee_bps = venue.fee_bps
         why = t.lim.refusal(t.inst, price, self.orders.positions.get(iid, 0), buys, sells)
         if why is not None:
             return why

@@ -113,3 +113,36 @@ class KillSwitch:
 
     def __bool__(self) -> bool:
         return bool(self.reason)
+
+
+class Exposure:
+    """What our orders hold, kept per order as it changes so a check costs O(1), not a walk over
+    every open order: per instrument the size each side may still add to the position
+    (``lock_qty``: what may still execute plus executions whose fills have not arrived), and per
+    ``(venue, asset)`` the amount those orders lock, at the balance's scale.
+
+    The overseer calls ``account(o, held)`` after anything that may have changed order ``o``;
+    ``held`` is what it locks (0 and ``key`` None when its instrument is not among our balances).
+    """
+
+    __slots__ = ("open", "held", "of")
+
+    def __init__(self):
+        self.open: dict[tuple[int, int], int] = {}  # (instrument, side) -> lock_qty summed
+        self.held: dict[tuple[str, str], int] = {}  # (venue, asset) -> locked amount
+        self.of: dict[int, tuple] = {}  # order id -> (instrument, side, qty, key, held) counted
+
+    def account(self, o, key, held: int) -> None:
+        old = self.of.pop(o.order_id, None)
+        if old is not None:
+            iid, side, q, k, h = old
+            self.open[(iid, side)] -= q
+            if k is not None:
+                self.held[k] -= h
+        q = o.lock_qty
+        if q:
+            self.of[o.order_id] = (o.instrument, o.side, q, key, held)
+            s = (o.instrument, o.side)
+            self.open[s] = self.open.get(s, 0) + q
+            if key is not None:
+                self.held[key] = self.held.get(key, 0) + held

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...spine.messages import IdealOrder, OrderFlags
+from ...spine.messages import OrderFlags
 from ..model import TradeModel
 
 _POST_ONLY = int(OrderFlags.POST_ONLY)
@@ -69,9 +69,9 @@ class MarketMaker(TradeModel):
         if size <= 0 or size < i.min_size or price <= 0 or price * size // 10**i.size_scale < i.min_notional:
             self.withdraw(slot)
             return
-        w = self.written[slot]
-        if (isinstance(w, IdealOrder) and w.size == size and abs(w.price - price) < self.refresh_i
-                and (w.price < touch if side > 0 else w.price > touch)):
+        w = self.written[slot]  # (price, size, instrument, side, flags) or None / stale
+        if (type(w) is tuple and w[1] == size and abs(w[0] - price) < self.refresh_i
+                and (w[0] < touch if side > 0 else w[0] > touch)):
             return  # close enough, still passive: keep the queue place
         self.quote(slot, iid, side, price, size, _POST_ONLY)
 
