@@ -14,7 +14,7 @@ from mantra.instruments import InstrumentRegistry
 from mantra.spine.messages import L2Update
 from mantra.store.segments import SegmentWriter
 from mantra.ui.recording import NotARecording, open_recording
-from mantra.ui.series import decode
+from mantra.ui.series import decode, decode_all
 from mantra.ui.server import RemoteRefused, Source, UiServer
 from mantra.ui.view import View
 
@@ -65,6 +65,50 @@ def test_meta_state_book_and_series(server):
     assert not head["decimated"] and len(t) == 103 and t[1] == t0 and t[-2] == t1
     head, t, cols = decode(get(server.url + "api/series?key=nothing/9")[2])
     assert head["n"] == 0 and cols == []
+
+
+def test_several_series_in_one_request(server):
+    """A panel asks for all its series over one range in one round trip: the answers concatenated,
+    each as ``key=`` gives it (an unknown key answers empty)."""
+    t0, t1 = T0 + 1_000_000, T0 + 1_100_000
+    q = f"t0={t0}&t1={t1}&width=300"
+    _, h, raw = get(server.url + f"api/series?keys=top/1,nothing/9,top/1&{q}")
+    got = decode_all(raw)
+    assert [head["key"] for head, _, _ in got] == ["top/1", "nothing/9", "top/1"]
+    one = get(server.url + f"api/series?key=top/1&{q}")[2]
+    assert raw.startswith(one) and got[1][0]["n"] == 0 and got[2][1].tolist() == got[0][1].tolist()
+    st = json.loads(get(server.url + "api/state")[2])
+    assert st["series_n"] == {"top/1": 20_000}
+
+
+def test_series_are_answered_while_the_view_grows(server):
+    """Decimation runs outside the server's lock on a snapshot: answers taken while the actor
+    appends (under the lock) are whole and consistent, and never wait for a long query."""
+    import threading
+
+    src, stop, seen = server.source, threading.Event(), []
+    s = src.view.series["top/1"]
+
+    def grow():
+        t = int(s.t[s.n - 1])
+        while not stop.is_set():
+            with src.lock:  # as the actor's drain does
+                s.append(np.arange(t + 1, t + 5001), np.full(5000, 7.0), np.full(5000, 8.0))
+            t += 5000
+            stop.wait(0.002)
+
+    th = threading.Thread(target=grow)
+    th.start()
+    try:
+        for _ in range(30):
+            head, t, (bid, ask) = decode(get(server.url + "api/series?key=top/1&width=200")[2])
+            assert head["decimated"] and (np.diff(t) >= 0).all() and len(t) <= 400 and len(bid) == len(t)
+            assert bid.max() == 100_00 + 19_999 and ask.min() == 8.0 or head["total"] == 20_000
+            seen.append(head["total"])
+    finally:
+        stop.set()
+        th.join()
+    assert seen[-1] > seen[0]
 
 
 def test_the_ui_is_read_only_and_answers_bad_requests_clearly(server):

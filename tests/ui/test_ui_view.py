@@ -80,6 +80,17 @@ def test_orders_fills_balances_and_pnl():
     # marked at the fill (mid 101: -0.03) and when the top moved (mid 102)
     assert np.allclose(pnl.v[0, :pnl.n], [-0.03, -0.028])
     assert v.series["orders/1"].n == 1 and v.series["fills/1"].n == 1
+    assert st["series_n"]["orders/1"] == 1 and st["series_n"]["top/1"] == v.series["top/1"].n
+
+
+def test_order_ids_past_2_53_stay_exact_in_the_orders_series():
+    v = view()
+    big = 2**62 + 12345  # ids derived from venue ids are wide: a float64 would round it
+    v.ingest("updates", recs(OrderUpdate, [dict(order_id=big, price=101_00, size=200, instrument=1,
+                                                status=int(OrderStatus.OPEN), side=1)]), OrderUpdate)
+    s = v.series["orders/1"]
+    tt, cols, _, _ = s.query()
+    assert s.dtypes[s.cols.index("order_id")] == "i8" and cols[s.cols.index("order_id")].tolist() == [big]
 
 
 def test_unknown_instruments_and_bad_levels_are_counted_not_filed():

@@ -19,8 +19,10 @@ Printed:
   ``ingest_trades_mrec_s``: the same for the TradeUpdate records; ``view_build_s``: generating
   and filing the three series;
 - ``decimate_ms``: the server's time for one full-range answer of the top series at 1500 px, as
-  ``Source.series`` makes it under the server's lock (min/max decimation and binary encoding, no
-  HTTP), p50 of 20; ``decimate_zoom_ms``: the same for a 10 % range (20 random positions);
+  ``Source.series`` makes it (a snapshot under the server's lock, then min/max decimation from
+  block extremes and binary encoding outside it, no HTTP), p50 of 20; ``decimate_zoom_ms``: the
+  same for a 10 % range (20 random positions); ``decimate_points_ms``: the full-range answer of
+  the trades series (points: the real rows at each pixel column's extremes);
 - ``first_draw_ms``: in Debian's chromium driven by Playwright (a 1600 x 1000 viewport), against
   the real ``UiServer`` on 127.0.0.1, the page's own ``__m.first_draw_ms`` (``performance.now()``
   when the price panel's first draw with data completes, from navigation start): median of
@@ -28,17 +30,20 @@ Printed:
   page);
 - ``zoom_redraw_p50_ms`` / ``_p99_ms``: the page's ``__m.redraws`` over ``ZOOMS`` programmatic
   zooms and pans of the price panel (``__ui.zoom``, the wheel's path: zoom-ins, zoom-outs and pans
-  from the whole range down to about a second, each awaited before the next), from the request to
-  the end of the redraw with the new data (every series of the panel re-queried);
-  ``zoom_redraw_max_ms``; ``answers_decimated`` / ``answers_raw``: how many of the top series'
+  from the whole range down to about a second, each awaited before the next), from the zoom (the
+  page shows the data it has, rescaled, at once) to the end of the draw with the new data (every
+  series of the panel re-queried, in one request); ``zoom_redraw_max_ms``;
+  ``zoom_painted_p50_ms`` / ``_p99_ms``: to the end of the frame that shows it (the canvas
+  rasterised: ``requestAnimationFrame`` then a task); ``zoom_queued_p50_ms``, ``zoom_fetch_p50_ms``,
+  ``zoom_parse_p50_ms``, ``zoom_draw_p50_ms``: where a redraw's time goes (before the request
+  leaves, the round trip, decoding the answer, building and drawing); ``answers_decimated`` / ``answers_raw``: how many of the top series'
   answers were each; ``plot_width_px``: the width the page asks for (its plot's CSS pixels);
   ``page_errors``: the page's console errors meanwhile (the first five);
 - ``browser_heap_mb``: the page's JS heap in use after those, after a garbage collection (CDP
   ``Performance.getMetrics`` JSHeapUsedSize);
 - ``bytes_per_query``: median bytes of the top series' answers the page asked for meanwhile;
   ``bytes_per_redraw``: median bytes of every answer one zoom fetched; ``server_query_p50_ms``:
-  the server's time per answer the page asked for (``Source.series``), the panel's four series
-  asked for in parallel and answered one at a time under the server's lock;
+  the server's time per series answer the page asked for (``Source.series``);
 - baseline, in the same run: ``undecimated_bytes`` / ``undecimated_encode_ms``: the whole top
   series as one undecimated answer (``Series.query`` at the series' length, then ``encode``: what
   sending every point would cost before the network and the plot), ``bytes_ratio`` =
@@ -243,10 +248,11 @@ def server_side(view, iid: int) -> dict:
     rng = np.random.default_rng(2)
     starts = rng.integers(lo, hi - (hi - lo) // 10, 20)
     full = _p50_ms(lambda i: src.series(key, None, None, WIDTH), 20)
+    points = _p50_ms(lambda i: src.series(f"trades/{iid}", None, None, WIDTH), 20)
     zoom = _p50_ms(lambda i: src.series(key, int(starts[i]), int(starts[i]) + (hi - lo) // 10, WIDTH), 20)
     raw = src.series(key, None, None, s.n)
     enc = _p50_ms(lambda i: src.series(key, None, None, s.n), 3)
-    return {"decimate_ms": full, "decimate_zoom_ms": zoom, "undecimated_bytes": len(raw),
+    return {"decimate_ms": full, "decimate_zoom_ms": zoom, "decimate_points_ms": points, "undecimated_bytes": len(raw),
             "undecimated_encode_ms": enc}
 
 
@@ -380,6 +386,9 @@ def browser_side(browser, view, iid: int) -> dict:
             if last and last.get("key") == f"top/{iid}":
                 dec[0 if last.get("decimated") else 1] += 1
         redraws = page.js("window.__m.redraws")[k0:]
+        page.page.wait_for_function("(k) => window.__m.painted.length >= k", arg=k0 + len(redraws), timeout=5_000)
+        painted = page.js("window.__m.painted")[k0:]
+        phases = page.js("window.__m.phases")[-len(redraws):]
         heap = page.heap_mb()
         errors += page.errors
         zoom_ns = [x[2] for x in answers]
@@ -390,7 +399,10 @@ def browser_side(browser, view, iid: int) -> dict:
     bpq = int(np.median(top_answers)) if top_answers else None
     return {"first_draw_ms": round(float(np.median(draws)), 1), "first_draw_cold_ms": round(draws[0], 1),
             "zooms": len(redraws), "zoom_redraw_p50_ms": _pct(redraws, 50), "zoom_redraw_p99_ms": _pct(redraws, 99),
-            "zoom_redraw_max_ms": round(max(redraws), 1), "answers_decimated": dec[0], "answers_raw": dec[1],
+            "zoom_redraw_max_ms": round(max(redraws), 1), "zoom_painted_p50_ms": _pct(painted, 50),
+            "zoom_painted_p99_ms": _pct(painted, 99),
+            **{f"zoom_{k}_p50_ms": _pct([p[k] for p in phases], 50) for k in ("queued", "fetch", "parse", "draw")},
+            "answers_decimated": dec[0], "answers_raw": dec[1],
             "plot_width_px": int(np.median(widths)) if widths else None,
             "browser_heap_mb": heap, "bytes_per_query": bpq, "bytes_per_redraw": int(np.median(per_zoom)),
             "server_query_p50_ms": round(float(np.median(zoom_ns)) / 1e6, 3), "page_errors": errors[:5]}

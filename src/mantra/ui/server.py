@@ -2,7 +2,8 @@
 library's threading HTTP server (no asyncio; a thread per connection, keep-alive).
 
 API (GET only; anything else is 405): ``/api/meta``, ``/api/state``, ``/api/orders``,
-``/api/book``, ``/api/series`` (binary columns: ``series.encode``).  Integers named ``*_ns`` also
+``/api/book``, ``/api/series`` (binary columns: ``series.encode``; ``keys=a,b,...`` answers
+several series in one body, their answers concatenated: a panel's zoom is one round trip).  Integers named ``*_ns`` also
 travel as text (``*_ns_s``): JavaScript numbers are exact only to 2^53.
 
 Security: loopback by default.  Any other address needs ``remote=True`` and then a random token,
@@ -59,8 +60,9 @@ def twins(obj):
 
 
 class UiServer:
-    """Serves ``source`` (an object with ``meta()``, ``state()``, ``orders(...)``, ``book(...)``
-    and ``series(key, t0, t1, width)``; each called under ``source.lock``)."""
+    """Serves ``source`` (an object with ``meta()``, ``state()``, ``orders(...)``, ``book(...)``,
+    each called under ``source.lock``, and ``series(key, t0, t1, width)``, which takes the lock
+    itself only as long as it needs)."""
 
     def __init__(self, source, host: str = "127.0.0.1", port: int = 0, remote: bool = False):
         if not is_loopback(host) and not remote:
@@ -176,12 +178,14 @@ class _Handler(BaseHTTPRequestHandler):
             v = q.get(k, "")
             return int(v) if v not in ("", "null", "undefined") else default
 
-        with src.lock:
-            if what == "series":
-                if "key" not in q:
-                    raise ValueError("series needs key=")
-                body = src.series(q["key"], num("t0"), num("t1"), min(max(num("width", 1000), 1), 8192))
-                return self._send(200, body, "application/octet-stream", extra)
+        if what == "series":  # decimated and encoded outside the lock (see Source.series)
+            keys = q["keys"].split(",") if q.get("keys") else [q["key"]] if "key" in q else []
+            if not keys or len(keys) > 64:
+                raise ValueError("series needs key= or keys= (at most 64)")
+            args = (num("t0"), num("t1"), min(max(num("width", 1000), 1), 8192))
+            body = b"".join(src.series(k, *args) for k in keys)
+            return self._send(200, body, "application/octet-stream", extra)
+        with src.lock:  # the documents are built (and copied by twins) under it, serialised after
             if what == "meta":
                 doc = src.meta()
             elif what == "state":
@@ -192,7 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
                 doc = src.book(num("inst", 0), min(num("depth", 20), 500))
             else:
                 return self._error(404, f"no such API: {what}")
-        self._send(200, json.dumps(twins(doc), separators=(",", ":")).encode(), "application/json", extra)
+            doc = twins(doc)
+        self._send(200, json.dumps(doc, separators=(",", ":")).encode(), "application/json", extra)
 
 
 class Source:
@@ -225,9 +230,13 @@ class Source:
         return self.view.book(inst, depth)
 
     def series(self, key: str, t0, t1, width: int) -> bytes:
-        """The series over [t0, t1] at ``width`` pixels, encoded; an unknown key is empty."""
-        s = self.view.series.get(key)
-        if s is None:
+        """The series over [t0, t1] at ``width`` pixels, encoded; an unknown key is empty.  Only
+        the snapshot is taken under the lock: the rows it covers never change, so live ingest
+        and the decimation of 5 M rows do not wait for each other."""
+        with self.lock:
+            s = self.view.series.get(key)
+            snap = s.snapshot() if s is not None else None
+        if snap is None:
             return encode(key, [], [], [], [], False, 0, t0, t1)
-        t, cols, dec, total = s.query(t0, t1, width)
-        return encode(key, t, cols, s.cols, s.scales, dec, total, t0, t1)
+        t, cols, dec, total = snap.query(t0, t1, width)
+        return encode(key, t, cols, snap.cols, snap.scales, dec, total, t0, t1, snap.dtypes)

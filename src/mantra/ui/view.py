@@ -7,7 +7,7 @@ code.  Best bid/ask come from C books (``Book.tops``: one call per instrument pe
 method is called under the server's lock; queries return plain data.
 
 Series (keys the page asks for): ``top/<inst>`` (bid, ask), ``trades/<inst>``, ``orders/<inst>``
-(every order update: price, size, side, status, order id), ``fills/<inst>``, ``books/<inst>``
+(every order update: price, size, side, status, order id as an exact int64), ``fills/<inst>``, ``books/<inst>``
 (book-state changes), ``position/<inst>``, ``pnl/<inst>`` (cash plus position marked at the mid,
 in the quote currency), ``balance/<venue>/<asset>``, ``latency/requests`` (each OrderRequest's
 origin → publish), ``rate/<queue>`` (messages/s).
@@ -184,7 +184,7 @@ class View:
     def _updates(self, recs, pub) -> None:
         for iid, inst, sub in self._by_inst(recs):
             self._series(f"orders/{iid}", POINTS, [("price", inst.price_scale), ("size", inst.size_scale),
-                                                   ("side", 0), ("status", 0), ("order_id", 0)]).append(
+                                                   ("side", 0), ("status", 0), ("order_id", 0, "i8")]).append(
                 sub["publish"], sub["price"], sub["size"], sub["side"], sub["status"], sub["order_id"])
             for oid, px, sz, filled, st, side, reason, t in zip(
                     *(sub[k].tolist() for k in ("order_id", "price", "size", "filled", "status", "side", "reason")),
@@ -284,6 +284,8 @@ class View:
                             "quote": inst.quote})
         return {"t_min_ns": self.t_min, "t_max_ns": self.t_max, "books": books, "balances": balances,
                 "positions": positions, "pnl": pnl, "orders_version": self.orders_version,
+                # rows per series: the page asks a series again only when its count moved
+                "series_n": {k: s.n for k, s in self.series.items()},
                 "hops": [{"actor": self.actors.get(p, f"#{p}"), "stream": q, "kind": "latency", "n": h.count,
                           "p50_ns": round(h.quantile(0.5)), "p99_ns": round(h.quantile(0.99)),
                           "p999_ns": round(h.quantile(0.999)),

@@ -3,7 +3,7 @@
 
 const TOKEN = new URLSearchParams(location.search).get("token");
 
-export const stats = { queries: 0 };
+export const stats = { queries: 0, lastParse: 0 };
 
 // Relative URLs (the page may be served below a prefix), with the page's own token appended.
 function apiUrl(path, params = {}) {
@@ -49,21 +49,42 @@ export const toSec = (ns) => Number(ns - BASE) / 1e9 + BASE_S;
 export const toNs = (s) => BASE + BigInt(Math.round((s - BASE_S) * 1e9));
 
 // ---------------------------------------------------------------------------------------- series
-// Binary answer: u32 LE header length | JSON header (padded to 8) | n × 8-byte columns.
+// Binary answer: u32 LE header length | JSON header (padded to 8) | n × 8-byte columns; several
+// answers (keys=) are concatenated, each a multiple of 8 bytes long.
 export async function getSeries(key, t0, t1, width, signal = null, timeoutMs = 15000) {
+  return (await getSeriesMany([key], t0, t1, width, signal, timeoutMs))[0];
+}
+
+// Several keys over one range in one request (one round trip per panel, not one per series).
+export async function getSeriesMany(keys, t0, t1, width, signal = null, timeoutMs = 15000) {
   stats.queries++;
-  const params = { key, width: Math.max(1, Math.round(width)) };
+  const params = { width: Math.max(1, Math.round(width)) };
+  if (keys.length === 1) params.key = keys[0]; else params.keys = keys.join(",");
   if (t0 != null) params.t0 = t0.toString();
   if (t1 != null) params.t1 = t1.toString();
   const buf = await (await get("series", params, timeoutMs, signal)).arrayBuffer();
-  const hlen = new DataView(buf).getUint32(0, true);
-  const head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, hlen)));
+  const t = performance.now();
+  const out = [];
+  for (let off = 0; off < buf.byteLength;) {
+    const a = parseAnswer(buf, off);
+    out.push(a);
+    off = a.end;
+  }
+  stats.lastParse = performance.now() - t;
+  return out;
+}
+
+const UTF8 = new TextDecoder();
+
+function parseAnswer(buf, start) {
+  const hlen = new DataView(buf, start, 4).getUint32(0, true);
+  const head = JSON.parse(UTF8.decode(new Uint8Array(buf, start + 4, hlen)));
   const n = head.n;
-  let off = 4 + hlen;
+  let off = start + 4 + hlen;
   const cols = {};
   let t = null;
   for (const c of head.cols) {
-    if (c.dtype === "i8") {
+    if (c.dtype === "i8") { // times; exact int64 columns (order ids) read as BigInt
       const a = new BigInt64Array(buf, off, n);
       if (c.name === "t") t = a; else cols[c.name] = { data: a, scale: c.scale || 0 };
     } else {
@@ -80,7 +101,7 @@ export async function getSeries(key, t0, t1, width, signal = null, timeoutMs = 1
     const bLo = Number(BASE & 0xffffffffn), bHi = Number(BASE >> 32n);
     for (let i = 0; i < n; i++) x[i] = ((hi[2 * i + 1] - bHi) * 4294967296 + (w[2 * i] - bLo)) / 1e9 + BASE_S;
   }
-  return { key, n, total: head.total, decimated: !!head.decimated, t0_ns_s: head.t0_ns_s, t1_ns_s: head.t1_ns_s, t, x, cols };
+  return { key: head.key, n, total: head.total, decimated: !!head.decimated, t0_ns_s: head.t0_ns_s, t1_ns_s: head.t1_ns_s, t, x, cols, end: off };
 }
 
 // -------------------------------------------------------------------------------------- format

@@ -9,7 +9,9 @@ const POLL_MS = 120;
 const MIN_SPAN_S = 2e-5;
 
 // --------------------------------------------------------------------------- test hooks
-const M = (window.__m = { first_draw_ms: null, redraws: [], appends: 0 });
+// redraws: ms from a zoom to its finer data drawn (the draw hook); painted: to the end of the
+// frame showing it (rasterised); phases: where a redraw's time went
+const M = (window.__m = { first_draw_ms: null, redraws: [], painted: [], phases: [], appends: 0 });
 const UI = (window.__ui = {
   ready: false, charts: {}, lastRange: null,
   zoom: (a, b) => userRange(Number(a), Number(b)),
@@ -221,10 +223,13 @@ function onResize(name) {
   resizeTimers[name] = setTimeout(() => { if (p.loaded && S.x0 != null) p.want(view()); }, 200);
 }
 
-function afterDraw(name, what, t) {
+const ms = (v) => Math.round(v * 100) / 100;
+function afterDraw(name, what, t, pf) {
   const now = performance.now();
   if (name === "price" && what === "redraw") {
-    M.redraws.push(Math.round((now - t) * 100) / 100);
+    M.redraws.push(ms(now - t));
+    if (pf) M.phases.push({ queued: ms(pf.sent - t), fetch: ms(pf.fetched - pf.sent), parse: ms(pf.parse), draw: ms(now - pf.fetched) });
+    requestAnimationFrame(() => setTimeout(() => M.painted.push(ms(performance.now() - t)), 0));
     if (!S.follow) secondaryLater();
   }
   if (name === "price" && what === "data" && M.first_draw_ms == null) M.first_draw_ms = Math.round(now * 10) / 10;

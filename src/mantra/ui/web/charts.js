@@ -3,7 +3,7 @@
 // wheel / drag / pan interactions, all routed through one view controller.
 import uPlot from "./vendor/uPlot.esm.js";
 import {
-  getSeries, baseSec, fmtNs, fmtFixed, fmtDur, fmtNum, sideName, esc,
+  getSeries, getSeriesMany, stats, baseSec, fmtNs, fmtFixed, fmtDur, fmtNum, sideName, esc,
   ORDER_STATUS, ORDER_ACTION, BOOK_STATUS,
 } from "./api.js";
 
@@ -356,7 +356,11 @@ export class Panel {
       u.ctx.fillText(this.keys.length ? "no data in this range" : "no data", left + width / 2, top + height / 2);
       u.ctx.restore();
     }
-    if (this.measureFrom != null) { const t = this.measureFrom; this.measureFrom = null; this.afterDraw && this.afterDraw("redraw", t); }
+    if (this.measureFrom != null) {
+      const t = this.measureFrom, pf = this.pf;
+      this.measureFrom = this.pf = null;
+      this.afterDraw && this.afterDraw("redraw", t, pf);
+    }
     if (!this.drawnOnce) { this.drawnOnce = true; this.afterDraw && this.afterDraw("first"); }
     if (this.rows() > 0 && !this.drawnWithData) { this.drawnWithData = true; this.afterDraw && this.afterDraw("data"); }
   }
@@ -388,9 +392,12 @@ export class Panel {
       const gen = ++this.gen;
       let answers;
       const ctl = (this.abort = new AbortController());
+      const pf = { sent: performance.now() }; // a measured zoom's phases (the benchmark reports them)
       try {
         const w = this.plotWidth();
-        answers = await Promise.all(keys.map((k) => getSeries(k, req.t0, req.t1, w, ctl.signal)));
+        answers = await getSeriesMany(keys, req.t0, req.t1, w, ctl.signal);
+        pf.fetched = performance.now();
+        pf.parse = stats.lastParse;
       } catch {
         if (!ctl.signal.aborted) this.failed = true; // the controller asks again once the server answers
         continue;
@@ -403,6 +410,7 @@ export class Panel {
       this.loaded = true;
       if (this.onAnswer) this.onAnswer(answers, req);
       this.measureFrom = req.measure ? req.at : null;
+      this.pf = req.measure ? pf : null;
       this.redraw();
     }
   }
@@ -619,38 +627,58 @@ function halfTri(p, x, y, r, up) {
 }
 function cross(p, x, y, r) { p.moveTo(x - r, y - r); p.lineTo(x + r, y + r); p.moveTo(x + r, y - r); p.lineTo(x - r, y + r); }
 
+// Past this many markers in view they overlap anyway: squares (pixel-aligned fillRect) instead of
+// anti-aliased circles, which the canvas rasterises several times slower (it dominated a redraw).
+const DENSE = 400;
+
+function circles(u, s, a, b, keep, yOf, r) {
+  const p = new Path2D();
+  for (let i = a; i < b; i++) {
+    if (!keep(i)) continue;
+    const x = u.valToPos(s.x[i], "x", true), y = yOf(s, i);
+    p.moveTo(x + r, y); p.arc(x, y, r, 0, 2 * Math.PI);
+  }
+  return p;
+}
+
+function squares(ctx, u, s, a, b, keep, yOf, r) {
+  const d = Math.max(1, Math.round(2 * r));
+  for (let i = a; i < b; i++) {
+    if (!keep(i)) continue;
+    ctx.fillRect(Math.round(u.valToPos(s.x[i], "x", true) - r), Math.round(yOf(s, i) - r), d, d);
+  }
+}
+
 function drawMarkers(u, trades, orders, fills) {
   const ctx = u.ctx, r1 = PX();
   clipPlot(u);
   const yOf = (s, i) => u.valToPos(s.cols.price.data[i] * 10 ** -s.cols.price.scale, "y", true);
   if (trades && trades.cols.price) {
     const [a, b] = visible(u, trades);
-    const paths = [new Path2D(), new Path2D(), new Path2D()];
     const side = trades.cols.side ? trades.cols.side.data : null;
+    const dense = b - a > DENSE;
     const r = (b - a > 2000 ? 1.4 : 2) * r1;
-    for (let i = a; i < b; i++) {
-      const x = u.valToPos(trades.x[i], "x", true), y = yOf(trades, i);
-      const p = paths[side ? (side[i] > 0 ? 0 : side[i] < 0 ? 1 : 2) : 2];
-      p.moveTo(x + r, y); p.arc(x, y, r, 0, 2 * Math.PI);
-    }
+    const which = (i) => (side ? (side[i] > 0 ? 0 : side[i] < 0 ? 1 : 2) : 2);
     ctx.globalAlpha = 0.55;
-    [["buy", 0], ["sell", 1], ["grey", 2]].forEach(([c, j]) => { ctx.fillStyle = theme[c]; ctx.fill(paths[j]); });
+    [["buy", 0], ["sell", 1], ["grey", 2]].forEach(([c, j]) => {
+      ctx.fillStyle = theme[c];
+      if (dense) squares(ctx, u, trades, a, b, (i) => which(i) === j, yOf, r);
+      else ctx.fill(circles(u, trades, a, b, (i) => which(i) === j, yOf, r));
+    });
     ctx.globalAlpha = 1;
   }
   if (fills && fills.cols.price) {
     const [a, b] = visible(u, fills);
     const side = fills.cols.side ? fills.cols.side.data : null;
+    const dense = b - a > DENSE;
     const r = 3.5 * r1;
     ctx.lineWidth = 1.5 * r1;
     ctx.strokeStyle = theme.panel;
     for (const [c, want] of [["buy", 1], ["sell", -1]]) {
-      const p = new Path2D();
-      for (let i = a; i < b; i++) {
-        if ((side ? Math.sign(side[i]) || 1 : 1) !== want) continue;
-        const x = u.valToPos(fills.x[i], "x", true), y = yOf(fills, i);
-        p.moveTo(x + r, y); p.arc(x, y, r, 0, 2 * Math.PI);
-      }
+      const mine = (i) => (side ? Math.sign(side[i]) || 1 : 1) === want;
       ctx.fillStyle = theme[c];
+      if (dense) { squares(ctx, u, fills, a, b, mine, yOf, r * 0.8); continue; }
+      const p = circles(u, fills, a, b, mine, yOf, r);
       ctx.stroke(p);
       ctx.fill(p);
     }
@@ -726,8 +754,8 @@ function hover(panel, u, inst) {
   if (kind === "books") head = `Book ${BOOK_STATUS[v("status")] ?? v("status")}`;
   else {
     const sd = sideName(v("side"));
-    const oid = v("order_id"); // past 2^53 a float column cannot hold an id exactly
-    const oids = oid == null ? "" : typeof oid === "number" && !Number.isSafeInteger(oid) ? "≈" + oid : String(oid);
+    const oid = v("order_id");
+    const oids = oid == null ? "" : String(oid); // an int64 column: a BigInt, exact
     head = kind === "orders" ? `Order ${oids} · ${sd} · ${ORDER_STATUS[v("status")] ?? v("status")}`
       : kind === "fills" ? `Fill · ${sd}` : `Trade · ${sd} aggressor`;
     body = `<div><b>${px("price")}</b> ${esc(inst.quote || "")} × ${px("size")} ${esc(inst.base || "")}</div>`;
