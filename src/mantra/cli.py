@@ -286,13 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_top)
 
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
-    p.add_argument("what", help="ring, telemetry, persist, feeds, backtest, tick-to-trade, order-entry")
+    p.add_argument("what", help="ring, telemetry, persist, feeds, backtest, tick-to-trade, order-entry, ui")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--messages", type=int)
+    p.add_argument("--messages", type=int, help="ui: points per series (default 5,000,000)")
     p.add_argument("--rate", type=int)
     p.add_argument("--dataset", help="backtest: the reference stream (.npy)")
     p.add_argument("--captures", help="feeds: directory of recordings (default: ../shared/data/captures)")
-    p.add_argument("--seconds", type=float, help="feeds: time budget per measurement")
+    p.add_argument("--seconds", type=float, help="feeds: time budget per measurement; ui: the window over which "
+                   "the UI actor's CPU is measured on the live demo (default 10)")
     p.add_argument("--loopback", action="store_const", const=True, help="feeds: also measure over a loopback socket")
     p.set_defaults(fn=cmd_bench)
 
