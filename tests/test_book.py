@@ -209,3 +209,69 @@ def test_c_book_tops_refuses_a_buffer_that_is_not_records():
         Book().tops(b"x" * 57, 56)
     with pytest.raises(ValueError, match="smaller"):
         Book().tops(b"", 8)
+
+
+# ---------------------------------------------------------------- the C book the venue protocols keep
+
+import zlib  # noqa: E402
+
+from mantra._spine import crc32  # noqa: E402
+from mantra.fixed import from_fixed  # noqa: E402
+from mantra.venues.bitfinex.protocol import checksum_string, signed_crc32  # noqa: E402
+from mantra.venues.kraken.protocol import book_checksum as kraken_reference  # noqa: E402
+
+INT64_MAX = 2**63 - 1
+# Prices and sizes from 1 to int64 max, clustered so levels collide, with zero sizes (deletions).
+prices = st.one_of(st.integers(1, 60), st.integers(1, 60).map(lambda p: p * 10**17), st.just(INT64_MAX))
+sizes = st.one_of(st.just(0), st.integers(1, 9), st.integers(1, INT64_MAX), st.integers(1, 99).map(lambda q: q * 10**16))
+messages = st.lists(st.lists(st.tuples(st.sampled_from([BID, ASK]), prices, sizes), max_size=6), max_size=40)
+
+
+def bitfinex_reference(book: L2Book, ps: int, ss: int) -> int:
+    """The protocol's checksum_reference when every level's venue text is canonical (from_fixed)."""
+    fb = [f"{from_fixed(p, ps)}:{from_fixed(book.bids[p], ss)}" for p in book.top_prices(BID, 25)]
+    fa = [f"{from_fixed(p, ps)}:-{from_fixed(book.asks[p], ss)}" for p in book.top_prices(ASK, 25)]
+    return signed_crc32(checksum_string(fb, fa))
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages, st.sampled_from([0, 1, 3, 10, 25, 26, 100]), st.integers(0, 18), st.integers(0, 18),
+       st.integers(0, 3), st.integers(0, 3), st.integers(0, 20))
+def test_protocol_book_and_checksums_match_the_references(msgs, depth, ps, ss, pk, sk, clear_at):
+    """Book(depth) against L2Book message by message (apply_levels' drops, truncation, sides, top
+    prices), and both venues' checksums against their Python references after every message: random
+    scales, fewer levels than the checksum depth, sizes with trailing zeros, int64-sized numbers,
+    prices that divide to 0.  Checksums are asked after every message, so their cache is exercised."""
+    book, ref = Book(depth), L2Book(depth)
+    assert book.depth == depth
+    for i, levels in enumerate(msgs):
+        if i == clear_at:
+            book.clear()
+            ref.clear()
+        assert book.apply_levels(levels) == ref.apply_levels(levels)
+        assert book.bids == ref.bids and book.asks == ref.asks
+        for side in (BID, ASK):
+            assert book.top_prices(side, 25) == ref.top_prices(side, 25)
+        assert book.kraken_checksum(10**pk, 10**sk) == kraken_reference(ref, 10**pk, 10**sk)
+        assert book.bitfinex_checksum(ps, ss) == bitfinex_reference(ref, ps, ss)
+    assert book.truncate(2) == ref.truncate(2) and book.bids == ref.bids and book.asks == ref.asks
+
+
+def test_protocol_book_refuses_what_the_reference_refuses():
+    for bad in [(BID, 0, 1), (ASK, -5, 1), (BID, 2**63, 1), (BID, 100, -1), (ASK, 2**64, 0)]:
+        book, ref = Book(), L2Book()
+        with pytest.raises(ValueError):
+            ref.apply_levels([(BID, 7, 1), bad])
+        with pytest.raises(ValueError):
+            book.apply_levels([(BID, 7, 1), bad])
+        assert book.bids == ref.bids == {7: 1} and book.asks == ref.asks == {}  # what came before stays
+    with pytest.raises(ValueError):
+        Book(-1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_crc32_is_zlibs(data):
+    """The checksums' CRC32 (folded with PCLMULQDQ from 64 bytes where the CPU has it, tables else)."""
+    assert crc32(data) == zlib.crc32(data)
+    assert crc32(data * 9) == zlib.crc32(data * 9)

@@ -889,7 +889,16 @@ typedef struct {
     PyObject_HEAD Level *lv[2]; /* 0 bids, 1 asks */
     Py_ssize_t n[2], cap[2];
     Py_ssize_t depth; /* a venue protocol's subscribed depth (truncate), 0: none */
+    uint64_t ver[2];  /* bumped by every change within a side's best TOP_TRACKED levels */
+    struct {
+        uint64_t ver[2];
+        Py_ssize_t n[2];
+        int64_t args[2];
+        long value;
+    } ck[2]; /* the last Kraken / Bitfinex checksum, valid while its key matches */
 } Book;
+
+#define TOP_TRACKED 25 /* the deepest checksum (Bitfinex's top 25) */
 
 #define L2_PRICE 24
 #define L2_SIZE 32
@@ -929,6 +938,7 @@ static int book_apply(Book *b, int side, int64_t price, int64_t size) {
     int64_t key = s ? -price : price;
     Level *a = b->lv[s];
     Py_ssize_t n = b->n[s], i = lower(a, n, key);
+    if (i >= n - TOP_TRACKED) b->ver[s]++; /* the best are last */
     if (i < n && a[i].key == key) {
         if (size) a[i].size = size, a[i].taken = 0;
         else memmove(a + i, a + i + 1, (size_t)(n - i - 1) * sizeof(Level)), b->n[s]--;
@@ -975,6 +985,7 @@ static PyObject *Book_apply(Book *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *Book_clear(Book *self, PyObject *unused) {
     self->n[0] = self->n[1] = 0;
+    self->ver[0]++, self->ver[1]++;
     Py_RETURN_NONE;
 }
 
@@ -1907,6 +1918,7 @@ static PyObject *m_add(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
 }
 
 static PyMethodDef module_methods[] = {
+    {"crc32", (PyCFunction)m_crc32, METH_O, "crc32(bytes) -> zlib's CRC32, as the book checksums compute it"},
     {"traffic", m_traffic, METH_NOARGS, "records published + array writes + records dispatched by this process so far"},
     {"now", m_now, METH_NOARGS, "wall-clock time in ns (CLOCK_REALTIME), the spine's timestamps"},
     {"monotonic", m_monotonic, METH_NOARGS, "CLOCK_MONOTONIC in ns"},

@@ -8,9 +8,11 @@ update, which a dict-only book could only do by sorting up to 1000 keys each tim
 
 ``bids`` and ``asks`` are read-only for callers: change the book only through ``apply``.
 
-This one is the venue protocols' book (``truncate`` for depth-limited feeds, dict access for
-checksums).  Consumers of ``L2Update`` streams (models, the mock exchange) keep :data:`Book`, the
-same book in C that the runtime fills itself from their input ports (``Actor.book_ports``).
+This one is the reference for :data:`Book`, the same book in C: the venue protocols keep theirs in
+it (``Book(depth)``: ``apply_levels``, ``truncate``, ``top_prices`` and the venues' checksums, with
+the semantics defined here and in the venues' Python checksum code), and consumers of ``L2Update``
+streams (models, the mock exchange) keep it too, filled by the runtime from their input ports
+(``Actor.book_ports``).  The simulators keep this one (dict access).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterator
 
-from ._spine import Book  # noqa: F401  apply, clear, best_bid/ask, crossed, levels/top, size, take
+from ._spine import Book  # noqa: F401  apply(_levels), clear, best_bid/ask, crossed, levels/top(_prices), size, take,
+# truncate, bids/asks, kraken_checksum, bitfinex_checksum
 
 _MAX = (1 << 63) - 1  # levels go out in int64 message fields
 
@@ -60,6 +63,13 @@ class L2Book:
                 raise ValueError(f"price {price} outside 1..int64")
         else:
             raise ValueError(f"negative size {size} at price {price}")
+
+    def apply_levels(self, levels) -> list[tuple[int, int]]:
+        """One message's ``(side, price, size)`` levels in order, then ``truncate()`` if the book has
+        a depth: the dropped ``(side, price)``.  A level ``apply`` refuses raises (those before it stay)."""
+        for side, price, size in levels:
+            self.apply(side, price, size)
+        return self.truncate() if self.depth else []
 
     def clear(self) -> None:
         self.bids.clear()

@@ -22,7 +22,7 @@ Conventions every venue follows (see ``venues/events.py`` for the tuples):
   bool is not an int), and every number that leaves a protocol fits the int64 field it ends up in
   (``L2Update``/``TradeUpdate``): prices > 0, sizes >= 0, ids and times in 0..2**63-1.  Prices and
   sizes come from ``fixed.to_fixed``/``side_rows``, which refuse values beyond int64; the book
-  refuses negative sizes and prices outside 1..int64 as it applies levels (``L2Book.apply``);
+  refuses negative sizes and prices outside 1..int64 as it applies levels (``Book.apply_levels``);
   ``apply_levels`` checks the time, ``apply_snapshot`` and ``trade`` everything before anything is
   applied; a bad number raises before anything of the message is emitted, so it is a
   malformed frame and its book is resynced (consumers rebuild from the resync's snapshot, which
@@ -41,7 +41,7 @@ import logging
 from dataclasses import dataclass
 from time import perf_counter_ns
 
-from ..book import L2Book
+from ..book import Book
 from ..instruments import Instrument, InstrumentRegistry
 from .events import BookState, Level, Reconnect, Status, Trade
 
@@ -104,7 +104,7 @@ class VenueProtocol:
         self.symbols = list(symbols)
         self.depth = self.default_depth if depth is None else depth
         self.events: list = []
-        self.books: dict[int, L2Book] = {}
+        self.books: dict[int, Book] = {}
         self.stats: dict[int, BookStats] = {}
         self.status: dict[int, Status] = {}
         self.frames = 0
@@ -142,7 +142,7 @@ class VenueProtocol:
         """Give an instrument a book, counters and a status (idempotent)."""
         iid = inst.id
         if iid not in self.books:
-            self.books[iid] = L2Book(self.depth)
+            self.books[iid] = Book(self.depth)  # the C book; L2Book is its reference
             self.stats[iid] = BookStats()
             self.status[iid] = Status.SYNCING if self.connected else Status.DISCONNECTED
         return iid
@@ -236,11 +236,7 @@ class VenueProtocol:
         """
         if not 0 <= exch_ts <= INT64_MAX:
             raise ValueError(f"exchange time {exch_ts!r} outside 0..int64")
-        book = self.books[iid]
-        apply = book.apply
-        for side, price, size in levels:
-            apply(side, price, size)
-        dropped = book.truncate() if book.depth else []
+        dropped = self.books[iid].apply_levels(levels)  # in C: apply each, then truncate to depth
         # Emitted after the whole message is applied: a level that fails to apply (out of range)
         # raises before anything of the message went out.
         push = self.events.append

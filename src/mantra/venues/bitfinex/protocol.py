@@ -75,6 +75,12 @@ def _txt(v) -> str:
     return v if type(v) is str else str(v)
 
 
+def _plain(text: str) -> bool:
+    """A JSON number's text as ``fixed.from_fixed`` writes its value (no exponent, no trailing zero
+    after a point): what ``Book.bitfinex_checksum`` hashes in place of the venue's own text."""
+    return not ("e" in text or "E" in text or (text[-1] == "0" and "." in text))
+
+
 def _trade_ok(t) -> None:
     """``[ID, MTS, AMOUNT, PRICE]``: ints checked before use (a text MTS times 10**6 is a huge string)."""
     if (type(t) is not list or len(t) < 4 or type(t[0]) is not int or type(t[1]) is not int
@@ -105,8 +111,10 @@ class BitfinexProtocol(VenueProtocol):
         self._book_chan: dict[int, int] = {}  # iid -> book chanId
         self._await_snapshot: set[int] = set()  # chanIds whose next data message is the snapshot
         self._frag: dict[int, tuple[dict, dict]] = {i: ({}, {}) for i in self.books}  # checksum text per level
+        # Prices per side whose venue text is not what from_fixed writes: while a book holds none,
+        # its checksum is computed in C from the ints (Book.bitfinex_checksum), else from _frag.
+        self._odd: dict[int, tuple[set, set]] = {i: (set(), set()) for i in self.books}
         self._live: set[int] = set()
-        self._crc: dict[int, tuple] = {}  # iid -> (25th bid, 25th ask, checksum) while the top is unchanged
         self._resub: dict[int, tuple[str, int, int]] = {}  # old chanId -> (channel, iid, ts asked)
         self._last_trade: dict[int, int] = {}
         self._flags = 0
@@ -231,7 +239,8 @@ class BitfinexProtocol(VenueProtocol):
                 self._trade(iid, body, True)
 
     def _entry(self, e, ps: int, ss: int):
-        """``[PRICE, COUNT, AMOUNT]`` -> (side, price, size, checksum fragment or None)."""
+        """``[PRICE, COUNT, AMOUNT]`` -> (side, price, size, checksum fragment or None, whether the
+        fragment is not what ``Book.bitfinex_checksum`` writes)."""
         if type(e) is not list or len(e) != 3:
             raise ValueError(f"book entry {e!r} is not [PRICE, COUNT, AMOUNT]")
         ptxt, count, atxt = e
@@ -241,9 +250,9 @@ class BitfinexProtocol(VenueProtocol):
         price = fx(ptxt, ps)
         if count == 0:
             if atxt == "1":
-                return BID, price, 0, None
+                return BID, price, 0, None, False
             if atxt == "-1":
-                return ASK, price, 0, None
+                return ASK, price, 0, None, False
             raise ValueError(f"delete with amount {atxt!r}")
         if atxt[0] == "-":
             side, size = ASK, fx(atxt[1:], ss)
@@ -253,14 +262,15 @@ class BitfinexProtocol(VenueProtocol):
             raise ValueError(f"level {e!r} has no size or price")
         if "e" in ptxt or "E" in ptxt:
             ptxt = from_fixed(price, ps)  # the reference checksum writes prices in fixed notation
-        return side, price, size, f"{ptxt}:{atxt}"
+        return side, price, size, f"{ptxt}:{atxt}", not (_plain(ptxt) and _plain(atxt))
 
     def _snapshot(self, iid: int, rows: list) -> None:
         ps, ss = self._scales[iid]
         bids, asks = [], []
         fb, fa = {}, {}
+        ob, oa = set(), set()
         for e in rows:
-            side, price, size, frag = self._entry(e, ps, ss)
+            side, price, size, frag, odd = self._entry(e, ps, ss)
             if size:
                 if side == BID:
                     bids.append((price, size))
@@ -268,10 +278,13 @@ class BitfinexProtocol(VenueProtocol):
                 else:
                     asks.append((price, size))
                     fa[price] = frag
+                if odd:
+                    (ob if side == BID else oa).add(price)
         self._frag[iid] = (fb, fa)
-        self._crc.pop(iid, None)
+        self._odd[iid] = (ob, oa)
         for side, price in self.apply_snapshot(iid, bids, asks, 0):
             (fb if side == BID else fa).pop(price, None)
+            (ob if side == BID else oa).discard(price)
         if not self.check_crossed(iid):
             self._live.add(iid)
             self.set_status(iid, Status.SYNCED, "snapshot")
@@ -279,26 +292,26 @@ class BitfinexProtocol(VenueProtocol):
     def _update(self, iid: int, rows) -> None:
         ps, ss = self._scales[iid]
         fb, fa = self._frag[iid]
+        ob, oa = self._odd[iid]
         levels = []
         for e in rows:
-            side, price, size, frag = self._entry(e, ps, ss)
+            side, price, size, frag, odd = self._entry(e, ps, ss)
             levels.append((side, price, size))
-            f = fb if side == BID else fa
+            if side == BID:
+                f, o = fb, ob
+            else:
+                f, o = fa, oa
             if size:
                 f[price] = frag
             else:
                 f.pop(price, None)
+            if odd:
+                o.add(price)
+            elif o:
+                o.discard(price)
         for side, price in self.apply_levels(iid, levels, 0):
             (fb if side == BID else fa).pop(price, None)
-        cached = self._crc.get(iid)
-        if cached is not None:
-            # The checksum covers the top 25 per side: levels beyond both 25th prices leave it as is
-            # (truncation removes only levels further out).
-            edge_b, edge_a = cached[0], cached[1]
-            for side, price, _ in levels:
-                if (price >= edge_b) if side == BID else (price <= edge_a):
-                    del self._crc[iid]
-                    break
+            (ob if side == BID else oa).discard(price)
         self.check_crossed(iid)
 
     def _gap(self, why: str) -> None:
@@ -310,19 +323,20 @@ class BitfinexProtocol(VenueProtocol):
 
     # -- checksum ---------------------------------------------------------------------------
     def book_checksum(self, iid: int) -> int:
-        cached = self._crc.get(iid)
-        if cached is not None:
-            return cached[2]
+        """The book's checksum: in C from its ints (``Book.bitfinex_checksum``) while every level's
+        venue text is what that writes, else from the venue's text (``checksum_reference``)."""
+        ob, oa = self._odd[iid]
+        if ob or oa:
+            return self.checksum_reference(iid)
+        return self.books[iid].bitfinex_checksum(*self._scales[iid])
+
+    def checksum_reference(self, iid: int) -> int:
+        """The checksum from the venue's own text of each of the top 25 levels per side."""
         book = self.books[iid]
         fb, fa = self._frag[iid]
         top_b = book.top_prices(BID, CHECKSUM_LEVELS)
         top_a = book.top_prices(ASK, CHECKSUM_LEVELS)
-        crc = signed_crc32(checksum_string([fb[p] for p in top_b], [fa[p] for p in top_a]))
-        # A side with fewer than 25 levels is changed by any level of that side.
-        edge_b = top_b[-1] if len(top_b) == CHECKSUM_LEVELS else -1
-        edge_a = top_a[-1] if len(top_a) == CHECKSUM_LEVELS else float("inf")
-        self._crc[iid] = (edge_b, edge_a, crc)
-        return crc
+        return signed_crc32(checksum_string([fb[p] for p in top_b], [fa[p] for p in top_a]))
 
     def _verify(self, iid: int, expected) -> None:
         if iid not in self._live:

@@ -63,7 +63,9 @@ def side_text(book, side: int, pdiv: int = 1, sdiv: int = 1) -> tuple[bytes, int
 
 
 def book_checksum(book, pdiv: int = 1, sdiv: int = 1) -> int:
-    """Kraken's CRC32 of a book: asks ascending, then bids descending, top 10 each."""
+    """Kraken's CRC32 of a book: asks ascending, then bids descending, top 10 each.
+
+    The reference for ``Book.kraken_checksum(pdiv, sdiv)``, which the protocol uses (in C)."""
     return zlib.crc32(side_text(book, BID, pdiv, sdiv)[0], zlib.crc32(side_text(book, ASK, pdiv, sdiv)[0]))
 
 
@@ -143,7 +145,6 @@ class KrakenProtocol(VenueProtocol):
         for iid in self.books:
             self._index(iid)
         self._live: set[int] = set()  # books holding a snapshot whose updates we apply
-        self._text: dict[int, list] = {}  # iid -> [ask text, 10th ask, bid text, 10th bid] (checksum cache)
         self._resub: dict[str, int] = {}  # symbol -> ts an unsubscribe for a resync was sent
         self._waiting_instruments = False
         self._system = "online"
@@ -321,7 +322,6 @@ class KrakenProtocol(VenueProtocol):
         b = [(fx(r[0], ps), fx(r[1], ss)) for r in bids]
         a = [(fx(r[0], ps), fx(r[1], ss)) for r in asks]
         stamps = [r[2] for r in bids] + [r[2] for r in asks]
-        self._text.pop(iid, None)
         self.apply_snapshot(iid, b, a, _v1_time(max(stamps)) if stamps else 0)
         self._resub.pop(pair, None)
         if not self.check_crossed(iid):
@@ -357,9 +357,7 @@ class KrakenProtocol(VenueProtocol):
                     levels.append((side, fx(r[0], ps), fx(r[1], ss)))
                     stamp = r[2]
         self.apply_levels(iid, levels, _v1_time(stamp) if stamp else 0)
-        if checksum is None:
-            self._text.pop(iid, None)  # the checksum cache no longer follows the book
-        elif not self._verify(iid, int(checksum), levels):
+        if checksum is not None and not self._verify(iid, int(checksum)):
             return
         self.check_crossed(iid)
 
@@ -442,7 +440,6 @@ class KrakenProtocol(VenueProtocol):
         if snapshot:
             b = [(fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in bids]
             a = [(fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in asks]
-            self._text.pop(iid, None)
             self.apply_snapshot(iid, b, a, stamp)
             self._resub.pop(sym, None)
             if checksum is not None and not self._verify(iid, int(checksum)):
@@ -454,9 +451,7 @@ class KrakenProtocol(VenueProtocol):
         levels = [(BID, fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in bids]
         levels += [(ASK, fx(_txt(x["price"]), ps), fx(_txt(x["qty"]), ss)) for x in asks]
         self.apply_levels(iid, levels, stamp)
-        if checksum is None:
-            self._text.pop(iid, None)
-        elif not self._verify(iid, int(checksum), levels):
+        if checksum is not None and not self._verify(iid, int(checksum)):
             return
         self.check_crossed(iid)
 
@@ -506,37 +501,15 @@ class KrakenProtocol(VenueProtocol):
             self._resubscribed(res.get("symbol", ""))
 
     # -- checksum ---------------------------------------------------------------------------
-    def _verify(self, iid: int, expected: int, levels=None) -> bool:
+    def _verify(self, iid: int, expected: int) -> bool:
         if self.checksum_timer is not None:
-            return self.timed(iid, self._compare, iid, expected, levels)
-        return self._compare(iid, expected, levels)
+            return self.timed(iid, self._compare, iid, expected)
+        return self._compare(iid, expected)
 
-    def _compare(self, iid: int, expected: int, levels=None) -> bool:
-        """Compare the book with the venue's checksum after a message (``levels``: its changes).
-
-        Each side's text is kept with the price of its 10th level: a message whose levels all lie
-        beyond it leaves that side's top 10 as it was (truncation only removes levels further
-        out), so most updates of a deep book rehash nothing but the cached bytes.
-        """
-        pdiv, sdiv = self._ck[iid]
-        book = self.books[iid]
-        c = self._text.get(iid)
-        if c is None or levels is None:
-            c = self._text[iid] = [*side_text(book, ASK, pdiv, sdiv), *side_text(book, BID, pdiv, sdiv)]
-        else:
-            edge_a, edge_b = c[1], c[3]
-            dirty_a = dirty_b = False
-            for side, price, _ in levels:
-                if side == ASK:
-                    if edge_a is None or price <= edge_a:
-                        dirty_a = True
-                elif edge_b is None or price >= edge_b:
-                    dirty_b = True
-            if dirty_a:
-                c[0], c[1] = side_text(book, ASK, pdiv, sdiv)
-            if dirty_b:
-                c[2], c[3] = side_text(book, BID, pdiv, sdiv)
-        got = zlib.crc32(c[2], zlib.crc32(c[0]))
+    def _compare(self, iid: int, expected: int) -> bool:
+        """Compare the book with the venue's checksum after a message: ``Book.kraken_checksum``
+        computes ``book_checksum`` (the reference, above) in C from the book's ints."""
+        got = self.books[iid].kraken_checksum(*self._ck[iid])
         st = self.stats[iid]
         if got == expected:
             st.checksum_ok += 1
