@@ -36,7 +36,7 @@ setup(
         Extension(
             "mantra._spine",
             ["src/mantra/_spine.c"],
-            depends=["src/mantra/_ports.c"],  # included by _spine.c
+            depends=["src/mantra/_ports.c", "src/mantra/_feedbook.c"],  # included by _spine.c
             extra_compile_args=FLAGS,
         ),
         Extension("mantra._fixed", ["src/mantra/_fixed.c"], extra_compile_args=FLAGS),
