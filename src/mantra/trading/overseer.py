@@ -369,7 +369,7 @@ class Overseer(Actor):
     def _reconcile(self, st: _Slot, now: int) -> None:
         self._track.origin = st.origin  # requests carry the origin of the ideal they serve (tick to trade)
         o = st.order
-        if o is not None and not o.live:
+        if o is not None and o.status in TERMINAL:
             o = st.order = None
         if o is not None and o.pending:
             return  # wait for the venue's answer
@@ -390,7 +390,7 @@ class Overseer(Actor):
                 if ideal.price == o.price and ideal.size == o.size - done:
                     o.version = st.placed = st.seen
                     return
-                t = self._terms(o.instrument)
+                t = self._terms_of.get(o.instrument) or self._terms(o.instrument)
                 venue = t.venue if t is not None else None
                 if venue is not None and venue.amend and not o.no_amend:
                     size = done + ideal.size
@@ -518,7 +518,7 @@ class Overseer(Actor):
         """Refusal for a NEW (``amended`` None) or an AMEND to total ``size`` at ``price``."""
         if self.kill_switch.reason:
             return Refusal.KILLED
-        t = self._terms(iid)
+        t = self._terms_of.get(iid) or self._terms(iid)
         if t is None or (side != 1 and side != -1):
             return Refusal.UNKNOWN_INSTRUMENT
         if t.venue is None:
@@ -531,8 +531,8 @@ class Overseer(Actor):
         venue = t.venue
         if not venue.rate.allows(now):
             return Refusal.RATE  # transient, and cheap to tell
-        for o in self.orders.by_instrument.get(iid, {}).values():  # self-trade: our orders here only
-            if o.side == -side and o.status not in TERMINAL:
+        for o in self.orders.by_instrument[iid].values() if iid in self.orders.by_instrument else ():
+            if o.side == -side and o.status not in TERMINAL:  # self-trade: our orders here only
                 p = o.price if o.target is None else (min if side > 0 else max)(o.price, o.target[0])
                 if (p <= price) if side > 0 else (p >= price):
                     return Refusal.SELF_TRADE
@@ -557,14 +557,17 @@ class Overseer(Actor):
         else:
             sells += add
         fee_bps = venue.fee_bps
-        why = t.lim.refusal(t.inst, price, self.orders.positions.get(iid, 0), buys, sells)
-        if why is not None:
-            return why
+        pos = self.orders.positions.get(iid, 0)
+        long_, short, lim = pos + buys, pos - sells, t.lim  # the worst case: every order of a side fills
+        if long_ > lim.max_position or -short > lim.max_position:
+            return Refusal.POSITION
+        if max(abs(long_), abs(short)) * price // t.unit > lim.max_notional:
+            return Refusal.NOTIONAL
         if side > 0:
             need, shift = buy_lock(price, add, t.inst.size_scale, fee_bps), t.buy_shift
         else:
             need, shift = add, t.sell_shift
-        if need > (self.balances.total(*key) - held) // shift:
+        if need > (self.balances.totals.get(key, 0) - held) // shift:
             return Refusal.BALANCE
         return None
 

@@ -28,7 +28,8 @@ class Refusal(IntEnum):
 
 class Limits:
     """Per instrument: ``max_position`` (base, either direction) and ``max_notional`` (quote at the
-    instrument's price scale), both checked on the worst case: every open order on one side fills."""
+    instrument's price scale), both checked on the worst case: every open order on one side fills
+    (the overseer's ``_check``)."""
 
     __slots__ = ("max_position", "max_notional")
 
@@ -47,15 +48,6 @@ class Limits:
             out[inst.id] = cls(inst.size(str(d["max_position"])), inst.price(str(d["max_notional"])))
         return out
 
-    def refusal(self, inst: Instrument, price: int, pos: int, buys: int, sells: int) -> Refusal | None:
-        """``buys``/``sells``: open size per side including the order being checked."""
-        long_, short = pos + buys, pos - sells
-        if long_ > self.max_position or -short > self.max_position:
-            return Refusal.POSITION
-        if max(abs(long_), abs(short)) * price // 10**inst.size_scale > self.max_notional:
-            return Refusal.NOTIONAL
-        return None
-
 
 class RateLimit:
     """At most ``count`` requests per sliding ``window_ns``."""
@@ -68,14 +60,11 @@ class RateLimit:
         self.count, self.window = count, window_ns
         self.sent: deque[int] = deque()
 
-    def _purge(self, now: int) -> None:
+    def allows(self, now: int) -> bool:
         sent, edge = self.sent, now - self.window
         while sent and sent[0] <= edge:
             sent.popleft()
-
-    def allows(self, now: int) -> bool:
-        self._purge(now)
-        return len(self.sent) < self.count
+        return len(sent) < self.count
 
     def record(self, now: int) -> None:
         self.sent.append(now)
