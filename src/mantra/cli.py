@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_top)
 
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
-    p.add_argument("what", help="ring, telemetry, persist, feeds, backtest, tick-to-trade, order-entry, ui")
+    p.add_argument("what", help="ring, telemetry, persist, feeds, backtest, tick-to-trade, throughput, order-entry, ui")
     p.add_argument("--json", action="store_true")
     p.add_argument("--messages", type=int, help="ui: points per series (default 5,000,000)")
     p.add_argument("--rate", type=int)

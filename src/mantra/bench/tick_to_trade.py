@@ -31,8 +31,6 @@ The market maker requotes on every tick move (``refresh`` = one tick) of a fast 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import time
 
@@ -42,12 +40,12 @@ from ..runtime import paths
 from ..runtime.config import parse
 from ..runtime.process import LOOP_STREAM
 from ..runtime.supervisor import Supervisor
-from .._spine import now as _spine_now
 from ..spine import Ring
 from ..spine.messages import L2Flags
 from ..spine.shm import remove_system, system_dir
 from ..sim.coinbase import LISTINGS, CoinbaseSimulator
 from ..sim import SyntheticMarket
+from .memsocket import MemSocket, ws_frame
 
 OPTIONS = {"seconds", "rate", "frames"}
 
@@ -225,76 +223,6 @@ def record_frames(n: int, rate: int) -> list[bytes]:
     return [ws_frame(m) for m in msgs]
 
 
-def ws_frame(payload: bytes) -> bytes:
-    """A server's (unmasked) final text frame."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x81, n))
-    elif n < 1 << 16:
-        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
-    return head + payload
-
-
-class MemSocket:
-    """A connected socket served from memory, for the feed's real client (``feeds.wsclient``): it
-    answers the WebSocket handshake, then hands over one pre-encoded frame per read, at most one
-    every ``gap_ns`` (so each frame's reaction is measured alone, as a live venue paces them)."""
-
-    def __init__(self, frames: list[bytes], gap_ns: int):
-        self._r, self._w = os.pipe()
-        os.write(self._w, b"x")  # always readable: poll(2) never blocks, recv_into says when a frame is due
-        self.frames, self.gap, self.i, self.due = frames, gap_ns, 0, 0
-        self._answer = b""
-
-    def fileno(self) -> int:
-        return self._r
-
-    def setsockopt(self, *a) -> None:
-        pass
-
-    def settimeout(self, t) -> None:
-        pass
-
-    def setblocking(self, flag) -> None:
-        pass
-
-    def send(self, data) -> int:
-        data = bytes(data)
-        if data.startswith(b"GET "):  # the upgrade request: answer it as a server would
-            key = next(line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
-                       if line.lower().startswith(b"sec-websocket-key:"))
-            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-            self._answer = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        return len(data)
-
-    sendall = send
-
-    def recv(self, n: int) -> bytes:
-        a, self._answer = self._answer, b""
-        return a
-
-    def recv_into(self, buf) -> int:
-        if self.i >= len(self.frames):
-            raise BlockingIOError
-        t = _spine_now()
-        if t < self.due:
-            raise BlockingIOError
-        f = self.frames[self.i]
-        buf[:len(f)] = f
-        self.i += 1
-        self.due = t + self.gap
-        return len(f)
-
-    def close(self) -> None:
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
 
 def code_path(seconds: float, rate: int, frames: int, warmup_s: float) -> dict:
     """One spinning process (CPU 0): feed -> market maker -> overseer -> mock exchange, the feed's
@@ -305,7 +233,7 @@ def code_path(seconds: float, rate: int, frames: int, warmup_s: float) -> dict:
     gap = int(1e9 / rate)
     seconds = max(seconds, warmup_s + len(recorded) * gap / 1e9 + 0.5)
     real = wsclient._open_socket
-    wsclient._open_socket = lambda uri, proxy, timeout: MemSocket(recorded, gap)  # inherited by the fork
+    wsclient._open_socket = lambda uri, proxy, timeout: MemSocket(recorded, gap_ns=gap)  # inherited by the fork
     try:
         procs = {"all": {"actors": ["feed", "mm", "overseer", "exchange"], "mode": "spin", "cpu": 0,
                          "timing": 1 << 19}}
