@@ -189,10 +189,12 @@ class FeedRunner:
         wait = timeout
         while n < max_frames:
             if not msgs:
-                if not read(wait):
+                # After a read's frames, return: what they caused runs before the next read (this
+                # loop's caller polls again at once, and a parked one finds the socket readable).
+                if n or not read(wait):
                     break
                 wait = 0
-                continue  # a partial frame, or control frames only: read on until the socket is empty
+                continue  # a partial frame, or control frames only: read on
             data, ts = msgs.popleft()
             n += 1
             self.bytes += len(data)
@@ -204,10 +206,9 @@ class FeedRunner:
             if self._reconnect is not None or self.ws is not ws:
                 break
         now = _mono()
-        if n:
-            self.frames += n
-        elif now < self._next_service and ws.ended is None:
-            return 0  # the idle path of a spinning loop: keep it short
+        self.frames += n
+        if now < self._next_service and ws.ended is None and self._reconnect is None:
+            return n  # jobs are looked at every SERVICE_S: the path of a frame and of an idle spin stays short
         self._service(now)
         return n
 
