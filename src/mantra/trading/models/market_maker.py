@@ -38,12 +38,16 @@ class MarketMaker(TradeModel):
         self.refresh_i = i.price(str(self.refresh)) if self.refresh else i.tick
         if self.size_i <= 0 or self.max_inv <= 0 or self.spread_i < 0:
             raise ValueError(f"{self.name}: size and max_inventory must be > 0, spread >= 0")
+        self.unit = 10**i.size_scale
+        self.positions = self.orders.positions
 
     _seen = None
 
     def on_book(self, iid: int, book, exch_ts: int) -> None:
         bb, ba = book.best_bid(), book.best_ask()
-        seen = (bb, ba, self.position(iid), self.written[0], self.written[1])
+        pos = self.positions.get(iid, 0)
+        w = self.written
+        seen = (bb, ba, pos, w[0], w[1])
         if seen == self._seen:
             return  # quotes are a function of exactly these: most messages change none of them
         self._seen = seen
@@ -52,21 +56,20 @@ class MarketMaker(TradeModel):
             self.withdraw(1)
             return
         i = self.inst
-        tick, lot = i.tick, i.lot
-        pos = self.position(iid)
-        shift = _toward_zero(self.skew_i * pos, 10**i.size_scale)  # symmetric for longs and shorts
+        tick, lot, size = i.tick, i.lot, self.size_i
+        shift = _toward_zero(self.skew_i * pos, self.unit) if pos else 0  # symmetric for longs and shorts
         bid = (bb + ba - self.spread_i) // 2 - shift
         ask = -(-(bb + ba + self.spread_i) // 2) - shift
         bid = min(bid - bid % tick, ba - tick)
         ask = max(ask + -ask % tick, bb + tick)
-        bsize = min(self.size_i, self.max_inv - pos)
-        asize = min(self.size_i, self.max_inv + pos)
+        bsize = min(size, self.max_inv - pos)
+        asize = min(size, self.max_inv + pos)
         self._side(0, iid, 1, bid, bsize - bsize % lot, ba)
         self._side(1, iid, -1, ask, asize - asize % lot, bb)
 
     def _side(self, slot: int, iid: int, side: int, price: int, size: int, touch: int) -> None:
         i = self.inst
-        if size <= 0 or size < i.min_size or price <= 0 or price * size // 10**i.size_scale < i.min_notional:
+        if size <= 0 or size < i.min_size or price <= 0 or price * size // self.unit < i.min_notional:
             self.withdraw(slot)
             return
         w = self.written[slot]  # (price, size, instrument, side, flags) or None / stale
