@@ -108,6 +108,24 @@ class Page:
         return before, after
 
 
+    def wheel_burst(self, ticks=15):
+        """Wheel ticks faster than answers come: the page shows each at once from what it has,
+        keeps one query in flight (the newest range next), and ends with the last range drawn."""
+        q0 = self.js("window.__ui.panelQueries('price')")
+        self.js("""(ticks) => {  // within one task: as a trackpad's burst lands between two frames
+            const over = document.querySelector("#price-chart .u-over"), r = over.getBoundingClientRect();
+            for (let i = 0; i < ticks; i++) over.dispatchEvent(new WheelEvent("wheel", {
+                deltaY: -40, clientX: r.left + r.width / 2, clientY: r.top + r.height / 2, bubbles: true, cancelable: true}));
+        }""", ticks)
+
+        def settled():
+            r, (lo, hi) = self.js("[window.__ui.lastRange, [window.__ui.charts.price.scales.x.min, "
+                                  "window.__ui.charts.price.scales.x.max]]")
+            return abs(int(r["t0_ns_s"]) / 1e9 - lo) < 1e-3 * (hi - lo) and abs(int(r["t1_ns_s"]) / 1e9 - hi) < 1e-3 * (hi - lo)
+        assert wait_for(settled, 10)
+        assert self.js("window.__ui.panelQueries('price')") - q0 <= 2  # the first tick's range, then the last's
+
+
 def test_live_demo_in_the_browser(browser, demo):
     proc, url, _ = demo
     page = Page(browser, url)
@@ -152,6 +170,11 @@ def test_recorded_session_in_the_browser(browser, demo):
         page.shot("recording")
         page.zoom_in()
         page.shot("recording-zoomed")
+        page.wheel_burst()
+        # order ids travel as int64 and the page reads them as exact BigInts
+        oid = page.js("""() => import('./api.js').then((api) => api.getSeriesMany(['orders/1'], null, null, 500))
+            .then(([a]) => a.cols.order_id.data instanceof BigInt64Array ? String(a.cols.order_id.data[0]) : null)""")
+        assert oid is not None and int(oid) in {int(r["order_id"]) for r in view.orders.values()}
         assert page.errors == []
     finally:
         page.page.close()

@@ -77,6 +77,14 @@ def test_several_series_in_one_request(server):
     assert [head["key"] for head, _, _ in got] == ["top/1", "nothing/9", "top/1"]
     one = get(server.url + f"api/series?key=top/1&{q}")[2]
     assert raw.startswith(one) and got[1][0]["n"] == 0 and got[2][1].tolist() == got[0][1].tolist()
+    # a live tail: each key from its own last row, at its own width
+    late = T0 + 19_990 * 1000
+    got = decode_all(get(server.url + f"api/series?keys=top/1,top/1&t0={late},{t0}&width=1000,5")[2])
+    assert got[0][1][1] == late and got[0][0]["total"] == 12 and not got[0][0]["decimated"]
+    assert got[1][0]["decimated"] and len(got[1][1]) <= 10 and got[1][0]["t0_ns_s"] == str(t0)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(server.url + "api/series?keys=top/1,top/1,top/1&t0=1,2")
+    assert e.value.code == 400
     st = json.loads(get(server.url + "api/state")[2])
     assert st["series_n"] == {"top/1": 20_000}
 

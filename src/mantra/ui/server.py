@@ -3,7 +3,8 @@ library's threading HTTP server (no asyncio; a thread per connection, keep-alive
 
 API (GET only; anything else is 405): ``/api/meta``, ``/api/state``, ``/api/orders``,
 ``/api/book``, ``/api/series`` (binary columns: ``series.encode``; ``keys=a,b,...`` answers
-several series in one body, their answers concatenated: a panel's zoom is one round trip).  Integers named ``*_ns`` also
+several series in one body, their answers concatenated: a panel's zoom or live tail is one round
+trip; ``t0``, ``t1`` and ``width`` then take one value for all or one per key).  Integers named ``*_ns`` also
 travel as text (``*_ns_s``): JavaScript numbers are exact only to 2^53.
 
 Security: loopback by default.  Any other address needs ``remote=True`` and then a random token,
@@ -182,8 +183,15 @@ class _Handler(BaseHTTPRequestHandler):
             keys = q["keys"].split(",") if q.get("keys") else [q["key"]] if "key" in q else []
             if not keys or len(keys) > 64:
                 raise ValueError("series needs key= or keys= (at most 64)")
-            args = (num("t0"), num("t1"), min(max(num("width", 1000), 1), 8192))
-            body = b"".join(src.series(k, *args) for k in keys)
+
+            def each(k, default=None):  # one value for every key, or one per key (a live tail)
+                v = [int(x) if x not in ("", "null", "undefined") else default for x in q.get(k, "").split(",")]
+                if len(v) not in (1, len(keys)):
+                    raise ValueError(f"{k}= needs one value or one per key")
+                return v * len(keys) if len(v) == 1 else v
+
+            args = zip(each("t0"), each("t1"), (min(max(w, 1), 8192) for w in each("width", 1000)))
+            body = b"".join(src.series(k, *a) for k, a in zip(keys, args))
             return self._send(200, body, "application/octet-stream", extra)
         with src.lock:  # the documents are built (and copied by twins) under it, serialised after
             if what == "meta":

@@ -51,17 +51,15 @@ export const toNs = (s) => BASE + BigInt(Math.round((s - BASE_S) * 1e9));
 // ---------------------------------------------------------------------------------------- series
 // Binary answer: u32 LE header length | JSON header (padded to 8) | n × 8-byte columns; several
 // answers (keys=) are concatenated, each a multiple of 8 bytes long.
-export async function getSeries(key, t0, t1, width, signal = null, timeoutMs = 15000) {
-  return (await getSeriesMany([key], t0, t1, width, signal, timeoutMs))[0];
-}
-
-// Several keys over one range in one request (one round trip per panel, not one per series).
+// Several keys in one request (one round trip per panel, not one per series); t0, t1 and width
+// are one value for every key, or an array of one per key (a live tail, each from its last row).
 export async function getSeriesMany(keys, t0, t1, width, signal = null, timeoutMs = 15000) {
   stats.queries++;
-  const params = { width: Math.max(1, Math.round(width)) };
+  const list = (v, f) => (Array.isArray(v) ? v.map((x) => (x == null ? "" : f(x))).join(",") : v == null ? null : f(v));
+  const params = { width: list(width, (w) => Math.max(1, Math.round(w))) };
   if (keys.length === 1) params.key = keys[0]; else params.keys = keys.join(",");
-  if (t0 != null) params.t0 = t0.toString();
-  if (t1 != null) params.t1 = t1.toString();
+  params.t0 = list(t0, String);
+  params.t1 = list(t1, String);
   const buf = await (await get("series", params, timeoutMs, signal)).arrayBuffer();
   const t = performance.now();
   const out = [];

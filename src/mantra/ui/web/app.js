@@ -18,6 +18,7 @@ const UI = (window.__ui = {
   live: () => goLive(),
   select: (id) => select(id),
   markers: (kind) => (P.price && S.sel ? countVisible(P.price, `${kind}/${S.sel}`) : 0),
+  panelQueries: (name) => (P[name] ? P[name].queries : 0),
 });
 Object.defineProperty(UI, "queries", { get: () => stats.queries, enumerable: true });
 Object.defineProperty(UI, "follow", { get: () => S.follow, enumerable: true });
@@ -201,7 +202,7 @@ function applySpecs(only = null) {
     if (only && !only.includes(name)) continue;
     if (!P[name]) {
       P[name] = new Panel(name, $(CHART_EL[name]), { userRange, live: goLive, view, edgeX }, spec);
-      P[name].afterDraw = (what, t) => afterDraw(name, what, t);
+      P[name].afterDraw = (what, t, pf) => afterDraw(name, what, t, pf);
       if (S.x0 != null) P[name].setX(S.x0, S.x1);
       new ResizeObserver(() => onResize(name)).observe($(CHART_EL[name]));
     } else if (P[name].setSpec(spec)) {
