@@ -11,6 +11,9 @@ from mantra.venues.bitstamp.orders import BitstampOrders
 
 
 class BitstampHarness(Harness):
+    rest_lots = 200_000  # lots of 0.00000001 BTC: 0.002 BTC, above the 10 USD minimum order value
+    take_lots = 400_000
+
     def __init__(self, sim, creds=None, first_id: int = 1000, **settings):
         super().__init__(sim, BitstampOrders, "btcusd", creds or Credentials(DEFAULT_KEY, DEFAULT_SECRET),
                          lambda v: int(v["id"]), first_id=first_id, **settings)

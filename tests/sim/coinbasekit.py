@@ -14,6 +14,8 @@ ED_CREDS = Credentials(coinbase_sim.DEFAULT_ED_KEY, coinbase_sim.DEFAULT_ED_SECR
 
 
 class CoinbaseHarness(Harness):
+    rest_lots = take_lots = 40_000  # lots of 0.00000001 BTC: 0.0004 BTC
+
     def __init__(self, sim, creds=None, first_id: int = 1000, **settings):
         super().__init__(sim, CoinbaseOrders, "BTC-USD", creds or EC_CREDS, lambda v: trade_key(v["trade_id"]),
                          first_id=first_id, **settings)

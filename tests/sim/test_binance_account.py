@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import accountkit
 from accountkit import BinanceHarness as Harness
 from mantra.sim.binance import DEFAULT_KEY, DEFAULT_SECRET, BinanceSimulator
 from mantra.spine.messages import OrderAction, OrderFlags, OrderStatus, OrderUpdate
-from mantra.trading.accounts import Orders, Reject
-from mantra.venues.account import Credentials, Halt, client_id
+from mantra.trading.accounts import Reject
+from mantra.venues.account import Credentials, client_id
 from mantra.venues.binance import auth
 
 S = OrderStatus
@@ -106,23 +107,11 @@ def test_signature_and_timestamp_checked_with_the_real_signing(sim):
 
 
 def test_refused_credentials_halt(sim):
-    h = Harness(sim, creds=Credentials(DEFAULT_KEY, "not-the-secret"))
-    h.runner.start()
-    assert h.pump(lambda: h.runner.halted)
-    assert any(type(m) is Halt for m in h.out) and "-1022" in h.runner.halted
-    r = h.new(1000, 10**6)
-    assert h.status(r.order_id) == S.REJECTED
-    assert [m.reason for m in h.out if type(m) is OrderUpdate][-1] == Reject.HALTED
-    h.close()
+    accountkit.refused_credentials_halt(Harness, sim, Credentials(DEFAULT_KEY, "not-the-secret"), "-1022")
 
 
 def test_fault_5xx_after_accept_is_found_not_replaced(h, sim):
-    sim.inject("order_5xx")
-    r = h.new(h.far_bid(), 40 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN and not h.proto.reqs)
-    assert sim.order_counts["answered_5xx"] == 1 and h.proto.counts["unknown_outcomes"] == 1
-    assert sim.placed[client_id(r.order_id)] == 1
-    h.check_invariants()
+    accountkit.fault_5xx_after_accept(h, sim)
 
 
 def test_fault_timeout_is_queried_by_client_id(h, sim):
@@ -134,26 +123,15 @@ def test_fault_timeout_is_queried_by_client_id(h, sim):
     h.check_invariants()
 
 
-def _take(h, size_lots=40):
-    """A marketable buy (IOC) that fills against the book, maybe in several trades."""
-    ask = h.book().top(ASK, 3)[-1][0]
-    return h.new(ask, size_lots * h.btc.lot, flags=OrderFlags.IOC)
-
-
-def _done(h, r):
-    o = h.orders.get(r.order_id)
-    return o is not None and not o.live and o.fill_qty >= o.filled
-
-
 def test_fault_duplicated_and_reordered_stream(h, sim):
     sim.inject("stream_duplicate", 3)
-    r1 = _take(h)
-    assert h.pump(lambda: _done(h, r1))
+    r1 = h.take()
+    assert h.pump(lambda: h.done(r1))
     sim.inject("stream_reorder")
-    r2 = _take(h)
-    assert h.pump(lambda: _done(h, r2))
-    r3 = _take(h)
-    assert h.pump(lambda: _done(h, r3))
+    r2 = h.take()
+    assert h.pump(lambda: h.done(r2))
+    r3 = h.take()
+    assert h.pump(lambda: h.done(r3))
     assert h.fills(r1.order_id) and h.fills(r2.order_id)
     assert h.proto.counts["duplicate_fills"] >= 1
     h.check_invariants()
@@ -161,8 +139,8 @@ def test_fault_duplicated_and_reordered_stream(h, sim):
 
 def test_fault_stream_disconnect_during_fills(h, sim):
     sim.inject("stream_disconnect")
-    r = _take(h)
-    assert h.pump(lambda: _done(h, r) and h.proto.subscribed, 15)
+    r = h.take()
+    assert h.pump(lambda: h.done(r) and h.proto.subscribed, 15)
     assert sim.order_counts["stream_cut"] == 1 and h.proto.counts["disconnects"] >= 1
     assert h.fills(r.order_id)  # the fills lost with the connection came back by the gap reconciliation
     h.check_invariants()
@@ -223,44 +201,18 @@ def test_fault_cancel_of_an_already_filled_order(h, sim):
     assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
     sim.inject("cancel_filled")
     h.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h.pump(lambda: _done(h, r))
+    assert h.pump(lambda: h.done(r))
     assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
     assert sum(f.size for f in h.fills(r.order_id)) == r.size
     h.check_invariants()
 
 
 def test_kill_switch_cancels_everything(h, sim):
-    rs = [h.new(h.far_bid() - i * h.btc.tick, 40 * h.btc.lot) for i in range(3)]
-    assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs))
-    h.runner.cancel_all()
-    assert h.pump(lambda: all(h.status(r.order_id) == S.CANCELLED for r in rs))
-    assert not sim.open_orders()
-    h.check_invariants()
+    accountkit.kill_switch_cancels_everything(h, sim)
 
 
 def test_restart_reconciles_without_duplicates(sim):
-    h = Harness(sim, unknown_orders="adopt").start()
-    r = h.new(h.far_bid(), 40 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
-    h.close()
-    # a new handler (after a crash): it finds the order, adopts it and can cancel it
-    h2 = Harness(sim, unknown_orders="adopt")
-    h2.orders.sent(r)
-    h2.runner.start()
-    assert h2.pump(lambda: h2.status(r.order_id) == S.OPEN and h2.proto.subscribed)
-    h2.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h2.pump(lambda: h2.status(r.order_id) == S.CANCELLED)
-    assert sim.placed[client_id(r.order_id)] == 1
-    h2.close()
-    # with unknown_orders = "cancel", an order it does not know is cancelled at start
-    h3 = Harness(sim, first_id=5000).start()
-    x = h3.new(h3.far_bid(), 40 * h3.btc.lot)
-    assert h3.pump(lambda: h3.status(x.order_id) == S.OPEN)
-    h3.close()
-    h4 = Harness(sim, first_id=9000, unknown_orders="cancel").start()
-    assert h4.pump(lambda: not sim.open_orders())
-    assert h4.proto.counts["unknown_cancelled"] >= 1
-    h4.close()
+    accountkit.restart_reconciles(Harness, sim)
 
 
 def test_ws_api_checks_signature_and_timestamp(sim):

@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 import pytest
 from websockets.sync.client import connect
 
+import accountkit
 from bitfinexkit import BitfinexHarness as Harness
 from bitfinexkit import cid
 from mantra.sim.bitfinex import DEFAULT_KEY, DEFAULT_SECRET, BitfinexSimulator
 from mantra.spine.messages import OrderAction, OrderFlags, OrderStatus, OrderUpdate
 from mantra.trading.accounts import Reject
-from mantra.venues.account import Credentials, Halt
+from mantra.venues.account import Credentials
 from mantra.venues.bitfinex import auth
 from mantra.venues.bitfinex.doctor import check as doctor
 from waits import wait_for
@@ -43,10 +44,6 @@ def h(sim):
     x = Harness(sim, timeout_s=1.5).start()
     yield x
     x.close()
-
-
-def reasons(h):
-    return [m.reason for m in h.out if type(m) is OrderUpdate]
 
 
 def test_place_amend_fill_cancel(h, sim):
@@ -130,13 +127,7 @@ def test_signature_and_nonce_checked_with_the_real_signing(sim):
 
 
 def test_refused_credentials_halt(sim):
-    h = Harness(sim, creds=Credentials(DEFAULT_KEY, "not the secret"))
-    h.runner.start()
-    assert h.pump(lambda: h.runner.halted)
-    assert any(type(m) is Halt for m in h.out) and "digest invalid" in h.runner.halted
-    r = h.new(1000, 10**6)
-    assert h.status(r.order_id) == S.REJECTED and reasons(h)[-1] == Reject.HALTED
-    h.close()
+    accountkit.refused_credentials_halt(Harness, sim, Credentials(DEFAULT_KEY, "not the secret"), "digest invalid")
 
 
 def test_a_key_that_may_not_trade_halts(sim):
@@ -149,12 +140,7 @@ def test_a_key_that_may_not_trade_halts(sim):
 
 
 def test_fault_5xx_after_accept_is_found_not_replaced(h, sim):
-    sim.inject("order_5xx")
-    r = h.new(h.far_bid(), 20 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN and not h.proto.reqs)
-    assert sim.order_counts["answered_5xx"] == 1 and h.proto.counts["unknown_outcomes"] == 1
-    assert sim.placed[cid(r.order_id)] == 1
-    h.check_invariants()
+    accountkit.fault_5xx_after_accept(h, sim)
 
 
 def test_fault_timeout_is_queried_by_client_id(h, sim):
@@ -177,26 +163,15 @@ def test_a_cancel_before_the_ack_goes_by_client_id_and_date(h, sim):
     h.check_invariants()
 
 
-def _take(h, lots=40):
-    """A marketable buy (IOC) that fills against the book, maybe in several trades."""
-    ask = h.book().top(ASK, 3)[-1][0]
-    return h.new(ask, lots * h.btc.lot, flags=OrderFlags.IOC)
-
-
-def _done(h, r):
-    o = h.orders.get(r.order_id)
-    return o is not None and not o.live and o.fill_qty >= o.filled
-
-
 def test_fault_duplicated_and_reordered_stream(h, sim):
     sim.inject("stream_duplicate", 3)
-    r1 = _take(h)
-    assert h.pump(lambda: _done(h, r1))
+    r1 = h.take()
+    assert h.pump(lambda: h.done(r1))
     sim.inject("stream_reorder")
-    r2 = _take(h)
-    assert h.pump(lambda: _done(h, r2))
-    r3 = _take(h)
-    assert h.pump(lambda: _done(h, r3))
+    r2 = h.take()
+    assert h.pump(lambda: h.done(r2))
+    r3 = h.take()
+    assert h.pump(lambda: h.done(r3))
     assert h.fills(r1.order_id) and h.fills(r2.order_id)
     assert h.proto.counts["duplicate_fills"] + h.proto.counts["duplicate_te"] >= 1
     h.check_invariants()
@@ -206,8 +181,8 @@ def test_fault_stream_disconnect_during_fills(h, sim):
     resting = h.new(h.far_bid(), 20 * h.btc.lot)
     assert h.pump(lambda: h.status(resting.order_id) == S.OPEN)
     sim.inject("stream_disconnect")
-    r = _take(h)
-    assert h.pump(lambda: _done(h, r) and h.proto.subscribed and h.status(resting.order_id) == S.CANCELLED, 15)
+    r = h.take()
+    assert h.pump(lambda: h.done(r) and h.proto.subscribed and h.status(resting.order_id) == S.CANCELLED, 15)
     assert sim.order_counts["stream_cut"] == 1 and h.proto.counts["disconnects"] >= 1
     assert sim.order_counts["dead_man_fired"] == 1  # the venue cancelled what rested when the socket died
     assert h.fills(r.order_id)  # the fill lost with the connection came back by the gap reconciliation
@@ -229,7 +204,7 @@ def test_fault_rate_limits(h, sim):
     assert h.pump(lambda: h.status(r.order_id) == S.REJECTED)
     r2 = h.new(h.far_bid(), 20 * h.btc.lot)
     assert h.status(r2.order_id) == S.REJECTED  # refused before sending while backing off
-    assert reasons(h)[-2:] == [Reject.RATE_LIMITED] * 2
+    assert h.reasons()[-2:] == [Reject.RATE_LIMITED] * 2
     assert h.proto.counts["refused_rate_limited"] == 1 and h.proto.counts["rate_limited_by_venue"] == 1
     # a 429 with Retry-After on REST: REST waits that long (orders go on the socket meanwhile)
     h.proto.backoff_until = 0
@@ -249,7 +224,7 @@ def test_new_order_limit_refused_before_sending(sim):
     sim.orders_per_5min = 3
     h = Harness(sim, orders_per_5min=3).start()
     rs = [h.new(h.far_bid() - i * h.btc.tick, 20 * h.btc.lot) for i in range(4)]
-    assert h.status(rs[-1].order_id) == S.REJECTED and reasons(h)[-1] == Reject.RATE_LIMITED
+    assert h.status(rs[-1].order_id) == S.REJECTED and h.reasons()[-1] == Reject.RATE_LIMITED
     assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs[:3]))
     assert sim.order_counts["rate_limited"] == 0 and sim.order_counts["placed"] == 3
     h.close()
@@ -257,7 +232,7 @@ def test_new_order_limit_refused_before_sending(sim):
     h = Harness(sim, first_id=5000).start()
     x = h.new(h.far_bid(), 20 * h.btc.lot)
     assert h.pump(lambda: h.status(x.order_id) == S.REJECTED)
-    assert reasons(h)[-1] == Reject.RATE_LIMITED and sim.order_counts["rate_limited"] == 1
+    assert h.reasons()[-1] == Reject.RATE_LIMITED and sim.order_counts["rate_limited"] == 1
     h.check_invariants()
     h.close()
 
@@ -286,44 +261,18 @@ def test_fault_cancel_of_an_already_filled_order(h, sim):
     assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
     sim.inject("cancel_filled")
     h.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h.pump(lambda: _done(h, r))
+    assert h.pump(lambda: h.done(r))
     assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
     assert sum(f.size for f in h.fills(r.order_id)) == r.size
     h.check_invariants()
 
 
 def test_kill_switch_cancels_everything(h, sim):
-    rs = [h.new(h.far_bid() - i * h.btc.tick, 20 * h.btc.lot) for i in range(3)]
-    assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs))
-    h.runner.cancel_all()  # oc_multi {"all": 1}
-    assert h.pump(lambda: all(h.status(r.order_id) == S.CANCELLED for r in rs))
-    assert not sim.open_orders()
-    h.check_invariants()
+    accountkit.kill_switch_cancels_everything(h, sim)
 
 
 def test_restart_reconciles_without_duplicates(sim):
-    h = Harness(sim, unknown_orders="adopt", dead_man=False).start()
-    r = h.new(h.far_bid(), 20 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
-    h.close()  # the handler dies: no cancel-all, its socket just goes
-    # a new handler (after a crash): it finds the order, adopts it and can cancel it
-    h2 = Harness(sim, unknown_orders="adopt", dead_man=False)
-    h2.orders.sent(r)
-    h2.runner.start()
-    assert h2.pump(lambda: h2.status(r.order_id) == S.OPEN and h2.proto.subscribed)
-    h2.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h2.pump(lambda: h2.status(r.order_id) == S.CANCELLED)
-    assert sim.placed[cid(r.order_id)] == 1
-    h2.close()
-    # with unknown_orders = "cancel", an order the handler does not know is cancelled at start
-    h3 = Harness(sim, first_id=5000, dead_man=False).start()
-    x = h3.new(h3.far_bid(), 20 * h3.btc.lot)
-    assert h3.pump(lambda: h3.status(x.order_id) == S.OPEN)
-    h3.close()
-    h4 = Harness(sim, first_id=9000, unknown_orders="cancel").start()
-    assert h4.pump(lambda: not sim.open_orders())
-    assert h4.proto.counts["unknown_cancelled"] >= 1
-    h4.close()
+    accountkit.restart_reconciles(Harness, sim, dead_man=False)
 
 
 def test_killed_with_a_new_in_flight_restarts_without_a_duplicate(sim):

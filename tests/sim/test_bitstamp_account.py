@@ -12,26 +12,24 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from urllib.parse import urlsplit
 
 import pytest
 
+import accountkit
 from bitstampkit import BitstampHarness as Harness
 from mantra.sim.bitstamp import DEFAULT_KEY, DEFAULT_SECRET, BitstampSimulator
 from mantra.spine.messages import OrderAction, OrderFlags, OrderStatus, OrderUpdate
 from mantra.trading.accounts import Reject
-from mantra.venues.account import Credentials, Halt, client_id
+from mantra.venues.account import Credentials, client_id
 from mantra.venues.bitstamp import auth, doctor
 from waits import wait_for
 
 S = OrderStatus
 ASK, BID = -1, 1
+CREDS = Credentials(DEFAULT_KEY, DEFAULT_SECRET)
 UNIT = 100_000  # lots of 0.00000001 BTC: 0.001 BTC, above the 10 USD minimum order value
 
 
@@ -49,21 +47,6 @@ def h(sim):
     x.close()
 
 
-def _take(h, lots=4):
-    """A marketable buy (IOC) that fills against the book, maybe in several trades."""
-    ask = h.book().top(ASK, 3)[-1][0]
-    return h.new(ask, lots * UNIT, flags=OrderFlags.IOC)
-
-
-def _done(h, r):
-    o = h.orders.get(r.order_id)
-    return o is not None and not o.live and o.fill_qty >= o.filled
-
-
-def _reasons(h):
-    return [m.reason for m in h.out if type(m) is OrderUpdate]
-
-
 def test_place_fill_cancel_and_amend_refused(h, sim):
     r = h.new(h.far_bid(), 2 * UNIT)  # far below the market: rests
     assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
@@ -71,7 +54,7 @@ def test_place_fill_cancel_and_amend_refused(h, sim):
     assert st is not None and (st.price, st.size) == (r.price, r.size)
     # Bitstamp has no amend in place: refused, the order stands as it was
     h.request(OrderAction.AMEND, ref=r.order_id, price=r.price - h.btc.tick, size=3 * UNIT)
-    assert _reasons(h)[-1] == Reject.UNSUPPORTED and h.status(r.order_id) == S.OPEN
+    assert h.reasons()[-1] == Reject.UNSUPPORTED and h.status(r.order_id) == S.OPEN
     assert (sim.order_state(client_id(r.order_id)).price, sim.order_state(client_id(r.order_id)).size) == \
         (r.price, r.size)
     h.request(OrderAction.CANCEL, ref=r.order_id)
@@ -79,7 +62,7 @@ def test_place_fill_cancel_and_amend_refused(h, sim):
     assert client_id(r.order_id) not in sim.open_orders()
     # a marketable buy fills against the simulator's book
     t = h.new(h.book().best_ask() + 20 * h.btc.tick, UNIT, flags=OrderFlags.IOC)
-    assert h.pump(lambda: _done(h, t) and h.status(t.order_id) in (S.FILLED, S.CANCELLED))
+    assert h.pump(lambda: h.done(t) and h.status(t.order_id) in (S.FILLED, S.CANCELLED))
     assert h.fills(t.order_id) and h.orders.get(t.order_id).fill_qty > 0
     h.check_invariants()
 
@@ -131,22 +114,12 @@ def test_signature_nonce_and_timestamp_checked_with_the_real_signing(sim):
 
 
 def test_refused_credentials_halt(sim):
-    h = Harness(sim, creds=Credentials(DEFAULT_KEY, "not-the-secret"))
-    h.runner.start()
-    assert h.pump(lambda: h.runner.halted)
-    assert any(type(m) is Halt for m in h.out) and "Invalid signature" in h.runner.halted
-    r = h.new(27000, UNIT)
-    assert h.status(r.order_id) == S.REJECTED and _reasons(h)[-1] == Reject.HALTED
-    h.close()
+    accountkit.refused_credentials_halt(Harness, sim, Credentials(DEFAULT_KEY, "not-the-secret"),
+                                        "Invalid signature")
 
 
 def test_fault_5xx_after_accept_is_found_not_replaced(h, sim):
-    sim.inject("order_5xx")
-    r = h.new(h.far_bid(), 2 * UNIT)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN and not h.proto.reqs)
-    assert sim.order_counts["answered_5xx"] == 1 and h.proto.counts["unknown_outcomes"] == 1
-    assert sim.placed[client_id(r.order_id)] == 1
-    h.check_invariants()
+    accountkit.fault_5xx_after_accept(h, sim)
 
 
 def test_fault_no_answer_is_queried_by_client_id(sim):
@@ -164,13 +137,13 @@ def test_fault_no_answer_is_queried_by_client_id(sim):
 
 def test_fault_duplicated_and_reordered_stream(h, sim):
     sim.inject("stream_duplicate", 3)
-    r1 = _take(h)
-    assert h.pump(lambda: _done(h, r1))
+    r1 = h.take()
+    assert h.pump(lambda: h.done(r1))
     sim.inject("stream_reorder")
-    r2 = _take(h)
-    assert h.pump(lambda: _done(h, r2))
-    r3 = _take(h)
-    assert h.pump(lambda: _done(h, r3))
+    r2 = h.take()
+    assert h.pump(lambda: h.done(r2))
+    r3 = h.take()
+    assert h.pump(lambda: h.done(r3))
     assert h.fills(r1.order_id) and h.fills(r2.order_id)
     assert h.proto.counts["duplicate_fills"] >= 1
     h.check_invariants()
@@ -178,8 +151,8 @@ def test_fault_duplicated_and_reordered_stream(h, sim):
 
 def test_fault_stream_disconnect_during_fills(h, sim):
     sim.inject("stream_disconnect")
-    r = _take(h)
-    assert h.pump(lambda: _done(h, r) and h.proto.subscribed and h.proto.counts["subscribed"] >= 2, 15)
+    r = h.take()
+    assert h.pump(lambda: h.done(r) and h.proto.subscribed and h.proto.counts["subscribed"] >= 2, 15)
     assert sim.order_counts["stream_cut"] == 1 and h.proto.counts["disconnects"] >= 1
     assert h.fills(r.order_id)  # the fill lost with the connection came back with the gap's user_transactions
     h.check_invariants()
@@ -188,8 +161,8 @@ def test_fault_stream_disconnect_during_fills(h, sim):
 def test_reconnect_request_resubscribes_and_carries_on(h, sim):
     sim.inject("reconnect_request")
     assert h.pump(lambda: h.proto.counts["reconnect_requests"] == 1 and h.proto.counts["subscribed"] >= 2)
-    r = _take(h)
-    assert h.pump(lambda: _done(h, r))
+    r = h.take()
+    assert h.pump(lambda: h.done(r))
     assert h.fills(r.order_id)
     h.check_invariants()
 
@@ -201,14 +174,14 @@ def test_fault_rate_limits(h, sim):
     assert h.pump(lambda: h.status(r.order_id) == S.REJECTED)
     r2 = h.new(h.far_bid(), 2 * UNIT)
     assert h.status(r2.order_id) == S.REJECTED  # refused before sending while backing off
-    assert _reasons(h)[-2:] == [Reject.RATE_LIMITED] * 2
+    assert h.reasons()[-2:] == [Reject.RATE_LIMITED] * 2
     assert h.pump(lambda: time.time_ns() > h.proto.backoff_until, 5)
     # a 429 with Retry-After: back off that long
     sim.inject("rate_limit")
     r3 = h.new(h.far_bid(), 2 * UNIT)
     assert h.pump(lambda: h.proto.counts["http_429"] == 1 and h.status(r3.order_id) == S.REJECTED)
     r4 = h.new(h.far_bid(), 2 * UNIT)
-    assert h.status(r4.order_id) == S.REJECTED and _reasons(h)[-1] == Reject.RATE_LIMITED
+    assert h.status(r4.order_id) == S.REJECTED and h.reasons()[-1] == Reject.RATE_LIMITED
     assert h.pump(lambda: time.time_ns() > h.proto.backoff_until + 10**8, 5)  # Retry-After: 1 (s)
     r5 = h.new(h.far_bid(), 2 * UNIT)
     assert h.pump(lambda: h.status(r5.order_id) == S.OPEN)
@@ -224,7 +197,7 @@ def test_request_limits_refused_before_sending(sim):
     bid = h.far_bid()
     rs = [h.new(bid - i * h.btc.tick, 2 * UNIT) for i in range(30 - used)]
     refused = [r for r in rs if h.status(r.order_id) == S.REJECTED]
-    assert refused and _reasons(h)[-1] == Reject.RATE_LIMITED
+    assert refused and h.reasons()[-1] == Reject.RATE_LIMITED
     assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs if r not in refused))
     assert sim.order_counts["rate_limited"] == 0
     h.close()
@@ -260,19 +233,15 @@ def test_fault_cancel_of_an_already_filled_order(h, sim):
     assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
     sim.inject("cancel_filled")
     h.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h.pump(lambda: _done(h, r))
+    assert h.pump(lambda: h.done(r))
     assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
     assert sum(f.size for f in h.fills(r.order_id)) == r.size
     h.check_invariants()
 
 
 def test_kill_switch_cancels_everything(h, sim):
-    rs = [h.new(h.far_bid() - i * h.btc.tick, 2 * UNIT) for i in range(3)]
-    assert h.pump(lambda: all(h.status(r.order_id) == S.OPEN for r in rs))
-    h.runner.cancel_all()
-    assert h.pump(lambda: all(h.status(r.order_id) == S.CANCELLED for r in rs))
-    assert not sim.open_orders() and h.proto.counts["rest_cancel_all_orders"] == 1
-    h.check_invariants()
+    accountkit.kill_switch_cancels_everything(h, sim)
+    assert h.proto.counts["rest_cancel_all_orders"] == 1
 
 
 def test_periodic_reconcile_finds_what_a_silent_stream_missed(sim):
@@ -292,128 +261,23 @@ def test_periodic_reconcile_finds_what_a_silent_stream_missed(sim):
 
 
 def test_restart_reconciles_without_duplicates(sim):
-    h = Harness(sim, unknown_orders="adopt").start()
-    r = h.new(h.far_bid(), 2 * UNIT)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
-    h.close()
-    # a new handler (after a crash): it finds the order, adopts it and can cancel it
-    h2 = Harness(sim, unknown_orders="adopt")
-    h2.orders.sent(r)
-    h2.runner.start()
-    assert h2.pump(lambda: h2.status(r.order_id) == S.OPEN and h2.proto.subscribed)
-    h2.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h2.pump(lambda: h2.status(r.order_id) == S.CANCELLED)
-    assert sim.placed[client_id(r.order_id)] == 1
-    h2.close()
-    # with unknown_orders = "cancel", an order left by a predecessor is cancelled at start
-    h3 = Harness(sim, first_id=5000).start()
-    x = h3.new(h3.far_bid(), 2 * UNIT)
-    assert h3.pump(lambda: h3.status(x.order_id) == S.OPEN)
-    h3.close()
-    h4 = Harness(sim, first_id=9000, unknown_orders="cancel").start()
-    assert h4.pump(lambda: not sim.open_orders())
-    assert h4.proto.counts["unknown_cancelled"] >= 1
-    h4.close()
+    accountkit.restart_reconciles(Harness, sim)
 
 
 # -- kill -9 of the handler's process ----------------------------------------------------------------
-HANDLER = r"""
-import json, sys
-from mantra.execution.runner import AccountRunner
-from mantra.sim.bitstamp import BitstampSimulator, DEFAULT_KEY, DEFAULT_SECRET
-from mantra.spine.messages import Fill, OrderAction, OrderRequest, OrderUpdate
-from mantra.venues.account import Credentials
-from mantra.venues.bitstamp.orders import BitstampOrders
-
-ws, rest, adopt = sys.argv[1], sys.argv[2], sys.argv[3]
-insts = list(BitstampSimulator(seed=5).instruments.values())  # the same listings, never started
-btc = next(i for i in insts if i.symbol == "btcusd")
-
-def out(m, ts):
-    if type(m) is OrderUpdate:
-        print(json.dumps({"update": m.order_id, "status": int(m.status)}), flush=True)
-    elif type(m) is Fill:
-        print(json.dumps({"fill": m.order_id, "trade": m.trade_id}), flush=True)
-
-p = BitstampOrders(Credentials(DEFAULT_KEY, DEFAULT_SECRET), insts, ws_url=ws, rest_url=rest, unknown_orders=adopt,
-                   timeout_s=1.0)
-run = AccountRunner(p, out, loopback_only=True, timer_s=0.05, backoff_s=0.05, http_timeout=3.0)
-run.start()
-while not p.subscribed:
-    run.poll(0.02)
-print(json.dumps({"ready": True}), flush=True)
-import os, select
-buf = b""
-while True:
-    if select.select([0], [], [], 0.01)[0]:
-        chunk = os.read(0, 65536)
-        if not chunk:
-            break
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            act, oid, ref, price, size = line.decode().split()
-            action = OrderAction.NEW if act == "new" else OrderAction.CANCEL
-            run.submit(OrderRequest(int(oid), int(ref), int(price), int(size), btc.id, 1, 0, action, 1, 0))
-            print(json.dumps({"sent": int(oid)}), flush=True)
-    run.poll(0.01)
-"""
-
-
-class _Handler:
-    """The handler in a process of its own, driven through its stdin, its output read line by line."""
-
-    def __init__(self, sim, adopt: str):
-        self.p = subprocess.Popen([sys.executable, "-c", HANDLER, sim.ws_url, sim.rest_url, adopt],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        os.set_blocking(self.p.stdout.fileno(), False)
-        self.lines: list[dict] = []
-        self._buf = ""
-
-    def read(self) -> list[dict]:
-        try:
-            chunk = self.p.stdout.read()
-        except (BlockingIOError, TypeError):
-            chunk = None
-        if chunk:
-            self._buf += chunk
-            *done, self._buf = self._buf.split("\n")
-            self.lines += [json.loads(x) for x in done if x.strip()]
-        return self.lines
-
-    def wait(self, cond, timeout=20.0) -> bool:
-        return wait_for(lambda: cond(self.read()), timeout)
-
-    def send(self, *cmds: str) -> None:
-        self.p.stdin.write("".join(c + "\n" for c in cmds))
-        self.p.stdin.flush()
-
-    def status(self, oid):
-        st = [x["status"] for x in self.read() if x.get("update") == oid]
-        return st[-1] if st else None
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-        for f in (self.p.stdin, self.p.stdout):
-            f.close()
-
-
 def test_kill_9_of_the_handler_and_restart_without_a_duplicate_order(sim):
     bid = sim.book("btcusd").best_bid() - 300  # far below the market: they rest
-    first = _Handler(sim, "adopt")
+    first = accountkit.HandlerProcess("bitstamp", "btcusd", sim, CREDS, unknown_orders="adopt", timeout_s=1.0)
     try:
         assert first.wait(lambda ls: {"ready": True} in ls)
         first.send(*(f"new {1000 + i} 0 {bid - i} {2 * UNIT}" for i in range(4)))
         assert first.wait(lambda ls: sum("sent" in x for x in ls) == 4) and wait_for(lambda: len(sim.placed) >= 2, 10)
-        os.kill(first.p.pid, signal.SIGKILL)  # mid-flight: the last requests and answers may be on their way
-        first.p.wait()
+        first.kill()  # mid-flight: the last requests and answers may be on their way
     finally:
         first.stop()
     assert wait_for(lambda: len(sim.open_orders()) == len(sim.placed), 10)
     before = dict(sim.placed)
-    second = _Handler(sim, "adopt")
+    second = accountkit.HandlerProcess("bitstamp", "btcusd", sim, CREDS, unknown_orders="adopt", timeout_s=1.0)
     try:
         assert second.wait(lambda ls: {"ready": True} in ls)
         # it reconciles: every order the venue holds is adopted, none is placed again

@@ -11,21 +11,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+import accountkit
 from coinbasekit import ED_CREDS, EC_CREDS
 from coinbasekit import CoinbaseHarness as Harness
 from mantra.sim.coinbase import DEFAULT_KEY, DEFAULT_SECRET, CoinbaseSimulator
 from mantra.spine.messages import OrderAction, OrderFlags, OrderRequest, OrderStatus, OrderUpdate
 from mantra.trading.accounts import Reject
-from mantra.venues.account import Credentials, Halt, client_id
+from mantra.venues.account import Credentials, client_id
 from mantra.venues.coinbase import auth
 from mantra.venues.coinbase import doctor as coinbase_doctor
 
@@ -92,7 +89,7 @@ def test_place_amend_fill_cancel(h, sim):
     assert client_id(r.order_id) not in sim.open_orders()
     # a marketable buy (IOC) fills against the simulator's book; its fills come with the venue's trade ids
     t = h.new(h.book().best_ask() + 20 * tick, 40_000 * lot, flags=OrderFlags.IOC)
-    assert h.pump(lambda: _done(h, t))
+    assert h.pump(lambda: h.done(t))
     assert h.fills(t.order_id) and h.orders.get(t.order_id).fill_qty > 0
     h.check_invariants()
 
@@ -169,23 +166,11 @@ def test_client_order_id_reused_places_nothing(sim):
 
 
 def test_refused_credentials_halt(sim):
-    h = Harness(sim, creds=Credentials(DEFAULT_KEY, OTHER_EC))
-    h.runner.start()
-    assert h.pump(lambda: h.runner.halted)
-    assert any(type(m) is Halt for m in h.out) and "401" in h.runner.halted
-    r = h.new(1000, 10**6)
-    assert h.status(r.order_id) == S.REJECTED
-    assert [m.reason for m in h.out if type(m) is OrderUpdate][-1] == Reject.HALTED
-    h.close()
+    accountkit.refused_credentials_halt(Harness, sim, Credentials(DEFAULT_KEY, OTHER_EC), "401")
 
 
 def test_fault_5xx_after_accept_is_found_not_replaced(h, sim):
-    sim.inject("order_5xx")
-    r = h.new(h.far_bid(), 40_000 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN and not h.proto.reqs)
-    assert sim.order_counts["answered_5xx"] == 1 and h.proto.counts["unknown_outcomes"] == 1
-    assert sim.placed[client_id(r.order_id)] == 1
-    h.check_invariants()
+    accountkit.fault_5xx_after_accept(h, sim)
 
 
 def test_fault_timeout_is_queried_by_client_id(h, sim):
@@ -207,26 +192,15 @@ def test_cancel_before_the_venue_id_is_known_waits_for_it(h, sim):
     h.check_invariants()
 
 
-def _take(h, size_lots=40_000):
-    """A marketable buy (IOC) that fills against the book, maybe in several trades."""
-    ask = h.book().top(ASK, 3)[-1][0]
-    return h.new(ask, size_lots * h.btc.lot, flags=OrderFlags.IOC)
-
-
-def _done(h, r):
-    o = h.orders.get(r.order_id)
-    return o is not None and not o.live and o.fill_qty >= o.filled
-
-
 def test_fault_duplicated_and_reordered_stream(h, sim):
     sim.inject("stream_duplicate", 3)
-    r1 = _take(h)
-    assert h.pump(lambda: _done(h, r1))
+    r1 = h.take()
+    assert h.pump(lambda: h.done(r1))
     sim.inject("stream_reorder")
-    r2 = _take(h)
-    assert h.pump(lambda: _done(h, r2))
-    r3 = _take(h)
-    assert h.pump(lambda: _done(h, r3))
+    r2 = h.take()
+    assert h.pump(lambda: h.done(r2))
+    r3 = h.take()
+    assert h.pump(lambda: h.done(r3))
     assert h.fills(r1.order_id) and h.fills(r2.order_id)
     assert h.proto.counts["user_seq_old"] >= 1  # the repeated frames (and the late one, if it came after another)
     h.check_invariants()
@@ -234,8 +208,8 @@ def test_fault_duplicated_and_reordered_stream(h, sim):
 
 def test_fault_stream_disconnect_during_fills(h, sim):
     sim.inject("stream_disconnect")
-    r = _take(h)
-    assert h.pump(lambda: _done(h, r) and h.proto.subscribed, 15)
+    r = h.take()
+    assert h.pump(lambda: h.done(r) and h.proto.subscribed, 15)
     assert sim.order_counts["stream_cut"] == 1 and h.proto.counts["disconnects"] >= 1
     assert h.proto.counts["subscribed"] >= 2  # re-subscribed, and the gap reconciled
     assert h.fills(r.order_id)  # the fills lost with the connection came back
@@ -311,7 +285,7 @@ def test_fault_cancel_of_an_already_filled_order(h, sim):
     assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
     sim.inject("cancel_filled")
     h.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h.pump(lambda: _done(h, r))
+    assert h.pump(lambda: h.done(r))
     assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
     assert sum(f.size for f in h.fills(r.order_id)) == r.size
     h.check_invariants()
@@ -330,94 +304,30 @@ def test_kill_switch_cancels_everything(h, sim):
 
 
 def test_restart_reconciles_without_duplicates(sim):
-    h = Harness(sim, unknown_orders="adopt").start()
-    r = h.new(h.far_bid(), 40_000 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
-    h.close()
-    # a new handler (after a crash): it finds the order, adopts it and can cancel it
-    h2 = Harness(sim, unknown_orders="adopt")
-    h2.orders.sent(r)
-    h2.runner.start()
-    assert h2.pump(lambda: h2.status(r.order_id) == S.OPEN and h2.proto.subscribed)
-    h2.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h2.pump(lambda: h2.status(r.order_id) == S.CANCELLED)
-    assert sim.placed[client_id(r.order_id)] == 1
-    h2.close()
-    # with unknown_orders = "cancel", an order it does not know is cancelled at start
-    h3 = Harness(sim, first_id=5000).start()
-    x = h3.new(h3.far_bid(), 40_000 * h3.btc.lot)
-    assert h3.pump(lambda: h3.status(x.order_id) == S.OPEN)
-    h3.close()
-    h4 = Harness(sim, first_id=9000, unknown_orders="cancel").start()
-    assert h4.pump(lambda: not sim.open_orders())
-    assert h4.proto.counts["unknown_cancelled"] >= 1
-    h4.close()
+    accountkit.restart_reconciles(Harness, sim)
 
 
 # The handler's process, as a system runs it: its own process, killed with SIGKILL mid-run.
-CHILD = r"""
-import os, sys, time
-from mantra.execution.runner import AccountRunner
-from mantra.instruments import InstrumentRegistry
-from mantra.sim.coinbase import LISTINGS
-from mantra.spine.messages import OrderAction, OrderRequest, OrderUpdate, OrderStatus
-from mantra.venues.account import Credentials
-from mantra.venues.coinbase.orders import CoinbaseOrders
-
-ws, rest, first, price, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-reg = InstrumentRegistry()
-insts = [l.instrument("coinbase", reg) for l in LISTINGS]
-creds = Credentials(os.environ["MANTRA_COINBASE_API_KEY"], os.environ["MANTRA_COINBASE_API_SECRET"])
-proto = CoinbaseOrders(creds, insts, ws_url=ws, rest_url=rest, unknown_orders="adopt")
-
-def sink(m, ts):
-    if type(m) is OrderUpdate and m.status == OrderStatus.OPEN:
-        print("open", m.order_id, flush=True)
-
-runner = AccountRunner(proto, sink, loopback_only=True, timer_s=0.05)
-runner.start()
-while not proto.subscribed:
-    runner.poll(0.02)
-oid = first
-while True:  # orders until killed: one every 20 ms
-    r = OrderRequest(oid, 0, price - (oid - first) * 100, size, insts[0].id, 1, 0, OrderAction.NEW, 1, 0)
-    runner.submit(r)
-    print("sent", oid, flush=True)
-    oid += 1
-    end = time.monotonic() + 0.02
-    while time.monotonic() < end:
-        runner.poll(0.005)
-"""
-
-
-def test_kill_9_of_the_handler_process_then_restart_without_a_duplicate_order(sim, tmp_path):
+def test_kill_9_of_the_handler_process_then_restart_without_a_duplicate_order(sim):
     h0 = Harness(sim)  # for the instrument and prices only
     price, size = h0.far_bid(), 40_000 * h0.btc.lot
     h0.close()
-    env = dict(os.environ, MANTRA_COINBASE_API_KEY=DEFAULT_KEY, MANTRA_COINBASE_API_SECRET=DEFAULT_SECRET,
-               PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, sim.ws_url, sim.rest_url, "2000", str(price), str(size)],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    sent, opened = [], set()
+    prices = {2000 + i: price - i * 100 for i in range(12)}
+    child = accountkit.HandlerProcess("coinbase", "BTC-USD", sim, EC_CREDS, unknown_orders="adopt")
     try:
-        while len(opened) < 5:  # a few orders acknowledged, more on the way
-            line = child.stdout.readline()
-            assert line, "the handler's process ended"
-            kind, oid = line.split()
-            (sent.append if kind == "sent" else opened.add)(int(oid))
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(10)
-        sent += [int(x.split()[1]) for x in child.stdout.read().splitlines() if x.startswith("sent")]
+        assert child.wait(lambda ls: {"ready": True} in ls)
+        child.send(*(f"new {oid} 0 {px} {size}" for oid, px in prices.items()))
+        # a few orders acknowledged, more on the way (orders go over REST one at a time)
+        assert child.wait(lambda ls: sum(child.status(oid) == S.OPEN for oid in prices) >= 5)
+        child.kill()
+        sent = child.sent()
+        opened = {oid for oid in prices if child.status(oid) == S.OPEN}
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdout.close()
+        child.stop()
     time.sleep(0.2)  # what the dead process had sent reaches the venue (or never will)
     # the restarted handler: the overseer still knows what it asked for
     h = Harness(sim, unknown_orders="adopt", first_id=3000)
-    requests = [OrderRequest(oid, 0, price - (oid - 2000) * 100, size, h.btc.id, 1, 0, OrderAction.NEW, 1, 0)
-                for oid in sent]
+    requests = [OrderRequest(oid, 0, prices[oid], size, h.btc.id, 1, 0, OrderAction.NEW, 1, 0) for oid in sent]
     for r in requests:
         h.orders.sent(r)
     h.start()
