@@ -6,6 +6,8 @@
  *   apply_levels(levels)       a message's [(side, price, size), ...] applied in order with the
  *                              reference's checks (ValueError: negative size, a price outside
  *                              1..int64), then truncated to `depth`: the dropped (side, price)
+ *   apply_emit(levels, events, Level, iid, exch_ts)   the same, and the message's Level events
+ *                              appended (the reference: venues/base.py emit_levels)
  *   truncate(depth=None)       the dropped (side, price): bids worst first, then asks nearest first
  *   top_prices(side, n), bids, asks (dicts), depth
  *   kraken_checksum(pdiv, sdiv)          Kraken's CRC32 of the top 10 (asks, then bids)
@@ -305,6 +307,68 @@ fail:
     return NULL;
 }
 
+/* cls(iid, side, price, size, last, exch_ts), cls a tuple subclass (venues.events.Level). */
+static PyObject *level_event(PyTypeObject *cls, PyObject *iid, PyObject *side, PyObject *price, PyObject *size,
+                             int last, PyObject *ts) {
+    PyObject *e = cls->tp_alloc(cls, 6);
+    if (!e) return NULL;
+    PyObject *items[6] = {iid, side, price, size, last ? Py_True : Py_False, ts};
+    for (int k = 0; k < 6; k++) Py_INCREF(items[k]), PyTuple_SET_ITEM(e, k, items[k]);
+    return e;
+}
+
+static int append_new(PyObject *list, PyObject *item) {
+    if (!item) return -1;
+    int r = PyList_Append(list, item);
+    Py_DECREF(item);
+    return r;
+}
+
+/* apply_emit(levels, events, Level, iid, exch_ts) -> dropped: apply_levels, then append the
+ * message's events as VenueProtocol.apply_levels' reference does in Python: a Level per level in
+ * order, then a deletion per dropped level, the final one last=True. */
+static PyObject *Book_apply_emit(Book *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_Check(args[1]) || !PyType_Check(args[2]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[2], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "apply_emit(levels, events: list, Level: a tuple type, iid, exch_ts)");
+        return NULL;
+    }
+    PyObject *events = args[1], *iid = args[3], *ts = args[4];
+    PyTypeObject *cls = (PyTypeObject *)args[2];
+    PyObject *dropped = Book_apply_levels(self, args[0]);
+    if (!dropped) return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "levels"); /* a list or tuple already accepted */
+    if (!seq) goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), nd = PyList_GET_SIZE(dropped);
+    PyObject **lv = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = lv[i];
+        if (append_new(events, level_event(cls, iid, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1),
+                                           PyTuple_GET_ITEM(t, 2), !nd && i == n - 1, ts)) < 0)
+            goto fail_seq;
+    }
+    if (n) { /* the reference emits the dropped levels only after a message's own */
+        PyObject *zero = PyLong_FromLong(0);
+        if (!zero) goto fail_seq;
+        for (Py_ssize_t i = 0; i < nd; i++) {
+            PyObject *d = PyList_GET_ITEM(dropped, i);
+            if (append_new(events, level_event(cls, iid, PyTuple_GET_ITEM(d, 0), PyTuple_GET_ITEM(d, 1), zero,
+                                               i == nd - 1, ts)) < 0) {
+                Py_DECREF(zero);
+                goto fail_seq;
+            }
+        }
+        Py_DECREF(zero);
+    }
+    Py_DECREF(seq);
+    return dropped;
+fail_seq:
+    Py_DECREF(seq);
+fail:
+    Py_DECREF(dropped);
+    return NULL;
+}
+
 static PyObject *Book_top_prices(Book *self, PyObject *const *args, Py_ssize_t nargs) {
     int s;
     if (nargs != 2 || side_arg(args[0], &s) < 0) {
@@ -438,6 +502,8 @@ static PyObject *Book_bitfinex_checksum(Book *self, PyObject *const *args, Py_ss
 }
 
 #define FEEDBOOK_METHODS                                                                                              \
+    {"apply_emit", (PyCFunction)(void (*)(void))Book_apply_emit, METH_FASTCALL,                                       \
+     "apply_emit(levels, events, Level, iid, exch_ts) -> dropped: apply_levels, events appended as the venues do"},  \
     {"apply_levels", (PyCFunction)Book_apply_levels, METH_O,                                                          \
      "apply_levels(levels) -> dropped: apply a message's (side, price, size) in order, then truncate to depth"},     \
         {"truncate", (PyCFunction)(void (*)(void))Book_truncate, METH_FASTCALL,                                       \

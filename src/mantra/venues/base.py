@@ -86,6 +86,30 @@ def check_levels(levels, exch_ts: int = 0) -> None:
             raise ValueError(f"level {price} x {size} outside the book's int64 range")
 
 
+def emit_levels(book, levels: list, events: list, iid: int, exch_ts: int) -> list[tuple[int, int]]:
+    """``Book.apply_emit`` in Python, its reference: apply a message's levels, truncate, append a
+    ``Level`` per level, then a deletion per level truncation dropped, the final one ``last``."""
+    dropped = book.apply_levels(levels)
+    # Emitted after the whole message is applied: a level that fails to apply (out of range)
+    # raises before anything of the message went out.
+    push = events.append
+    n = len(levels)
+    if n and not dropped:
+        for i in range(n - 1):
+            side, price, size = levels[i]
+            push(_new(Level, (iid, side, price, size, False, exch_ts)))
+        side, price, size = levels[-1]
+        push(_new(Level, (iid, side, price, size, True, exch_ts)))
+    elif n:
+        for side, price, size in levels:
+            push(_new(Level, (iid, side, price, size, False, exch_ts)))
+        for side, price in dropped[:-1]:
+            push(_new(Level, (iid, side, price, 0, False, exch_ts)))
+        side, price = dropped[-1]
+        push(_new(Level, (iid, side, price, 0, True, exch_ts)))
+    return dropped
+
+
 class VenueProtocol:
     venue: str = ""
     default_depth: int = 0
@@ -236,24 +260,9 @@ class VenueProtocol:
         """
         if not 0 <= exch_ts <= INT64_MAX:
             raise ValueError(f"exchange time {exch_ts!r} outside 0..int64")
-        dropped = self.books[iid].apply_levels(levels)  # in C: apply each, then truncate to depth
-        # Emitted after the whole message is applied: a level that fails to apply (out of range)
-        # raises before anything of the message went out.
-        push = self.events.append
-        n = len(levels)
-        if n and not dropped:
-            for i in range(n - 1):
-                side, price, size = levels[i]
-                push(_new(Level, (iid, side, price, size, False, exch_ts)))
-            side, price, size = levels[-1]
-            push(_new(Level, (iid, side, price, size, True, exch_ts)))
-        elif n:
-            for side, price, size in levels:
-                push(_new(Level, (iid, side, price, size, False, exch_ts)))
-            for side, price in dropped[:-1]:
-                push(_new(Level, (iid, side, price, 0, False, exch_ts)))
-            side, price = dropped[-1]
-            push(_new(Level, (iid, side, price, 0, True, exch_ts)))
+        # In C (Book.apply_emit): apply each level, truncate to depth, append the events, as
+        # emit_levels (the reference, above) does.
+        dropped = self.books[iid].apply_emit(levels, self.events, Level, iid, exch_ts)
         self.stats[iid].messages += 1
         return dropped
 

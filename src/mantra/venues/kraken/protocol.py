@@ -70,11 +70,11 @@ def book_checksum(book, pdiv: int = 1, sdiv: int = 1) -> int:
 
 
 def _v1_time(text: str) -> int:
-    """``"1534614248.456738"`` -> ns, exactly."""
+    """``"1534614248.456738"`` -> ns, exactly (beyond 9 decimals, cut)."""
     if type(text) is not str:
         raise ValueError(f"time {text!r} is not a string")
-    if len(text) > 7 and text[-7] == "." and text[0] != "-":  # the usual microseconds
-        return int(text.replace(".", "", 1)) * 1000
+    if len(text) > 7 and text[-7] == "." and text[0] != "-":  # the usual microseconds: in C
+        return fx(text, 9)
     whole, _, frac = text.partition(".")
     return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
 
@@ -113,6 +113,8 @@ def _txt(v) -> str:
 _SEQ = (list, tuple)
 _V1_OTHER = ("ticker", "spread", "ohlc")  # public v1 channels that are not ours to interpret
 _TRADE_SIDE = {"b": BID, "s": ASK, "buy": BID, "sell": ASK}
+_V1_UPDATE_SIDES = ((ASK, "a"), (BID, "b"))
+_ABSENT = object()  # a key not there (a null one is malformed)
 
 
 def _rows_ok(rows) -> None:
@@ -338,16 +340,12 @@ class KrakenProtocol(VenueProtocol):
         ps, ss = self._scales[iid]
         levels = []
         checksum = stamp = None
-        for part in m[1:-2]:
-            for key, rows in part.items():
-                if key == "a":
-                    side = ASK
-                elif key == "b":
-                    side = BID
-                elif key == "c":
-                    checksum = rows
-                    continue
-                else:
+        # One object per changed side, [chan, {"a": [...]}, {"b": [...], "c": crc}, name, pair]: each
+        # side's key looked up, not every key walked (most messages change one level of one side).
+        for part in (m[1],) if len(m) == 4 else m[1:-2]:
+            for side, key in _V1_UPDATE_SIDES:
+                rows = part.get(key, _ABSENT)
+                if rows is _ABSENT:
                     continue
                 if type(rows) is not list:
                     raise ValueError(f"{key!r} is not an array")
@@ -356,10 +354,13 @@ class KrakenProtocol(VenueProtocol):
                         raise ValueError(f"level {r!r} is not an array")
                     levels.append((side, fx(r[0], ps), fx(r[1], ss)))
                     stamp = r[2]
+            if "c" in part:
+                checksum = part["c"]
         self.apply_levels(iid, levels, _v1_time(stamp) if stamp else 0)
         if checksum is not None and not self._verify(iid, int(checksum)):
             return
-        self.check_crossed(iid)
+        if self.books[iid].crossed():
+            self.check_crossed(iid)
 
     def _v1_trades(self, pair: str, rows: list) -> None:
         if not rows:
@@ -502,14 +503,10 @@ class KrakenProtocol(VenueProtocol):
 
     # -- checksum ---------------------------------------------------------------------------
     def _verify(self, iid: int, expected: int) -> bool:
-        if self.checksum_timer is not None:
-            return self.timed(iid, self._compare, iid, expected)
-        return self._compare(iid, expected)
-
-    def _compare(self, iid: int, expected: int) -> bool:
         """Compare the book with the venue's checksum after a message: ``Book.kraken_checksum``
         computes ``book_checksum`` (the reference, above) in C from the book's ints."""
-        got = self.books[iid].kraken_checksum(*self._ck[iid])
+        ck = self.books[iid].kraken_checksum
+        got = ck(*self._ck[iid]) if self.checksum_timer is None else self.timed(iid, ck, *self._ck[iid])
         st = self.stats[iid]
         if got == expected:
             st.checksum_ok += 1
