@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from fixtures import VECTORS
@@ -185,6 +186,50 @@ def fault_5xx_after_accept(h, sim) -> None:
     assert h.pump(lambda: h.status(r.order_id) == S.OPEN and not h.proto.reqs)
     assert sim.order_counts["answered_5xx"] == 1 and h.proto.counts["unknown_outcomes"] == 1
     assert sim.placed[h.sim_cid(r.order_id)] == 1
+    h.check_invariants()
+
+
+def _reconcile_now(h) -> None:
+    h.proto._reconcile(time.time_ns())
+    h.runner._drain(0)
+
+
+def fault_ban_halts(h, sim, status: str, ask=_reconcile_now) -> None:
+    """The venue bans the key (``status``: its 418 or 403): order entry halts at the venue's next
+    answer (``ask(h)`` makes the handler call it) and nothing more is sent."""
+    sim.inject("ban")
+    ask(h)
+    assert h.pump(lambda: h.runner.halted)
+    assert status in h.runner.halted, h.runner.halted
+    r = h.rest()
+    assert h.status(r.order_id) == S.REJECTED and sim.placed.get(h.sim_cid(r.order_id)) is None
+
+
+def fault_cancel_filled(h, sim) -> None:
+    """A cancel that arrives as the order fills: it ends FILLED, with every fill."""
+    r = h.rest()
+    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
+    sim.inject("cancel_filled")
+    h.request(OrderAction.CANCEL, ref=r.order_id)
+    assert h.pump(lambda: h.done(r))
+    assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
+    assert sum(f.size for f in h.fills(r.order_id)) == r.size
+    h.check_invariants()
+
+
+def fault_duplicated_and_reordered_stream(h, sim, *counters: str) -> None:
+    """The private stream repeats messages, then sends two out of order: fills still count once
+    (``counters``: the venue's counts of what it dropped as repeated or late, one at least)."""
+    sim.inject("stream_duplicate", 3)
+    r1 = h.take()
+    assert h.pump(lambda: h.done(r1))
+    sim.inject("stream_reorder")
+    r2 = h.take()
+    assert h.pump(lambda: h.done(r2))
+    r3 = h.take()
+    assert h.pump(lambda: h.done(r3))
+    assert h.fills(r1.order_id) and h.fills(r2.order_id)
+    assert sum(h.proto.counts[c] for c in counters) >= 1, h.proto.counts
     h.check_invariants()
 
 

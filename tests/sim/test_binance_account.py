@@ -124,17 +124,7 @@ def test_fault_timeout_is_queried_by_client_id(h, sim):
 
 
 def test_fault_duplicated_and_reordered_stream(h, sim):
-    sim.inject("stream_duplicate", 3)
-    r1 = h.take()
-    assert h.pump(lambda: h.done(r1))
-    sim.inject("stream_reorder")
-    r2 = h.take()
-    assert h.pump(lambda: h.done(r2))
-    r3 = h.take()
-    assert h.pump(lambda: h.done(r3))
-    assert h.fills(r1.order_id) and h.fills(r2.order_id)
-    assert h.proto.counts["duplicate_fills"] >= 1
-    h.check_invariants()
+    accountkit.fault_duplicated_and_reordered_stream(h, sim, "duplicate_fills")
 
 
 def test_fault_stream_disconnect_during_fills(h, sim):
@@ -187,24 +177,11 @@ def test_orders_limit_refused_before_sending(sim):
 
 
 def test_fault_ban_halts(h, sim):
-    sim.inject("ban")
-    h.proto._reconcile(time.time_ns())
-    h.runner._drain(0)
-    assert h.pump(lambda: h.runner.halted)
-    assert "418" in h.runner.halted
-    r = h.new(h.far_bid(), 40 * h.btc.lot)
-    assert h.status(r.order_id) == S.REJECTED and sim.placed.get(client_id(r.order_id)) is None
+    accountkit.fault_ban_halts(h, sim, "418")
 
 
 def test_fault_cancel_of_an_already_filled_order(h, sim):
-    r = h.new(h.far_bid(), 40 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
-    sim.inject("cancel_filled")
-    h.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h.pump(lambda: h.done(r))
-    assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
-    assert sum(f.size for f in h.fills(r.order_id)) == r.size
-    h.check_invariants()
+    accountkit.fault_cancel_filled(h, sim)
 
 
 def test_kill_switch_cancels_everything(h, sim):

@@ -136,17 +136,7 @@ def test_fault_no_answer_is_queried_by_client_id(sim):
 
 
 def test_fault_duplicated_and_reordered_stream(h, sim):
-    sim.inject("stream_duplicate", 3)
-    r1 = h.take()
-    assert h.pump(lambda: h.done(r1))
-    sim.inject("stream_reorder")
-    r2 = h.take()
-    assert h.pump(lambda: h.done(r2))
-    r3 = h.take()
-    assert h.pump(lambda: h.done(r3))
-    assert h.fills(r1.order_id) and h.fills(r2.order_id)
-    assert h.proto.counts["duplicate_fills"] >= 1
-    h.check_invariants()
+    accountkit.fault_duplicated_and_reordered_stream(h, sim, "duplicate_fills")
 
 
 def test_fault_stream_disconnect_during_fills(h, sim):
@@ -229,14 +219,7 @@ def test_fault_ban_halts(h, sim):
 
 
 def test_fault_cancel_of_an_already_filled_order(h, sim):
-    r = h.new(h.far_bid(), 2 * UNIT)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
-    sim.inject("cancel_filled")
-    h.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h.pump(lambda: h.done(r))
-    assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
-    assert sum(f.size for f in h.fills(r.order_id)) == r.size
-    h.check_invariants()
+    accountkit.fault_cancel_filled(h, sim)
 
 
 def test_kill_switch_cancels_everything(h, sim):

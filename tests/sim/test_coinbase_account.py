@@ -193,17 +193,8 @@ def test_cancel_before_the_venue_id_is_known_waits_for_it(h, sim):
 
 
 def test_fault_duplicated_and_reordered_stream(h, sim):
-    sim.inject("stream_duplicate", 3)
-    r1 = h.take()
-    assert h.pump(lambda: h.done(r1))
-    sim.inject("stream_reorder")
-    r2 = h.take()
-    assert h.pump(lambda: h.done(r2))
-    r3 = h.take()
-    assert h.pump(lambda: h.done(r3))
-    assert h.fills(r1.order_id) and h.fills(r2.order_id)
-    assert h.proto.counts["user_seq_old"] >= 1  # the repeated frames (and the late one, if it came after another)
-    h.check_invariants()
+    # the repeated frames (and the late one, if it came after another) are dropped by their sequence
+    accountkit.fault_duplicated_and_reordered_stream(h, sim, "user_seq_old")
 
 
 def test_fault_stream_disconnect_during_fills(h, sim):
@@ -271,24 +262,11 @@ def test_venue_rest_limit_refuses_and_the_handler_backs_off(sim):
 
 
 def test_fault_ban_halts(h, sim):
-    sim.inject("ban")
-    h.proto._reconcile(time.time_ns())
-    h.runner._drain(0)
-    assert h.pump(lambda: h.runner.halted)
-    assert "403" in h.runner.halted
-    r = h.new(h.far_bid(), 40_000 * h.btc.lot)
-    assert h.status(r.order_id) == S.REJECTED and sim.placed.get(client_id(r.order_id)) is None
+    accountkit.fault_ban_halts(h, sim, "403")
 
 
 def test_fault_cancel_of_an_already_filled_order(h, sim):
-    r = h.new(h.far_bid(), 40_000 * h.btc.lot)
-    assert h.pump(lambda: h.status(r.order_id) == S.OPEN)
-    sim.inject("cancel_filled")
-    h.request(OrderAction.CANCEL, ref=r.order_id)
-    assert h.pump(lambda: h.done(r))
-    assert h.status(r.order_id) == S.FILLED and sim.order_counts["filled_before_cancel"] == 1
-    assert sum(f.size for f in h.fills(r.order_id)) == r.size
-    h.check_invariants()
+    accountkit.fault_cancel_filled(h, sim)
 
 
 def test_kill_switch_cancels_everything(h, sim):
