@@ -409,6 +409,25 @@ class OrderProtocol:
             o.status = S.REJECTED
             self._update(o, now, reason=why)
 
+    def _retry(self, what: str, now: int, after: int | None = None) -> None:
+        """Fetch ``what`` again ``after`` ns from now (default ``retry_ns``)."""
+        self.retry_at[what] = now + (self.retry_ns if after is None else after)
+
+    def _no_answer(self, kind: str, rest: str, what: str, status: int, body: bytes, now: int,
+                   retry: bool = True) -> None:
+        """A REST call without a usable answer (none: status 0; a 5xx; an unreadable body): a request's
+        outcome is UNKNOWN (``_unknown``: the venue is asked about it, it is never sent again); a fetch
+        is tried again (``_retry``) unless ``retry`` is False."""
+        self.counts["http_failed"] += 1
+        self.log.warning("%s: REST %s: HTTP %d %s", self.venue, kind, status,
+                         self._mask(bytes(body[:200]).decode("utf-8", "replace")))
+        if kind == "req":
+            q = self.reqs.get(int(rest))
+            if q is not None:
+                self._unknown(q, now, f"HTTP {status}")
+        elif retry:
+            self._retry(what, now)
+
     def _backoff_ns(self, headers: dict) -> int:
         """How long an HTTP 429 says to wait (``Retry-After``), else ``rate_backoff_ns``."""
         wait = headers.get("retry-after")

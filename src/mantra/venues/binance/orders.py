@@ -1009,15 +1009,7 @@ class BinanceOrders(OrderProtocol):
                 self.retry_at[what] = until
             return
         if status == 0 or status >= 500:
-            self.counts["http_failed"] += 1
-            log.warning("binance: REST %s: HTTP %d %s", kind, status,
-                        self._mask(bytes(body[:200]).decode("utf-8", "replace")))
-            if kind == "req":
-                q = self.reqs.get(int(rest))
-                if q is not None:
-                    self._unknown(q, now, f"HTTP {status}")
-            elif kind not in ("cancel_unknown",):
-                self.retry_at[what] = now + self.retry_ns
+            self._no_answer(kind, rest, what, status, body, now, retry=kind != "cancel_unknown")
             return
         code = int(doc.get("code", 0) or 0) if isinstance(doc, dict) and status != 200 else 0
         emsg = str(doc.get("msg", "")) if isinstance(doc, dict) and status != 200 else ""

@@ -978,14 +978,7 @@ class BitfinexOrders(OrderProtocol):
             self._retry(tag, now)
             return
         # 5xx without the venue's answer, no answer at all (0), or an unreadable body: unknown
-        self.counts["http_failed"] += 1
-        log.warning("bitfinex: REST %s: HTTP %d %s", kind, status,
-                    self._mask(bytes(body[:200]).decode("utf-8", "replace")))
-        if kind == "req":
-            if q is not None:
-                self._unknown(q, now, f"HTTP {status}")
-        else:
-            self._retry(tag, now)
+        self._no_answer(kind, rest, tag, status, body, now)
 
     def _rest_limited(self, kind: str, rest: str, tag: str, headers: dict, now: int) -> None:
         """HTTP 429 / ``ERR_RATE_LIMIT``: the venue blocks the endpoint; REST waits (its orders too)."""

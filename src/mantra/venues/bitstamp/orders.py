@@ -295,9 +295,6 @@ class BitstampOrders(OrderProtocol):
         if not ok:
             self._retry(what, now, 1_000_000_000)
 
-    def _retry(self, what: str, now: int, after: int | None = None) -> None:
-        self.retry_at[what] = now + (self.retry_ns if after is None else after)
-
     def _register(self, o: _Order) -> None:
         self.orders[o.order_id] = o
         if o.vid:
@@ -695,15 +692,7 @@ class BitstampOrders(OrderProtocol):
         if status == 0 or (status >= 500 and (err is None or not err[0].startswith("500.")
                                               or err[0] in UNKNOWN_CODES)):
             # no answer (timeout, transport, unusable), or a 5xx: the outcome is unknown
-            self.counts["http_failed"] += 1
-            log.warning("bitstamp: REST %s: HTTP %d %s", kind, status,
-                        self._mask(bytes(body[:200]).decode("utf-8", "replace")))
-            if kind == "req":
-                q = self.reqs.get(int(rest))
-                if q is not None:
-                    self._unknown(q, now, f"HTTP {status}")
-            else:
-                self._retry(what, now)
+            self._no_answer(kind, rest, what, status, body, now)
             return
         if err is not None:
             code, text = err

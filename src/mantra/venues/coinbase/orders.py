@@ -852,15 +852,7 @@ class CoinbaseOrders(OrderProtocol):
                     self._bad(f"REST {kind}", body, e)
                     status = 0  # unusable: as if unanswered
         if status == 0 or status >= 500:
-            self.counts["http_failed"] += 1
-            log.warning("coinbase: REST %s: HTTP %d %s", kind, status,
-                        self._mask(bytes(body[:200]).decode("utf-8", "replace")))
-            if kind == "req":
-                q = self.reqs.get(int(rest))
-                if q is not None:
-                    self._unknown(q, now, f"HTTP {status}")
-            elif kind not in ("cancel_unknown",):
-                self.retry_at[what] = now + self.retry_ns
+            self._no_answer(kind, rest, what, status, body, now, retry=kind != "cancel_unknown")
             return
         try:
             getattr(self, f"_http_{kind}")(rest, cursor, status, doc, now)

@@ -775,14 +775,7 @@ class KrakenOrders(OrderProtocol):
                 self._bad(f"REST {kind}", body, e)
                 status = 0  # unusable: as if unanswered
         if status != 200:  # 0 (timeout, transport), 5xx, other: the outcome is unknown
-            self.counts["http_failed"] += 1
-            log.warning("kraken: REST %s: HTTP %d %s", kind, status, self._mask(bytes(body[:200]).decode("utf-8", "replace")))
-            if kind == "req":
-                q = self.reqs.get(int(rest))
-                if q is not None:
-                    self._unknown(q, now, f"HTTP {status}")
-            else:
-                self._retry(what, now)
+            self._no_answer(kind, rest, what, status, body, now)
             return
         for e in err:
             if e.startswith(HALT_ERRORS):
@@ -812,9 +805,6 @@ class KrakenOrders(OrderProtocol):
             getattr(self, f"_http_{kind}")(rest, err, result, now)
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             self._bad(f"REST {kind}", body, e)
-
-    def _retry(self, what: str, now: int, after: int | None = None) -> None:
-        self.retry_at[what] = now + (self.retry_ns if after is None else after)
 
     def _http_token(self, rest, err, result, now) -> None:
         self.token_wanted = False
