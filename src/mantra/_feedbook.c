@@ -134,6 +134,25 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
     return crc_tables(c, p, n) ^ 0xFFFFFFFFu;
 }
 
+/* zlib.crc32(b, zlib.crc32(a)): the CRC32 of a then b, without joining them. */
+static uint32_t crc32_2(const unsigned char *a, size_t na, const unsigned char *b, size_t nb) {
+    if (!crc_ready) (void)crc32_of(a, 0); /* the tables and the CPU check */
+    uint32_t c = 0xFFFFFFFFu;
+    for (int part = 0; part < 2; part++) {
+        const unsigned char *p = part ? b : a;
+        size_t n = part ? nb : na;
+#if defined(__x86_64__)
+        if (have_fold && n >= 64) {
+            size_t whole = n & ~(size_t)15;
+            c = crc_fold(c, p, whole);
+            p += whole, n -= whole;
+        }
+#endif
+        c = crc_tables(c, p, n);
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
 /* For tests: the CRC32 the checksums use, of any bytes (zlib.crc32 is its reference). */
 static PyObject *m_crc32(PyObject *m, PyObject *arg) {
     Py_buffer b;
@@ -428,6 +447,83 @@ static inline void ck_keep(Book *b, int k, int64_t x, int64_t y, long value) {
     b->ck[k].value = value;
 }
 
+/* Each side's checksum text, kept between checksums: the best levels' texts end to end, with each
+ * level's key and size.  A side whose best TOP_TRACKED levels did not change (its version) is reused
+ * whole; otherwise it is rebuilt, copying the text of each level found at the same rank, one deeper
+ * or one shallower (a level came or went above it) and formatting only the rest (~10 ns a number).
+ * Two buffers a side, the previous and the new, all read in order: few cache lines, so cheap even
+ * when the feed's other work has pushed them out of L1.  Reset when the format asked for changes
+ * (a book is checksummed by one venue). */
+#define FRAG_TOP TOP_TRACKED
+#define FRAG_MAX 45 /* a level's text: at most 44 (Bitfinex: 21 + ":-" + 21; Kraken: 2 x 20) */
+
+typedef struct {
+    int valid, m;             /* levels held */
+    uint64_t ver;             /* the side's version when built */
+    Py_ssize_t n;             /* and its number of levels */
+    int64_t key[FRAG_TOP], size[FRAG_TOP];
+    uint16_t off[FRAG_TOP + 1]; /* level k's text: text[off[k] .. off[k + 1]) */
+    char text[FRAG_TOP * FRAG_MAX + 48]; /* + the slack of the fixed-size copies and put_ functions */
+} SideText;
+
+typedef struct {
+    int64_t kind, a, b; /* the format the texts are in */
+    int cur[2];         /* per side, which of its two buffers is the latest */
+    SideText t[2][2];   /* [side][buffer] */
+} Frags;
+
+/* A level's text at o (Kraken: str(price // pdiv) + str(size // sdiv); Bitfinex: price ":" amount,
+ * an ask's amount negative); returns the end (up to 24 bytes past it written). */
+static char *frag_format(char *o, const Level *l, int64_t kind, int64_t a, int64_t b) {
+    uint64_t price = (uint64_t)(l->key < 0 ? -l->key : l->key), size = (uint64_t)l->size;
+    if (kind == 1) {
+        o = put_uint(o, a == 1 ? price : price / (uint64_t)a);
+        return put_uint(o, b == 1 ? size : size / (uint64_t)b);
+    }
+    o = put_fixed(o, price, (int)a);
+    *o++ = ':';
+    if (l->key < 0) *o++ = '-';
+    return put_fixed(o, size, (int)b);
+}
+
+/* Side s's text of its best m <= FRAG_TOP levels; NULL with an exception. */
+static const SideText *side_text(Book *bk, int s, int m, int64_t kind, int64_t a, int64_t b) {
+    Frags *fs = bk->frags;
+    if (!fs && !(fs = bk->frags = PyMem_Calloc(1, sizeof(Frags)))) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (fs->kind != kind || fs->a != a || fs->b != b) {
+        fs->t[0][0].valid = fs->t[0][1].valid = fs->t[1][0].valid = fs->t[1][1].valid = 0;
+        fs->kind = kind, fs->a = a, fs->b = b;
+    }
+    const SideText *old = &fs->t[s][fs->cur[s]];
+    if (old->valid && old->ver == bk->ver[s] && old->n == bk->n[s] && old->m == m) return old;
+    SideText *now = &fs->t[s][fs->cur[s] ^ 1];
+    int n_old = old->valid ? old->m : 0;
+    char *o = now->text;
+    for (int k = 0; k < m; k++) {
+        const Level *l = &bk->lv[s][bk->n[s] - 1 - k]; /* rank k: the best is last */
+        int j = -1;
+        for (int d = 0; d < 3 && j < 0; d++) { /* the same rank, one deeper, one shallower */
+            int i = k + (d == 1) - (d == 2);
+            if (i >= 0 && i < n_old && old->key[i] == l->key && old->size[i] == l->size) j = i;
+        }
+        now->off[k] = (uint16_t)(o - now->text);
+        if (j >= 0) {
+            memcpy(o, old->text + old->off[j], FRAG_MAX); /* fixed size: a few moves, no call */
+            o += old->off[j + 1] - old->off[j];
+        } else {
+            o = frag_format(o, l, kind, a, b);
+        }
+        now->key[k] = l->key, now->size[k] = l->size;
+    }
+    now->off[m] = (uint16_t)(o - now->text);
+    now->m = m, now->ver = bk->ver[s], now->n = bk->n[s], now->valid = 1;
+    fs->cur[s] ^= 1;
+    return now;
+}
+
 static int divisor_arg(PyObject *o, uint64_t *d) {
     long long v = PyLong_AsLongLong(o);
     if (v == -1 && PyErr_Occurred()) return -1;
@@ -450,18 +546,11 @@ static PyObject *Book_kraken_checksum(Book *self, PyObject *const *args, Py_ssiz
     }
     if (divisor_arg(args[0], &pdiv) < 0 || divisor_arg(args[1], &sdiv) < 0) return NULL;
     if (ck_hit(self, 0, (int64_t)pdiv, (int64_t)sdiv)) return PyLong_FromUnsignedLong((unsigned long)self->ck[0].value);
-    char buf[2 * 10 * 2 * 20 + 24], *o = buf; /* 2 sides x 10 levels x 2 numbers of at most 19 digits, slack */
-    for (int s = 1; s >= 0; s--) {
-        const Level *a = self->lv[s];
-        Py_ssize_t n = self->n[s], m = n < 10 ? n : 10;
-        for (Py_ssize_t k = 0; k < m; k++) {
-            const Level *l = &a[n - 1 - k];
-            uint64_t price = (uint64_t)(s ? -l->key : l->key), size = (uint64_t)l->size;
-            o = put_uint(o, pdiv == 1 ? price : price / pdiv);
-            o = put_uint(o, sdiv == 1 ? size : size / sdiv);
-        }
-    }
-    uint32_t crc = crc32_of((const unsigned char *)buf, (size_t)(o - buf));
+    const SideText *bids = side_text(self, 0, self->n[0] < 10 ? (int)self->n[0] : 10, 1, (int64_t)pdiv, (int64_t)sdiv);
+    const SideText *asks = bids ? side_text(self, 1, self->n[1] < 10 ? (int)self->n[1] : 10, 1, (int64_t)pdiv, (int64_t)sdiv) : NULL;
+    if (!asks) return NULL;
+    uint32_t crc = crc32_2((const unsigned char *)asks->text, asks->off[asks->m], (const unsigned char *)bids->text,
+                           bids->off[bids->m]); /* asks, then bids */
     ck_keep(self, 0, (int64_t)pdiv, (int64_t)sdiv, (long)crc);
     return PyLong_FromUnsignedLong(crc);
 }
@@ -482,18 +571,17 @@ static PyObject *Book_bitfinex_checksum(Book *self, PyObject *const *args, Py_ss
         return NULL;
     }
     if (ck_hit(self, 1, ps, ss)) return PyLong_FromLong(self->ck[1].value);
-    char buf[50 * 46 + 24], *o = buf; /* 50 levels x (2 numbers of at most 20 chars, "-", 2 ":"), slack */
-    Py_ssize_t nb = self->n[0], na = self->n[1];
-    Py_ssize_t mb = nb < 25 ? nb : 25, ma = na < 25 ? na : 25, m = mb > ma ? mb : ma;
-    for (Py_ssize_t k = 0; k < m; k++) {
+    char buf[50 * (FRAG_MAX + 1) + FRAG_MAX], *o = buf; /* 50 levels and ":"s, a copy's slack */
+    int mb = self->n[0] < 25 ? (int)self->n[0] : 25, ma = self->n[1] < 25 ? (int)self->n[1] : 25;
+    const SideText *fb = side_text(self, 0, mb, 2, ps, ss), *fa = fb ? side_text(self, 1, ma, 2, ps, ss) : NULL;
+    if (!fa) return NULL;
+    for (int k = 0; k < (mb > ma ? mb : ma); k++) { /* bid k, ask k, ... (a shorter side's missing levels skipped) */
         for (int s = 0; s < 2; s++) {
-            if (k >= (s ? ma : mb)) continue;
-            const Level *l = &self->lv[s][(s ? na : nb) - 1 - k];
+            const SideText *t = s ? fa : fb;
+            if (k >= t->m) continue;
             if (o != buf) *o++ = ':';
-            o = put_fixed(o, (uint64_t)(s ? -l->key : l->key), (int)ps);
-            *o++ = ':';
-            if (s) *o++ = '-';
-            o = put_fixed(o, (uint64_t)l->size, (int)ss);
+            memcpy(o, t->text + t->off[k], FRAG_MAX);
+            o += t->off[k + 1] - t->off[k];
         }
     }
     long crc = (long)(int32_t)crc32_of((const unsigned char *)buf, (size_t)(o - buf));

@@ -896,6 +896,7 @@ typedef struct {
         int64_t args[2];
         long value;
     } ck[2]; /* the last Kraken / Bitfinex checksum, valid while its key matches */
+    void *frags; /* the checksums' text per level (_feedbook.c), or NULL */
 } Book;
 
 #define TOP_TRACKED 25 /* the deepest checksum (Bitfinex's top 25) */
@@ -909,6 +910,7 @@ typedef struct {
 #define L2_CLEAR 4
 
 static void Book_dealloc(Book *self) {
+    PyMem_Free(self->frags);
     PyMem_Free(self->lv[0]);
     PyMem_Free(self->lv[1]);
     Py_TYPE(self)->tp_free((PyObject *)self);
