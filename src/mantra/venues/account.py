@@ -172,7 +172,8 @@ class VenueRequest:
 class OrderProtocol:
     """Base of the venues' order protocols: instruments by id and symbol, counters, the rules
     every venue shares.  Subclasses implement ``start``, ``on_open``, ``on_close``, ``on_frame``,
-    ``on_http``, ``on_timer``, ``submit``, ``cancel_all``.
+    ``on_http``, ``on_timer``, ``submit_change``, ``cancel_all`` and ``_send``, and name their
+    order record (``order_class``) and their limit on new orders (``new_room``).
 
     The order-entry state both venues keep (``_init_entry``) and what they do alike with it: the
     checks of a request before it is sent (``check_request``, ``check_new``, ``check_change``),
@@ -276,21 +277,43 @@ class OrderProtocol:
             return False
         return True
 
-    def submit_new(self, r: OrderRequest, inst, now: int, room) -> None:
-        """A NEW past ``check_request``: ``check_new``, then the venue's own limit (``room()``: True
-        if it lets one more order through, and counts it), then the order (``new_order``, its client
-        id derived from ours) registered (``_register``) and sent once (``_send``)."""
+    def submit(self, r: OrderRequest, now: int) -> None:
+        """A request of the overseer's: the checks every venue makes (``check_request``), then a NEW's
+        shared path (``submit_new``) or, for a live order of ours (``check_change``), the venue's own
+        CANCEL or AMEND (``submit_change``)."""
+        inst = self.check_request(r, now)
+        if inst is None:
+            return
+        if r.action == NEW:
+            self.submit_new(r, inst, now)
+            return
+        o = self.check_change(r, inst, now)
+        if o is not None:
+            self.submit_change(r, inst, o, now)
+
+    def submit_new(self, r: OrderRequest, inst, now: int) -> None:
+        """A NEW past ``check_request``: ``check_new``, then the venue's own limit (``new_room``),
+        then the order (``new_order``, its client id derived from ours) registered (``_register``)
+        and sent once (``_send``)."""
         if not self.check_new(r, inst, now):
             return
-        if not room():
+        if not self.new_room(inst, now):
             self.reject(r, Reject.RATE_LIMITED, now)
             return
         o = self.new_order(r, inst, now)
         self._register(o)
         self._send(r, NEW, o, now)
 
+    def new_room(self, inst, now: int) -> bool:
+        """True if the venue's limits let one more new order through (and count it)."""
+        return True
+
     def new_order(self, r: OrderRequest, inst, now: int):
         return self.order_class(r.order_id, client_id(r.order_id), inst, r.side, r.price, r.size, r.flags, now)
+
+    def submit_change(self, r: OrderRequest, inst, o, now: int) -> None:
+        """The venue's CANCEL or AMEND of ``o``, a live order of ours."""
+        raise NotImplementedError
 
     def check_change(self, r: OrderRequest, inst, now: int):
         """The order a CANCEL / AMEND ``r`` is about if it may be sent: a live order of ours, a valid
@@ -514,9 +537,6 @@ class OrderProtocol:
         raise NotImplementedError
 
     def on_timer(self, now: int) -> None:
-        raise NotImplementedError
-
-    def submit(self, r: OrderRequest, now: int) -> None:
         raise NotImplementedError
 
     def cancel_all(self, now: int) -> None:

@@ -369,17 +369,11 @@ class BinanceOrders(OrderProtocol):
             self.counts["stream_gaps"] += 1
 
     # ------------------------------------------------------------------------------ requests
-    def submit(self, r, now: int) -> None:
-        inst = self.check_request(r, now)
-        if inst is None:
-            return
+    def new_room(self, inst, now: int) -> bool:
+        return self.rate.allow(1, 1, now)
+
+    def submit_change(self, r, inst, o: _Order, now: int) -> None:
         act = r.action
-        if act == NEW:
-            self.submit_new(r, inst, now, lambda: self.rate.allow(1, 1, now))
-            return
-        o = self.check_change(r, inst, now)
-        if o is None:
-            return
         if act == AMEND:
             if o.pending:  # one replacement at a time
                 self.reject(r, Reject.BAD_REQUEST, now)

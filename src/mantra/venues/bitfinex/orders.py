@@ -295,7 +295,7 @@ class BitfinexOrders(OrderProtocol):
     def _ws(self, text: str) -> None:
         self.events.append(WsSend(CONN, text))
 
-    def _new_room(self, now: int) -> bool:
+    def new_room(self, inst, now: int) -> bool:
         """One more new order within ``orders_per_5min`` (counted if so)."""
         win = self.new_times
         while win and win[0] <= now - 300_000_000_000:
@@ -399,23 +399,21 @@ class BitfinexOrders(OrderProtocol):
         self.events.append(Open(CONN, self.ws_url))
 
     # ------------------------------------------------------------------------------ requests
-    def submit(self, r, now: int) -> None:
-        inst = self.check_request(r, now)
-        if inst is None:
-            return
-        if self.maintenance:
+    def check_request(self, r, now: int):
+        inst = super().check_request(r, now)
+        if inst is not None and self.maintenance:  # the platform refuses orders until it ends
             self.reject(r, Reject.VENUE_ERROR, now)
-            return
+            return None
+        return inst
+
+    def check_change(self, r, inst, now: int):
+        if r.ref_id not in self.orders and r.action in (CANCEL, AMEND):
+            self._ask_unknown(r, inst, now)  # an order of a predecessor's: asked for by its ids
+            return None
+        return super().check_change(r, inst, now)
+
+    def submit_change(self, r, inst, o: _Order, now: int) -> None:
         act = r.action
-        if act == NEW:
-            self.submit_new(r, inst, now, lambda: self._new_room(now))
-            return
-        if r.ref_id not in self.orders and act in (CANCEL, AMEND):
-            self._ask_unknown(r, inst, now)
-            return
-        o = self.check_change(r, inst, now)
-        if o is None:
-            return
         if act == AMEND and not o.oid:  # ``ou`` names the order by its venue id only
             self.counts["amend_before_ack"] += 1
             self.reject(r, Reject.VENUE_ERROR, now)

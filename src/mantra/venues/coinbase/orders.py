@@ -371,17 +371,11 @@ class CoinbaseOrders(OrderProtocol):
             self.counts["stream_gaps"] += 1
 
     # ------------------------------------------------------------------------------ requests
-    def submit(self, r, now: int) -> None:
-        inst = self.check_request(r, now)
-        if inst is None:
-            return
+    def new_room(self, inst, now: int) -> bool:
+        return self.rate.room(now) > 0
+
+    def submit_change(self, r, inst, o: _Order, now: int) -> None:
         act = r.action
-        if act == NEW:
-            self.submit_new(r, inst, now, lambda: self.rate.room(now) > 0)
-            return
-        o = self.check_change(r, inst, now)
-        if o is None:
-            return
         if act == AMEND and (o.flags & _IOC or not o.vid):
             # an IOC never rests; without its venue id there is nothing to name in an edit
             self.counts["amend_refused"] += 1

@@ -325,18 +325,11 @@ class KrakenOrders(OrderProtocol):
             self.counts["stream_gaps"] += 1
 
     # ------------------------------------------------------------------------------ requests
-    def submit(self, r, now: int) -> None:
-        inst = self.check_request(r, now)
-        if inst is None:
-            return
-        act = r.action
-        sym = self.ws_symbol[inst.id]
-        if act == NEW:
-            self.submit_new(r, inst, now, lambda: self.rate.take(sym, 1, now))
-            return
-        o = self.check_change(r, inst, now)
-        if o is None:
-            return
+    def new_room(self, inst, now: int) -> bool:
+        return self.rate.take(self.ws_symbol[inst.id], 1, now)
+
+    def submit_change(self, r, inst, o: _Order, now: int) -> None:
+        act, sym = r.action, self.ws_symbol[inst.id]
         if act == AMEND:
             cost = 1 + RateCounter.age_cost(AMEND_AGE, now - o.placed)
         else:
