@@ -219,6 +219,7 @@ class OrderProtocol:
         self.connected = False
         self.subscribed = False
         self.backoff_until = 0  # refuse with RATE_LIMITED until then (ns)
+        self.rest_backoff_until = 0  # REST fetches wait until then (a 429 on REST)
         self.next_reconcile = 0
         self.retry_at: dict[str, int] = {}  # REST fetch kind -> when to retry it
         self.last_fill_ns = 0  # venue time of the newest fill seen (the gap fetch starts there)
@@ -450,6 +451,24 @@ class OrderProtocol:
                 self._unknown(q, now, f"HTTP {status}")
         elif retry:
             self._retry(what, now)
+
+    def _rest_rate_limited(self, kind: str, rest: str, what: str, headers: dict, now: int, refuse,
+                           retry: bool = True) -> None:
+        """HTTP 429 on REST: requests and REST fetches wait ``Retry-After`` (or ``rate_backoff_s``); a
+        request the venue refused before looking at it was not carried out (``refuse(q)`` answers it
+        with the venue's own refusal); a fetch is tried again once the wait is over (unless ``retry``
+        is False)."""
+        wait_ns = self._backoff_ns(headers)
+        self.backoff_until = max(self.backoff_until, now + wait_ns)
+        self.rest_backoff_until = max(self.rest_backoff_until, now + wait_ns)
+        self.counts["http_429"] += 1
+        self.log.warning("%s: 429 on %s: backing off %.1f s", self.venue, kind, wait_ns / 1e9)
+        if kind == "req":
+            q = self.reqs.get(int(rest))
+            if q is not None and q.state == "sent":
+                refuse(q)
+        elif retry:
+            self._retry(what, now, wait_ns)
 
     def _backoff_ns(self, headers: dict) -> int:
         """How long an HTTP 429 says to wait (``Retry-After``), else ``rate_backoff_ns``."""

@@ -233,7 +233,6 @@ class BitfinexOrders(OrderProtocol):
         self.orders_per_5min, self.rest_per_min = int(orders_per_5min), int(rest_per_min)
         self.new_times: deque[int] = deque()  # when our recent NEWs went out (the 5-minute window)
         self.rest_times: dict[str, deque] = {}  # path -> when its recent calls went out (1-minute window)
-        self.rest_backoff_until = 0
         self.nonce = 0
         self.authed = False
         self.auth_sent = 0

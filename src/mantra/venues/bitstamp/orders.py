@@ -249,7 +249,6 @@ class BitstampOrders(OrderProtocol):
         self.foreign: dict[str, str] = {}  # open orders not ours: venue id -> market
         self.unmapped: dict[str, list] = {}  # venue order id -> trades waiting for its client id
         self.known_foreign: set[str] = set()
-        self.rest_backoff_until = 0
         self.balance_due = 0  # fetch balances at this time (0: nothing changed)
         self.next_balance = 0  # not before
         self.next_heartbeat = 0
@@ -661,17 +660,8 @@ class BitstampOrders(OrderProtocol):
             self.halt("bitstamp answered 418: banned")
             return
         if status == 429:
-            wait_ns = self._backoff_ns(headers)
-            self.backoff_until = max(self.backoff_until, now + wait_ns)
-            self.rest_backoff_until = max(self.rest_backoff_until, now + wait_ns)
-            self.counts["http_429"] += 1
-            log.warning("bitstamp: 429 on %s: backing off %.1f s", kind, wait_ns / 1e9)
-            if kind == "req":
-                q = self.reqs.get(int(rest))
-                if q is not None and q.state == "sent":  # refused before it was looked at: not carried out
-                    self._err(q, "400.002", "HTTP 429 Too Many Requests", now)
-            else:
-                self._retry(what, now, wait_ns)
+            self._rest_rate_limited(kind, rest, what, headers, now,
+                                    lambda q: self._err(q, "400.002", "HTTP 429 Too Many Requests", now))
             return
         doc = None
         if status:

@@ -826,16 +826,8 @@ class CoinbaseOrders(OrderProtocol):
                     self._update(q.order, now, status=S.CANCEL_REJECTED, reason=Reject.HALTED, about=q.r.ref_id)
             return
         if status == 429:
-            wait = self._backoff_ns(headers)
-            self.backoff_until = max(self.backoff_until, now + wait)
-            self.counts["http_429"] += 1
-            log.warning("coinbase: 429 on %s: backing off %.1f s", kind, wait / 1e9)
-            q = self.reqs.get(int(rest)) if kind == "req" else None
-            if kind == "req":
-                if q is not None and q.state == "sent":  # refused before it was looked at: not placed
-                    self._err(q, "RATE_LIMIT_EXCEEDED", now)
-            elif kind != "cancel_unknown":
-                self.retry_at[what] = now + wait
+            self._rest_rate_limited(kind, rest, what, headers, now, lambda q: self._err(q, "RATE_LIMIT_EXCEEDED", now),
+                                    retry=kind != "cancel_unknown")
             return
         doc = None
         if body:

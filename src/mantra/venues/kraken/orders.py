@@ -224,7 +224,6 @@ class KrakenOrders(OrderProtocol):
         self.token_at = 0
         self.token_wanted = False
         self.seq: dict[str, int] = {}  # channel -> last sequence seen
-        self.rest_backoff_until = 0
         self.next_cancel_after = 0
         self.unmapped_trades: dict[str, list] = {}  # ordertxid -> trades waiting for its client id
         self.querying: set[str] = set()  # txids asked about
@@ -743,17 +742,8 @@ class KrakenOrders(OrderProtocol):
             self.halt(f"kraken refused the credentials (HTTP {status})")
             return
         if status == 429:
-            wait_ns = self._backoff_ns(headers)
-            self.backoff_until = max(self.backoff_until, now + wait_ns)
-            self.rest_backoff_until = max(self.rest_backoff_until, now + wait_ns)
-            self.counts["http_429"] += 1
-            log.warning("kraken: 429 on %s: backing off %.1f s", kind, wait_ns / 1e9)
-            if kind == "req":
-                q = self.reqs.get(int(rest))
-                if q is not None and q.state == "sent":  # refused before it was looked at: not placed
-                    self._err(q, "EAPI:Rate limit exceeded", now)
-            else:
-                self._retry(what, now, wait_ns)
+            self._rest_rate_limited(kind, rest, what, headers, now,
+                                    lambda q: self._err(q, "EAPI:Rate limit exceeded", now))
             return
         err: list = []
         result: dict = {}
