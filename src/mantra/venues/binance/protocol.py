@@ -189,7 +189,11 @@ class BinanceProtocol(VenueProtocol):
         env = self._env.decode(data)
         if env.stream:
             stream, raw = env.stream, env.data
-            if "@depth@" in stream or stream.endswith("@depth"):  # not the partial "@depth5"
+            iid = self._stream_iid.get(stream)  # our diff streams by name: no scan of the name
+            if iid is not None:
+                self._busy = iid  # a field that fails to decode: that book missed a diff
+                self._on_depth(self._depth.decode(raw), ts)
+            elif "@depth@" in stream or stream.endswith("@depth"):  # not the partial "@depth5"
                 self._busy = self._stream_iid.get(stream)  # a field that fails to decode: that book missed a diff
                 self._on_depth(self._depth.decode(raw), ts)
             elif stream.endswith("@trade") or stream.endswith("@aggTrade"):

@@ -49,8 +49,7 @@ class Envelope(msgspec.Struct):
 class L2Update(msgspec.Struct):
     side: str  # "bid" | "offer"
     price_level: str
-    new_quantity: str
-    event_time: str = ""
+    new_quantity: str  # (and "event_time", not decoded: the message's timestamp is the one used)
 
 
 class L2Event(msgspec.Struct):
