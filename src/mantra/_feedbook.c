@@ -502,13 +502,20 @@ static const SideText *side_text(Book *bk, int s, int m, int64_t kind, int64_t a
     SideText *now = &fs->t[s][fs->cur[s] ^ 1];
     int n_old = old->valid ? old->m : 0;
     char *o = now->text;
+    const Level *best = &bk->lv[s][bk->n[s] - 1]; /* rank k is best[-k] */
+    int shift = 0; /* where the last level was found, relative to its rank: tried first */
     for (int k = 0; k < m; k++) {
-        const Level *l = &bk->lv[s][bk->n[s] - 1 - k]; /* rank k: the best is last */
+        const Level *l = best - k;
+        const int64_t key = l->key, size = l->size;
         int j = -1;
-        for (int d = 0; d < 3 && j < 0; d++) { /* the same rank, one deeper, one shallower */
-            int i = k + (d == 1) - (d == 2);
-            if (i >= 0 && i < n_old && old->key[i] == l->key && old->size[i] == l->size) j = i;
+        for (int t = 0; t < 4; t++) { /* the last shift, then the same rank, one deeper, one shallower */
+            int i = k + (t ? (t == 1 ? 0 : t == 2 ? 1 : -1) : shift);
+            if ((unsigned)i < (unsigned)n_old && old->key[i] == key && old->size[i] == size) {
+                j = i;
+                break;
+            }
         }
+        if (j >= 0) shift = j - k;
         now->off[k] = (uint16_t)(o - now->text);
         if (j >= 0) {
             memcpy(o, old->text + old->off[j], FRAG_MAX); /* fixed size: a few moves, no call */
@@ -516,7 +523,7 @@ static const SideText *side_text(Book *bk, int s, int m, int64_t kind, int64_t a
         } else {
             o = frag_format(o, l, kind, a, b);
         }
-        now->key[k] = l->key, now->size[k] = l->size;
+        now->key[k] = key, now->size[k] = size;
     }
     now->off[m] = (uint16_t)(o - now->text);
     now->m = m, now->ver = bk->ver[s], now->n = bk->n[s], now->valid = 1;
