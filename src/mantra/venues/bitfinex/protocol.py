@@ -114,6 +114,8 @@ class BitfinexProtocol(VenueProtocol):
         # Prices per side whose venue text is not what from_fixed writes: while a book holds none,
         # its checksum is computed in C from the ints (Book.bitfinex_checksum), else from _frag.
         self._odd: dict[int, tuple[set, set]] = {i: (set(), set()) for i in self.books}
+        # iid -> what a checksum reads, in one lookup (the sets are updated in place)
+        self._cs = {i: (self.books[i], *self._scales[i], *self._odd[i]) for i in self.books}
         self._live: set[int] = set()
         self._resub: dict[int, tuple[str, int, int]] = {}  # old chanId -> (channel, iid, ts asked)
         self._last_trade: dict[int, int] = {}
@@ -281,7 +283,12 @@ class BitfinexProtocol(VenueProtocol):
                 if odd:
                     (ob if side == BID else oa).add(price)
         self._frag[iid] = (fb, fa)
-        self._odd[iid] = (ob, oa)
+        odd_b, odd_a = self._odd[iid]
+        odd_b.clear()
+        odd_b.update(ob)
+        odd_a.clear()
+        odd_a.update(oa)
+        ob, oa = odd_b, odd_a
         for side, price in self.apply_snapshot(iid, bids, asks, 0):
             (fb if side == BID else fa).pop(price, None)
             (ob if side == BID else oa).discard(price)
@@ -325,10 +332,10 @@ class BitfinexProtocol(VenueProtocol):
     def book_checksum(self, iid: int) -> int:
         """The book's checksum: in C from its ints (``Book.bitfinex_checksum``) while every level's
         venue text is what that writes, else from the venue's text (``checksum_reference``)."""
-        ob, oa = self._odd[iid]
+        book, ps, ss, ob, oa = self._cs[iid]
         if ob or oa:
             return self.checksum_reference(iid)
-        return self.books[iid].bitfinex_checksum(*self._scales[iid])
+        return book.bitfinex_checksum(ps, ss)
 
     def checksum_reference(self, iid: int) -> int:
         """The checksum from the venue's own text of each of the top 25 levels per side."""
