@@ -99,10 +99,22 @@ function followRange() {
 function view() { return { t0: toNs(S.x0), t1: toNs(S.x1) }; }
 const edgeX = () => (S.state ? toSec(edgeNs()) : null);
 
+// The view changes at once (queries and answers use it); the charts are rescaled once per frame:
+// a burst of wheel events redraws once, and an answer drawn before the frame makes the rescale of
+// the older data unnecessary (setX redraws only a scale that differs).
+let viewFrame = 0;
 function setView(x0, x1) {
   S.x0 = x0;
   S.x1 = x1;
-  for (const p of Object.values(P)) p.setX(x0, x1);
+  for (const p of Object.values(P)) { p.x0 = x0; p.x1 = x1; }
+  if (viewFrame) return;
+  const apply = () => {
+    if (!viewFrame) return;
+    viewFrame = 0;
+    for (const p of Object.values(P)) p.setX(S.x0, S.x1);
+  };
+  viewFrame = requestAnimationFrame(apply);
+  setTimeout(apply, 100); // hidden tabs get no frames
 }
 
 function updateLiveUI() {

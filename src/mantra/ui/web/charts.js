@@ -496,7 +496,8 @@ function attachInteractions(panel) {
   const u = panel.u;
   const wheel = (e) => {
     e.preventDefault();
-    const x0 = u.scales.x.min, x1 = u.scales.x.max;
+    // the view asked for last (a burst of events lands before the frame that rescales the chart)
+    const x0 = panel.x0 ?? u.scales.x.min, x1 = panel.x1 ?? u.scales.x.max;
     if (x0 == null) return;
     const k = e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? 400 : 1;
     const rect = u.over.getBoundingClientRect();
