@@ -12,7 +12,7 @@ Per venue, the recorded frames are replayed (REST snapshots answered from the re
 - baseline: ``json.loads`` and a ``dict`` book keyed by float price, the plain-Python way, timed on
   the same frames in the same run; ``ratio_p50`` = ours / baseline (below 1: faster).
 - checksum (Kraken, Bitfinex): the checksum computation alone, µs per book update: Kraken's
-  verifications as the protocol reports them (``VenueProtocol.checksum_timer``); Bitfinex's
+  as the protocol reports them (``VenueProtocol.checksum_timer``, around the computation); Bitfinex's
   recording carries no checksums, so its public ``book_checksum`` is timed after each frame that
   changed a book, as a ``cs`` message would have it computed.
 - loopback: the recording sent by a local WebSocket server (a forked process) to a FeedRunner with

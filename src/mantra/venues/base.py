@@ -118,8 +118,8 @@ class VenueProtocol:
     # Before a connection's first frame the watchdog waits at least this long: venues can be slow to
     # answer subscriptions (a recorded Bitstamp connection sent its first frame after 6.8 s).
     connect_grace_s: float = 10.0
-    # Optional hook, ``checksum_timer(iid, ns)``: told how long each checksum verification took
-    # (``mantra bench feeds``).  Venues that verify checksums (Kraken, Bitfinex) run the verification
+    # Optional hook, ``checksum_timer(iid, ns)``: told how long each checksum computation took
+    # (``mantra bench feeds``).  Venues that verify checksums (Kraken, Bitfinex) run the computation
     # through ``timed`` when it is set; unset, it costs them one attribute test.
     checksum_timer = None
 
