@@ -6,7 +6,8 @@ the five real feeds -> market makers on Binance, Kraken and Bitstamp BTC and a c
 (Coinbase BTC-USD vs Bitfinex tBTCUSD) -> the overseer -> the real account handlers of all five
 venues (``mode = "sim"``: real orders, signed, on the simulators' order APIs and user streams; one
 parked process serves the five), a persister recording every queue, and telemetry.  Bitstamp has
-no amend: the overseer replaces its quotes by cancel and new (``amend = false`` for that venue).  The realtime UI serves the running system (its URL is printed first); a status block is
+no amend: the overseer replaces its quotes by cancel and new (``amend = false`` for that venue).
+The realtime UI serves the running system (its URL is printed first); a status block is
 printed every second; at the end the recorded session is summarised and replayed through the same
 system on a simulated clock.
 
@@ -311,10 +312,11 @@ def by_venue(out: Path) -> dict[str, dict]:
 
 
 def venue_report(rows: dict[str, dict]) -> str:
-    out = [f"{'':<10}{'orders':>8}{'cancels':>9}{'amends':>8}{'answered':>10}{'fills':>7}   balances (the venue's last)"]
+    cols = ("orders", "cancels", "amends", "answered", "fills")
+    out = [f"{'':<10}" + "".join(f"{c:>10}" for c in cols) + "   balances (the venue's last)"]
     for v, r in rows.items():
         bal = "  ".join(f"{a} {t}" for a, t in sorted(r["balances"].items())) or "none"
-        out.append(f"{v:<10}{r['orders']:>8}{r['cancels']:>9}{r['amends']:>8}{r['answered']:>10}{r['fills']:>7}   {bal}")
+        out.append(f"{v:<10}" + "".join(f"{r[c]:>10}" for c in cols) + f"   {bal}")
     return "\n".join(out)
 
 

@@ -40,7 +40,10 @@ BURST = 20
 # the venue throttles we lift for the measurement (simulator settings, protocol settings)
 UNLIMITED = {"kraken": ({"rate_threshold": 1e9}, {"rate_threshold": 1e9}),
              "binance": ({"orders_10s": 10**9, "weight_limit": 10**9}, {"orders_10s": 10**9, "orders_day": 10**9,
-                                                                        "weight_limit": 10**9})}
+                                                                        "weight_limit": 10**9}),
+             "coinbase": ({"rest_rate_per_s": 10**9}, {"rest_limit_per_s": 10**9}),
+             "bitstamp": ({"rate_per_s": 10**9, "rate_per_10min": 10**9},) * 2,
+             "bitfinex": ({"orders_per_5min": 10**9}, {"orders_per_5min": 10**9, "rest_per_min": 10**9})}
 
 
 def _pct(ns: list[int]) -> tuple[float, float]:
