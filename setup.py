@@ -40,5 +40,6 @@ setup(
             extra_compile_args=FLAGS,
         ),
         Extension("mantra._fixed", ["src/mantra/_fixed.c"], extra_compile_args=FLAGS),
+        Extension("mantra._risk", ["src/mantra/_risk.c"], extra_compile_args=FLAGS),
     ]
 )

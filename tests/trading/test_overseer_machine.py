@@ -209,6 +209,20 @@ class OverseerVsVenue(RuleBasedStateMachine):
             assert ov.balances.total(venue, asset) == (snap[0] if snap else 0) + later
 
     @invariant()
+    def the_c_check_answers_as_the_reference(self):
+        """``_risk.c`` decides on the numbers the overseer pushes; ``_check_py`` defines the answer:
+        NEWs and amends of every live order, both sides, prices and sizes around the market."""
+        ov, now = self.ov, self.clock.now()
+        cases = [(iid, side, MIDS[iid] + k * TICK[iid], q * LOT[iid], None)
+                 for iid in (BTC, KR) for side in (1, -1) for k in (-4, -1, 0, 2) for q in (0, 1, 7, 300, 900)]
+        for o in ov.orders.live():
+            for k in (-2, 0, 3):
+                cases.append((o.instrument, o.side, o.price + k * TICK[o.instrument], o.size + LOT[o.instrument], o))
+        for iid, side, price, size, amended in cases:
+            got, want = ov._check(iid, side, price, size, amended, now), ov._check_py(iid, side, price, size, amended, now)
+            assert got == want, (iid, side, price, size, amended, got, want)
+
+    @invariant()
     def one_live_order_per_slot(self):
         seen = {}
         for oid in self.ex.orders:

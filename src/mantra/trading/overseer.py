@@ -46,9 +46,10 @@ import json
 import os
 from collections import Counter
 
+from .. import _risk
 from ..instruments import Instrument
 from ..spine.messages import BalanceUpdate, Fill, IdealOrder, OrderAction, OrderFlags, OrderRequest, OrderStatus
-from ..spine.messages import OrderUpdate
+from ..spine.messages import OrderUpdate, text
 from ..runtime import paths
 from ..runtime.actor import Actor
 from ..spine import Ring, shm
@@ -59,15 +60,17 @@ from .risk import Exposure, KillSwitch, Limits, RateLimit, Refusal
 _NEW, _CANCEL, _AMEND = int(OrderAction.NEW), int(OrderAction.CANCEL), int(OrderAction.AMEND)
 _FLAGS = int(OrderFlags.POST_ONLY | OrderFlags.IOC | OrderFlags.REDUCE_ONLY)
 _ACTION = {int(a): a.name for a in OrderAction}
+_REFUSAL = {int(r): r for r in Refusal}
 
 
 class _Venue:
-    __slots__ = ("fee_bps", "amend", "rate")
+    __slots__ = ("fee_bps", "amend", "rate", "rate_id")
     KEYS = ("fee_bps", "amend", "rate", "rate_window_ms")
 
     def __init__(self, fee_bps=0, amend=False, rate=10, rate_window_ms=1000):
         self.fee_bps, self.amend = int(fee_bps), bool(amend)
         self.rate = RateLimit(int(rate), int(rate_window_ms) * 1_000_000)
+        self.rate_id = -1  # its window in the C check (set on start)
 
 
 def _history(ring, upto: int, order: int, handler) -> tuple[list, bool]:
@@ -163,6 +166,12 @@ class Overseer(Actor):
         self._terms_of: dict[int, _Terms] = {}
         self.orders = Orders()
         self.exposure = Exposure()  # what our orders hold, kept as they change: O(1) checks
+        # the check in C (_risk.c), fed the numbers above as they change; _check_py is its reference
+        self.risk = _risk.Risk()
+        self._key_ids: dict[tuple[str, str], int] = {}  # (venue, asset) -> its id in the C check
+        for k, v in enumerate(self.v.values()):
+            v.rate_id = k
+            self.risk.rate(k, v.rate.count, v.rate.window)
         self.balances = Balances(asset_scales(reg))
         self.kill_switch = KillSwitch(self.kill_file)
         self.refusals: Counter = Counter()  # Refusal name -> count
@@ -271,12 +280,17 @@ class Overseer(Actor):
         o = self.orders.on_fill(f)
         if o is None:
             return
-        self._account(f.order_id)
-        self.balances.on_fill(self.registry.by_id[o.instrument], f)
+        inst = self.registry.by_id[o.instrument]
+        self.balances.on_fill(inst, f)
+        self._account(f.order_id)  # the position moved too
+        for key in ((inst.venue, inst.base), (inst.venue, inst.quote), (inst.venue, text(f.fee_asset) or inst.quote)):
+            self._push_asset(key)
         self._touched(o)
 
     def on_balances(self, b: BalanceUpdate) -> None:
-        if self.balances.on_balance(b) is not None:
+        key = self.balances.on_balance(b)
+        if key is not None:
+            self._push_asset(key)
             self.dirty |= self.refused
 
     def _touched(self, o: Order) -> None:
@@ -431,6 +445,7 @@ class Overseer(Actor):
         t = self._terms(r.instrument)
         if t is not None and t.venue is not None:
             t.venue.rate.record(now)
+            self.risk.record(t.venue.rate_id, now)
         self.sent[_ACTION[r.action]] += 1
         o = self.orders.sent(r)
         if o is not None:
@@ -439,18 +454,46 @@ class Overseer(Actor):
         return o
 
     def _account(self, oid: int) -> None:
-        """Keep what order ``oid`` holds current in ``exposure`` (after a request, update or fill)."""
+        """Keep what order ``oid`` holds current in ``exposure`` and in the C check (after a
+        request, update or fill)."""
         o = self.orders.active.get(oid) or self.orders.done.get(oid)
         if o is None:
             return
+        ex = self.exposure
+        old = ex.of.get(oid)
         t = self._terms(o.instrument)
         if t is None:  # an instrument whose assets are not among our balances
-            self.exposure.account(o, None, 0)
-        elif o.side > 0:
+            ex.account(o, None, 0)
+            return
+        if o.side > 0:
             fee = t.venue.fee_bps if t.venue is not None else 0
-            self.exposure.account(o, t.buy_key, self._lock(o, t.inst, fee) * t.buy_shift)
+            ex.account(o, t.buy_key, self._lock(o, t.inst, fee) * t.buy_shift)
         else:
-            self.exposure.account(o, t.sell_key, o.lock_qty * t.sell_shift)
+            ex.account(o, t.sell_key, o.lock_qty * t.sell_shift)
+        self._push_exposure(o.instrument)
+        for key in {old[3] if old else None, t.buy_key if o.side > 0 else t.sell_key} - {None}:
+            self._push_asset(key)
+
+    def _push_exposure(self, iid: int) -> None:
+        """An instrument's position, open size per side and our extreme prices, to the C check."""
+        bid = ask = None  # what a NEW must not cross: amends in flight count at the worse price
+        for x in self.orders.by_instrument.get(iid, {}).values():
+            if x.status in TERMINAL:
+                continue
+            if x.side > 0:
+                p = x.price if x.target is None else max(x.price, x.target[0])
+                bid = p if bid is None or p > bid else bid
+            else:
+                p = x.price if x.target is None else min(x.price, x.target[0])
+                ask = p if ask is None or p < ask else ask
+        ex = self.exposure
+        self.risk.exposure(iid, self.orders.positions.get(iid, 0), ex.open.get((iid, 1), 0),
+                           ex.open.get((iid, -1), 0), bid, ask)
+
+    def _push_asset(self, key) -> None:
+        kid = self._key_ids.get(key)
+        if kid is not None:
+            self.risk.asset(kid, self.balances.totals.get(key, 0), self.exposure.held.get(key, 0))
 
     def _cancel(self, o: Order, now: int) -> None:
         """Cancel ``o``.  The first cancel goes at once (risk reduction first); a retry (the
@@ -461,7 +504,7 @@ class Overseer(Actor):
             t = self._terms(o.instrument)
             rate = t.venue.rate if t is not None and t.venue is not None else None
             if now >= due and rate is not None and not rate.allows(now):
-                due = rate.next_free()
+                due = rate.next_free(now)
             if now < due:
                 self._held[o.order_id] = o
                 self.cancel_at = min(self.cancel_at, due) if self.cancel_at else due
@@ -486,7 +529,8 @@ class Overseer(Actor):
         st.refused = why
         self.refused.add(st)
         if why == Refusal.RATE:
-            t = self.v[self.registry.by_id[i.instrument].venue].rate.next_free()
+            # the C check refused: the Python window (the one that schedules) is purged here too
+            t = self.v[self.registry.by_id[i.instrument].venue].rate.next_free(now) or now + 1
             self.retry_at = min(self.retry_at, t) if self.retry_at else t
 
     def _clear_refusal(self, st: _Slot) -> None:
@@ -512,10 +556,36 @@ class Overseer(Actor):
             if bq < inst.price_scale or bb < inst.size_scale:
                 return None
             t = self._terms_of[iid] = _Terms(inst, self.v.get(inst.venue), self.lim.get(iid), bq, bb)
+            ids = [self._key_ids.setdefault(k, len(self._key_ids)) for k in (t.buy_key, t.sell_key)]
+            v, lim = t.venue, t.lim
+            self.risk.terms(iid, v is not None, lim is not None, t.tick, t.lot, t.min_size, t.min_notional, t.unit,
+                            lim.max_position if lim else 0, lim.max_notional if lim else 0, v.fee_bps if v else 0,
+                            t.buy_shift, t.sell_shift, ids[0], ids[1], v.rate_id if v else -1)
+            self._push_exposure(iid)
+            for k in (t.buy_key, t.sell_key):
+                self._push_asset(k)
         return t
 
     def _check(self, iid: int, side: int, price: int, size: int, amended: Order | None, now: int) -> Refusal | None:
-        """Refusal for a NEW (``amended`` None) or an AMEND to total ``size`` at ``price``."""
+        """Refusal for a NEW (``amended`` None) or an AMEND to total ``size`` at ``price``: the C
+        check (``_risk.c``) on the numbers this overseer keeps, ``_check_py`` where it declines."""
+        if self.kill_switch.reason:
+            return Refusal.KILLED
+        if amended is None:
+            why = self.risk.check(iid, side, price, size, 0, 0, -1, 0, 0, now)
+        else:
+            mine = self.exposure.of.get(amended.order_id)
+            if mine is None:
+                why = self.risk.check(iid, side, price, size, 0, 0, -1, 0, amended.fill_qty, now)
+            else:
+                why = self.risk.check(iid, side, price, size, mine[1], mine[2], self._key_ids.get(mine[3], -1),
+                                      mine[4], amended.fill_qty, now)
+        if why < 0:
+            return self._check_py(iid, side, price, size, amended, now)
+        return _REFUSAL[why] if why else None
+
+    def _check_py(self, iid: int, side: int, price: int, size: int, amended: Order | None, now: int) -> Refusal | None:
+        """The reference check (the C one answers the same, held equal by the state machine test)."""
         if self.kill_switch.reason:
             return Refusal.KILLED
         t = self._terms_of.get(iid) or self._terms(iid)

@@ -69,9 +69,9 @@ class RateLimit:
     def record(self, now: int) -> None:
         self.sent.append(now)
 
-    def next_free(self) -> int:
-        """When a refused request may go (valid right after ``allows`` said no)."""
-        return self.sent[0] + self.window if self.sent else 0
+    def next_free(self, now: int) -> int:
+        """When a refused request may go (0: now)."""
+        return 0 if self.allows(now) else self.sent[0] + self.window
 
 
 class KillSwitch:
