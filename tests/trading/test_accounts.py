@@ -96,6 +96,21 @@ def test_an_amend_that_ends_at_once_is_applied_before_its_fills(end):
     assert orders.counts["overfill"] == 0 and 9 not in orders.active and orders.positions[1] == o.filled
 
 
+def test_an_amend_still_lands_after_a_cancel_sent_behind_it():
+    """Amend, then cancel before the amend is answered: the venue may apply the amend and fill the
+    new size before the cancel arrives; that update carries the amend's price and size, so the fills
+    are measured against it (no overfill) and the cancel stays pending."""
+    orders = Orders()
+    o = orders.sent(OrderRequest(9, 0, 10000, 100, 1, 3, 0, int(OrderAction.NEW), 1, 0))
+    orders.on_update(OrderUpdate(9, 10000, 100, 0, 5, 1, int(S.OPEN), 1, 0, b""))
+    orders.sent(OrderRequest(10, 9, 10020, 200, 1, 3, 0, int(OrderAction.AMEND), 1, 0))
+    orders.sent(OrderRequest(11, 9, 10020, 200, 1, 3, 0, int(OrderAction.CANCEL), 1, 0))
+    orders.on_update(OrderUpdate(9, 10020, 200, 150, 6, 1, int(S.PARTIALLY_FILLED), 1, 0, b""))
+    assert (o.price, o.size, o.target, o.pending) == (10020, 200, None, int(OrderAction.CANCEL))
+    orders.on_fill(Fill(9, 1, 10020, 150, 0, 6, 1, 1, 1, b"USDT"))
+    assert orders.counts["overfill"] == 0 and o.open_qty == 50
+
+
 @pytest.mark.parametrize("action", [OrderAction.CANCEL, OrderAction.AMEND])
 def test_an_order_the_venue_does_not_know_ends(action):
     """A venue that restarted forgot our open order: its "unknown order" answer to a cancel or an

@@ -167,9 +167,12 @@ class Orders:
         changed = False
         # Any update at the amend's price and size says it took effect, a terminal one included (a
         # replacement that filled at once reports FILLED first): its fills are measured against it.
-        if o.pending == AMEND and (u.price, u.size) == o.target:
+        # A cancel sent while the amend was in flight keeps its target: the amend may still land.
+        if o.target is not None and (u.price, u.size) == o.target:
             o.price, o.size = o.target
-            o.pending, o.target, changed = 0, None, True
+            o.target, changed = None, True
+            if o.pending == AMEND:
+                o.pending = 0
         if st in TERMINAL:
             o.status, o.pending, o.target = st, 0, None
             self._settle(o)
