@@ -111,6 +111,23 @@ def test_an_amend_still_lands_after_a_cancel_sent_behind_it():
     assert orders.counts["overfill"] == 0 and o.open_qty == 50
 
 
+def test_two_amends_in_flight_either_may_land():
+    """Two amends sent back to back, the second back to the order's own price and size: the
+    venue's ack of the order says nothing about them, a rejection does not say which failed, and
+    the first landing and filling is booked against its size (no overfill)."""
+    orders = Orders()
+    o = orders.sent(OrderRequest(9, 0, 10000, 100, 1, 3, 0, int(OrderAction.NEW), 1, 0))
+    orders.sent(OrderRequest(10, 9, 10020, 600, 1, 3, 0, int(OrderAction.AMEND), 1, 0))
+    orders.sent(OrderRequest(11, 9, 10000, 100, 1, 3, 0, int(OrderAction.AMEND), 1, 0))
+    assert o.lock_qty == 600  # the largest size it may have
+    orders.on_update(OrderUpdate(9, 10000, 100, 0, 5, 1, int(S.CANCEL_REJECTED), 1, 0, b""))
+    orders.on_update(OrderUpdate(9, 10000, 100, 0, 5, 1, int(S.OPEN), 1, 0, b""))
+    assert o.lock_qty == 600 and o.target == (10000, 100)
+    orders.on_update(OrderUpdate(9, 10020, 600, 600, 6, 1, int(S.FILLED), 1, 0, b""))
+    orders.on_fill(Fill(9, 1, 10020, 600, 0, 6, 1, 1, 1, b"USDT"))
+    assert (o.price, o.size) == (10020, 600) and orders.counts["overfill"] == 0 and 9 not in orders.active
+
+
 @pytest.mark.parametrize("action", [OrderAction.CANCEL, OrderAction.AMEND])
 def test_an_order_the_venue_does_not_know_ends(action):
     """A venue that restarted forgot our open order: its "unknown order" answer to a cancel or an

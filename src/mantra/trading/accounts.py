@@ -57,7 +57,7 @@ class Order:
     """One of our orders as its owner knows it."""
 
     __slots__ = ("order_id", "model", "slot", "instrument", "side", "price", "size", "flags", "status",
-                 "filled", "fill_qty", "fees", "pending", "target", "version", "no_amend", "trades")
+                 "filled", "fill_qty", "fees", "pending", "target", "amends", "version", "no_amend", "trades")
 
     def __init__(self, order_id, model, slot, instrument, side, price, size, flags):
         self.order_id, self.model, self.slot, self.instrument = order_id, model, slot, instrument
@@ -67,7 +67,8 @@ class Order:
         self.fill_qty = 0  # sum of the fills seen
         self.fees = 0
         self.pending = NEW  # request in flight: NEW / CANCEL / AMEND / 0
-        self.target = None  # (price, size) of an AMEND in flight
+        self.target = None  # (price, size) of the newest AMEND in flight
+        self.amends: list[tuple[int, int]] = []  # every AMEND in flight, oldest first (target is the last)
         self.version = 0  # the ideal-slot version this order implements (overseer)
         self.no_amend = False  # an amend was refused: replace by cancel + new instead
         self.trades: set[int] = set()
@@ -81,17 +82,24 @@ class Order:
         """Size that may still execute (with an amend in flight, the larger of old and new)."""
         if not self.live:
             return 0
-        size = max(self.size, self.target[1]) if self.target else self.size
-        return max(size - max(self.filled, self.fill_qty), 0)
+        return max(self.most - max(self.filled, self.fill_qty), 0)
 
     @property
     def lock_qty(self) -> int:
         """Size whose cost is not yet reflected by the fills seen: what may still execute plus
         executions reported by updates whose fills have not arrived."""
         if self.live:
-            size = max(self.size, self.target[1]) if self.target else self.size
-            return max(size - self.fill_qty, 0)
+            return max(self.most - self.fill_qty, 0)
         return max(self.filled - self.fill_qty, 0)
+
+    @property
+    def most(self) -> int:
+        """The largest size the order may have at the venue: its own or an amend's in flight."""
+        size = self.size
+        for _, s in self.amends:
+            if s > size:
+                size = s
+        return size
 
     def __repr__(self) -> str:
         st = S(self.status).name if self.status else "SENT"
@@ -133,6 +141,7 @@ class Orders:
         o.pending = r.action if r.action in (CANCEL, AMEND) else CANCEL
         if r.action == AMEND:
             o.target = (r.price, r.size)
+            o.amends.append(o.target)
         return o
 
     def on_update(self, u: OrderUpdate) -> Order | None:
@@ -157,24 +166,36 @@ class Orders:
                 # there to cancel or amend, now or later: it ends, or we would ask about it forever.
                 lost = o.status == 0
                 o.status, o.pending, o.target = S.REJECTED if lost else S.CANCELLED, 0, None
+                o.amends.clear()
                 self.counts["lost_new" if lost else "unknown_to_venue"] += 1
                 self._settle(o)
                 return o
             if o.pending == AMEND:  # the order stands unchanged: it no longer implements the new wish
                 o.no_amend, o.version = True, 0
+                if len(o.amends) > 1:
+                    # Several amends in flight and the answer does not say which one failed: each
+                    # of the others may still land, so their sizes stay reserved until one is seen
+                    # (or the order ends).
+                    return o
             o.pending, o.target = 0, None
+            o.amends.clear()
             return o
         changed = False
         # Any update at the amend's price and size says it took effect, a terminal one included (a
         # replacement that filled at once reports FILLED first): its fills are measured against it.
-        # A cancel sent while the amend was in flight keeps its target: the amend may still land.
-        if o.target is not None and (u.price, u.size) == o.target:
-            o.price, o.size = o.target
-            o.target, changed = None, True
-            if o.pending == AMEND:
+        # An update at the price and size of an amend in flight says it took effect (and any sent
+        # before it); a cancel or a newer amend sent behind it does not stop it from landing.
+        # An amend to what the order already is tells nothing while others are in flight.
+        at = (u.price, u.size)
+        if o.amends and at in o.amends and (at != (o.price, o.size) or len(o.amends) == 1):
+            del o.amends[:o.amends.index(at) + 1]
+            o.price, o.size = at
+            o.target, changed = (o.amends[-1] if o.amends else None), True
+            if not o.amends and o.pending == AMEND:
                 o.pending = 0
         if st in TERMINAL:
             o.status, o.pending, o.target = st, 0, None
+            o.amends.clear()
             self._settle(o)
             return o
         if o.pending == NEW:
@@ -196,7 +217,7 @@ class Orders:
         o.fees += f.fee
         if o.fill_qty > o.filled:
             o.filled = o.fill_qty
-        if o.fill_qty > (max(o.size, o.target[1]) if o.target else o.size):
+        if o.fill_qty > o.most:
             self.counts["overfill"] += 1  # a venue bug or a foreign fill: counted, still booked
         self.positions[o.instrument] = self.positions.get(o.instrument, 0) + o.side * f.size
         if not o.live:
