@@ -19,7 +19,10 @@ class BitstampAccount(Account):
     def make(self):
         sim = BitstampSimulator(seed=11, rate=60, lifetime_s=120, rate_per_s=10**9, rate_per_10min=10**9,
                                 timeout_answer_s=1.5).start()
-        h = BitstampHarness(sim, timeout_s=1.0, rate_per_s=10**9, rate_per_10min=10**9).start()
+        # The venue takes a signed request for 150 s; the simulator never delays one, so a NEW it
+        # says it does not have after 2 s never arrives: a short window lets every outcome be
+        # known before the teardown's deadline (as Binance's recvWindow and Kraken's deadline do).
+        h = BitstampHarness(sim, timeout_s=1.0, rate_per_s=10**9, rate_per_10min=10**9, auth_window_s=2.0).start()
         return sim, h, 100_000 * h.btc.lot  # 0.001 BTC: above the 10 USD minimum order value
 
 
