@@ -114,8 +114,9 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t crc_fold(uint32_t c, co
 static int have_fold;
 #endif
 
-/* zlib.crc32(buf) */
-static uint32_t crc32_of(const unsigned char *p, size_t n) {
+/* The running (pre-inverted) CRC c carried over n bytes at p: folded by PCLMUL where the CPU has
+ * it, then the tables for the tail. */
+static uint32_t crc_update(uint32_t c, const unsigned char *p, size_t n) {
     if (!crc_ready) {
         crc_init();
 #if defined(__x86_64__)
@@ -123,7 +124,6 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
         have_fold = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
 #endif
     }
-    uint32_t c = 0xFFFFFFFFu;
 #if defined(__x86_64__)
     if (have_fold && n >= 64) {
         size_t whole = n & ~(size_t)15;
@@ -131,26 +131,15 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
         p += whole, n -= whole;
     }
 #endif
-    return crc_tables(c, p, n) ^ 0xFFFFFFFFu;
+    return crc_tables(c, p, n);
 }
+
+/* zlib.crc32(buf) */
+static uint32_t crc32_of(const unsigned char *p, size_t n) { return crc_update(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu; }
 
 /* zlib.crc32(b, zlib.crc32(a)): the CRC32 of a then b, without joining them. */
 static uint32_t crc32_2(const unsigned char *a, size_t na, const unsigned char *b, size_t nb) {
-    if (!crc_ready) (void)crc32_of(a, 0); /* the tables and the CPU check */
-    uint32_t c = 0xFFFFFFFFu;
-    for (int part = 0; part < 2; part++) {
-        const unsigned char *p = part ? b : a;
-        size_t n = part ? nb : na;
-#if defined(__x86_64__)
-        if (have_fold && n >= 64) {
-            size_t whole = n & ~(size_t)15;
-            c = crc_fold(c, p, whole);
-            p += whole, n -= whole;
-        }
-#endif
-        c = crc_tables(c, p, n);
-    }
-    return c ^ 0xFFFFFFFFu;
+    return crc_update(crc_update(0xFFFFFFFFu, a, na), b, nb) ^ 0xFFFFFFFFu;
 }
 
 /* For tests: the CRC32 the checksums use, of any bytes (zlib.crc32 is its reference). */

@@ -209,7 +209,7 @@ def record_frames(n: int, rate: int) -> list[bytes]:
     from ..venues.registry import make_protocol
 
     reg = InstrumentRegistry()
-    reg.add(**{k: v for k, v in INSTRUMENT.items()})
+    reg.add(**INSTRUMENT)
     proto = make_protocol("coinbase", reg, [SYMBOL])
     proto.on_connect(0)
     sends = [e.text for e in proto.events if type(e) is Send]

@@ -283,7 +283,7 @@ class Overseer(Actor):
         inst = self.registry.by_id[o.instrument]
         self.balances.on_fill(inst, f)
         self._account(f.order_id)  # the position moved too
-        for key in ((inst.venue, inst.base), (inst.venue, inst.quote), (inst.venue, text(f.fee_asset) or inst.quote)):
+        for key in {(inst.venue, inst.base), (inst.venue, inst.quote), (inst.venue, text(f.fee_asset) or inst.quote)}:
             self._push_asset(key)
         self._touched(o)
 
