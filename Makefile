@@ -10,7 +10,7 @@ UI_VENDOR := $(UI)/web/vendor/uPlot.esm.js
 setup: $(VENV)/.installed
 
 # Reinstalled when the package description or the C sources change (the extensions are built by pip).
-$(VENV)/.installed: pyproject.toml setup.py src/mantra/_spine.c src/mantra/_ports.c src/mantra/_feedbook.c src/mantra/_fixed.c src/mantra/_risk.c $(UI_VENDOR)
+$(VENV)/.installed: pyproject.toml setup.py src/mantra/_spine.c src/mantra/_ports.c src/mantra/_feedbook.c src/mantra/_lane.c src/mantra/_decimal.h src/mantra/_fixed.c src/mantra/_risk.c $(UI_VENDOR)
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@$(VPY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@

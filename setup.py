@@ -36,10 +36,10 @@ setup(
         Extension(
             "mantra._spine",
             ["src/mantra/_spine.c"],
-            depends=["src/mantra/_ports.c", "src/mantra/_feedbook.c"],  # included by _spine.c
+            depends=["src/mantra/_ports.c", "src/mantra/_feedbook.c", "src/mantra/_lane.c", "src/mantra/_decimal.h"],  # included by _spine.c
             extra_compile_args=FLAGS,
         ),
-        Extension("mantra._fixed", ["src/mantra/_fixed.c"], extra_compile_args=FLAGS),
+        Extension("mantra._fixed", ["src/mantra/_fixed.c"], depends=["src/mantra/_decimal.h"], extra_compile_args=FLAGS),
         Extension("mantra._risk", ["src/mantra/_risk.c"], extra_compile_args=FLAGS),
     ]
 )

@@ -12,14 +12,10 @@
 #include <Python.h>
 #include <stdint.h>
 
+#include "_decimal.h"
+
 static PyObject *fallback; /* fixed._to_fixed_py(text, scale) */
 static PyObject *error;    /* fixed.FixedPointError */
-
-static const int64_t POW10[19] = {1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1000000LL, 10000000LL,
-                                  100000000LL, 1000000000LL, 10000000000LL, 100000000000LL,
-                                  1000000000000LL, 10000000000000LL, 100000000000000LL,
-                                  1000000000000000LL, 10000000000000000LL, 100000000000000000LL,
-                                  1000000000000000000LL};
 
 /* The scale as a C long in 0..18; -1 with an exception set otherwise (the reference's message). */
 static long get_scale(PyObject *obj) {
@@ -38,36 +34,7 @@ static long get_scale(PyObject *obj) {
 /* 1: *out set; 0: not a plain decimal at this scale (ask the fallback).  0 <= scale <= 18. */
 static int plain(PyObject *text, long scale, int64_t *out) {
     if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) return 0;
-    const char *s = (const char *)PyUnicode_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
-    int neg = 0, digits = 0, frac = -1; /* frac: decimals seen, -1 before the point */
-    int64_t v = 0;
-    if (n && s[0] == '-') {
-        neg = 1;
-        i = 1;
-    }
-    for (; i < n; i++) {
-        char c = s[i];
-        if (c >= '0' && c <= '9') {
-            if (frac >= 0 && ++frac > scale) {
-                /* Beyond the scale: exact only if the rest is zeros (venues pad to 8 decimals). */
-                for (; i < n; i++)
-                    if (s[i] != '0') return 0;
-                frac = scale;
-                break;
-            }
-            if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, c - '0', &v)) return 0;
-            digits++;
-        } else if (c == '.' && frac < 0) {
-            frac = 0;
-        } else {
-            return 0;
-        }
-    }
-    if (!digits) return 0;
-    if (__builtin_mul_overflow(v, POW10[scale - (frac < 0 ? 0 : frac)], &v)) return 0;
-    *out = neg ? -v : v;
-    return 1;
+    return decimal_fixed((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), scale, out);
 }
 
 static PyObject *convert(PyObject *text, long scale, PyObject *scale_obj) {

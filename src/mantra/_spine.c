@@ -1844,6 +1844,7 @@ static PyTypeObject ArrayType = {
 };
 
 #include "_ports.c" /* Port: an actor's output, packed and published in one call */
+#include "_lane.c"  /* Lane: a feed's common frame, text to published levels, in one call */
 
 /* ---------------------------------------------------------------- module functions */
 
@@ -1937,7 +1938,8 @@ static struct PyModuleDef spine_module = {PyModuleDef_HEAD_INIT, "_spine", "Mant
 
 PyMODINIT_FUNC PyInit__spine(void) {
     if (PyType_Ready(&WriterType) < 0 || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ArrayType) < 0 ||
-        PyType_Ready(&InputType) < 0 || PyType_Ready(&BookType) < 0 || PyType_Ready(&PortType) < 0)
+        PyType_Ready(&InputType) < 0 || PyType_Ready(&BookType) < 0 || PyType_Ready(&PortType) < 0 ||
+        lane_ready() < 0)
         return NULL;
     s_origin = PyUnicode_InternFromString("origin");
     s_t = PyUnicode_InternFromString("t");
@@ -1957,6 +1959,8 @@ PyMODINIT_FUNC PyInit__spine(void) {
     PyModule_AddObject(m, "Book", (PyObject *)&BookType);
     Py_INCREF(&PortType);
     PyModule_AddObject(m, "Port", (PyObject *)&PortType);
+    Py_INCREF(&LaneType);
+    PyModule_AddObject(m, "Lane", (PyObject *)&LaneType);
     PyObject *l2 = Py_BuildValue("(iiiii)", L2_PRICE, L2_SIZE, L2_INSTRUMENT, L2_SIDE, L2_FLAGS);
     if (!l2 || PyModule_AddObject(m, "L2_OFFSETS", l2) < 0) return NULL; /* checked against L2Update */
     TornRead = PyErr_NewExceptionWithDoc("mantra._spine.TornRead",

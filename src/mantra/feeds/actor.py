@@ -166,6 +166,10 @@ class Feed(Actor):
         opts = {"max_age_s": MAX_AGE_S.get(self.venue.lower()), **self.connection}
         self.runner = FeedRunner(self.protocol, self.publish, capture=self.writer, doorbell=DOORBELL, **opts)
         self._snap: dict[int, int] = {}  # iid -> flags for its next level while a snapshot is coming
+        port = getattr(self.l2, "port", None)  # a spine Output's C port
+        if port is not None and not self.clock.simulated:  # the venue's common frame in C, published from there
+            lane = self.protocol.fast_lane(port, self._track, self._snap)
+            self.runner.lane = lane.take if lane is not None else None
         self.wakeup = self.clock.now()
 
     def loop(self) -> bool:

@@ -26,6 +26,7 @@ import logging
 
 import msgspec
 
+from ..._spine import Lane
 from ...fixed import to_fixed as fx
 from ..base import INT64_MAX, VenueProtocol
 from ..events import Send, Side, Status
@@ -221,6 +222,15 @@ class CoinbaseProtocol(VenueProtocol):
                 self.events.append(Send(json.dumps({"type": kind, "product_ids": products, "channels": [self.l2_channel]})))
 
     # -- frames -------------------------------------------------------------------------------
+    def fast_lane(self, port, track, snap: dict):
+        """Advanced Trade's ``l2_data`` updates in C (``_lane.c``), on books without a depth limit.
+        The lane reads ``_seq`` and ``_synced`` (never rebound) and moves ``_seq``, ``frames``,
+        ``last_ts`` and the book's ``messages`` as ``on_frame`` would."""
+        if self.api != "advanced" or self.depth:
+            return None
+        books = [(self.registry[i].symbol, i, self.books[i], *self._scales[i], self.stats[i]) for i in self.books]
+        return Lane(self, port, track, snap, books)
+
     def handle(self, data, ts: int) -> None:
         if self.api == "advanced":
             self._on_advanced(data, ts)
