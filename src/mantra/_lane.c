@@ -471,3 +471,59 @@ static int lane_ready(void) {
     if (!s_seq || !s_frames || !s_last_ts || !s_synced || !s_messages || !s_check_crossed) return -1;
     return PyType_Ready(&LaneType);
 }
+
+/* text_frames(buf, n, ts, append, max_size) -> bytes taken: WsClient._direct in C, its reference.
+ * From the start of buf[:n] (a frame boundary), each whole unfragmented, unmasked text frame of at
+ * most max_size bytes is decoded and handed to append((text, ts)); it stops at anything else (a
+ * control frame, a fragment, a partial frame, text that is not UTF-8), which is the Python path's. */
+static PyObject *m_text_frames(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "text_frames(buf, n, ts, append, max_size)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    long long max_size = PyLong_AsLongLong(args[4]);
+    PyObject *ts = args[2], *append = args[3];
+    if (PyErr_Occurred() || n < 0 || n > view.len) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "text_frames: n outside the buffer");
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *d = view.buf;
+    Py_ssize_t i = 0;
+    while (n - i >= 2 && d[i] == 0x81 && d[i + 1] < 0x80) { /* FIN + TEXT, unmasked */
+        uint64_t ln = d[i + 1];
+        Py_ssize_t h = 2;
+        if (ln == 126) {
+            if (n - i < 4) break;
+            ln = (uint64_t)d[i + 2] << 8 | d[i + 3], h = 4;
+        } else if (ln == 127) {
+            if (n - i < 10) break;
+            ln = 0;
+            for (int k = 2; k < 10; k++) ln = ln << 8 | d[i + k];
+            h = 10;
+        }
+        if (ln > (uint64_t)max_size || ln > (uint64_t)(n - i - h)) break;
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)d + i + h, (Py_ssize_t)ln, NULL);
+        if (!text) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) goto fail;
+            PyErr_Clear(); /* the Python path drops it, counted and logged */
+            break;
+        }
+        PyObject *item = PyTuple_Pack(2, text, ts);
+        Py_DECREF(text);
+        if (!item) goto fail;
+        PyObject *r = PyObject_CallOneArg(append, item);
+        Py_DECREF(item);
+        if (!r) goto fail;
+        Py_DECREF(r);
+        i += h + (Py_ssize_t)ln;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(i);
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}

@@ -1922,6 +1922,8 @@ static PyObject *m_add(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
 
 static PyMethodDef module_methods[] = {
     {"crc32", (PyCFunction)m_crc32, METH_O, "crc32(bytes) -> zlib's CRC32, as the book checksums compute it"},
+    {"text_frames", (PyCFunction)(void (*)(void))m_text_frames, METH_FASTCALL,
+     "text_frames(buf, n, ts, append, max_size) -> bytes taken: a read's whole text frames, decoded"},
     {"traffic", m_traffic, METH_NOARGS, "records published + array writes + records dispatched by this process so far"},
     {"now", m_now, METH_NOARGS, "wall-clock time in ns (CLOCK_REALTIME), the spine's timestamps"},
     {"monotonic", m_monotonic, METH_NOARGS, "CLOCK_MONOTONIC in ns"},

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from feedkit import RawWsServer, RestServer, WsServer, frame  # noqa: E402
 
 from mantra import _spine  # noqa: E402
+from mantra.feeds import wsclient  # noqa: E402
 from mantra.feeds.runner import Doorbell, FeedRunner  # noqa: E402
 from mantra.feeds.wsclient import WsClient  # noqa: E402
 from mantra.store.capture import CaptureReader, CaptureWriter, Kind  # noqa: E402
@@ -332,6 +333,13 @@ def test_receipt_is_stamped_before_the_bytes_are_parsed(monkeypatch):
 
     monkeypatch.setattr(ClientProtocol, "receive_data", timed)
     monkeypatch.setattr(WsClient, "_direct", timed_direct)  # whole text frames are parsed here
+    fast = wsclient._text_frames
+
+    def timed_fast(*args):
+        parsed_at.append(_spine.now())
+        return fast(*args)
+
+    monkeypatch.setattr(wsclient, "_text_frames", timed_fast)  # or here, in C
     with RawWsServer([frame('{"n":1}'), 0.05, frame('{"n":2}')]) as srv:
         proto = Script(srv.url, subscribe=None)
         r = FeedRunner(proto, ping_interval=None)

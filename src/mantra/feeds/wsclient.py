@@ -43,6 +43,7 @@ from ..redact import redact_exception
 log = logging.getLogger(__name__)
 
 _now = _spine.now
+_text_frames = _spine.text_frames
 _mono = time.monotonic
 _AGAIN = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)  # nothing to read / no room
 TEXT, BINARY, CONT, PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
@@ -88,6 +89,7 @@ class WsClient:
             raise ValueError(f"unsupported compression: {compression}")
         self.proto = ClientProtocol(uri, extensions=extensions, max_size=max_size, logger=log)
         self.msgs: deque = deque()  # (data, receipt ns) of each complete message not yet taken
+        self._append = self.msgs.append
         self.ended: str | None = None  # why the connection is over
         self.bad_frames = 0  # text messages that are not UTF-8, frames that break the protocol
         self.response: Response | None = None
@@ -175,18 +177,22 @@ class WsClient:
         ts = _now()
         self.last_rx = _mono()
         proto = self.proto
-        data = self._rx[:k].tobytes()
         if not k:
             proto.receive_eof()
             self._end("closed by peer (EOF)")
             return False
         if not self._rest and not self._head:
-            i = self._direct(data, ts)
-            if i == len(data):
+            # At a frame boundary: the common frames in C (_direct is its reference), then the rest.
+            i = _text_frames(self._rx, k, ts, self._append, self.max_size)
+            data = self._rx[i:k].tobytes()
+            if data:
+                data = data[self._direct(data, ts):]
+            if not data:
                 if self._out:
                     self._flush()
                 return True
-            data = data[i:]
+        else:
+            data = self._rx[:k].tobytes()
         self._walk(data)
         proto.receive_data(data)
         self._frames(proto.events_received(), ts)
