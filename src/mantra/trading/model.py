@@ -128,12 +128,13 @@ class TradeModel(Actor):
     # ------------------------------------------------------------------ stream handlers
     def _on_l2(self, m) -> None:
         """The last record of an exchange message: the runtime has applied the whole message."""
-        if self.trusted[m.instrument]:
-            book = self.books[m.instrument]
+        iid = m.instrument
+        if self.trusted[iid]:
+            book = self.books[iid]
             if book.crossed():
                 self.skipped_crossed += 1
                 return
-            self.on_book(m.instrument, book, m.exch_ts)
+            self.on_book(iid, book, m.exch_ts)
 
     def _on_trade(self, t: TradeUpdate) -> None:
         if t.instrument in self.books:

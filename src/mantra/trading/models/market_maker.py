@@ -39,6 +39,7 @@ class MarketMaker(TradeModel):
         if self.size_i <= 0 or self.max_inv <= 0 or self.spread_i < 0:
             raise ValueError(f"{self.name}: size and max_inventory must be > 0, spread >= 0")
         self.unit = 10**i.size_scale
+        self.tick, self.lot, self.min_size, self.min_notional = i.tick, i.lot, i.min_size, i.min_notional
         self.positions = self.orders.positions
 
     _seen = None
@@ -55,25 +56,32 @@ class MarketMaker(TradeModel):
             self.withdraw(0)
             self.withdraw(1)
             return
-        i = self.inst
-        tick, lot, size = i.tick, i.lot, self.size_i
+        tick, size = self.tick, self.size_i
         shift = _toward_zero(self.skew_i * pos, self.unit) if pos else 0  # symmetric for longs and shorts
         bid = (bb + ba - self.spread_i) // 2 - shift
         ask = -(-(bb + ba + self.spread_i) // 2) - shift
-        bid = min(bid - bid % tick, ba - tick)
-        ask = max(ask + -ask % tick, bb + tick)
-        bsize = min(size, self.max_inv - pos)
-        asize = min(size, self.max_inv + pos)
-        self._side(0, iid, 1, bid, bsize - bsize % lot, ba)
-        self._side(1, iid, -1, ask, asize - asize % lot, bb)
+        # (conditionals, not min/max: a builtin call costs ~100 ns here, the whole handler ~1 us)
+        bid -= bid % tick
+        if bid > ba - tick:
+            bid = ba - tick
+        ask += -ask % tick
+        if ask < bb + tick:
+            ask = bb + tick
+        bsize = self.max_inv - pos
+        if bsize > size:
+            bsize = size
+        asize = self.max_inv + pos
+        if asize > size:
+            asize = size
+        self._side(0, iid, 1, bid, bsize - bsize % self.lot, ba)
+        self._side(1, iid, -1, ask, asize - asize % self.lot, bb)
 
     def _side(self, slot: int, iid: int, side: int, price: int, size: int, touch: int) -> None:
-        i = self.inst
-        if size <= 0 or size < i.min_size or price <= 0 or price * size // self.unit < i.min_notional:
+        if size <= 0 or size < self.min_size or price <= 0 or price * size // self.unit < self.min_notional:
             self.withdraw(slot)
             return
         w = self.written[slot]  # (price, size, instrument, side, flags) or None / stale
-        if (type(w) is tuple and w[1] == size and abs(w[0] - price) < self.refresh_i
+        if (type(w) is tuple and w[1] == size and -self.refresh_i < w[0] - price < self.refresh_i
                 and (w[0] < touch if side > 0 else w[0] > touch)):
             return  # close enough, still passive: keep the queue place
         self.quote(slot, iid, side, price, size, _POST_ONLY)
