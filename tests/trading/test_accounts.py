@@ -171,3 +171,19 @@ def test_balance_estimate_equals_the_venue_once_snapshots_arrive_in_any_order(fi
         b.on_fill(inst, m) if isinstance(m, Fill) else b.on_balance(m)
     assert b.total("binance", "BTC") == base
     assert b.total("binance", "USDT") == quote
+
+
+def test_a_request_is_booked_alike_from_its_fields():
+    """The overseer books what it sent from the request's fields, not a built OrderRequest."""
+    reqs = [OrderRequest(9, 0, 10000, 1000, 1, 3, 0, int(OrderAction.NEW), 1, 0),
+            OrderRequest(9, 0, 10000, 1000, 1, 3, 0, int(OrderAction.NEW), 1, 0),  # a duplicate
+            OrderRequest(10, 9, 10010, 1200, 1, 3, 0, int(OrderAction.AMEND), 1, 0),
+            OrderRequest(11, 9, 10010, 1200, 1, 3, 0, int(OrderAction.CANCEL), 1, 0),
+            OrderRequest(12, 8, 10010, 1200, 1, 3, 0, int(OrderAction.CANCEL), 1, 0)]  # unknown order
+    a, b = Orders(), Orders()
+    for r in reqs:
+        x, y = a.sent(r), b.sent(tuple(r))
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert repr(x) == repr(y) and (x.target, x.amends) == (y.target, y.amends)
+    assert a.counts == b.counts and a.counts["duplicate_request"] == 1

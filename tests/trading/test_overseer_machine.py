@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from mantra.spine.messages import (Fill, IdealOrder, L2Flags, L2Update, OrderAction, OrderFlags,
                                    OrderRequest, OrderUpdate, TradeUpdate)
+from mantra.trading.accounts import TERMINAL
 from mantra.trading.mock_exchange import MockExchange
 from mantra.trading.overseer import Overseer
 
@@ -189,8 +190,8 @@ class OverseerVsVenue(RuleBasedStateMachine):
 
     @invariant()
     def exposure_kept_equals_a_walk_over_every_order(self):
-        """The overseer keeps what its orders hold as they change; the reference is the walk over
-        every active order that each check used to make."""
+        """The overseer keeps what its orders hold and its extreme prices as they change; the
+        reference is the walk over every active order that each check or push used to make."""
         ov, opened, held = self.ov, {}, {}
         for o in ov.orders.active.values():
             q = o.lock_qty
@@ -203,6 +204,19 @@ class OverseerVsVenue(RuleBasedStateMachine):
             held[key] = held.get(key, 0) + h
         assert {k: v for k, v in ov.exposure.open.items() if v} == {k: v for k, v in opened.items() if v}
         assert {k: v for k, v in ov.exposure.held.items() if v} == {k: v for k, v in held.items() if v}
+        # our extreme prices (self-trade), kept as orders change, against the walk they replaced
+        bid, ask = {}, {}
+        for o in ov.orders.active.values():
+            if o.status in TERMINAL:
+                continue
+            if o.side > 0:
+                p = o.price if o.target is None else max(o.price, o.target[0])
+                bid[o.instrument] = max(bid.get(o.instrument, p), p)
+            else:
+                p = o.price if o.target is None else min(o.price, o.target[0])
+                ask[o.instrument] = min(ask.get(o.instrument, p), p)
+        for iid in (BTC, KR):
+            assert (ov.extremes.best(iid, 1), ov.extremes.best(iid, -1)) == (bid.get(iid), ask.get(iid)), iid
         for (venue, asset) in self.ex.bal:  # balances: snapshot + later deltas, kept as a sum
             snap = ov.balances.snap.get((venue, asset))
             later = sum(a for _, a in ov.balances.later.get((venue, asset), ()))

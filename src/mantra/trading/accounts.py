@@ -125,22 +125,23 @@ class Orders:
     def get(self, order_id: int) -> Order | None:
         return self.active.get(order_id) or self.done.get(order_id)
 
-    def sent(self, r: OrderRequest) -> Order | None:
-        """Record a request we (or our overseer) sent."""
-        if r.action == NEW:
-            if self.get(r.order_id) is not None:
+    def sent(self, r: OrderRequest | tuple) -> Order | None:
+        """Record a request we (or our overseer) sent: an ``OrderRequest`` or its fields."""
+        order_id, ref_id, price, size, instrument, model, slot, action, side, flags = r
+        if action == NEW:
+            if order_id in self.active or order_id in self.done:
                 self.counts["duplicate_request"] += 1
                 return None
-            o = Order(r.order_id, r.model, r.slot, r.instrument, r.side, r.price, r.size, r.flags)
-            self.active[o.order_id] = o
-            self.by_instrument.setdefault(o.instrument, {})[o.order_id] = o
+            o = Order(order_id, model, slot, instrument, side, price, size, flags)
+            self.active[order_id] = o
+            self.by_instrument.setdefault(instrument, {})[order_id] = o
             return o
-        o = self.active.get(r.ref_id)
-        if o is None or not o.live:
+        o = self.active.get(ref_id)
+        if o is None or o.status in TERMINAL:
             return None
-        o.pending = r.action if r.action in (CANCEL, AMEND) else CANCEL
-        if r.action == AMEND:
-            o.target = (r.price, r.size)
+        o.pending = action if action in (CANCEL, AMEND) else CANCEL
+        if action == AMEND:
+            o.target = (price, size)
             o.amends.append(o.target)
         return o
 

@@ -55,7 +55,7 @@ from ..runtime.actor import Actor
 from ..spine import Ring, shm
 from .accounts import TERMINAL, Balances, Order, Orders, Reject
 from .common import asset_scales, buy_lock, load_registry, settings
-from .risk import Exposure, KillSwitch, Limits, RateLimit, Refusal
+from .risk import Exposure, Extremes, KillSwitch, Limits, RateLimit, Refusal
 
 _NEW, _CANCEL, _AMEND = int(OrderAction.NEW), int(OrderAction.CANCEL), int(OrderAction.AMEND)
 _FLAGS = int(OrderFlags.POST_ONLY | OrderFlags.IOC | OrderFlags.REDUCE_ONLY)
@@ -108,10 +108,12 @@ def _slot_order(st) -> tuple[int, int]:
 
 
 class _Slot:
-    __slots__ = ("port", "index", "seen", "ideal", "model", "order", "placed", "refused", "origin")
+    __slots__ = ("port", "index", "seen", "ideal", "model", "order", "placed", "refused", "origin", "latest", "unread")
 
-    def __init__(self, port: int, index: int):
+    def __init__(self, port: int, index: int, latest=None):
         self.port, self.index = port, index
+        self.latest = latest  # the array's latest(i): (version, message, origin, publisher)
+        self.unread = False  # written since the last read: read (Overseer._read) before it is reconciled
         self.seen = 0  # seqlock version last read
         self.ideal: IdealOrder | None = None  # None: no order wanted
         self.model = 0  # the writing model's actor id
@@ -166,6 +168,7 @@ class Overseer(Actor):
         self._terms_of: dict[int, _Terms] = {}
         self.orders = Orders()
         self.exposure = Exposure()  # what our orders hold, kept as they change: O(1) checks
+        self.extremes = Extremes()  # our highest buy / lowest sell per instrument (self-trade), likewise
         # the check in C (_risk.c), fed the numbers above as they change; _check_py is its reference
         self.risk = _risk.Risk()
         self._key_ids: dict[tuple[str, str], int] = {}  # (venue, asset) -> its id in the C check
@@ -178,7 +181,7 @@ class Overseer(Actor):
         self.venue_rejects: Counter = Counter()  # Reject name -> count
         self.sent: Counter = Counter()  # NEW / CANCEL / AMEND -> count
         self.ports = [getattr(self, p) for p in self.models]
-        self.slots = [[_Slot(m, i) for i in range(p.size)] for m, p in enumerate(self.ports)]
+        self.slots = [[_Slot(m, i, p.array.latest) for i in range(p.size)] for m, p in enumerate(self.ports)]
         self.seen_writes = [-1] * len(self.ports)
         self._watch = [(k, p.array, slots) for k, (p, slots) in enumerate(zip(self.ports, self.slots))]
         self.by_key: dict[tuple[int, int], _Slot] = {}  # (model id, slot) -> slot
@@ -282,7 +285,7 @@ class Overseer(Actor):
             return
         inst = self.registry.by_id[o.instrument]
         self.balances.on_fill(inst, f)
-        self._account(f.order_id)  # the position moved too
+        self._account(f.order_id, True)  # the position moved too
         for key in {(inst.venue, inst.base), (inst.venue, inst.quote), (inst.venue, text(f.fee_asset) or inst.quote)}:
             self._push_asset(key)
         self._touched(o)
@@ -305,33 +308,35 @@ class Overseer(Actor):
         ks = self.kill_switch
         if ks.path is not None and ks.check(now):
             self._killed()
-        dirty, changed = self.dirty, []  # changed: slots written since the last pass, in slot order
+        # written: slots whose version moved, in slot order.  Each is read just before it is
+        # reconciled, so the first request goes out before the other slots are read.
+        dirty, written = self.dirty, []
         for k, arr, slots in self._watch:
             w = arr.writes()
             if w == self.seen_writes[k]:
                 continue  # no slot of this model was written since the last pass
             self.seen_writes[k] = w
-            version, latest = arr.version, arr.latest
+            version = arr.version
             for st in slots:
                 if version(st.index) != st.seen:
-                    v, msg, origin, model = latest(st.index)
-                    if v == st.seen:
-                        continue
-                    st.seen, st.origin, st.model = v, origin, model
-                    st.ideal = msg if msg is not None and msg.size > 0 else None
-                    self.by_key[(model, st.index)] = st
-                    if st.order is None and self._adopt:
-                        st.order = self._adopt.pop((model, st.index), None)  # ours from before a restart
-                    changed.append(st)
+                    st.unread = True
+                    written.append(st)
         if self.retry_at and now >= self.retry_at:
             self.retry_at = 0
             dirty |= self.refused
         if self.cancel_at and now >= self.cancel_at:
+            written = [st for st in written if self._read(st)]  # _release finds slots by their writer
             self._release(now)
+        changed = written
         if dirty:
             self.dirty = set()
-            changed = sorted(dirty.union(changed), key=_slot_order)  # a fixed order: deterministic
+            for st in dirty:  # (a loop: cheaper than a set or a generator for the few slots here)
+                if st not in written:  # merge, in a fixed order: deterministic
+                    changed = sorted(dirty.union(written), key=_slot_order)
+                    break
         for st in changed:
+            if st.unread and not self._read(st) and st not in dirty:
+                continue
             self._reconcile(st, now)
         if self._asked:
             due = min(self._asked.values())
@@ -346,6 +351,19 @@ class Overseer(Actor):
                 w = min(w, x) if w else x
         self.wakeup = w
         return bool(changed)
+
+    def _read(self, st: _Slot) -> bool:
+        """Read written slot ``st``'s ideal; False if its version had not moved after all."""
+        st.unread = False
+        v, msg, origin, model = st.latest(st.index)
+        if v == st.seen:
+            return False
+        st.seen, st.origin, st.model = v, origin, model
+        st.ideal = msg if msg is not None and msg.size > 0 else None
+        self.by_key[(model, st.index)] = st
+        if st.order is None and self._adopt:
+            st.order = self._adopt.pop((model, st.index), None)  # ours from before a restart
+        return True
 
     def _sweep(self, now: int) -> None:
         """Requests the venue has not answered in time: cancel (again) what they were about."""
@@ -400,7 +418,7 @@ class Overseer(Actor):
             if o.version == st.seen:
                 return
             if ideal.instrument == o.instrument and ideal.side == o.side and ideal.flags & _FLAGS == o.flags:
-                done = max(o.filled, o.fill_qty)
+                done = o.filled if o.filled > o.fill_qty else o.fill_qty
                 if ideal.price == o.price and ideal.size == o.size - done:
                     o.version = st.placed = st.seen
                     return
@@ -409,13 +427,14 @@ class Overseer(Actor):
                 if venue is not None and venue.amend and not o.no_amend:
                     size = done + ideal.size
                     why = self._check(o.instrument, o.side, ideal.price, size, o, now)
-                    if why == Refusal.RATE:
-                        return self._refuse(st, why, now)
-                    if why is not None:  # never keep an order the model no longer wants
+                    if why is not None:
                         self._refuse(st, why, now)
-                        return self._cancel(o, now)
-                    self._send((self._id(), o.order_id, ideal.price, size, o.instrument, o.model,
-                                    o.slot, _AMEND, o.side, o.flags), now)
+                        if why != Refusal.RATE:  # never keep an order the model no longer wants
+                            self._cancel(o, now)
+                        return
+                    self.next_id += 1
+                    self._send((self.next_id, o.order_id, ideal.price, size, o.instrument, o.model,
+                                o.slot, _AMEND, o.side, o.flags), now)
                     o.version = st.placed = st.seen
                     self._clear_refusal(st)
                     return
@@ -427,7 +446,8 @@ class Overseer(Actor):
         why = self._check(ideal.instrument, ideal.side, ideal.price, ideal.size, None, now)
         if why is not None:
             return self._refuse(st, why, now)
-        o = self._send((self._id(), 0, ideal.price, ideal.size, ideal.instrument, st.model, st.index, _NEW,
+        self.next_id += 1
+        o = self._send((self.next_id, 0, ideal.price, ideal.size, ideal.instrument, st.model, st.index, _NEW,
                         ideal.side, ideal.flags & _FLAGS), now)
         o.version = st.placed = st.seen
         st.order = o
@@ -441,54 +461,59 @@ class Overseer(Actor):
     def _send(self, fields: tuple, now: int, wait: int = 0) -> Order:
         """Publish an OrderRequest (its fields, in order), then book it."""
         self.requests.send(fields)  # first: the bookkeeping below is not on the way to the venue
-        r = OrderRequest(*fields)
-        t = self._terms(r.instrument)
+        iid = fields[4]
+        t = self._terms_of.get(iid) or self._terms(iid)
         if t is not None and t.venue is not None:
             t.venue.rate.record(now)
             self.risk.record(t.venue.rate_id, now)
-        self.sent[_ACTION[r.action]] += 1
-        o = self.orders.sent(r)
+        self.sent[_ACTION[fields[7]]] += 1
+        o = self.orders.sent(fields)
         if o is not None:
             self._account(o.order_id)
             self._asked[o.order_id] = now + (wait or self.timeout_ns)
         return o
 
-    def _account(self, oid: int) -> None:
-        """Keep what order ``oid`` holds current in ``exposure`` and in the C check (after a
-        request, update or fill)."""
+    def _account(self, oid: int, moved: bool = False) -> None:
+        """Keep what order ``oid`` holds and our extreme prices current in ``exposure``,
+        ``extremes`` and the C check (after a request, update or fill; ``moved``: a fill moved the
+        position).  Most updates change none of it (an ack, a fill already counted by an update):
+        then nothing is pushed."""
         o = self.orders.active.get(oid) or self.orders.done.get(oid)
         if o is None:
             return
+        iid, side, target = o.instrument, o.side, o.target
+        # with an amend in flight an order counts at the worse price (self-trade): a buy the higher
+        # (also what it locks), a sell the lower
+        price = o.price if target is None else max(o.price, target[0]) if side > 0 else min(o.price, target[0])
+        push = self.extremes.set(oid, iid, 1 if side > 0 else -1, None if o.status in TERMINAL else price) or moved
+        t = self._terms_of.get(iid) or self._terms(iid)
+        q = o.lock_qty
+        if t is None:  # an instrument whose assets are not among our balances
+            key, held = None, 0
+        elif side > 0:
+            key = t.buy_key
+            held = buy_lock(price, q, t.inst.size_scale, t.venue.fee_bps if t.venue is not None else 0) * t.buy_shift
+        else:
+            key, held = t.sell_key, q * t.sell_shift
         ex = self.exposure
         old = ex.of.get(oid)
-        t = self._terms(o.instrument)
-        if t is None:  # an instrument whose assets are not among our balances
-            ex.account(o, None, 0)
-            return
-        if o.side > 0:
-            fee = t.venue.fee_bps if t.venue is not None else 0
-            ex.account(o, t.buy_key, self._lock(o, t.inst, fee) * t.buy_shift)
+        if (old is None) if not q else (old is not None and old[2:] == (q, key, held)):
+            keys = ()  # unchanged
         else:
-            ex.account(o, t.sell_key, o.lock_qty * t.sell_shift)
-        self._push_exposure(o.instrument)
-        for key in {old[3] if old else None, t.buy_key if o.side > 0 else t.sell_key} - {None}:
-            self._push_asset(key)
+            ex.account(o, q, key, held)
+            push, keys = True, {old[3] if old else None, key} - {None}
+        if t is None:
+            return
+        if push:
+            self._push_exposure(iid)
+        for k in keys:
+            self._push_asset(k)
 
     def _push_exposure(self, iid: int) -> None:
         """An instrument's position, open size per side and our extreme prices, to the C check."""
-        bid = ask = None  # what a NEW must not cross: amends in flight count at the worse price
-        for x in self.orders.by_instrument.get(iid, {}).values():
-            if x.status in TERMINAL:
-                continue
-            if x.side > 0:
-                p = x.price if x.target is None else max(x.price, x.target[0])
-                bid = p if bid is None or p > bid else bid
-            else:
-                p = x.price if x.target is None else min(x.price, x.target[0])
-                ask = p if ask is None or p < ask else ask
-        ex = self.exposure
+        ex, xs = self.exposure, self.extremes
         self.risk.exposure(iid, self.orders.positions.get(iid, 0), ex.open.get((iid, 1), 0),
-                           ex.open.get((iid, -1), 0), bid, ask)
+                           ex.open.get((iid, -1), 0), xs.best(iid, 1), xs.best(iid, -1))
 
     def _push_asset(self, key) -> None:
         kid = self._key_ids.get(key)

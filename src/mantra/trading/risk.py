@@ -4,6 +4,7 @@ order-rate limits, and the kill switch."""
 from __future__ import annotations
 
 from collections import deque
+from heapq import heapify, heappop, heappush
 from enum import IntEnum
 from pathlib import Path
 
@@ -110,8 +111,9 @@ class Exposure:
     (``lock_qty``: what may still execute plus executions whose fills have not arrived), and per
     ``(venue, asset)`` the amount those orders lock, at the balance's scale.
 
-    The overseer calls ``account(o, held)`` after anything that may have changed order ``o``;
-    ``held`` is what it locks (0 and ``key`` None when its instrument is not among our balances).
+    The overseer calls ``account(o, q, key, held)`` when order ``o``'s ``lock_qty`` ``q`` or what
+    it locks changed; ``held`` is what it locks (0 and ``key`` None when its instrument is not among
+    our balances).
     """
 
     __slots__ = ("open", "held", "of")
@@ -121,17 +123,80 @@ class Exposure:
         self.held: dict[tuple[str, str], int] = {}  # (venue, asset) -> locked amount
         self.of: dict[int, tuple] = {}  # order id -> (instrument, side, qty, key, held) counted
 
-    def account(self, o, key, held: int) -> None:
+    def account(self, o, q: int, key, held: int) -> None:
         old = self.of.pop(o.order_id, None)
         if old is not None:
-            iid, side, q, k, h = old
-            self.open[(iid, side)] -= q
+            iid, side, n, k, h = old
+            self.open[(iid, side)] -= n
             if k is not None:
                 self.held[k] -= h
-        q = o.lock_qty
         if q:
             self.of[o.order_id] = (o.instrument, o.side, q, key, held)
             s = (o.instrument, o.side)
             self.open[s] = self.open.get(s, 0) + q
             if key is not None:
                 self.held[key] = self.held.get(key, 0) + held
+
+
+class Extremes:
+    """Per instrument and side, our most aggressive live price: the highest buy, the lowest sell
+    (an order with an amend in flight counts at the worse of its price and the amend's): what a NEW
+    must not cross (self-trade).  Kept as orders change, so no check or push walks the orders:
+    per side a count of orders at each price and a heap of those prices with lazy deletion (a
+    price whose count fell to 0 leaves the heap when it reaches the top, or when the heap is
+    rebuilt because stale entries outnumber live prices).  O(log n) per change, O(1) amortised to
+    read.
+
+    The overseer calls ``set(o.order_id, iid, side, price)`` after anything that may have changed
+    an order; ``price`` None once it is terminal."""
+
+    __slots__ = ("at", "count", "heap")
+
+    def __init__(self):
+        self.at: dict[int, tuple[int, int, int]] = {}  # order id -> (instrument, side, price) counted
+        self.count: dict[tuple[int, int], dict[int, int]] = {}  # (instrument, side) -> {price: orders}
+        self.heap: dict[tuple[int, int], list[int]] = {}  # (instrument, side) -> heap of -side * price
+
+    def set(self, oid: int, iid: int, side: int, price: int | None) -> bool:
+        """Order ``oid`` counts at ``price`` (None: not at all) from now on; whether that changed."""
+        old = self.at.get(oid)
+        if old is not None:
+            if price is not None and old[2] == price and old[0] == iid and old[1] == side:
+                return False
+            c = self.count[old[:2]]
+            n = c[old[2]] - 1
+            if n:
+                c[old[2]] = n
+            else:
+                del c[old[2]]
+            if price is None:
+                del self.at[oid]
+                return True
+        elif price is None:
+            return False
+        k = (iid, side)
+        self.at[oid] = (iid, side, price)
+        c = self.count.get(k)
+        if c is None:
+            c = self.count[k] = {}
+            self.heap[k] = []
+        n = c.get(price, 0)
+        c[price] = n + 1
+        if not n:
+            h = self.heap[k]
+            if len(h) > 2 * len(c) + 8:  # mostly stale: rebuild from the live prices (amortised O(1))
+                h[:] = [-side * p for p in c]
+                heapify(h)
+            else:
+                heappush(h, -side * price)
+        return True
+
+    def best(self, iid: int, side: int) -> int | None:
+        """The highest live buy (side 1) or lowest live sell (side -1) price; None: no order."""
+        c = self.count.get((iid, side))
+        if not c:
+            return None
+        h = self.heap[(iid, side)]
+        while -side * h[0] not in c:
+            heappop(h)
+        return -side * h[0]
