@@ -21,7 +21,7 @@
 
 #include "_decimal.h"
 
-#define LANE_LEVELS 256 /* levels per frame taken here (a bigger update goes the Python way) */
+#define LANE_LEVELS (1 << 20) /* levels per frame taken here (a bigger update goes the Python way) */
 #define LANE_DEPTH 32   /* JSON nesting skipped here */
 
 typedef struct {
@@ -38,6 +38,8 @@ typedef struct {
     LaneBook *books;
     Py_ssize_t nbooks;
     uint64_t handled;
+    struct LaneLevel *lv; /* a frame's levels, grown as frames need */
+    int cap;
 } Lane;
 
 typedef struct {
@@ -157,7 +159,7 @@ static int jskip(Cur *c, int depth) {
 
 static inline int jis(Span k, const char *w) { return k.n == (Py_ssize_t)strlen(w) && !memcmp(k.s, w, (size_t)k.n); }
 
-typedef struct {
+typedef struct LaneLevel {
     int side; /* 1 bid, -1 ask */
     Span price, size;
     int64_t p, q;
@@ -187,7 +189,7 @@ static int cb_update(Cur *c, LaneLevel *lv) {
 }
 
 /* [{"type":"update","product_id":...,"updates":[...]}]: exactly one event, an update. */
-static int cb_events(Cur *c, Span *product, LaneLevel *lv, int *nlv) {
+static int cb_events(Lane *lane, Cur *c, Span *product, int *nlv) {
     if (!jeat(c, '[') || !jeat(c, '{') || jeat(c, '}')) return 0;
     Span k, type = {0};
     int seen = 0;
@@ -202,7 +204,13 @@ static int cb_events(Cur *c, Span *product, LaneLevel *lv, int *nlv) {
             int n = 0;
             if (!jeat(c, '[') || jeat(c, ']')) return 0; /* no levels: the Python way */
             do {
-                if (n == LANE_LEVELS || !cb_update(c, &lv[n++])) return 0;
+                if (n == lane->cap) { /* more room (a failure only declines the frame) */
+                    int cap = lane->cap ? 2 * lane->cap : 64;
+                    LaneLevel *more = cap <= LANE_LEVELS ? PyMem_Realloc(lane->lv, (size_t)cap * sizeof(LaneLevel)) : NULL;
+                    if (!more) return 0;
+                    lane->lv = more, lane->cap = cap;
+                }
+                if (!cb_update(c, &lane->lv[n++])) return 0;
             } while (jeat(c, ','));
             if (!jeat(c, ']')) return 0;
             *nlv = n;
@@ -324,6 +332,7 @@ static void Lane_dealloc(Lane *self) {
     PyObject_GC_UnTrack(self);
     Lane_clear(self);
     PyMem_Free(self->books);
+    PyMem_Free(self->lv);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -357,7 +366,6 @@ static PyObject *Lane_take(Lane *self, PyObject *const *args, Py_ssize_t nargs) 
     Cur c = {(const char *)PyUnicode_DATA(text), (const char *)PyUnicode_DATA(text) + PyUnicode_GET_LENGTH(text)};
 
     /* -- parse: nothing is changed before the whole frame is known to be taken */
-    LaneLevel lv[LANE_LEVELS];
     int nlv = 0, seen = 0;
     Span k, channel = {0}, stamp = {0}, product = {0}, other;
     int64_t seq = -1;
@@ -369,10 +377,11 @@ static PyObject *Lane_take(Lane *self, PyObject *const *args, Py_ssize_t nargs) 
         if (bit & seen) Py_RETURN_FALSE;
         seen |= bit;
         int ok = bit == 1 ? jstr(&c, &channel) : bit == 2 ? jint(&c, &seq) : bit == 4 ? jstr(&c, &stamp)
-                 : bit == 8 ? cb_events(&c, &product, lv, &nlv) : bit ? jstr(&c, &other) : jskip(&c, 1);
+                 : bit == 8 ? cb_events(self, &c, &product, &nlv) : bit ? jstr(&c, &other) : jskip(&c, 1);
         if (!ok) Py_RETURN_FALSE;
     } while (jeat(&c, ','));
     if (!jeat(&c, '}') || (jws(&c), c.p != c.end) || (seen & 15) != 15 || !jis(channel, "l2_data")) Py_RETURN_FALSE;
+    LaneLevel *lv = self->lv;
     LaneBook *b = NULL;
     for (Py_ssize_t i = 0; i < self->nbooks; i++)
         if (self->books[i].n == product.n && !memcmp(self->books[i].s, product.s, (size_t)product.n)) {

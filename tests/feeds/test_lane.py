@@ -198,3 +198,23 @@ def test_a_lane_needs_a_real_time_l2_ring():
     trades = _spine.Port(tr.writer()._w, TradeUpdate, TradeUpdate.FIELDS_AT, TradeUpdate.STRUCT.size, s.track)
     with pytest.raises(TypeError, match="L2Update"):
         s.proto.fast_lane(trades, s.track, s.snap)
+
+
+def test_a_frame_of_many_levels_is_taken_and_equal(tmp_path):
+    """The lane's level buffer grows: a 1,000-level update (the throughput bench's frames carry ~240)."""
+    ref, fast = Side(tmp_path, "ref", lane=False), Side(tmp_path, "fast", lane=True)
+    snap = {"channel": "l2_data", "timestamp": "2023-02-09T20:32:51Z", "sequence_num": 0,
+            "events": [{"type": "snapshot", "product_id": "ETH-USD", "updates": [
+                {"side": "bid", "price_level": "100.00", "new_quantity": "1"},
+                {"side": "offer", "price_level": "200.00", "new_quantity": "1"}]}]}
+    ups = [{"side": "bid" if k % 2 else "offer", "price_level": f"{(10 + k % 90 if k % 2 else 20000 + k) / 100:.2f}",
+            "new_quantity": str(k % 7)} for k in range(1000)]
+    big = {"channel": "l2_data", "timestamp": "2023-02-09T20:32:52Z", "sequence_num": 1,
+           "events": [{"type": "update", "product_id": "ETH-USD", "updates": ups}]}
+    for side in (ref, fast):
+        side.feed(json.dumps(snap), T0)
+        side.feed(json.dumps(big), T0 + 1)
+    assert fast.taken == 1
+    expected = ref.records()
+    assert len(expected) == 1002 and fast.records() == expected
+    assert fast.state() == ref.state()
