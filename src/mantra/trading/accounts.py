@@ -50,6 +50,7 @@ class Reject(IntEnum):
 S = OrderStatus
 TERMINAL = frozenset((S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED))
 _RANK = {0: 0, S.ACK: 1, S.OPEN: 2, S.PARTIALLY_FILLED: 3}
+_CANCEL_REJECTED = int(S.CANCEL_REJECTED)
 NEW, CANCEL, AMEND = OrderAction.NEW, OrderAction.CANCEL, OrderAction.AMEND
 
 
@@ -154,10 +155,10 @@ class Orders:
         st = u.status
         if u.filled > o.filled:
             o.filled = u.filled
-        if not o.live:
+        if o.status in TERMINAL:
             self.counts["late_update"] += 1
             return None
-        if st == S.CANCEL_REJECTED:
+        if st == _CANCEL_REJECTED:
             if o.pending not in (CANCEL, AMEND):
                 self.counts["stray_cancel_reject"] += 1
                 return None
@@ -187,8 +188,8 @@ class Orders:
         # An update at the price and size of an amend in flight says it took effect (and any sent
         # before it); a cancel or a newer amend sent behind it does not stop it from landing.
         # An amend to what the order already is tells nothing while others are in flight.
-        at = (u.price, u.size)
-        if o.amends and at in o.amends and (at != (o.price, o.size) or len(o.amends) == 1):
+        at = (u.price, u.size) if o.amends else None
+        if at is not None and at in o.amends and (at != (o.price, o.size) or len(o.amends) == 1):
             del o.amends[:o.amends.index(at) + 1]
             o.price, o.size = at
             o.target, changed = (o.amends[-1] if o.amends else None), True
@@ -279,7 +280,7 @@ class Balances:
         later = self.later.get(key)
         if later:
             later = self.later[key] = [x for x in later if x[0] > b.exch_ts]
-        self.totals[key] = tot + sum(a for _, a in later or ())
+        self.totals[key] = tot + sum(a for _, a in later) if later else tot
         return key
 
     def on_fill(self, inst: Instrument, f: Fill) -> None:

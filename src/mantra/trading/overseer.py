@@ -60,6 +60,7 @@ from .risk import Exposure, Extremes, KillSwitch, Limits, RateLimit, Refusal
 _NEW, _CANCEL, _AMEND = int(OrderAction.NEW), int(OrderAction.CANCEL), int(OrderAction.AMEND)
 _FLAGS = int(OrderFlags.POST_ONLY | OrderFlags.IOC | OrderFlags.REDUCE_ONLY)
 _ACTION = {int(a): a.name for a in OrderAction}
+_HALTED, _REJECTED, _CANCEL_REJECTED = int(Reject.HALTED), int(OrderStatus.REJECTED), int(OrderStatus.CANCEL_REJECTED)
 _REFUSAL = {int(r): r for r in Refusal}
 
 
@@ -256,7 +257,7 @@ class Overseer(Actor):
 
     # ------------------------------------------------------------------ venue answers
     def on_updates(self, u: OrderUpdate) -> None:
-        if u.reason == Reject.HALTED and not self.kill_switch.reason:
+        if u.reason == _HALTED and not self.kill_switch.reason:
             inst = self.registry.by_id.get(u.instrument)
             self.kill(f"order entry halted on {inst.venue if inst else 'a venue'}")
         o = self.orders.on_update(u)
@@ -265,10 +266,10 @@ class Overseer(Actor):
             return
         if not o.pending:
             self._asked.pop(o.order_id, None)
-        if not o.live:
+        if o.status in TERMINAL:
             self._cancels.pop(o.order_id, None)
             self._held.pop(o.order_id, None)
-        if u.status in (OrderStatus.REJECTED, OrderStatus.CANCEL_REJECTED):
+        if u.status == _REJECTED or u.status == _CANCEL_REJECTED:
             why = Reject(u.reason).name if u.reason in Reject._value2member_map_ else str(u.reason)
             what = "order" if u.status == OrderStatus.REJECTED else "change of order"
             self.venue_rejects[why if u.status == OrderStatus.REJECTED else f"CANCEL_{why}"] += 1
