@@ -477,7 +477,7 @@ class Overseer(Actor):
     def _account(self, oid: int, moved: bool = False) -> None:
         """Keep what order ``oid`` holds and our extreme prices current in ``exposure``,
         ``extremes`` and the C check (after a request, update or fill; ``moved``: a fill moved the
-        position).  Most updates change none of it (an ack, a fill already counted by an update):
+        position).  Many answers change none of it (an ack, an order open, a cancel in flight):
         then nothing is pushed."""
         o = self.orders.active.get(oid) or self.orders.done.get(oid)
         if o is None:
@@ -669,7 +669,8 @@ class Overseer(Actor):
 
     @staticmethod
     def _lock(o: Order, inst: Instrument, fee_bps: int) -> int:
-        """What an order of ours holds, in the locked asset at the instrument's scale."""
+        """What an order of ours holds, in the locked asset at the instrument's scale (the
+        reference ``_account``'s figure is held to by the state machine test's walk)."""
         q = o.lock_qty
         if o.side < 0:
             return q

@@ -4,8 +4,8 @@ order-rate limits, and the kill switch."""
 from __future__ import annotations
 
 from collections import deque
-from heapq import heapify, heappop, heappush
 from enum import IntEnum
+from heapq import heapify, heappop, heappush
 from pathlib import Path
 
 from ..instruments import Instrument, InstrumentRegistry
