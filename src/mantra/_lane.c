@@ -481,27 +481,29 @@ static int lane_ready(void) {
     return PyType_Ready(&LaneType);
 }
 
-/* text_frames(buf, n, ts, append, max_size) -> bytes taken: WsClient._direct in C, its reference.
- * From the start of buf[:n] (a frame boundary), each whole unfragmented, unmasked text frame of at
- * most max_size bytes is decoded and handed to append((text, ts)); it stops at anything else (a
- * control frame, a fragment, a partial frame, text that is not UTF-8), which is the Python path's. */
+/* text_frames(buf, n, ts, append, max_size, take=None) -> (bytes taken, frames taken by take, their
+ * characters): WsClient._direct in C, its reference.  From the start of buf[:n] (a frame boundary),
+ * each whole unfragmented, unmasked text frame of at most max_size bytes is decoded and offered to
+ * take(text, ts) (a Lane's), else handed to append((text, ts)); once take declines one, every later
+ * frame is appended too, so frames keep their order.  It stops at anything else (a control frame,
+ * a fragment, a partial frame, text that is not UTF-8), which is the Python path's. */
 static PyObject *m_text_frames(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "text_frames(buf, n, ts, append, max_size)");
+    if (nargs < 5 || nargs > 6) {
+        PyErr_SetString(PyExc_TypeError, "text_frames(buf, n, ts, append, max_size, take=None)");
         return NULL;
     }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     long long max_size = PyLong_AsLongLong(args[4]);
-    PyObject *ts = args[2], *append = args[3];
+    PyObject *ts = args[2], *append = args[3], *take = nargs > 5 && args[5] != Py_None ? args[5] : NULL;
     if (PyErr_Occurred() || n < 0 || n > view.len) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "text_frames: n outside the buffer");
         PyBuffer_Release(&view);
         return NULL;
     }
     const unsigned char *d = view.buf;
-    Py_ssize_t i = 0;
+    Py_ssize_t i = 0, taken = 0, chars = 0;
     while (n - i >= 2 && d[i] == 0x81 && d[i + 1] < 0x80) { /* FIN + TEXT, unmasked */
         uint64_t ln = d[i + 1];
         Py_ssize_t h = 2;
@@ -521,6 +523,23 @@ static PyObject *m_text_frames(PyObject *m, PyObject *const *args, Py_ssize_t na
             PyErr_Clear(); /* the Python path drops it, counted and logged */
             break;
         }
+        if (take) {
+            PyObject *args2[2] = {text, ts};
+            PyObject *r = PyObject_Vectorcall(take, args2, 2, NULL);
+            int yes = r ? PyObject_IsTrue(r) : -1;
+            Py_XDECREF(r);
+            if (yes < 0) {
+                Py_DECREF(text);
+                goto fail;
+            }
+            if (yes) {
+                taken++, chars += PyUnicode_GET_LENGTH(text);
+                Py_DECREF(text);
+                i += h + (Py_ssize_t)ln;
+                continue;
+            }
+            take = NULL; /* declined: this frame and the rest go the Python way, in order */
+        }
         PyObject *item = PyTuple_Pack(2, text, ts);
         Py_DECREF(text);
         if (!item) goto fail;
@@ -531,7 +550,7 @@ static PyObject *m_text_frames(PyObject *m, PyObject *const *args, Py_ssize_t na
         i += h + (Py_ssize_t)ln;
     }
     PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(i);
+    return Py_BuildValue("(nnn)", i, taken, chars);
 fail:
     PyBuffer_Release(&view);
     return NULL;

@@ -55,7 +55,8 @@ def test_c_then_python_read_as_python_alone(frames, cut, max_size):
     ref = client(max_size)
     taken_ref = ref._direct(data, TS)
     fast = client(max_size)
-    i = _spine.text_frames(memoryview(buf), len(data), TS, fast.msgs.append, max_size)
+    i, taken, chars = _spine.text_frames(memoryview(buf), len(data), TS, fast.msgs.append, max_size)
+    assert taken == chars == 0
     assert i <= taken_ref
     taken = i + fast._direct(data[i:], TS)
     assert taken == taken_ref
@@ -65,3 +66,27 @@ def test_c_then_python_read_as_python_alone(frames, cut, max_size):
     if i < taken_ref:
         nxt = data[i:]
         assert not (nxt[0] == 0x81 and nxt[1] < 0x80) or ref.bad_frames or max_size < len(nxt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(frame(), max_size=8), st.integers(0, 10), st.integers(0, 3))
+def test_a_lane_takes_frames_until_it_declines_one_and_order_is_kept(frames, cut, declines_at):
+    """With ``take`` (a Lane's), the frames it takes are not appended; from the first it declines
+    on, every frame is appended, so taken + appended is the reference's sequence, in order."""
+    data = b"".join(frames)
+    data = data[:max(len(data) - cut, 0)]
+    ref = client(1 << 25)
+    ref._direct(data, TS)
+    seen = []
+
+    def take(text, ts):
+        seen.append(text)
+        return len(seen) <= declines_at
+
+    fast = client(1 << 25)
+    i, taken, chars = _spine.text_frames(memoryview(bytearray(data)), len(data), TS, fast.msgs.append, 1 << 25, take)
+    fast._direct(data[i:], TS)
+    got = [(t, TS) for t in seen[:taken]] + list(fast.msgs)
+    assert got == list(ref.msgs)
+    assert taken == min(declines_at, len(seen)) and chars == sum(len(t) for t in seen[:taken])
+    assert len(seen) <= taken + 1  # nothing is offered after a decline

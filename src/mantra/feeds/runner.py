@@ -187,6 +187,7 @@ class FeedRunner:
                 return 0
         n = 0
         msgs, read, proto, cap, conn, lane = ws.msgs, ws.read, self.proto, self.capture, self.conn, self.lane
+        ws.lane = lane if cap is None else None  # frames taken inside read() are not seen here to capture
         wait = timeout
         while n < max_frames:
             if not msgs:
@@ -195,7 +196,13 @@ class FeedRunner:
                 if n or not read(wait):
                     break
                 wait = 0
-                continue  # a partial frame, or control frames only: read on
+                if ws.taken:  # frames the lane took inside read(), published already
+                    n += ws.taken
+                    self.bytes += ws.taken_chars
+                    ws.taken = ws.taken_chars = 0
+                    if proto.events:  # a crossed book's status and resync
+                        self._drain(ws.read_ts)
+                continue  # (or a partial frame, or control frames only: read on)
             data, ts = msgs.popleft()
             n += 1
             self.bytes += len(data)

@@ -90,6 +90,9 @@ class WsClient:
         self.proto = ClientProtocol(uri, extensions=extensions, max_size=max_size, logger=log)
         self.msgs: deque = deque()  # (data, receipt ns) of each complete message not yet taken
         self._append = self.msgs.append
+        self.lane = None  # a protocol's Lane.take: frames it takes are published from read()
+        self.taken = self.taken_chars = 0  # frames (and characters) it took, for the runner to count
+        self.read_ts = 0  # the stamp of the read they came in
         self.ended: str | None = None  # why the connection is over
         self.bad_frames = 0  # text messages that are not UTF-8, frames that break the protocol
         self.response: Response | None = None
@@ -183,7 +186,14 @@ class WsClient:
             return False
         if not self._rest and not self._head:
             # At a frame boundary: the common frames in C (_direct is its reference), then the rest.
-            i = _text_frames(self._rx, k, ts, self._append, self.max_size)
+            # A lane (set by the runner) publishes the frames it takes from here, unless frames are
+            # already waiting (they go first).
+            i, taken, chars = _text_frames(self._rx, k, ts, self._append, self.max_size,
+                                           None if self.msgs else self.lane)
+            if taken:
+                self.taken += taken
+                self.taken_chars += chars
+                self.read_ts = ts
             data = self._rx[i:k].tobytes()
             if data:
                 data = data[self._direct(data, ts):]
