@@ -194,10 +194,10 @@ class WsClient:
                 self.taken += taken
                 self.taken_chars += chars
                 self.read_ts = ts
-            data = self._rx[i:k].tobytes()
-            if data:
+            if i < k:
+                data = self._rx[i:k].tobytes()
                 data = data[self._direct(data, ts):]
-            if not data:
+            if i == k or not data:
                 if self._out:
                     self._flush()
                 return True
