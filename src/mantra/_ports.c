@@ -13,6 +13,17 @@
  *   write(index, msg) -> version     an array slot, tracked like send
  *   put(index, msg, origin, publisher, now=0) -> version   an array slot, stamps given
  *   latest(index) -> (version, msg or None, origin, publisher)   built in C, no struct unpack
+ *   changed(seen, tags=None) -> [(tag, version, msg or None, origin, publisher), ...]
+ *     what a reader has not seen yet, read in one call: seen is [the array's write count (-1: never
+ *     looked), then the version seen of each watched slot 0, 1, ...]; the slots whose version moved,
+ *     read as latest(index) gives them, in index order, seen brought up to date (tags[index] in each
+ *     entry, the index when tags is None).  Its reference, built on writes/version/latest, is the
+ *     overseer's ``_changed`` (trading/overseer.py); a hypothesis test holds the two equal.
+ *   serve(ctx, item, now) -> None, False or the request's fields   (a ring's port: the requests)
+ *     the overseer's common case for a slot ``changed`` read, in one call: take the read in and
+ *     decide as ``Overseer._read`` then ``_reconcile`` would (trading/overseer.py, the reference),
+ *     publishing the AMEND or NEW that decides on; None (nothing done at all) for any other case:
+ *     the overseer then runs its Python.  ctx is what Overseer._serve_ctx lists.
  */
 
 typedef struct {
@@ -247,6 +258,353 @@ static PyObject *Port_latest(Port *self, PyObject *arg) {
     return Py_BuildValue("(KNKI)", (unsigned long long)v, msg, (unsigned long long)origin, (unsigned int)publisher);
 }
 
+/* seen[k] as the uint64 it holds: -1 with an exception for anything else. */
+static inline int seen_at(PyObject *seen, Py_ssize_t k, uint64_t *v) {
+    PyObject *o = PyList_GET_ITEM(seen, k);
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "seen[%zd]: a version is an int", k);
+        return -1;
+    }
+    *v = PyLong_AsUnsignedLongLong(o);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *Port_changed(Port *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "changed(seen, tags=None)");
+        return NULL;
+    }
+    if (!self->array) {
+        PyErr_SetString(PyExc_TypeError, "changed: this port is a ring's");
+        return NULL;
+    }
+    Array *a = (Array *)self->target;
+    OPEN(&a->m, NULL);
+    PyObject *seen = args[0], *tags = nargs > 1 ? args[1] : Py_None;
+    if (!PyList_Check(seen) || PyList_GET_SIZE(seen) < 1) {
+        PyErr_SetString(PyExc_TypeError, "changed: seen is a list [write count, version of slot 0, ...]");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(seen) - 1;
+    if ((uint64_t)n > a->m.capacity) {
+        PyErr_Format(PyExc_IndexError, "changed: %zd slots watched, the array has %llu", n,
+                     (unsigned long long)a->m.capacity);
+        return NULL;
+    }
+    if (tags != Py_None && (!PyList_Check(tags) || PyList_GET_SIZE(tags) < n)) {
+        PyErr_SetString(PyExc_TypeError, "changed: tags is None or a list with one per watched slot");
+        return NULL;
+    }
+    PyObject *w0 = PyList_GET_ITEM(seen, 0);
+    if (!PyLong_Check(w0)) {
+        PyErr_SetString(PyExc_TypeError, "seen[0]: the write count is an int");
+        return NULL;
+    }
+    int neg;
+    long long was = PyLong_AsLongLongAndOverflow(w0, &neg);
+    if (was == -1 && PyErr_Occurred()) return NULL;
+    uint64_t w = LOAD_ACQ(a->m.count);
+    if (!neg && was >= 0 && (uint64_t)was == w) return PyList_New(0); /* nothing written since */
+    uint64_t s;
+    for (Py_ssize_t i = 0; i < n; i++) /* every entry checked before seen changes */
+        if (seen_at(seen, i + 1, &s) < 0) return NULL;
+    char rec[a->m.slot_size];
+    PyObject *out = PyList_New(0), *count = PyLong_FromUnsignedLongLong(w);
+    if (!out || !count) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        seen_at(seen, i + 1, &s);
+        uint64_t v = LOAD_ACQ((uint64_t *)slot_at(&a->m, (uint64_t)i));
+        if (v == s) continue;
+        PyObject *msg = Py_None;
+        uint64_t origin = 0;
+        uint32_t publisher = 0;
+        if (array_get(a, (uint64_t)i, rec, &v) < 0) {
+            if (!PyErr_ExceptionMatches(TornRead)) goto fail;
+            PyErr_Clear(); /* a slot its writer left mid-write reads as "no value" until written again */
+            Py_INCREF(msg);
+        } else if (v) {
+            msg = make_message(self->cls, self->nfields, self->off, self->size, self->code, rec);
+            if (!msg) goto fail;
+            memcpy(&origin, rec, 8);
+            memcpy(&publisher, rec + 16, 4);
+        } else Py_INCREF(msg);
+        if (v == s) { /* read back at the version seen after all: not moved, left out (as the reference) */
+            Py_DECREF(msg);
+            continue;
+        }
+        PyObject *tag = tags == Py_None ? PyLong_FromSsize_t(i) : (Py_INCREF(PyList_GET_ITEM(tags, i)),
+                                                                  PyList_GET_ITEM(tags, i));
+        PyObject *ver = PyLong_FromUnsignedLongLong(v), *t = NULL;
+        if (tag && ver) t = Py_BuildValue("(OOOKI)", tag, ver, msg, (unsigned long long)origin, (unsigned int)publisher);
+        Py_XDECREF(tag);
+        Py_DECREF(msg);
+        if (!t) {
+            Py_XDECREF(ver);
+            goto fail;
+        }
+        PyList_SetItem(seen, i + 1, ver); /* takes our reference */
+        int bad = PyList_Append(out, t);
+        Py_DECREF(t);
+        if (bad < 0) goto fail;
+    }
+    PyList_SetItem(seen, 0, count);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(count);
+    return NULL;
+}
+
+/* ---- serve: the overseer's common case (Overseer._read + _reconcile are the reference) ---- */
+
+enum { CX_OV, CX_KILL, CX_ADOPT, CX_BY_KEY, CX_TERMS, CX_HELD_BY, CX_KEY_IDS, CX_CHECK, CX_TRACK, CX_TERMINAL,
+       CX_FLAGS, CX_NEW, CX_AMEND, CX_N };
+enum { A_REASON, A_ORDER, A_PLACED, A_INDEX, A_SEEN, A_ORIGIN, A_MODEL, A_IDEAL, A_STATUS, A_PENDING, A_VERSION,
+       A_INSTRUMENT, A_SIDE, A_FLAGS, A_FILLED, A_FILL_QTY, A_PRICE, A_SIZE, A_VENUE, A_AMEND, A_NO_AMEND,
+       A_ORDER_ID, A_SLOT, A_NEXT_ID, A_N };
+static const char *attr_names[A_N] = {"reason", "order", "placed", "index", "seen", "origin", "model", "ideal",
+                                      "status", "pending", "version", "instrument", "side", "flags", "filled",
+                                      "fill_qty", "price", "size", "venue", "amend", "no_amend", "order_id", "slot",
+                                      "next_id"};
+static PyObject *attr[A_N], *k_zero, *k_one, *k_minus1;
+
+#define DECLINE ((PyObject *)1) /* internal: not the common case, nothing done */
+
+/* obj.name, a new reference (NULL with an exception). */
+static inline PyObject *get(PyObject *o, int a) { return PyObject_GetAttr(o, attr[a]); }
+
+/* 1 if a == b, 0 if not, -1 on an error. */
+static inline int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
+
+/* The decision for slot st read as (v, msg, origin, model) when it is the common case: DECLINE, or
+ * Py_False (nothing to send; *placed_too: the order already matches, so o.version and st.placed
+ * become v) or the request's fields (a new reference).  No side effect. */
+static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject *msg, PyObject *model,
+                              PyObject *now, PyObject **order, int *placed_too) {
+    PyObject *res = DECLINE, *o = NULL, *x = NULL, *y = NULL, *z = NULL, *t = NULL, *venue = NULL, *done = NULL,
+             *size = NULL, *mine = NULL, *why = NULL, *nid = NULL, *flags = NULL;
+    int r;
+    *order = NULL, *placed_too = 0;
+    if (PyDict_GET_SIZE(cx[CX_ADOPT])) return DECLINE; /* orders from before a restart wait for their slots */
+    if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != 5) return DECLINE; /* no ideal (None): cancel or clear */
+    PyObject *price = PyTuple_GET_ITEM(msg, 0), *isize = PyTuple_GET_ITEM(msg, 1),
+             *iid = PyTuple_GET_ITEM(msg, 2), *side = PyTuple_GET_ITEM(msg, 3), *iflags = PyTuple_GET_ITEM(msg, 4);
+    if (!PyLong_Check(isize) || _PyLong_Sign(isize) <= 0) return DECLINE; /* size 0: no order wanted */
+    if (!(x = get(cx[CX_KILL], A_REASON))) return NULL;
+    r = PyObject_IsTrue(x);
+    Py_CLEAR(x);
+    if (r) return r < 0 ? NULL : DECLINE; /* killed */
+    if (!(o = get(st, A_ORDER))) return NULL;
+    if (o == Py_None) { /* no order: a NEW, unless this write was placed already */
+        if (!(x = get(st, A_PLACED))) goto fail;
+        if ((r = eq(x, v)) < 0) goto fail;
+        if (r) {
+            res = Py_False;
+            goto done;
+        }
+        if (!(flags = PyNumber_And(iflags, cx[CX_FLAGS]))) goto fail;
+        PyObject *args[10] = {iid, side, price, isize, k_zero, k_zero, NULL, k_zero,
+                              k_zero, now};
+        args[6] = k_minus1;
+        if (!(why = PyObject_Vectorcall(cx[CX_CHECK], args, 10, NULL))) goto fail;
+        if (!PyLong_Check(why) || PyLong_AsLong(why) != 0) goto decline; /* refused, or the reference decides */
+        Py_CLEAR(x);
+        if (!(x = get(cx[CX_OV], A_NEXT_ID))) goto fail;
+        if (!(nid = PyNumber_Add(x, k_one))) goto fail;
+        if (!(z = get(st, A_INDEX))) goto fail;
+        res = PyTuple_Pack(10, nid, k_zero, price, isize, iid, model, z, cx[CX_NEW], side, flags);
+        goto done;
+    }
+    if (!(x = get(o, A_STATUS))) goto fail;
+    if ((r = PySet_Contains(cx[CX_TERMINAL], x)) < 0) goto fail;
+    if (r) goto decline; /* finished: the slot is free */
+    Py_CLEAR(x);
+    if (!(x = get(o, A_PENDING))) goto fail;
+    if ((r = PyObject_IsTrue(x)) < 0) goto fail;
+    if (r) { /* wait for the venue's answer */
+        res = Py_False;
+        goto done;
+    }
+    Py_CLEAR(x);
+    if (!(x = get(o, A_VERSION))) goto fail;
+    if ((r = eq(x, v)) < 0) goto fail;
+    if (r) {
+        res = Py_False;
+        goto done;
+    }
+    Py_CLEAR(x);
+#define SAME(A, mine_)                                   \
+    do {                                                 \
+        Py_CLEAR(x);                                     \
+        if (!(x = get(o, A))) goto fail;                 \
+        if ((r = eq(mine_, x)) < 0) goto fail;           \
+        if (!r) goto decline;                            \
+    } while (0)
+    SAME(A_INSTRUMENT, iid);
+    SAME(A_SIDE, side);
+    if (!(flags = PyNumber_And(iflags, cx[CX_FLAGS]))) goto fail;
+    SAME(A_FLAGS, flags); /* another order wanted: cancel, then the NEW */
+    Py_CLEAR(x);
+    if (!(x = get(o, A_FILLED)) || !(y = get(o, A_FILL_QTY))) goto fail;
+    if ((r = PyObject_RichCompareBool(x, y, Py_GT)) < 0) goto fail;
+    done = r ? x : y;
+    Py_INCREF(done);
+    Py_CLEAR(x);
+    Py_CLEAR(y);
+    if (!(x = get(o, A_PRICE))) goto fail;
+    if ((r = eq(price, x)) < 0) goto fail;
+    if (r) {
+        Py_CLEAR(x);
+        if (!(x = get(o, A_SIZE)) || !(y = PyNumber_Subtract(x, done))) goto fail;
+        if ((r = eq(isize, y)) < 0) goto fail;
+        if (r) { /* as placed: this write is served by it */
+            *placed_too = 1;
+            res = Py_False;
+            goto done;
+        }
+        Py_CLEAR(y);
+    }
+    Py_CLEAR(x);
+    if (!(x = get(o, A_INSTRUMENT))) goto fail;
+    t = PyDict_GetItemWithError(cx[CX_TERMS], x); /* borrowed */
+    if (!t) {
+        if (PyErr_Occurred()) goto fail;
+        goto decline; /* terms not made yet: the reference makes them */
+    }
+    if (!(venue = get(t, A_VENUE))) goto fail;
+    if (venue == Py_None) goto decline;
+    Py_CLEAR(y);
+    if (!(y = get(venue, A_AMEND))) goto fail;
+    if ((r = PyObject_IsTrue(y)) < 0) goto fail;
+    if (!r) goto decline; /* no amend there: cancel, then the NEW */
+    Py_CLEAR(y);
+    if (!(y = get(o, A_NO_AMEND))) goto fail;
+    if ((r = PyObject_IsTrue(y)) < 0) goto fail;
+    if (r) goto decline;
+    Py_CLEAR(y);
+    if (!(size = PyNumber_Add(done, isize))) goto fail;
+    PyObject *oid = NULL, *fill = NULL;
+    if (!(z = get(o, A_ORDER_ID))) goto fail;
+    oid = z;
+    mine = PyDict_GetItemWithError(cx[CX_HELD_BY], oid); /* borrowed: (instrument, side, qty, key, held) */
+    if (!mine && PyErr_Occurred()) goto fail;
+    if (!(y = get(o, A_FILL_QTY))) goto fail;
+    fill = y;
+    PyObject *args[10] = {x, side, price, size, k_zero, k_zero, NULL, k_zero, fill,
+                          now};
+    PyObject *kid = NULL;
+    if (mine) {
+        if (!PyTuple_Check(mine) || PyTuple_GET_SIZE(mine) != 5) goto decline;
+        kid = PyDict_GetItemWithError(cx[CX_KEY_IDS], PyTuple_GET_ITEM(mine, 3));
+        if (!kid && PyErr_Occurred()) goto fail;
+        args[4] = PyTuple_GET_ITEM(mine, 1), args[5] = PyTuple_GET_ITEM(mine, 2), args[7] = PyTuple_GET_ITEM(mine, 4);
+    }
+    args[6] = kid ? kid : k_minus1;
+    if (!(why = PyObject_Vectorcall(cx[CX_CHECK], args, 10, NULL))) goto fail;
+    if (!PyLong_Check(why) || PyLong_AsLong(why) != 0) goto decline;
+    PyObject *nx = get(cx[CX_OV], A_NEXT_ID);
+    if (!nx) goto fail;
+    nid = PyNumber_Add(nx, k_one);
+    Py_DECREF(nx);
+    if (!nid) goto fail;
+    PyObject *om = get(o, A_MODEL), *os = om ? get(o, A_SLOT) : NULL;
+    if (!os) {
+        Py_XDECREF(om);
+        goto fail;
+    }
+    res = PyTuple_Pack(10, nid, oid, price, size, x, om, os, cx[CX_AMEND], side, flags);
+    Py_DECREF(om), Py_DECREF(os);
+    goto done;
+decline:
+    res = DECLINE;
+done:
+    if (!res) goto fail;
+    if (res == Py_False) Py_INCREF(res);
+    if (res != DECLINE) *order = (Py_INCREF(o), o);
+    Py_XDECREF(o), Py_XDECREF(x), Py_XDECREF(y), Py_XDECREF(z), Py_XDECREF(venue), Py_XDECREF(done);
+    Py_XDECREF(size), Py_XDECREF(why), Py_XDECREF(nid), Py_XDECREF(flags);
+    PyErr_Clear(); /* a decline from a value the check cannot take leaves nothing behind */
+    return res;
+fail:
+    Py_XDECREF(o), Py_XDECREF(x), Py_XDECREF(y), Py_XDECREF(z), Py_XDECREF(venue), Py_XDECREF(done);
+    Py_XDECREF(size), Py_XDECREF(why), Py_XDECREF(nid), Py_XDECREF(flags);
+    return NULL;
+#undef SAME
+}
+
+static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "serve(ctx, item, now)");
+        return NULL;
+    }
+    if (self->array) {
+        PyErr_SetString(PyExc_TypeError, "serve: this port is an array's");
+        return NULL;
+    }
+    if (!k_minus1) {
+        for (int a = 0; a < A_N; a++)
+            if (!attr[a] && !(attr[a] = PyUnicode_InternFromString(attr_names[a]))) return NULL;
+        if ((!k_zero && !(k_zero = PyLong_FromLong(0))) || (!k_one && !(k_one = PyLong_FromLong(1))) ||
+            !(k_minus1 = PyLong_FromLong(-1)))
+            return NULL;
+    }
+    PyObject *ctx = args[0], *item = args[1], *now = args[2];
+    if (!PyTuple_Check(ctx) || PyTuple_GET_SIZE(ctx) != CX_N || !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_ADOPT)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_BY_KEY)) || !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_TERMS)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_HELD_BY)) || !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_KEY_IDS)) ||
+        !PyAnySet_Check(PyTuple_GET_ITEM(ctx, CX_TERMINAL))) {
+        PyErr_SetString(PyExc_TypeError, "serve: ctx is the overseer's (Overseer._serve_ctx)");
+        return NULL;
+    }
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 5) {
+        PyErr_SetString(PyExc_TypeError, "serve: item is (slot, version, msg, origin, publisher)");
+        return NULL;
+    }
+    Writer *w = (Writer *)self->target;
+    OPEN(&w->m, NULL);
+    PyObject **cx = &PyTuple_GET_ITEM(ctx, 0);
+    PyObject *st = PyTuple_GET_ITEM(item, 0), *v = PyTuple_GET_ITEM(item, 1), *msg = PyTuple_GET_ITEM(item, 2),
+             *origin = PyTuple_GET_ITEM(item, 3), *model = PyTuple_GET_ITEM(item, 4), *o;
+    int placed_too;
+    PyObject *res = serve_decide(cx, st, v, msg, model, now, &o, &placed_too);
+    if (res == DECLINE) Py_RETURN_NONE;
+    if (!res) return NULL;
+    char buf[self->payload + 1];
+    if (res != Py_False && pack_fields(self, res, buf) < 0) { /* the reference's send raises it */
+        PyErr_Clear();
+        Py_DECREF(res), Py_DECREF(o);
+        Py_RETURN_NONE;
+    }
+    /* Overseer._read: the slot takes the write in */
+    PyObject *key = NULL, *index = get(st, A_INDEX);
+    int bad = !index || PyObject_SetAttr(st, attr[A_SEEN], v) < 0 || PyObject_SetAttr(st, attr[A_ORIGIN], origin) < 0 ||
+              PyObject_SetAttr(st, attr[A_MODEL], model) < 0 || PyObject_SetAttr(st, attr[A_IDEAL], msg) < 0 ||
+              !(key = PyTuple_Pack(2, model, index)) || PyDict_SetItem(cx[CX_BY_KEY], key, st) < 0 ||
+              PyObject_SetAttr(cx[CX_TRACK], s_origin, origin) < 0; /* requests carry the ideal's origin */
+    Py_XDECREF(index), Py_XDECREF(key);
+    if (!bad && placed_too)
+        bad = PyObject_SetAttr(o, attr[A_VERSION], v) < 0 || PyObject_SetAttr(st, attr[A_PLACED], v) < 0;
+    Py_DECREF(o);
+    if (bad) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    if (res == Py_False) return res;
+    if (PyObject_SetAttr(cx[CX_OV], attr[A_NEXT_ID], PyTuple_GET_ITEM(res, 0)) < 0) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    uint64_t org, t;
+    if (stamps(self, &org, &t) < 0) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    ring_write(&w->m, org, t, self->publisher, buf, self->payload, 0);
+    activity++;
+    self->sent++;
+    return res;
+}
+
 static PyObject *Port_get_sent(Port *self, void *c) { return PyLong_FromUnsignedLongLong(self->sent); }
 
 static PyMethodDef Port_methods[] = {
@@ -254,6 +612,10 @@ static PyMethodDef Port_methods[] = {
     {"write", (PyCFunction)(void (*)(void))Port_write, METH_FASTCALL, "write(index, msg) -> version, tracked"},
     {"put", (PyCFunction)(void (*)(void))Port_put, METH_FASTCALL, "put(index, msg, origin, publisher, now=0) -> version"},
     {"latest", (PyCFunction)Port_latest, METH_O, "latest(index) -> (version, msg or None, origin, publisher)"},
+    {"changed", (PyCFunction)(void (*)(void))Port_changed, METH_FASTCALL,
+     "changed(seen, tags=None) -> [(tag, version, msg or None, origin, publisher)] of the slots written since seen"},
+    {"serve", (PyCFunction)(void (*)(void))Port_serve, METH_FASTCALL,
+     "serve(ctx, item, now) -> None (declined), False or the request published: the overseer's common case"},
     {NULL}};
 
 static PyGetSetDef Port_getset[] = {

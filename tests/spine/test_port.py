@@ -12,6 +12,7 @@ from mantra import _spine
 from mantra.runtime.actor import ArrayPort, Output, Tracking
 from mantra.runtime.clock import RealClock, SimClock
 from mantra.spine import Ring, SeqArray
+from mantra.spine import layout as L
 from mantra.spine.messages import REGISTRY, TRACK
 
 TYPES = sorted(REGISTRY.values(), key=lambda t: t.TYPE_ID)
@@ -127,3 +128,54 @@ def test_a_port_refuses_what_is_not_a_message_and_a_closed_target(tmp_path):
     with pytest.raises(ValueError, match="closed"):
         port.send((0,) * n)
     assert r.count() == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("write"), st.integers(0, 5), st.integers(-3, 3), st.integers(0, 2**40),
+                                    st.integers(0, 2**32 - 1)),
+                          st.tuples(st.just("torn"), st.integers(0, 5)),
+                          st.tuples(st.just("scan"), st.integers(1, 6))), max_size=40))
+def test_changed_is_its_reference(tmp_path_factory, steps):
+    """``Port.changed`` (one C call) lists, reads and marks seen what the overseer's ``_changed``
+    does with writes/version/latest: the slots written since, in index order, a slot left
+    mid-write as no value, nothing when nothing was written."""
+    from mantra.spine.messages import IdealOrder
+    from mantra.trading.overseer import _changed
+
+    d = tmp_path_factory.mktemp("changed")
+    a = SeqArray.create(d / "a", IdealOrder, 6)
+    watch = {}  # slots watched -> (seen by C, seen by the reference)
+    tags = [object() for _ in range(6)]
+    for step in steps:
+        if step[0] == "write":
+            _, i, size, origin, publisher = step
+            a.write(i, IdealOrder(1000 + i, size, 1, 1, 0), origin, publisher)
+        elif step[0] == "torn":  # its writer died mid-write
+            v = a.version(step[1])
+            _spine.store(a.mm, L.HEADER_SIZE + step[1] * a.header["slot_size"], v | 1)
+        else:
+            n = step[1]
+            fast, ref = watch.setdefault(n, ([-1] + [0] * n, [-1] + [0] * n))
+            use = tags[:n] if n % 2 else None
+            got, want = a._port.changed(fast, use), _changed(a, ref, use)
+            assert got == want and fast == ref
+            assert all(v & 1 or (m is None) == (v == 0) for _, v, m, _, _ in got)
+
+
+def test_changed_refuses_what_is_not_its_state(tmp_path):
+    from mantra.spine.messages import IdealOrder
+
+    a = SeqArray.create(tmp_path / "a", IdealOrder, 2)
+    p = a._port
+    for bad in ([], (0, 0), [-1, "x"], [0] * 4):
+        with pytest.raises((TypeError, IndexError)):
+            p.changed(bad)
+    with pytest.raises(TypeError):
+        p.changed([-1, 0, 0], [object()])  # a tag per watched slot
+    seen = [-1, 5, 0]
+    a.write(1, IdealOrder(1, 2, 3, 1, 0), 9, 4)
+    assert p.changed(seen) == [(0, 0, None, 0, 0), (1, 2, IdealOrder(1, 2, 3, 1, 0), 9, 4)] and seen == [1, 0, 2]
+    assert p.changed(seen) == [] and seen == [1, 0, 2]
+    r = Ring.create(tmp_path / "q", IdealOrder, 4)
+    with pytest.raises(TypeError):
+        _spine.Port(r.writer()._w, IdealOrder, IdealOrder.FIELDS_AT, IdealOrder.STRUCT.size).changed([-1])

@@ -42,6 +42,7 @@ park timeout wakes it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
@@ -108,13 +109,36 @@ def _slot_order(st) -> tuple[int, int]:
     return st.port, st.index
 
 
-class _Slot:
-    __slots__ = ("port", "index", "seen", "ideal", "model", "order", "placed", "refused", "origin", "latest", "unread")
+def _changed(arr, seen: list, tags: list | None = None) -> list:
+    """The slots of ``arr`` written since ``seen``, read: ``[(tag, version, message or None, origin,
+    publisher), ...]`` in index order (tag: ``tags[i]``, or ``i`` when tags is None), ``seen`` (the
+    array's write count, -1 before the first look, then the version seen of each watched slot)
+    brought up to date.  The reference of ``_spine.Port.changed``, which the overseer uses on the
+    spine's arrays (held equal by a hypothesis test); this runs on arrays without it (test doubles)."""
+    w = arr.writes()
+    if w == seen[0]:
+        return []  # nothing written since
+    out = []
+    for i in range(len(seen) - 1):
+        if arr.version(i) != seen[i + 1]:
+            v, msg, origin, publisher = arr.latest(i)
+            if v != seen[i + 1]:  # else read back at the version seen after all: not moved
+                seen[i + 1] = v
+                out.append((i if tags is None else tags[i], v, msg, origin, publisher))
+    seen[0] = w
+    return out
 
-    def __init__(self, port: int, index: int, latest=None):
+
+def _decline(ctx, item, now):
+    """``Port.serve`` where requests go to a port without it (test doubles): the Python decides."""
+    return None
+
+
+class _Slot:
+    __slots__ = ("port", "index", "seen", "ideal", "model", "order", "placed", "refused", "origin")
+
+    def __init__(self, port: int, index: int):
         self.port, self.index = port, index
-        self.latest = latest  # the array's latest(i): (version, message, origin, publisher)
-        self.unread = False  # written since the last read: read (Overseer._read) before it is reconciled
         self.seen = 0  # seqlock version last read
         self.ideal: IdealOrder | None = None  # None: no order wanted
         self.model = 0  # the writing model's actor id
@@ -182,9 +206,14 @@ class Overseer(Actor):
         self.venue_rejects: Counter = Counter()  # Reject name -> count
         self.sent: Counter = Counter()  # NEW / CANCEL / AMEND -> count
         self.ports = [getattr(self, p) for p in self.models]
-        self.slots = [[_Slot(m, i, p.array.latest) for i in range(p.size)] for m, p in enumerate(self.ports)]
-        self.seen_writes = [-1] * len(self.ports)
-        self._watch = [(k, p.array, slots) for k, (p, slots) in enumerate(zip(self.ports, self.slots))]
+        self.slots = [[_Slot(m, i) for i in range(p.size)] for m, p in enumerate(self.ports)]
+        # per model: its array's scan (C: Port.changed; else the reference _changed), what was seen
+        # of it (write count, then each slot's version), its slots
+        self._watch = []
+        for p, slots in zip(self.ports, self.slots):
+            port = getattr(p.array, "_port", None)  # the spine's SeqArray: its C port
+            scan = port.changed if port is not None else functools.partial(_changed, p.array)
+            self._watch.append((scan, [-1] + [0] * len(slots), slots))
         self.by_key: dict[tuple[int, int], _Slot] = {}  # (model id, slot) -> slot
         self.dirty: set[_Slot] = set()
         self.refused: set[_Slot] = set()
@@ -199,6 +228,12 @@ class Overseer(Actor):
         self.lost_answers: Counter = Counter()  # action that got no answer -> count
         if hasattr(self.requests, "ring"):  # wired to the spine (not a bare test double)
             self._recover()
+        # the common case of a written slot in C (Port.serve: _read then _reconcile, which it is
+        # held equal to), on what it reads of this overseer (objects kept for its life)
+        port = getattr(self.requests, "port", None)
+        self._serve = port.serve if hasattr(port, "serve") else _decline
+        self._serve_ctx = (self, self.kill_switch, self._adopt, self.by_key, self._terms_of, self.exposure.of,
+                           self._key_ids, self.risk.check, self._track, TERMINAL, _FLAGS, _NEW, _AMEND)
 
     # ------------------------------------------------------------------ restart
     def _recover(self) -> None:
@@ -309,35 +344,45 @@ class Overseer(Actor):
         ks = self.kill_switch
         if ks.path is not None and ks.check(now):
             self._killed()
-        # written: slots whose version moved, in slot order.  Each is read just before it is
-        # reconciled, so the first request goes out before the other slots are read.
-        dirty, written = self.dirty, []
-        for k, arr, slots in self._watch:
-            w = arr.writes()
-            if w == self.seen_writes[k]:
-                continue  # no slot of this model was written since the last pass
-            self.seen_writes[k] = w
-            version = arr.version
-            for st in slots:
-                if version(st.index) != st.seen:
-                    st.unread = True
-                    written.append(st)
+        # written: (slot, version, ideal, origin, writer) of each slot whose version moved, in slot
+        # order, read in one call per model; each is taken in (_read) just before it is reconciled
+        written = ()
+        for scan, seen, slots in self._watch:
+            got = scan(seen, slots)
+            if got:
+                written = got if not written else written + got
+        dirty = self.dirty
         if self.retry_at and now >= self.retry_at:
             self.retry_at = 0
             dirty |= self.refused
         if self.cancel_at and now >= self.cancel_at:
-            written = [st for st in written if self._read(st)]  # _release finds slots by their writer
+            for x in written:  # _release finds slots by their writer: taken in first, redone below
+                self._read(*x)
+                dirty.add(x[0])
+            written = ()
             self._release(now)
         changed = written
         if dirty:
             self.dirty = set()
-            for st in dirty:  # (a loop: cheaper than a set or a generator for the few slots here)
-                if st not in written:  # merge, in a fixed order: deterministic
-                    changed = sorted(dirty.union(written), key=_slot_order)
-                    break
-        for st in changed:
-            if st.unread and not self._read(st) and st not in dirty:
-                continue
+            if written:
+                new = {x[0]: x for x in written}
+                for st in dirty:  # (a loop: cheaper than a set or a generator for the few slots here)
+                    if st not in new:  # merge, in a fixed order: deterministic
+                        changed = [new.get(st) or (st, None, None, 0, 0) for st in
+                                   sorted(dirty.union(new), key=_slot_order)]
+                        break
+            else:
+                changed = [(st, None, None, 0, 0) for st in sorted(dirty, key=_slot_order)]
+        serve, ctx = self._serve, self._serve_ctx
+        for x in changed:
+            st = x[0]
+            if x[1] is not None:  # written: the common case in C, published at once
+                r = serve(ctx, x, now)
+                if r is not None:
+                    if r is not False:
+                        self._served(st, r, now)
+                    continue
+                self._read(*x)
             self._reconcile(st, now)
         if self._asked:
             due = min(self._asked.values())
@@ -353,18 +398,23 @@ class Overseer(Actor):
         self.wakeup = w
         return bool(changed)
 
-    def _read(self, st: _Slot) -> bool:
-        """Read written slot ``st``'s ideal; False if its version had not moved after all."""
-        st.unread = False
-        v, msg, origin, model = st.latest(st.index)
-        if v == st.seen:
-            return False
+    def _read(self, st: _Slot, v: int, msg: IdealOrder | None, origin: int, model: int) -> None:
+        """Take in what written slot ``st`` was read to hold: version, ideal, origin, writer."""
         st.seen, st.origin, st.model = v, origin, model
         st.ideal = msg if msg is not None and msg.size > 0 else None
         self.by_key[(model, st.index)] = st
         if st.order is None and self._adopt:
             st.order = self._adopt.pop((model, st.index), None)  # ours from before a restart
-        return True
+
+    def _served(self, st: _Slot, fields: tuple, now: int) -> None:
+        """What _reconcile does after its _send, for the AMEND or NEW ``Port.serve`` published."""
+        o = self._book(fields, now)
+        if fields[7] == _NEW:
+            st.order = o
+        else:
+            o = st.order
+        o.version = st.placed = st.seen
+        self._clear_refusal(st)
 
     def _sweep(self, now: int) -> None:
         """Requests the venue has not answered in time: cancel (again) what they were about."""
@@ -462,6 +512,10 @@ class Overseer(Actor):
     def _send(self, fields: tuple, now: int, wait: int = 0) -> Order:
         """Publish an OrderRequest (its fields, in order), then book it."""
         self.requests.send(fields)  # first: the bookkeeping below is not on the way to the venue
+        return self._book(fields, now, wait)
+
+    def _book(self, fields: tuple, now: int, wait: int = 0) -> Order:
+        """Book a request just published: the venue's rate window, counts, the order."""
         iid = fields[4]
         t = self._terms_of.get(iid) or self._terms(iid)
         if t is not None and t.venue is not None:
