@@ -355,23 +355,62 @@ fail:
     return NULL;
 }
 
+#include <structmember.h> /* T_OBJECT_EX, READONLY: a __slots__ member */
+
 /* ---- serve: the overseer's common case (Overseer._read + _reconcile are the reference) ---- */
 
 enum { CX_OV, CX_KILL, CX_ADOPT, CX_BY_KEY, CX_TERMS, CX_HELD_BY, CX_KEY_IDS, CX_CHECK, CX_TRACK, CX_TERMINAL,
        CX_FLAGS, CX_NEW, CX_AMEND, CX_N };
 enum { A_REASON, A_ORDER, A_PLACED, A_INDEX, A_SEEN, A_ORIGIN, A_MODEL, A_IDEAL, A_STATUS, A_PENDING, A_VERSION,
        A_INSTRUMENT, A_SIDE, A_FLAGS, A_FILLED, A_FILL_QTY, A_PRICE, A_SIZE, A_VENUE, A_AMEND, A_NO_AMEND,
-       A_ORDER_ID, A_SLOT, A_NEXT_ID, A_N };
+       A_ORDER_ID, A_SLOT, A_NEXT_ID, A_ORDER_MODEL, A_N };
 static const char *attr_names[A_N] = {"reason", "order", "placed", "index", "seen", "origin", "model", "ideal",
                                       "status", "pending", "version", "instrument", "side", "flags", "filled",
                                       "fill_qty", "price", "size", "venue", "amend", "no_amend", "order_id", "slot",
-                                      "next_id"};
+                                      "next_id", "model"};
 static PyObject *attr[A_N], *k_zero, *k_one, *k_minus1;
+/* Each name is read on objects of one class (the overseer's _Slot, Order, _Terms, _Venue): that
+ * class, and where its __slots__ member keeps the value (-1: not a plain member, get/set it the
+ * generic way), found on first use.  Other classes (subclasses too) take the generic way. */
+static PyTypeObject *attr_type[A_N];
+static Py_ssize_t attr_off[A_N];
+
+static Py_ssize_t member_at(PyObject *o, int a) {
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == attr_type[a]) return attr_off[a];
+    if (attr_type[a]) return -1;
+    PyObject *d = _PyType_Lookup(tp, attr[a]); /* borrowed */
+    Py_ssize_t off = -1;
+    if (d && Py_TYPE(d) == &PyMemberDescr_Type) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) off = m->offset;
+    }
+    Py_INCREF(tp); /* kept: the pointer compared stays this class's */
+    attr_type[a] = tp, attr_off[a] = off;
+    return off;
+}
 
 #define DECLINE ((PyObject *)1) /* internal: not the common case, nothing done */
 
-/* obj.name, a new reference (NULL with an exception). */
-static inline PyObject *get(PyObject *o, int a) { return PyObject_GetAttr(o, attr[a]); }
+/* obj.name, a new reference (NULL with an exception), as getattr gives it. */
+static inline PyObject *get(PyObject *o, int a) {
+    Py_ssize_t off = member_at(o, a);
+    if (off >= 0) {
+        PyObject *v = *(PyObject **)((char *)o + off);
+        if (v) return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(o, attr[a]); /* (unset: its AttributeError) */
+}
+
+/* obj.name = v, as setattr does it. */
+static inline int set(PyObject *o, int a, PyObject *v) {
+    Py_ssize_t off = member_at(o, a);
+    if (off < 0) return PyObject_SetAttr(o, attr[a], v);
+    PyObject **p = (PyObject **)((char *)o + off), *old = *p;
+    *p = Py_NewRef(v);
+    Py_XDECREF(old);
+    return 0;
+}
 
 /* 1 if a == b, 0 if not, -1 on an error. */
 static inline int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
@@ -507,7 +546,7 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
     nid = PyNumber_Add(nx, k_one);
     Py_DECREF(nx);
     if (!nid) goto fail;
-    PyObject *om = get(o, A_MODEL), *os = om ? get(o, A_SLOT) : NULL;
+    PyObject *om = get(o, A_ORDER_MODEL), *os = om ? get(o, A_SLOT) : NULL;
     if (!os) {
         Py_XDECREF(om);
         goto fail;
@@ -577,20 +616,20 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* Overseer._read: the slot takes the write in */
     PyObject *key = NULL, *index = get(st, A_INDEX);
-    int bad = !index || PyObject_SetAttr(st, attr[A_SEEN], v) < 0 || PyObject_SetAttr(st, attr[A_ORIGIN], origin) < 0 ||
-              PyObject_SetAttr(st, attr[A_MODEL], model) < 0 || PyObject_SetAttr(st, attr[A_IDEAL], msg) < 0 ||
+    int bad = !index || set(st, A_SEEN, v) < 0 || set(st, A_ORIGIN, origin) < 0 || set(st, A_MODEL, model) < 0 ||
+              set(st, A_IDEAL, msg) < 0 ||
               !(key = PyTuple_Pack(2, model, index)) || PyDict_SetItem(cx[CX_BY_KEY], key, st) < 0 ||
               PyObject_SetAttr(cx[CX_TRACK], s_origin, origin) < 0; /* requests carry the ideal's origin */
     Py_XDECREF(index), Py_XDECREF(key);
     if (!bad && placed_too)
-        bad = PyObject_SetAttr(o, attr[A_VERSION], v) < 0 || PyObject_SetAttr(st, attr[A_PLACED], v) < 0;
+        bad = set(o, A_VERSION, v) < 0 || set(st, A_PLACED, v) < 0;
     Py_DECREF(o);
     if (bad) {
         Py_DECREF(res);
         return NULL;
     }
     if (res == Py_False) return res;
-    if (PyObject_SetAttr(cx[CX_OV], attr[A_NEXT_ID], PyTuple_GET_ITEM(res, 0)) < 0) {
+    if (set(cx[CX_OV], A_NEXT_ID, PyTuple_GET_ITEM(res, 0)) < 0) {
         Py_DECREF(res);
         return NULL;
     }
