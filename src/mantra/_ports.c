@@ -20,10 +20,11 @@
  *     entry, the index when tags is None).  Its reference, built on writes/version/latest, is the
  *     overseer's ``_changed`` (trading/overseer.py); a hypothesis test holds the two equal.
  *   serve(ctx, item, now) -> None, False or the request's fields   (a ring's port: the requests)
- *     the overseer's common case for a slot ``changed`` read, in one call: take the read in and
- *     decide as ``Overseer._read`` then ``_reconcile`` would (trading/overseer.py, the reference),
- *     publishing the AMEND or NEW that decides on; None (nothing done at all) for any other case:
- *     the overseer then runs its Python.  ctx is what Overseer._serve_ctx lists.
+ *     the overseer's common case for a slot ``changed`` read (item: its entry), in one call: take
+ *     the read in and decide as ``Overseer._read`` then ``_reconcile`` would (trading/overseer.py,
+ *     the reference), publishing the AMEND or NEW that decides on; None (nothing done at all) for
+ *     any other case, and for a slot to redo (item (slot, None, ...)): the overseer then runs its
+ *     Python.  ctx is what Overseer._serve_ctx lists.
  */
 
 typedef struct {
@@ -104,6 +105,69 @@ static void Port_dealloc(Port *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+#include <structmember.h> /* T_OBJECT_EX, READONLY: a __slots__ member */
+
+/* Attributes of Python objects read and written from C at their __slots__ member. */
+enum { PA_REASON, PA_ORDER, PA_PLACED, PA_INDEX, PA_SEEN, PA_ORIGIN, PA_MODEL, PA_IDEAL, PA_STATUS, PA_PENDING, PA_VERSION,
+       PA_INSTRUMENT, PA_SIDE, PA_FLAGS, PA_FILLED, PA_FILL_QTY, PA_PRICE, PA_SIZE, PA_VENUE, PA_AMEND, PA_NO_AMEND,
+       PA_ORDER_ID, PA_SLOT, PA_NEXT_ID, PA_ORDER_MODEL, PA_TRACK_ORIGIN, PA_N };
+static const char *attr_names[PA_N] = {"reason", "order", "placed", "index", "seen", "origin", "model", "ideal",
+                                      "status", "pending", "version", "instrument", "side", "flags", "filled",
+                                      "fill_qty", "price", "size", "venue", "amend", "no_amend", "order_id", "slot",
+                                      "next_id", "model", "origin"};
+static PyObject *attr[PA_N], *k_zero, *k_one, *k_minus1;
+/* Each name is read on objects of one class (the process's Tracking; the overseer's _Slot, Order, _Terms, _Venue): that
+ * class, and where its __slots__ member keeps the value (-1: not a plain member, get/set it the
+ * generic way), found on first use.  Other classes (subclasses too) take the generic way. */
+static PyTypeObject *attr_type[PA_N];
+static Py_ssize_t attr_off[PA_N];
+
+static Py_ssize_t member_at(PyObject *o, int a) {
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == attr_type[a]) return attr_off[a];
+    if (attr_type[a]) return -1;
+    PyObject *d = _PyType_Lookup(tp, attr[a]); /* borrowed */
+    Py_ssize_t off = -1;
+    if (d && Py_TYPE(d) == &PyMemberDescr_Type) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) off = m->offset;
+    }
+    Py_INCREF(tp); /* kept: the pointer compared stays this class's */
+    attr_type[a] = tp, attr_off[a] = off;
+    return off;
+}
+
+/* The names interned and the constants made, once: -1 with an exception if they could not be. */
+static int attrs_ready(void) {
+    if (k_minus1) return 0;
+    for (int a = 0; a < PA_N; a++)
+        if (!attr[a] && !(attr[a] = PyUnicode_InternFromString(attr_names[a]))) return -1;
+    if ((!k_zero && !(k_zero = PyLong_FromLong(0))) || (!k_one && !(k_one = PyLong_FromLong(1))) ||
+        !(k_minus1 = PyLong_FromLong(-1)))
+        return -1;
+    return 0;
+}
+
+/* obj.name, a new reference (NULL with an exception), as getattr gives it. */
+static inline PyObject *attr_get(PyObject *o, int a) {
+    Py_ssize_t off = member_at(o, a);
+    if (off >= 0) {
+        PyObject *v = *(PyObject **)((char *)o + off);
+        if (v) return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(o, attr[a]); /* (unset: its AttributeError) */
+}
+
+/* obj.name = v, as setattr does it. */
+static inline int attr_set(PyObject *o, int a, PyObject *v) {
+    Py_ssize_t off = member_at(o, a);
+    if (off < 0) return PyObject_SetAttr(o, attr[a], v);
+    PyObject **p = (PyObject **)((char *)o + off), *old = *p;
+    *p = Py_NewRef(v);
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* An int field's value: ints and anything with __index__ (numpy integers), as struct.pack takes. */
 static int field_int(PyObject *o, int is_signed, int64_t *q, uint64_t *u) {
     PyObject *x = PyLong_Check(o) ? (Py_INCREF(o), o) : PyNumber_Index(o);
@@ -164,7 +228,7 @@ static int pack_fields(Port *self, PyObject *msg, char *buf) {
 static int stamps(Port *self, uint64_t *origin, uint64_t *now) {
     *origin = 0, *now = 0;
     if (self->track) {
-        PyObject *o = PyObject_GetAttr(self->track, s_origin);
+        PyObject *o = attrs_ready() < 0 ? NULL : attr_get(self->track, PA_TRACK_ORIGIN);
         if (!o) return -1;
         *origin = PyLong_AsUnsignedLongLong(o);
         Py_DECREF(o);
@@ -334,14 +398,15 @@ static PyObject *Port_changed(Port *self, PyObject *const *args, Py_ssize_t narg
         }
         PyObject *tag = tags == Py_None ? PyLong_FromSsize_t(i) : (Py_INCREF(PyList_GET_ITEM(tags, i)),
                                                                   PyList_GET_ITEM(tags, i));
-        PyObject *ver = PyLong_FromUnsignedLongLong(v), *t = NULL;
-        if (tag && ver) t = Py_BuildValue("(OOOKI)", tag, ver, msg, (unsigned long long)origin, (unsigned int)publisher);
-        Py_XDECREF(tag);
-        Py_DECREF(msg);
+        PyObject *ver = PyLong_FromUnsignedLongLong(v), *org = PyLong_FromUnsignedLongLong(origin),
+                 *pub = PyLong_FromUnsignedLong(publisher), *t = tag && ver && org && pub ? PyTuple_New(5) : NULL;
         if (!t) {
-            Py_XDECREF(ver);
+            Py_XDECREF(tag), Py_XDECREF(ver), Py_XDECREF(org), Py_XDECREF(pub);
+            Py_DECREF(msg);
             goto fail;
         }
+        PyTuple_SET_ITEM(t, 0, tag), PyTuple_SET_ITEM(t, 1, Py_NewRef(ver)), PyTuple_SET_ITEM(t, 2, msg);
+        PyTuple_SET_ITEM(t, 3, org), PyTuple_SET_ITEM(t, 4, pub);
         PyList_SetItem(seen, i + 1, ver); /* takes our reference */
         int bad = PyList_Append(out, t);
         Py_DECREF(t);
@@ -355,65 +420,14 @@ fail:
     return NULL;
 }
 
-#include <structmember.h> /* T_OBJECT_EX, READONLY: a __slots__ member */
-
 /* ---- serve: the overseer's common case (Overseer._read + _reconcile are the reference) ---- */
 
-enum { CX_OV, CX_KILL, CX_ADOPT, CX_BY_KEY, CX_TERMS, CX_HELD_BY, CX_KEY_IDS, CX_CHECK, CX_TRACK, CX_TERMINAL,
-       CX_FLAGS, CX_NEW, CX_AMEND, CX_N };
-enum { A_REASON, A_ORDER, A_PLACED, A_INDEX, A_SEEN, A_ORIGIN, A_MODEL, A_IDEAL, A_STATUS, A_PENDING, A_VERSION,
-       A_INSTRUMENT, A_SIDE, A_FLAGS, A_FILLED, A_FILL_QTY, A_PRICE, A_SIZE, A_VENUE, A_AMEND, A_NO_AMEND,
-       A_ORDER_ID, A_SLOT, A_NEXT_ID, A_ORDER_MODEL, A_N };
-static const char *attr_names[A_N] = {"reason", "order", "placed", "index", "seen", "origin", "model", "ideal",
-                                      "status", "pending", "version", "instrument", "side", "flags", "filled",
-                                      "fill_qty", "price", "size", "venue", "amend", "no_amend", "order_id", "slot",
-                                      "next_id", "model"};
-static PyObject *attr[A_N], *k_zero, *k_one, *k_minus1;
-/* Each name is read on objects of one class (the overseer's _Slot, Order, _Terms, _Venue): that
- * class, and where its __slots__ member keeps the value (-1: not a plain member, get/set it the
- * generic way), found on first use.  Other classes (subclasses too) take the generic way. */
-static PyTypeObject *attr_type[A_N];
-static Py_ssize_t attr_off[A_N];
-
-static Py_ssize_t member_at(PyObject *o, int a) {
-    PyTypeObject *tp = Py_TYPE(o);
-    if (tp == attr_type[a]) return attr_off[a];
-    if (attr_type[a]) return -1;
-    PyObject *d = _PyType_Lookup(tp, attr[a]); /* borrowed */
-    Py_ssize_t off = -1;
-    if (d && Py_TYPE(d) == &PyMemberDescr_Type) {
-        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-        if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) off = m->offset;
-    }
-    Py_INCREF(tp); /* kept: the pointer compared stays this class's */
-    attr_type[a] = tp, attr_off[a] = off;
-    return off;
-}
-
+enum { PCX_OV, PCX_KILL, PCX_ADOPT, PCX_BY_KEY, PCX_TERMS, PCX_HELD_BY, PCX_KEY_IDS, PCX_CHECK, PCX_TRACK, PCX_TERMINAL,
+       PCX_FLAGS, PCX_NEW, PCX_AMEND, PCX_N };
 #define DECLINE ((PyObject *)1) /* internal: not the common case, nothing done */
 
-/* obj.name, a new reference (NULL with an exception), as getattr gives it. */
-static inline PyObject *get(PyObject *o, int a) {
-    Py_ssize_t off = member_at(o, a);
-    if (off >= 0) {
-        PyObject *v = *(PyObject **)((char *)o + off);
-        if (v) return Py_NewRef(v);
-    }
-    return PyObject_GetAttr(o, attr[a]); /* (unset: its AttributeError) */
-}
-
-/* obj.name = v, as setattr does it. */
-static inline int set(PyObject *o, int a, PyObject *v) {
-    Py_ssize_t off = member_at(o, a);
-    if (off < 0) return PyObject_SetAttr(o, attr[a], v);
-    PyObject **p = (PyObject **)((char *)o + off), *old = *p;
-    *p = Py_NewRef(v);
-    Py_XDECREF(old);
-    return 0;
-}
-
 /* 1 if a == b, 0 if not, -1 on an error. */
-static inline int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
+static inline int obj_eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
 
 /* The decision for slot st read as (v, msg, origin, model) when it is the common case: DECLINE, or
  * Py_False (nothing to send; *placed_too: the order already matches, so o.version and st.placed
@@ -424,49 +438,49 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
              *size = NULL, *mine = NULL, *why = NULL, *nid = NULL, *flags = NULL;
     int r;
     *order = NULL, *placed_too = 0;
-    if (PyDict_GET_SIZE(cx[CX_ADOPT])) return DECLINE; /* orders from before a restart wait for their slots */
+    if (PyDict_GET_SIZE(cx[PCX_ADOPT])) return DECLINE; /* orders from before a restart wait for their slots */
     if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != 5) return DECLINE; /* no ideal (None): cancel or clear */
     PyObject *price = PyTuple_GET_ITEM(msg, 0), *isize = PyTuple_GET_ITEM(msg, 1),
              *iid = PyTuple_GET_ITEM(msg, 2), *side = PyTuple_GET_ITEM(msg, 3), *iflags = PyTuple_GET_ITEM(msg, 4);
     if (!PyLong_Check(isize) || _PyLong_Sign(isize) <= 0) return DECLINE; /* size 0: no order wanted */
-    if (!(x = get(cx[CX_KILL], A_REASON))) return NULL;
+    if (!(x = attr_get(cx[PCX_KILL], PA_REASON))) return NULL;
     r = PyObject_IsTrue(x);
     Py_CLEAR(x);
     if (r) return r < 0 ? NULL : DECLINE; /* killed */
-    if (!(o = get(st, A_ORDER))) return NULL;
+    if (!(o = attr_get(st, PA_ORDER))) return NULL;
     if (o == Py_None) { /* no order: a NEW, unless this write was placed already */
-        if (!(x = get(st, A_PLACED))) goto fail;
-        if ((r = eq(x, v)) < 0) goto fail;
+        if (!(x = attr_get(st, PA_PLACED))) goto fail;
+        if ((r = obj_eq(x, v)) < 0) goto fail;
         if (r) {
             res = Py_False;
             goto done;
         }
-        if (!(flags = PyNumber_And(iflags, cx[CX_FLAGS]))) goto fail;
+        if (!(flags = PyNumber_And(iflags, cx[PCX_FLAGS]))) goto fail;
         PyObject *args[10] = {iid, side, price, isize, k_zero, k_zero, NULL, k_zero,
                               k_zero, now};
         args[6] = k_minus1;
-        if (!(why = PyObject_Vectorcall(cx[CX_CHECK], args, 10, NULL))) goto fail;
+        if (!(why = PyObject_Vectorcall(cx[PCX_CHECK], args, 10, NULL))) goto fail;
         if (!PyLong_Check(why) || PyLong_AsLong(why) != 0) goto decline; /* refused, or the reference decides */
         Py_CLEAR(x);
-        if (!(x = get(cx[CX_OV], A_NEXT_ID))) goto fail;
+        if (!(x = attr_get(cx[PCX_OV], PA_NEXT_ID))) goto fail;
         if (!(nid = PyNumber_Add(x, k_one))) goto fail;
-        if (!(z = get(st, A_INDEX))) goto fail;
-        res = PyTuple_Pack(10, nid, k_zero, price, isize, iid, model, z, cx[CX_NEW], side, flags);
+        if (!(z = attr_get(st, PA_INDEX))) goto fail;
+        res = PyTuple_Pack(10, nid, k_zero, price, isize, iid, model, z, cx[PCX_NEW], side, flags);
         goto done;
     }
-    if (!(x = get(o, A_STATUS))) goto fail;
-    if ((r = PySet_Contains(cx[CX_TERMINAL], x)) < 0) goto fail;
+    if (!(x = attr_get(o, PA_STATUS))) goto fail;
+    if ((r = PySet_Contains(cx[PCX_TERMINAL], x)) < 0) goto fail;
     if (r) goto decline; /* finished: the slot is free */
     Py_CLEAR(x);
-    if (!(x = get(o, A_PENDING))) goto fail;
+    if (!(x = attr_get(o, PA_PENDING))) goto fail;
     if ((r = PyObject_IsTrue(x)) < 0) goto fail;
     if (r) { /* wait for the venue's answer */
         res = Py_False;
         goto done;
     }
     Py_CLEAR(x);
-    if (!(x = get(o, A_VERSION))) goto fail;
-    if ((r = eq(x, v)) < 0) goto fail;
+    if (!(x = attr_get(o, PA_VERSION))) goto fail;
+    if ((r = obj_eq(x, v)) < 0) goto fail;
     if (r) {
         res = Py_False;
         goto done;
@@ -475,27 +489,27 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
 #define SAME(A, mine_)                                   \
     do {                                                 \
         Py_CLEAR(x);                                     \
-        if (!(x = get(o, A))) goto fail;                 \
-        if ((r = eq(mine_, x)) < 0) goto fail;           \
+        if (!(x = attr_get(o, A))) goto fail;                 \
+        if ((r = obj_eq(mine_, x)) < 0) goto fail;           \
         if (!r) goto decline;                            \
     } while (0)
-    SAME(A_INSTRUMENT, iid);
-    SAME(A_SIDE, side);
-    if (!(flags = PyNumber_And(iflags, cx[CX_FLAGS]))) goto fail;
-    SAME(A_FLAGS, flags); /* another order wanted: cancel, then the NEW */
+    SAME(PA_INSTRUMENT, iid);
+    SAME(PA_SIDE, side);
+    if (!(flags = PyNumber_And(iflags, cx[PCX_FLAGS]))) goto fail;
+    SAME(PA_FLAGS, flags); /* another order wanted: cancel, then the NEW */
     Py_CLEAR(x);
-    if (!(x = get(o, A_FILLED)) || !(y = get(o, A_FILL_QTY))) goto fail;
+    if (!(x = attr_get(o, PA_FILLED)) || !(y = attr_get(o, PA_FILL_QTY))) goto fail;
     if ((r = PyObject_RichCompareBool(x, y, Py_GT)) < 0) goto fail;
     done = r ? x : y;
     Py_INCREF(done);
     Py_CLEAR(x);
     Py_CLEAR(y);
-    if (!(x = get(o, A_PRICE))) goto fail;
-    if ((r = eq(price, x)) < 0) goto fail;
+    if (!(x = attr_get(o, PA_PRICE))) goto fail;
+    if ((r = obj_eq(price, x)) < 0) goto fail;
     if (r) {
         Py_CLEAR(x);
-        if (!(x = get(o, A_SIZE)) || !(y = PyNumber_Subtract(x, done))) goto fail;
-        if ((r = eq(isize, y)) < 0) goto fail;
+        if (!(x = attr_get(o, PA_SIZE)) || !(y = PyNumber_Subtract(x, done))) goto fail;
+        if ((r = obj_eq(isize, y)) < 0) goto fail;
         if (r) { /* as placed: this write is served by it */
             *placed_too = 1;
             res = Py_False;
@@ -504,54 +518,54 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
         Py_CLEAR(y);
     }
     Py_CLEAR(x);
-    if (!(x = get(o, A_INSTRUMENT))) goto fail;
-    t = PyDict_GetItemWithError(cx[CX_TERMS], x); /* borrowed */
+    if (!(x = attr_get(o, PA_INSTRUMENT))) goto fail;
+    t = PyDict_GetItemWithError(cx[PCX_TERMS], x); /* borrowed */
     if (!t) {
         if (PyErr_Occurred()) goto fail;
         goto decline; /* terms not made yet: the reference makes them */
     }
-    if (!(venue = get(t, A_VENUE))) goto fail;
+    if (!(venue = attr_get(t, PA_VENUE))) goto fail;
     if (venue == Py_None) goto decline;
     Py_CLEAR(y);
-    if (!(y = get(venue, A_AMEND))) goto fail;
+    if (!(y = attr_get(venue, PA_AMEND))) goto fail;
     if ((r = PyObject_IsTrue(y)) < 0) goto fail;
     if (!r) goto decline; /* no amend there: cancel, then the NEW */
     Py_CLEAR(y);
-    if (!(y = get(o, A_NO_AMEND))) goto fail;
+    if (!(y = attr_get(o, PA_NO_AMEND))) goto fail;
     if ((r = PyObject_IsTrue(y)) < 0) goto fail;
     if (r) goto decline;
     Py_CLEAR(y);
     if (!(size = PyNumber_Add(done, isize))) goto fail;
     PyObject *oid = NULL, *fill = NULL;
-    if (!(z = get(o, A_ORDER_ID))) goto fail;
+    if (!(z = attr_get(o, PA_ORDER_ID))) goto fail;
     oid = z;
-    mine = PyDict_GetItemWithError(cx[CX_HELD_BY], oid); /* borrowed: (instrument, side, qty, key, held) */
+    mine = PyDict_GetItemWithError(cx[PCX_HELD_BY], oid); /* borrowed: (instrument, side, qty, key, held) */
     if (!mine && PyErr_Occurred()) goto fail;
-    if (!(y = get(o, A_FILL_QTY))) goto fail;
+    if (!(y = attr_get(o, PA_FILL_QTY))) goto fail;
     fill = y;
     PyObject *args[10] = {x, side, price, size, k_zero, k_zero, NULL, k_zero, fill,
                           now};
     PyObject *kid = NULL;
     if (mine) {
         if (!PyTuple_Check(mine) || PyTuple_GET_SIZE(mine) != 5) goto decline;
-        kid = PyDict_GetItemWithError(cx[CX_KEY_IDS], PyTuple_GET_ITEM(mine, 3));
+        kid = PyDict_GetItemWithError(cx[PCX_KEY_IDS], PyTuple_GET_ITEM(mine, 3));
         if (!kid && PyErr_Occurred()) goto fail;
         args[4] = PyTuple_GET_ITEM(mine, 1), args[5] = PyTuple_GET_ITEM(mine, 2), args[7] = PyTuple_GET_ITEM(mine, 4);
     }
     args[6] = kid ? kid : k_minus1;
-    if (!(why = PyObject_Vectorcall(cx[CX_CHECK], args, 10, NULL))) goto fail;
+    if (!(why = PyObject_Vectorcall(cx[PCX_CHECK], args, 10, NULL))) goto fail;
     if (!PyLong_Check(why) || PyLong_AsLong(why) != 0) goto decline;
-    PyObject *nx = get(cx[CX_OV], A_NEXT_ID);
+    PyObject *nx = attr_get(cx[PCX_OV], PA_NEXT_ID);
     if (!nx) goto fail;
     nid = PyNumber_Add(nx, k_one);
     Py_DECREF(nx);
     if (!nid) goto fail;
-    PyObject *om = get(o, A_ORDER_MODEL), *os = om ? get(o, A_SLOT) : NULL;
+    PyObject *om = attr_get(o, PA_ORDER_MODEL), *os = om ? attr_get(o, PA_SLOT) : NULL;
     if (!os) {
         Py_XDECREF(om);
         goto fail;
     }
-    res = PyTuple_Pack(10, nid, oid, price, size, x, om, os, cx[CX_AMEND], side, flags);
+    res = PyTuple_Pack(10, nid, oid, price, size, x, om, os, cx[PCX_AMEND], side, flags);
     Py_DECREF(om), Py_DECREF(os);
     goto done;
 decline:
@@ -580,18 +594,12 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "serve: this port is an array's");
         return NULL;
     }
-    if (!k_minus1) {
-        for (int a = 0; a < A_N; a++)
-            if (!attr[a] && !(attr[a] = PyUnicode_InternFromString(attr_names[a]))) return NULL;
-        if ((!k_zero && !(k_zero = PyLong_FromLong(0))) || (!k_one && !(k_one = PyLong_FromLong(1))) ||
-            !(k_minus1 = PyLong_FromLong(-1)))
-            return NULL;
-    }
+    if (attrs_ready() < 0) return NULL;
     PyObject *ctx = args[0], *item = args[1], *now = args[2];
-    if (!PyTuple_Check(ctx) || PyTuple_GET_SIZE(ctx) != CX_N || !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_ADOPT)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_BY_KEY)) || !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_TERMS)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_HELD_BY)) || !PyDict_Check(PyTuple_GET_ITEM(ctx, CX_KEY_IDS)) ||
-        !PyAnySet_Check(PyTuple_GET_ITEM(ctx, CX_TERMINAL))) {
+    if (!PyTuple_Check(ctx) || PyTuple_GET_SIZE(ctx) != PCX_N || !PyDict_Check(PyTuple_GET_ITEM(ctx, PCX_ADOPT)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ctx, PCX_BY_KEY)) || !PyDict_Check(PyTuple_GET_ITEM(ctx, PCX_TERMS)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ctx, PCX_HELD_BY)) || !PyDict_Check(PyTuple_GET_ITEM(ctx, PCX_KEY_IDS)) ||
+        !PyAnySet_Check(PyTuple_GET_ITEM(ctx, PCX_TERMINAL))) {
         PyErr_SetString(PyExc_TypeError, "serve: ctx is the overseer's (Overseer._serve_ctx)");
         return NULL;
     }
@@ -599,6 +607,7 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "serve: item is (slot, version, msg, origin, publisher)");
         return NULL;
     }
+    if (PyTuple_GET_ITEM(item, 1) == Py_None) Py_RETURN_NONE; /* a slot to redo, not written: the reference's */
     Writer *w = (Writer *)self->target;
     OPEN(&w->m, NULL);
     PyObject **cx = &PyTuple_GET_ITEM(ctx, 0);
@@ -615,21 +624,21 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     /* Overseer._read: the slot takes the write in */
-    PyObject *key = NULL, *index = get(st, A_INDEX);
-    int bad = !index || set(st, A_SEEN, v) < 0 || set(st, A_ORIGIN, origin) < 0 || set(st, A_MODEL, model) < 0 ||
-              set(st, A_IDEAL, msg) < 0 ||
-              !(key = PyTuple_Pack(2, model, index)) || PyDict_SetItem(cx[CX_BY_KEY], key, st) < 0 ||
-              PyObject_SetAttr(cx[CX_TRACK], s_origin, origin) < 0; /* requests carry the ideal's origin */
+    PyObject *key = NULL, *index = attr_get(st, PA_INDEX);
+    int bad = !index || attr_set(st, PA_SEEN, v) < 0 || attr_set(st, PA_ORIGIN, origin) < 0 || attr_set(st, PA_MODEL, model) < 0 ||
+              attr_set(st, PA_IDEAL, msg) < 0 ||
+              !(key = PyTuple_Pack(2, model, index)) || PyDict_SetItem(cx[PCX_BY_KEY], key, st) < 0 ||
+              attr_set(cx[PCX_TRACK], PA_TRACK_ORIGIN, origin) < 0; /* requests carry the ideal's origin */
     Py_XDECREF(index), Py_XDECREF(key);
     if (!bad && placed_too)
-        bad = set(o, A_VERSION, v) < 0 || set(st, A_PLACED, v) < 0;
+        bad = attr_set(o, PA_VERSION, v) < 0 || attr_set(st, PA_PLACED, v) < 0;
     Py_DECREF(o);
     if (bad) {
         Py_DECREF(res);
         return NULL;
     }
     if (res == Py_False) return res;
-    if (set(cx[CX_OV], A_NEXT_ID, PyTuple_GET_ITEM(res, 0)) < 0) {
+    if (attr_set(cx[PCX_OV], PA_NEXT_ID, PyTuple_GET_ITEM(res, 0)) < 0) {
         Py_DECREF(res);
         return NULL;
     }

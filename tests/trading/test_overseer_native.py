@@ -204,9 +204,8 @@ def test_the_native_path_serves_the_common_case():
     ov.loop()
     assert calls[-1] is False  # in flight: taken in, nothing sent
     ov.on_updates(upd(OrderRequest(0, new.order_id, 9990, 500, BTC, 11, 0, int(A.AMEND), 1, 0), S.OPEN))
-    n = len(calls)
     ov.loop()  # redone from the answer: the reference's path
-    assert len(calls) == n and ov.sent["AMEND"] == 2 and ov.orders.get(new.order_id).target == (9980, 500)
+    assert calls[-1] is None and ov.sent["AMEND"] == 2 and ov.orders.get(new.order_id).target == (9980, 500)
     arrays[1].write(1, IdealOrder(10010, 300, BTC, -1, 0), 80, 12)
     ov.loop()
     assert calls[-1][7] == A.NEW and calls[-1][4:7] == (BTC, 12, 1) and ov.slots[1][1].order.order_id == calls[-1][0]

@@ -213,7 +213,9 @@ class Overseer(Actor):
         for p, slots in zip(self.ports, self.slots):
             port = getattr(p.array, "_port", None)  # the spine's SeqArray: its C port
             scan = port.changed if port is not None else functools.partial(_changed, p.array)
-            self._watch.append((scan, [-1] + [0] * len(slots), slots))
+            self._watch.append(functools.partial(scan, [-1] + [0] * len(slots), slots))
+        if len(self._watch) == 1:
+            self._scan = self._watch[0]  # one model: its scan is the pass's, no loop
         self.by_key: dict[tuple[int, int], _Slot] = {}  # (model id, slot) -> slot
         self.dirty: set[_Slot] = set()
         self.refused: set[_Slot] = set()
@@ -341,49 +343,23 @@ class Overseer(Actor):
     # ------------------------------------------------------------------ the pass
     def loop(self) -> bool:
         now = self.clock.now()
-        ks = self.kill_switch
-        if ks.path is not None and ks.check(now):
+        if self.kill_switch.path is not None and self.kill_switch.check(now):
             self._killed()
         # written: (slot, version, ideal, origin, writer) of each slot whose version moved, in slot
         # order, read in one call per model; each is taken in (_read) just before it is reconciled
-        written = ()
-        for scan, seen, slots in self._watch:
-            got = scan(seen, slots)
-            if got:
-                written = got if not written else written + got
-        dirty = self.dirty
-        if self.retry_at and now >= self.retry_at:
-            self.retry_at = 0
-            dirty |= self.refused
-        if self.cancel_at and now >= self.cancel_at:
-            for x in written:  # _release finds slots by their writer: taken in first, redone below
-                self._read(*x)
-                dirty.add(x[0])
-            written = ()
-            self._release(now)
-        changed = written
-        if dirty:
-            self.dirty = set()
-            if written:
-                new = {x[0]: x for x in written}
-                for st in dirty:  # (a loop: cheaper than a set or a generator for the few slots here)
-                    if st not in new:  # merge, in a fixed order: deterministic
-                        changed = [new.get(st) or (st, None, None, 0, 0) for st in
-                                   sorted(dirty.union(new), key=_slot_order)]
-                        break
-            else:
-                changed = [(st, None, None, 0, 0) for st in sorted(dirty, key=_slot_order)]
+        written = self._scan()
+        # with slots to redo, or timers: merged with what was written, in slot order
+        changed = self._merge(now, written) if self.dirty or self.retry_at or self.cancel_at else written
         serve, ctx = self._serve, self._serve_ctx
         for x in changed:
-            st = x[0]
-            if x[1] is not None:  # written: the common case in C, published at once
-                r = serve(ctx, x, now)
-                if r is not None:
-                    if r is not False:
-                        self._served(st, r, now)
-                    continue
-                self._read(*x)
-            self._reconcile(st, now)
+            r = serve(ctx, x, now)  # a written slot's common case, published at once
+            if r is None:  # the rest: in Python
+                st = x[0]
+                if x[1] is not None:
+                    self._read(*x)
+                self._reconcile(st, now)
+            elif r is not False:
+                self._served(x[0], r, now)
         if self._asked:
             due = min(self._asked.values())
             if now >= due:
@@ -397,6 +373,40 @@ class Overseer(Actor):
                 w = min(w, x) if w else x
         self.wakeup = w
         return bool(changed)
+
+    def _scan(self) -> list:
+        """What every model wrote since the last pass, read: its _watch scans' lists, in order."""
+        written = []
+        for scan in self._watch:
+            got = scan()
+            if got:
+                written += got
+        return written
+
+    def _merge(self, now: int, written: list) -> list:
+        """The pass's slots: ``written`` (as _scan gives them) and those to redo (answered,
+        refused and due again, held cancels released), each once, in slot order; a slot to redo
+        only is ``(slot, None, None, 0, 0)``."""
+        dirty = self.dirty
+        if self.retry_at and now >= self.retry_at:
+            self.retry_at = 0
+            dirty |= self.refused
+        if self.cancel_at and now >= self.cancel_at:
+            for x in written:  # _release finds slots by their writer: taken in first, redone below
+                self._read(*x)
+                dirty.add(x[0])
+            written = ()
+            self._release(now)
+        if not dirty:
+            return written
+        self.dirty = set()
+        if not written:
+            return [(st, None, None, 0, 0) for st in sorted(dirty, key=_slot_order)]
+        new = {x[0]: x for x in written}
+        for st in dirty:  # (a loop: cheaper than a set or a generator for the few slots here)
+            if st not in new:  # merge, in a fixed order: deterministic
+                return [new.get(st) or (st, None, None, 0, 0) for st in sorted(dirty.union(new), key=_slot_order)]
+        return written
 
     def _read(self, st: _Slot, v: int, msg: IdealOrder | None, origin: int, model: int) -> None:
         """Take in what written slot ``st`` was read to hold: version, ideal, origin, writer."""
