@@ -108,17 +108,18 @@ static void Port_dealloc(Port *self) {
 #include <structmember.h> /* T_OBJECT_EX, READONLY: a __slots__ member */
 
 /* Attributes of Python objects read and written from C at their __slots__ member. */
-enum { PA_REASON, PA_ORDER, PA_PLACED, PA_INDEX, PA_SEEN, PA_ORIGIN, PA_MODEL, PA_IDEAL, PA_STATUS, PA_PENDING, PA_VERSION,
-       PA_INSTRUMENT, PA_SIDE, PA_FLAGS, PA_FILLED, PA_FILL_QTY, PA_PRICE, PA_SIZE, PA_VENUE, PA_AMEND, PA_NO_AMEND,
-       PA_ORDER_ID, PA_SLOT, PA_NEXT_ID, PA_ORDER_MODEL, PA_TRACK_ORIGIN, PA_N };
+enum { PA_REASON, PA_ORDER, PA_PLACED, PA_INDEX, PA_SEEN, PA_ORIGIN, PA_MODEL, PA_IDEAL, PA_STATUS, PA_PENDING,
+       PA_VERSION, PA_INSTRUMENT, PA_SIDE, PA_FLAGS, PA_FILLED, PA_FILL_QTY, PA_PRICE, PA_SIZE, PA_VENUE, PA_AMEND,
+       PA_NO_AMEND, PA_ORDER_ID, PA_SLOT, PA_NEXT_ID, PA_ORDER_MODEL, PA_TRACK_ORIGIN, PA_N };
 static const char *attr_names[PA_N] = {"reason", "order", "placed", "index", "seen", "origin", "model", "ideal",
                                       "status", "pending", "version", "instrument", "side", "flags", "filled",
                                       "fill_qty", "price", "size", "venue", "amend", "no_amend", "order_id", "slot",
                                       "next_id", "model", "origin"};
 static PyObject *attr[PA_N], *k_zero, *k_one, *k_minus1;
-/* Each name is read on objects of one class (the process's Tracking; the overseer's _Slot, Order, _Terms, _Venue): that
- * class, and where its __slots__ member keeps the value (-1: not a plain member, get/set it the
- * generic way), found on first use.  Other classes (subclasses too) take the generic way. */
+/* Each name is read on objects of one class (the process's Tracking; the overseer's _Slot, Order,
+ * _Terms, _Venue): that class, and where its __slots__ member keeps the value (-1: not a plain
+ * member, get/set it the generic way), found on first use.  Other classes (subclasses too) take the
+ * generic way. */
 static PyTypeObject *attr_type[PA_N];
 static Py_ssize_t attr_off[PA_N];
 
@@ -456,9 +457,7 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
             goto done;
         }
         if (!(flags = PyNumber_And(iflags, cx[PCX_FLAGS]))) goto fail;
-        PyObject *args[10] = {iid, side, price, isize, k_zero, k_zero, NULL, k_zero,
-                              k_zero, now};
-        args[6] = k_minus1;
+        PyObject *args[10] = {iid, side, price, isize, k_zero, k_zero, k_minus1, k_zero, k_zero, now};
         if (!(why = PyObject_Vectorcall(cx[PCX_CHECK], args, 10, NULL))) goto fail;
         if (!PyLong_Check(why) || PyLong_AsLong(why) != 0) goto decline; /* refused, or the reference decides */
         Py_CLEAR(x);
@@ -486,12 +485,12 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
         goto done;
     }
     Py_CLEAR(x);
-#define SAME(A, mine_)                                   \
-    do {                                                 \
-        Py_CLEAR(x);                                     \
-        if (!(x = attr_get(o, A))) goto fail;                 \
-        if ((r = obj_eq(mine_, x)) < 0) goto fail;           \
-        if (!r) goto decline;                            \
+#define SAME(A, mine_)                           \
+    do {                                         \
+        Py_CLEAR(x);                             \
+        if (!(x = attr_get(o, A))) goto fail;    \
+        if ((r = obj_eq(mine_, x)) < 0) goto fail; \
+        if (!r) goto decline;                    \
     } while (0)
     SAME(PA_INSTRUMENT, iid);
     SAME(PA_SIDE, side);
@@ -543,8 +542,7 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
     if (!mine && PyErr_Occurred()) goto fail;
     if (!(y = attr_get(o, PA_FILL_QTY))) goto fail;
     fill = y;
-    PyObject *args[10] = {x, side, price, size, k_zero, k_zero, NULL, k_zero, fill,
-                          now};
+    PyObject *args[10] = {x, side, price, size, k_zero, k_zero, NULL, k_zero, fill, now};
     PyObject *kid = NULL;
     if (mine) {
         if (!PyTuple_Check(mine) || PyTuple_GET_SIZE(mine) != 5) goto decline;
@@ -607,7 +605,7 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "serve: item is (slot, version, msg, origin, publisher)");
         return NULL;
     }
-    if (PyTuple_GET_ITEM(item, 1) == Py_None) Py_RETURN_NONE; /* a slot to redo, not written: the reference's */
+    if (PyTuple_GET_ITEM(item, 1) == Py_None) Py_RETURN_NONE; /* a slot to redo, not written: the Python's */
     Writer *w = (Writer *)self->target;
     OPEN(&w->m, NULL);
     PyObject **cx = &PyTuple_GET_ITEM(ctx, 0);
@@ -625,8 +623,8 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* Overseer._read: the slot takes the write in */
     PyObject *key = NULL, *index = attr_get(st, PA_INDEX);
-    int bad = !index || attr_set(st, PA_SEEN, v) < 0 || attr_set(st, PA_ORIGIN, origin) < 0 || attr_set(st, PA_MODEL, model) < 0 ||
-              attr_set(st, PA_IDEAL, msg) < 0 ||
+    int bad = !index || attr_set(st, PA_SEEN, v) < 0 || attr_set(st, PA_ORIGIN, origin) < 0 ||
+              attr_set(st, PA_MODEL, model) < 0 || attr_set(st, PA_IDEAL, msg) < 0 ||
               !(key = PyTuple_Pack(2, model, index)) || PyDict_SetItem(cx[PCX_BY_KEY], key, st) < 0 ||
               attr_set(cx[PCX_TRACK], PA_TRACK_ORIGIN, origin) < 0; /* requests carry the ideal's origin */
     Py_XDECREF(index), Py_XDECREF(key);

@@ -5,6 +5,9 @@ get the same writes and the same venue answers in any order and must publish the
 (fields, origin, publisher, time) and keep the same state, slot by slot."""
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 from hypothesis import settings
@@ -67,12 +70,10 @@ def _slots(ov):
 class NativeVsReference(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        import tempfile
-        from pathlib import Path
-
         self.dir = Path(tempfile.mkdtemp(prefix="ovnative"))
         self.clock = Clock(1_000_000_000)
-        self.arrays = [SeqArray.create(self.dir / "m1", IdealOrder, 3), SeqArray.create(self.dir / "m2", IdealOrder, 2)]
+        self.arrays = [SeqArray.create(self.dir / "m1", IdealOrder, 3),
+                       SeqArray.create(self.dir / "m2", IdealOrder, 2)]
         self.rings = [Ring.create(self.dir / q, OrderRequest, 1 << 12) for q in ("fast", "ref")]
         self.readers = [r.reader("", start=0, register=False) for r in self.rings]
         self.fast = _overseer(self.arrays, self.rings[0], self.clock, True)
@@ -83,6 +84,7 @@ class NativeVsReference(RuleBasedStateMachine):
     def teardown(self):
         for x in self.arrays + self.rings:
             x.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def _both(self, f):
         f(self.fast)
@@ -121,8 +123,8 @@ class NativeVsReference(RuleBasedStateMachine):
         self.sent += [OrderRequest._make(OrderRequest.STRUCT.unpack_from(r, 24)) for r, _ in got[1]]
 
     @precondition(lambda self: self.sent)
-    @rule(k=st.integers(0, 50), what=st.sampled_from(["ack", "open", "open", "open", "fill", "partial", "cancelled", "rejected",
-                                                       "cancel_rejected", "drop"]))
+    @rule(k=st.integers(0, 50), what=st.sampled_from(["ack", "open", "open", "open", "fill", "partial", "cancelled",
+                                                       "rejected", "cancel_rejected", "drop"]))
     def answer(self, k, what):
         r = self.sent.pop(k % len(self.sent))
         if what == "drop":
@@ -177,13 +179,10 @@ NativeVsReference.TestCase.settings = settings(max_examples=150, stateful_step_c
 test_native_is_the_reference = NativeVsReference.TestCase
 
 
-def test_the_native_path_serves_the_common_case():
+def test_the_native_path_serves_the_common_case(tmp_path):
     """The common case is served in C, the rest declined to the reference: an AMEND and a NEW are
     published by ``serve``; a slot with a request in flight is only taken in."""
-    import tempfile
-    from pathlib import Path
-
-    d = Path(tempfile.mkdtemp(prefix="ovnative"))
+    d = tmp_path
     clock = Clock(1_000_000_000)
     arrays = [SeqArray.create(d / "m1", IdealOrder, 3), SeqArray.create(d / "m2", IdealOrder, 2)]
     ring = Ring.create(d / "q", OrderRequest, 64)
