@@ -19,10 +19,11 @@
  *     read as latest(index) gives them, in index order, seen brought up to date (tags[index] in each
  *     entry, the index when tags is None).  Its reference, built on writes/version/latest, is the
  *     overseer's ``_changed`` (trading/overseer.py); a hypothesis test holds the two equal.
- *   serve(ctx, item, now) -> None, False or the request's fields   (a ring's port: the requests)
+ *   serve(ctx, item, now) -> None, False, a refusal or the request's fields   (a ring's port: requests)
  *     the overseer's common case for a slot ``changed`` read (item: its entry), in one call: take
  *     the read in and decide as ``Overseer._read`` then ``_reconcile`` would (trading/overseer.py,
- *     the reference), publishing the AMEND or NEW that decides on; None (nothing done at all) for
+ *     the reference), publishing the AMEND or NEW that decides on (or giving the check's refusal of
+ *     it, an int, for the overseer to record); None (nothing done at all) for
  *     any other case, and for a slot to redo (item (slot, None, ...)): the overseer then runs its
  *     Python.  ctx is what Overseer._serve_ctx lists.
  */
@@ -430,9 +431,16 @@ enum { PCX_OV, PCX_KILL, PCX_ADOPT, PCX_BY_KEY, PCX_TERMS, PCX_HELD_BY, PCX_KEY_
 /* 1 if a == b, 0 if not, -1 on an error. */
 static inline int obj_eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
 
+/* What the C check (_risk.Risk.check) answered: 0 passed, 1 refused, -1 the reference decides. */
+static inline int refused(PyObject *why) {
+    long w = PyLong_Check(why) ? PyLong_AsLong(why) : -1;
+    return w < 0 ? -1 : w > 0; /* (an error: -1, cleared with the decline) */
+}
+
 /* The decision for slot st read as (v, msg, origin, model) when it is the common case: DECLINE, or
  * Py_False (nothing to send; *placed_too: the order already matches, so o.version and st.placed
- * become v) or the request's fields (a new reference).  No side effect. */
+ * become v), the check's refusal (an int) or the request's fields (a new reference).  No side
+ * effect. */
 static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject *msg, PyObject *model,
                               PyObject *now, PyObject **order, int *placed_too) {
     PyObject *res = DECLINE, *o = NULL, *x = NULL, *y = NULL, *z = NULL, *t = NULL, *venue = NULL, *done = NULL,
@@ -459,7 +467,11 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
         if (!(flags = PyNumber_And(iflags, cx[PCX_FLAGS]))) goto fail;
         PyObject *args[10] = {iid, side, price, isize, k_zero, k_zero, k_minus1, k_zero, k_zero, now};
         if (!(why = PyObject_Vectorcall(cx[PCX_CHECK], args, 10, NULL))) goto fail;
-        if (!PyLong_Check(why) || PyLong_AsLong(why) != 0) goto decline; /* refused, or the reference decides */
+        if ((r = refused(why)) < 0) goto decline; /* the reference check decides */
+        if (r) {
+            res = Py_NewRef(why);
+            goto done;
+        }
         Py_CLEAR(x);
         if (!(x = attr_get(cx[PCX_OV], PA_NEXT_ID))) goto fail;
         if (!(nid = PyNumber_Add(x, k_one))) goto fail;
@@ -552,7 +564,11 @@ static PyObject *serve_decide(PyObject **cx, PyObject *st, PyObject *v, PyObject
     }
     args[6] = kid ? kid : k_minus1;
     if (!(why = PyObject_Vectorcall(cx[PCX_CHECK], args, 10, NULL))) goto fail;
-    if (!PyLong_Check(why) || PyLong_AsLong(why) != 0) goto decline;
+    if ((r = refused(why)) < 0) goto decline;
+    if (r) {
+        res = Py_NewRef(why);
+        goto done;
+    }
     PyObject *nx = attr_get(cx[PCX_OV], PA_NEXT_ID);
     if (!nx) goto fail;
     nid = PyNumber_Add(nx, k_one);
@@ -616,7 +632,7 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
     if (res == DECLINE) Py_RETURN_NONE;
     if (!res) return NULL;
     char buf[self->payload + 1];
-    if (res != Py_False && pack_fields(self, res, buf) < 0) { /* the reference's send raises it */
+    if (PyTuple_Check(res) && pack_fields(self, res, buf) < 0) { /* the reference's send raises it */
         PyErr_Clear();
         Py_DECREF(res), Py_DECREF(o);
         Py_RETURN_NONE;
@@ -635,7 +651,7 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(res);
         return NULL;
     }
-    if (res == Py_False) return res;
+    if (!PyTuple_Check(res)) return res; /* nothing to send, or refused */
     if (attr_set(cx[PCX_OV], PA_NEXT_ID, PyTuple_GET_ITEM(res, 0)) < 0) {
         Py_DECREF(res);
         return NULL;
@@ -661,7 +677,7 @@ static PyMethodDef Port_methods[] = {
     {"changed", (PyCFunction)(void (*)(void))Port_changed, METH_FASTCALL,
      "changed(seen, tags=None) -> [(tag, version, msg or None, origin, publisher)] of the slots written since seen"},
     {"serve", (PyCFunction)(void (*)(void))Port_serve, METH_FASTCALL,
-     "serve(ctx, item, now) -> None (declined), False or the request published: the overseer's common case"},
+     "serve(ctx, item, now) -> None (declined), False, a refusal or the request published: the overseer's common case"},
     {NULL}};
 
 static PyGetSetDef Port_getset[] = {

@@ -358,7 +358,7 @@ class Overseer(Actor):
                 if x[1] is not None:
                     self._read(*x)
                 self._reconcile(st, now)
-            elif r is not False:
+            elif r:  # published (its fields), or refused (the check's answer)
                 self._served(x[0], r, now)
         if self._asked:
             due = min(self._asked.values())
@@ -416,8 +416,15 @@ class Overseer(Actor):
         if st.order is None and self._adopt:
             st.order = self._adopt.pop((model, st.index), None)  # ours from before a restart
 
-    def _served(self, st: _Slot, fields: tuple, now: int) -> None:
-        """What _reconcile does after its _send, for the AMEND or NEW ``Port.serve`` published."""
+    def _served(self, st: _Slot, fields: tuple | int, now: int) -> None:
+        """What _reconcile does after its _send, for the AMEND or NEW ``Port.serve`` published; or
+        after its check refused one (``fields``: the C check's answer)."""
+        if fields.__class__ is int:
+            why = _REFUSAL[fields]
+            self._refuse(st, why, now)
+            if st.order is not None and why != Refusal.RATE:  # an AMEND's: never keep an order the model
+                self._cancel(st.order, now)  # no longer wants
+            return
         o = self._book(fields, now)
         if fields[7] == _NEW:
             st.order = o
