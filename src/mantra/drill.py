@@ -10,7 +10,9 @@ the drill then takes one step at a time:
   a wrong checksum, a stall, a reconnect request);
 
 and after each step waits until every book is SYNCED and moving again.  At the end it freezes every
-market and checks what a user relies on:
+market, trips the overseer's kill switch (every order cancelled, none placed: the accounts stop
+changing) and, once the books match and every venue's fills are on the spine, checks what a user
+relies on:
 
 * every book a consumer rebuilds from the spine equals the simulator's (at the feed's depth);
 * the recording holds every record each queue carried exactly once: nothing lost, nothing twice;
@@ -76,8 +78,8 @@ def _get(url: str) -> dict:
 class Drill:
     """The drill's state machine, stepped by the supervisor's ``on_tick`` (every ~50 ms)."""
 
-    def __init__(self, sup, urls: dict, steps: list[str], step_deadline_s: float):
-        self.sup, self.urls, self.steps = sup, urls, list(steps)
+    def __init__(self, sup, urls: dict, steps: list[str], step_deadline_s: float, kill_file: Path | None = None):
+        self.sup, self.urls, self.steps, self.kill_file = sup, urls, list(steps), kill_file
         self.step_deadline_s = step_deadline_s
         self.rings: dict[str, Ring] = {}
         self.books: dict[int, L2Book] = {}
@@ -92,6 +94,9 @@ class Drill:
         self.old_pid = 0
         self.books_equal: dict | None = None
         self.done = False
+        self.accounts: dict = {}  # venue -> its simulator's account, read once the orders stopped
+        self.fills: Counter = Counter()  # venue -> fills on the spine
+        self.fills_ring = None
 
     # -- reading the spine ------------------------------------------------------------------
     def _attach(self) -> bool:
@@ -105,6 +110,8 @@ class Drill:
 
             self.rings = rings
             self.readers = {q: r.reader("drill", start=0, register=False) for q, r in rings.items()}
+            self.fills_ring = Ring.attach(paths.queue(d, "fills"))
+            self.fills_reader = self.fills_ring.reader("drill", start=0, register=False)
             self.registry = system_registry(self.sup.spec.name)
         return True
 
@@ -119,6 +126,9 @@ class Drill:
                 book.apply(side, px, sz)
                 if fl & L2Flags.LAST:
                     self.moves[iid] += 1
+        while len(b := self.fills_reader.read_batch(1024)):
+            for iid in b["instrument"].tolist():
+                self.fills[self._venue(iid)] += 1
         while len(b := self.readers["book_status"].read_batch(1024)):
             for iid, st in zip(b["instrument"].tolist(), b["status"].tolist()):
                 self.status[iid] = st
@@ -195,6 +205,13 @@ class Drill:
             same = self._compare()
             if all(same.values()) or late:
                 self.books_equal = same
+                self.phase, self.t_step = "settle", now
+        elif self.phase == "settle":
+            # The orders have stopped (kill switch): wait until each venue's account holds no open
+            # order and every fill it made is on the spine, so the audit compares finished accounts.
+            self.accounts = {v: _get(f"{self.urls[v]['rest']}/__sim/account") for v in demo.TRADED}
+            settled = all(not a["open"] and a["fills"] == self.fills[v] for v, a in self.accounts.items())
+            if settled or late:
                 self.done = True
                 self.sup.stopping = True
 
@@ -207,6 +224,8 @@ class Drill:
     def _converge(self) -> None:
         for u in self.urls.values():
             _get(f"{u['rest']}/__sim/pause")
+        if self.kill_file is not None:
+            self.kill_file.touch()
         self.phase, self.t_step, self.truth = "converge", time.monotonic(), None
 
     def _compare(self) -> dict[str, bool]:
@@ -214,7 +233,6 @@ class Drill:
         if self.truth is None:
             self.truth = {(v, s): _get(f"{u['rest']}/__sim/book/{s}") for v, u in self.urls.items()
                           for s in u["symbols"]}
-            self.accounts = {v: _get(f"{self.urls[v]['rest']}/__sim/account") for v in demo.TRADED}
         out = {}
         for inst in self._registry():
             t = self.truth.get((inst.venue, inst.symbol))
@@ -240,6 +258,9 @@ class Drill:
         for r in self.rings.values():
             r.close()
         self.rings = {}
+        if self.fills_ring is not None:
+            self.fills_ring.close()
+            self.fills_ring = None
 
     def counts(self) -> dict[str, int]:
         return {q: r.count() for q, r in self.rings.items()}
@@ -299,9 +320,12 @@ def run(steps: list[str] | None = None, out: str | Path | None = None, *, rate: 
         doc = demo.build(urls, out)
         for p in doc["processes"].values():
             p["restart"], p["max_restarts"] = "on-failure", 10
+        kill_file = (out / "drill.kill").resolve()  # created at the end: the accounts stop changing
+        kill_file.unlink(missing_ok=True)
+        doc["actors"]["overseer"]["params"]["kill_file"] = str(kill_file)
         spec = parse(doc)
         sup = demo.Supervisor(spec, keep=True)
-        drill = Drill(sup, urls, steps, step_deadline_s)
+        drill = Drill(sup, urls, steps, step_deadline_s, kill_file)
         sup.on_tick = drill.tick
         t0 = time.monotonic()
         try:
