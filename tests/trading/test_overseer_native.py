@@ -43,12 +43,13 @@ class _Requests:
 
 
 def _overseer(arrays, ring, clock, native: bool) -> Overseer:
-    ov = Overseer(models=["m1", "m2"], instruments=INSTRUMENTS, venues=VENUES, limits=LIMITS)
+    names = ["m1", "m2"][:len(arrays)]
+    ov = Overseer(models=names, instruments=INSTRUMENTS, venues=VENUES, limits=LIMITS)
     ov.clock, ov.id, ov.name = clock, 3, "overseer"
     ov.log = logging.getLogger("test.overseer.native" if native else "test.overseer.reference")
     ov._track = Tracking()
     ov.requests = _Requests(ring, ov._track, clock)
-    for p, a in zip(("m1", "m2"), arrays):
+    for p, a in zip(names, arrays):
         # the reference reads through writes/version/latest only (no C port: _changed)
         arr = a if native else SimpleNamespace(writes=a.writes, version=a.version, latest=a.latest)
         setattr(ov, p, SimpleNamespace(array=arr, size=a.size))
@@ -68,12 +69,14 @@ def _slots(ov):
 
 
 class NativeVsReference(RuleBasedStateMachine):
+    MODELS = 2
+
     def __init__(self):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="ovnative"))
         self.clock = Clock(1_000_000_000)
         self.arrays = [SeqArray.create(self.dir / "m1", IdealOrder, 3),
-                       SeqArray.create(self.dir / "m2", IdealOrder, 2)]
+                       SeqArray.create(self.dir / "m2", IdealOrder, 2)][:self.MODELS]
         self.rings = [Ring.create(self.dir / q, OrderRequest, 1 << 12) for q in ("fast", "ref")]
         self.readers = [r.reader("", start=0, register=False) for r in self.rings]
         self.fast = _overseer(self.arrays, self.rings[0], self.clock, True)
@@ -95,7 +98,7 @@ class NativeVsReference(RuleBasedStateMachine):
           iid=st.sampled_from([BTC, BTC, BTC, BTC, KR]), flags=st.sampled_from([0, 0, 0, 0, 0, 1, 4, 8]),
           origin=st.integers(0, 2**40), writer=st.sampled_from([11, 11, 11, 12]))
     def write(self, m, i, price, size, flip, iid, flags, origin, writer):
-        a = self.arrays[m]
+        a = self.arrays[m % len(self.arrays)]
         i %= a.size
         side = (1 if i % 2 else -1) * (-1 if flip == 0 else 1)  # mostly one side per slot: amends
         a.write(i, IdealOrder(price, size, iid, side, flags), origin, writer)
@@ -175,8 +178,14 @@ class NativeVsReference(RuleBasedStateMachine):
         assert f.orders.positions == r.orders.positions and f.exposure.of == r.exposure.of
 
 
+class OneModel(NativeVsReference):
+    MODELS = 1  # the pass's scan is the model's own, no loop over models
+
+
 NativeVsReference.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+OneModel.TestCase.settings = settings(max_examples=100, stateful_step_count=60, deadline=None)
 test_native_is_the_reference = NativeVsReference.TestCase
+test_native_is_the_reference_with_one_model = OneModel.TestCase
 
 
 def test_the_native_path_serves_the_common_case(tmp_path):
