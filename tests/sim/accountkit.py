@@ -268,6 +268,28 @@ def restart_reconciles(harness, sim, **settings) -> None:
     h4.close()
 
 
+def fill_while_dead_is_reported(harness, sim, asked: bool, **settings) -> None:
+    """The handler dies right after writing a marketable NEW and the venue fills it meanwhile: its
+    successor reports how the order ended and every fill of it, whether it learns of the order
+    from its own reconciliation or because the overseer, tired of waiting, asks to cancel it
+    (``asked``).  Nothing placed twice, balances as the venue's."""
+    h = harness(sim, unknown_orders="adopt", **settings).start()
+    r = h.take()
+    assert wait_for(lambda: sim.fills_of(h.sim_cid(r.order_id)), 5)  # it traded...
+    h.close()  # ...and the handler dies before reading a word about it
+    h2 = harness(sim, unknown_orders="adopt", first_id=5000, **settings)
+    h2.orders.sent(r)  # the overseer still waits for its answer
+    h2.runner.start()
+    if asked:
+        h2.request(OrderAction.CANCEL, ref=r.order_id)
+    ended = (S.FILLED, S.CANCELLED, S.EXPIRED)
+    assert h2.pump(lambda: h2.status(r.order_id) in ended, 15), (h2.status(r.order_id), h2.proto.counts)
+    assert h2.pump(h2.fills_settled, 15), (h2.fills(r.order_id), h2.proto.counts)
+    assert h2.fills(r.order_id)
+    h2.check_invariants()
+    h2.close()
+
+
 # -- the handler in a process of its own (kill -9) ----------------------------------------------------
 HANDLER = r"""
 import json, os, select, sys

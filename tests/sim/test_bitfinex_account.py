@@ -270,6 +270,11 @@ def test_killed_with_a_new_in_flight_restarts_without_a_duplicate(sim):
     h2.close()
 
 
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_fill_made_while_the_handler_was_dead_is_reported(sim, asked):
+    accountkit.fill_while_dead_is_reported(Harness, sim, asked)
+
+
 def test_dead_man_switch_cancels_when_the_handler_dies(sim):
     h = Harness(sim).start()
     rs = [h.new(h.far_bid() - i * h.btc.tick, 20 * h.btc.lot) for i in range(2)]

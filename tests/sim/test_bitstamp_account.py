@@ -247,6 +247,12 @@ def test_restart_reconciles_without_duplicates(sim):
     accountkit.restart_reconciles(Harness, sim)
 
 
+def test_a_fill_made_while_the_handler_was_dead_is_reported(sim):
+    # (Only through the handler's own reconciliation: a CANCEL about an order the new handler does
+    # not know yet is still answered UNKNOWN_ORDER here; Bitfinex asks the venue first.)
+    accountkit.fill_while_dead_is_reported(Harness, sim, asked=False)
+
+
 # -- kill -9 of the handler's process ----------------------------------------------------------------
 def test_kill_9_of_the_handler_and_restart_without_a_duplicate_order(sim):
     bid = sim.book("btcusd").best_bid() - 300  # far below the market: they rest

@@ -1145,6 +1145,7 @@ class BinanceOrders(OrderProtocol):
         oid = cid_order(cid)
         o = self._find(symbol, key[1], cid)
         inst = self.by_symbol.get(symbol)
+        learnt = False  # an order of ours this handler learns from its fills (and reports, once)
         if o is None and oid is not None and inst is not None:
             st = STATUS.get(doc.get("status")) or S.OPEN
             self.counts["known_from_fills"] += 1
@@ -1155,6 +1156,7 @@ class BinanceOrders(OrderProtocol):
                 if o is not None:
                     o.fill_qty = 0  # its fills follow and are emitted
             else:
+                learnt = True
                 o = _Order(oid, cid, inst, 1 if doc.get("side") == "BUY" else -1,
                            _fx(doc.get("price") or 0, inst.price_scale), _fx(doc.get("origQty") or 0, inst.size_scale),
                            0, now)
@@ -1175,6 +1177,8 @@ class BinanceOrders(OrderProtocol):
         for t in trades:
             self._rest_trade(symbol, t, now)
         self._apply_order(o, doc, now)
+        if learnt:  # the overseer may still wait for this order's answer: how it ended
+            self._update(o, now)
 
     # ------------------------------------------------------------------------------ timer
     def on_timer(self, now: int) -> None:

@@ -1146,13 +1146,15 @@ class BitfinexOrders(OrderProtocol):
                 self.known_foreign.add(vid)
                 self.counts["foreign_fills"] += len(trades)
                 continue
+            learnt = False  # an order of ours this handler learns from its fills (and reports, once)
             if o is None:
                 self.counts["known_from_fills"] += 1
                 st, _ = order_status(a[O_STATUS])
                 if st is not None and st not in TERMINAL and self.unknown_orders == "adopt":
-                    self._unknown_order(a, now)
+                    self._unknown_order(a, now)  # (reported there)
                     o = self.orders.get(oid)
                 else:  # ended, or to be cancelled: kept so that its fills are ours
+                    learnt = True
                     o = self._from_array(oid, a, inst, now)
                     o.status = st or S.CANCELLED
                     if o.live:
@@ -1162,6 +1164,8 @@ class BitfinexOrders(OrderProtocol):
             for t in trades:
                 self._trade(t, now, "rest")
             self._order_array(a, now)
+            if learnt:  # the overseer may still wait for this order's answer: how it ended
+                self._update(o, now)
         left = [v for v in self.mapping if v in self.unmapped]
         if not left:
             return

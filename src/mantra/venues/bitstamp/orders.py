@@ -905,6 +905,7 @@ class BitstampOrders(OrderProtocol):
             return
         cid = doc.get("client_order_id") or None
         o = self._find(vid, cid)
+        learnt = False  # an order of ours this handler learns from its fills (and reports, once)
         if o is None:
             oid = order_id_of(str(cid)) if cid else None
             inst = self.by_name.get(str(doc.get("market") or ""))
@@ -917,6 +918,7 @@ class BitstampOrders(OrderProtocol):
             left = doc.get("amount_remaining") or "0"
             size = _fx(size_text, inst.size_scale)
             st = STATUS.get(str(doc.get("status")), S.OPEN)
+            learnt = st in TERMINAL or self.unknown_orders != "adopt"  # (an adopted one is reported there)
             o = self._adopt_or_cancel(oid, str(cid), vid, inst, -1 if str(doc.get("type")) == "1" else 1,
                                       _fx(doc.get("price") or 0, inst.price_scale), size,
                                       max(size - _fx(left, inst.size_scale), 0), st, now)
@@ -927,6 +929,8 @@ class BitstampOrders(OrderProtocol):
             else:
                 self._tx_fill(o, t, now)
         self._status_order(o, doc, now)
+        if learnt:  # the overseer may still wait for this order's answer: how it ended
+            self._update(o, now)
 
     def _http_balance(self, rest, err, doc, now) -> None:
         self.balance_due = 0

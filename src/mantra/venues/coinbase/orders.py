@@ -1034,6 +1034,7 @@ class CoinbaseOrders(OrderProtocol):
         o = self._find(vid, cid)
         oid = order_id_of(cid) if cid else None
         inst = self.by_symbol.get(sym)
+        learnt = False  # an order of ours this handler learns from its fills (and reports, once)
         if o is None and oid is not None and inst is not None:
             st = STATUS.get(status_text) or S.OPEN
             self.counts["known_from_fills"] += 1
@@ -1041,6 +1042,7 @@ class CoinbaseOrders(OrderProtocol):
                 self._unknown_order(vid, cid, sym, side, price, size, cum, status_text, now)
                 o = self.orders.get(oid)
             else:  # ended, or to be cancelled: kept so that its fills are ours
+                learnt = True
                 o = _Order(oid, cid, inst, 1 if side == "BUY" else -1, _fx(price or 0, inst.price_scale),
                            _fx(size or 0, inst.size_scale), 0, now)
                 o.vid, o.status = vid, st
@@ -1059,6 +1061,8 @@ class CoinbaseOrders(OrderProtocol):
             except (ValueError, KeyError, TypeError, AttributeError, FixedPointError) as e:
                 self._bad("fill", f, e)
         self._apply_rest(o, d, now)
+        if learnt:  # the overseer may still wait for this order's answer: how it ended
+            self._update(o, now)
 
     # ------------------------------------------------------------------------------ timer
     def on_timer(self, now: int) -> None:

@@ -1003,6 +1003,7 @@ class KrakenOrders(OrderProtocol):
             cid = d.get("cl_ord_id") or None
             oid = order_id_of(cid) if cid else None
             o = self._find(txid, cid)
+            learnt = False
             if o is None and oid is not None:
                 descr = d.get("descr") or {}
                 inst = self.by_name.get(descr.get("pair", ""))
@@ -1010,6 +1011,7 @@ class KrakenOrders(OrderProtocol):
                     continue
                 st = REST_STATUS.get(d.get("status"), S.OPEN)
                 self.counts["known_from_fills"] += 1
+                learnt = st in TERMINAL or self.unknown_orders != "adopt"  # reported below, once
                 if st not in TERMINAL and self.unknown_orders == "adopt":
                     self._adopt_or_cancel(oid, cid, txid, inst, descr.get("type"), descr.get("price"), d.get("vol"),
                                           d.get("vol_exec"), st, now)
@@ -1030,6 +1032,8 @@ class KrakenOrders(OrderProtocol):
             for ttxid, t in trades:
                 self._rest_trade(ttxid, t, now)
             self._rest_order(txid, d, now)
+            if learnt:  # an order of ours learnt from its fills: the overseer may still wait for it
+                self._update(o, now)
 
     # ------------------------------------------------------------------------------ timer
     def on_timer(self, now: int) -> None:
