@@ -17,7 +17,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
-#include <poll.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
@@ -1844,77 +1843,6 @@ static PyTypeObject ArrayType = {
     .tp_doc = "Array(mapping): seqlocked latest-value slots",
 };
 
-/* spin_until(readers, arrays, marks, fds, deadline_ns) -> bool: a spinning process's idle wait, in C.
- * Returns True as soon as a reader has a record, an array's write count differs from its mark, or
- * an fd is readable (or has an error); False at deadline_ns (CLOCK_REALTIME, as actors' wake-ups).
- * A pass of the process loop in Python takes microseconds even with nothing to do; spinning here
- * instead, a record from another process is seen within a few hundred nanoseconds. */
-static PyObject *spin_until(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyList_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2]) ||
-        !PyList_Check(args[3]) || PyList_GET_SIZE(args[1]) != PyList_GET_SIZE(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "spin_until(readers, arrays, marks, fds, deadline_ns): lists, a mark per array");
-        return NULL;
-    }
-    long long deadline = PyLong_AsLongLong(args[4]);
-    if (deadline == -1 && PyErr_Occurred()) return NULL;
-    PyObject *rs = PyList_AsTuple(args[0]), *as = PyList_AsTuple(args[1]); /* ours while we spin */
-    Py_ssize_t nr = rs ? PyTuple_GET_SIZE(rs) : 0, na = as ? PyTuple_GET_SIZE(as) : 0;
-    Py_ssize_t nf = PyList_GET_SIZE(args[3]);
-    uint64_t *marks = PyMem_Malloc(sizeof(uint64_t) * (size_t)(na + 1));
-    struct pollfd *pf = PyMem_Malloc(sizeof(struct pollfd) * (size_t)(nf + 1));
-    int got = -1;
-    if (!rs || !as || !marks || !pf) {
-        if (!PyErr_Occurred()) PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < nr; i++)
-        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(rs, i), &ReaderType) || !((Reader *)PyTuple_GET_ITEM(rs, i))->m.base) {
-            PyErr_SetString(PyExc_TypeError, "spin_until takes open Readers");
-            goto done;
-        }
-    for (Py_ssize_t i = 0; i < na; i++) {
-        PyObject *a = PyTuple_GET_ITEM(as, i);
-        if (!PyObject_TypeCheck(a, &ArrayType) || !((Array *)a)->m.base) {
-            PyErr_SetString(PyExc_TypeError, "spin_until takes open Arrays");
-            goto done;
-        }
-        marks[i] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[2], i));
-    }
-    for (Py_ssize_t i = 0; i < nf; i++) {
-        pf[i].fd = (int)PyLong_AsLong(PyList_GET_ITEM(args[3], i));
-        pf[i].events = POLLIN;
-    }
-    if (PyErr_Occurred()) goto done;
-    got = 0;
-    for (unsigned spins = 0;; spins++) {
-        for (Py_ssize_t i = 0; i < nr && !got; i++) {
-            Reader *r = (Reader *)PyTuple_GET_ITEM(rs, i);
-            got = !r->m.base || ready(r);
-        }
-        for (Py_ssize_t i = 0; i < na && !got; i++) {
-            Array *a = (Array *)PyTuple_GET_ITEM(as, i);
-            got = !a->m.base || LOAD_ACQ(a->m.count) != marks[i];
-        }
-        if (got || (nf && poll(pf, (nfds_t)nf, 0) != 0)) { /* readable, an error, or poll failed: the owner looks */
-            got = 1;
-            break;
-        }
-        if ((long long)clock_ns() >= deadline) break;
-        if ((spins & 1023) == 1023 && PyErr_CheckSignals() < 0) {
-            got = -1;
-            break;
-        }
-        cpu_relax();
-    }
-done:
-    Py_XDECREF(rs);
-    Py_XDECREF(as);
-    PyMem_Free(marks);
-    PyMem_Free(pf);
-    if (got < 0) return NULL;
-    return PyBool_FromLong(got);
-}
-
 #include "_ports.c" /* Port: an actor's output, packed and published in one call */
 #include "_lane.c"  /* Lane: a feed's common frame, text to published levels, in one call */
 
@@ -2000,8 +1928,6 @@ static PyMethodDef module_methods[] = {
     {"now", m_now, METH_NOARGS, "wall-clock time in ns (CLOCK_REALTIME), the spine's timestamps"},
     {"monotonic", m_monotonic, METH_NOARGS, "CLOCK_MONOTONIC in ns"},
     {"wait_any", (PyCFunction)(void (*)(void))wait_any, METH_FASTCALL, "wait_any(readers, timeout_ns) -> bool"},
-    {"spin_until", (PyCFunction)(void (*)(void))spin_until, METH_FASTCALL,
-     "spin_until(readers, arrays, marks, fds, deadline_ns) -> bool: busy-wait in C for input, an array write or an fd"},
     {"dispatch_each", (PyCFunction)(void (*)(void))dispatch_each, METH_FASTCALL, "dispatch_each(inputs, max_n) -> records handled (a live pass)"},
     {"dispatch_all", (PyCFunction)(void (*)(void))dispatch_all, METH_FASTCALL, "dispatch_all(inputs, limit) -> mask of inputs that handled records"},
     {"load", (PyCFunction)(void (*)(void))m_load, METH_FASTCALL, "load(buf, offset): acquire-load a u64"},

@@ -202,37 +202,3 @@ def test_multi_producer_ring_delivers_everything_in_per_producer_order(sysdir):
     assert c.lost == c.skipped == 0 and ring.count() == 2 * n
     assert seen[1] == list(range(n)) and seen[2] == list(range(n))
 
-
-def _write_slot_later(path, delay):
-    time.sleep(delay)
-    SeqArray.attach(path, IdealOrder).write(1, IdealOrder(5, 6, 7, 1, 0))
-    os._exit(0)
-
-
-def _write_fd_later(fd, delay):
-    time.sleep(delay)
-    os.write(fd, b"x")
-    os._exit(0)
-
-
-def test_spin_until_returns_for_a_record_an_array_write_or_a_readable_fd_from_another_process(sysdir):
-    """A spinning process's idle wait: back within milliseconds of what it watches changing (here
-    0.2 s after the wait began), and False at its deadline when nothing did."""
-    ring = Ring.create(sysdir / "q", L2Update, 64)
-    c = ring.reader("spin")
-    arr = SeqArray.create(sysdir / "a", IdealOrder, 2)
-    r, w = os.pipe()
-    watched = ([c.reader], [arr._a], [arr._a.writes()], [r])
-    for target, args in ((_publish_later, (sysdir / "q", 0.2)), (_write_slot_later, (sysdir / "a", 0.2)),
-                         (_write_fd_later, (w, 0.2))):
-        child = FORK.Process(target=target, args=args)
-        child.start()
-        t = time.monotonic()
-        assert _spine.spin_until(*watched, _spine.now() + 5_000_000_000)
-        assert 0.15 < time.monotonic() - t < 4.0  # the change, not the deadline
-        child.join()
-        watched = ([c.reader], [arr._a], [arr._a.writes()], [r] if target is not _write_fd_later else [])
-        c.read()
-    t = time.monotonic()
-    assert not _spine.spin_until(*watched, _spine.now() + 50_000_000)
-    assert 0.04 < time.monotonic() - t < 2.0

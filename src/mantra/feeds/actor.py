@@ -184,12 +184,6 @@ class Feed(Actor):
         self.wakeup = self.clock.now() + int(min(self.poll_ms / 1000, due) * 1e9)
         return False
 
-    def wait_fds(self) -> list[int] | None:
-        if self.runner.pending():
-            return None  # frames already read, or bytes inside TLS: poll() would not show them
-        fd = self.runner.fileno()
-        return [fd] if fd >= 0 else []
-
     def on_stop(self) -> None:
         self.runner.close()
         if self.writer is not None:

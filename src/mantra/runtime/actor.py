@@ -16,7 +16,7 @@ silently leaves its default in place.  ``messages`` (port -> message type) decla
 carries; configuration binding it to a queue or array of another type is an error.
 
 ``self.wakeup`` (ns, 0 = none) asks to be stepped again by then, which bounds how long a parked
-process sleeps (and a spinning one idles) and drives the simulated clock.
+process sleeps and drives the simulated clock.
 """
 
 from __future__ import annotations
@@ -154,12 +154,6 @@ class Actor:
     def loop(self) -> bool:
         """Called every pass of the process loop; return True if it did work."""
         return False
-
-    def wait_fds(self) -> list[int] | None:
-        """For a spinning process idling in C (``_spine.spin_until``) until an input has a record,
-        an array is written or a wake-up is due: file descriptors whose readability means
-        ``loop()`` has work too.  None: step this actor again at once (it has work it cannot show)."""
-        return []
 
     def set_origin(self, ts: int) -> None:
         """Ingestion actors: the data now being turned into messages entered the box at ``ts``."""

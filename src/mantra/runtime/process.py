@@ -25,7 +25,6 @@ LOOP_STREAM = 0xFFFF
 BATCH = 512  # messages per input per pass: keeps one busy stream from starving the others
 STATUS_EVERY_NS = 100_000_000
 MAX_PARK_NS = 100_000_000
-SPIN_IDLE_NS = 1_000_000  # a spinning process's longest idle wait in C before a pass in Python
 
 
 # where the C book reads price, size, instrument, side and flags in an L2Update record
@@ -233,21 +232,14 @@ class Runner:
         self._since = _spine.now()
         self.start()
         next_status = 0
-        spin = self.mode == "spin"
-        arrays = [a._a for a in self._arrays.values()]  # the C arrays
-        writes = [a.writes for a in arrays]
         try:
             while not self.stopping:
-                marks = [w() for w in writes] if spin else None  # before the pass: no write is missed
                 did = self.step()
                 t = _spine.now()
                 if t >= next_status:
                     self.publish_status()
                     next_status = t + STATUS_EVERY_NS
-                if did:
-                    continue
-                if spin:
-                    self._idle(arrays, marks, t)
+                if did or self.mode == "spin":
                     continue
                 wake = self.next_wakeup()
                 timeout = MAX_PARK_NS if not wake else min(max(wake - t, 0), MAX_PARK_NS)
@@ -255,21 +247,6 @@ class Runner:
                     _spine.wait_any(self._readers, timeout)
         finally:
             self.stop()
-
-    def _idle(self, arrays: list, marks: list, t: int) -> None:
-        """A spinning process with nothing to do waits in C for an input, an array write, an actor's
-        file descriptor or its wake-up (at most SPIN_IDLE_NS): a record from another process is
-        seen within a few hundred nanoseconds, not after the rest of a pass in Python."""
-        fds = []
-        for s in self.slots:
-            f = s.actor.wait_fds()
-            if f is None:
-                return
-            fds += f
-        wake = self.next_wakeup()
-        until = min(wake, t + SPIN_IDLE_NS) if wake else t + SPIN_IDLE_NS
-        if until > t:
-            _spine.spin_until(self._readers, arrays, marks, fds, until)
 
     def run_deterministic(self, tick=None) -> None:
         """Single process, simulated clock, in time order.
