@@ -285,10 +285,9 @@ def test_restart_reconciles_without_duplicates(sim):
     accountkit.restart_reconciles(Harness, sim)
 
 
-def test_a_fill_made_while_the_handler_was_dead_is_reported(sim):
-    # (Only through the handler's own reconciliation: a CANCEL about an order the new handler does
-    # not know yet is still answered UNKNOWN_ORDER here; Bitfinex asks the venue first.)
-    accountkit.fill_while_dead_is_reported(Harness, sim, asked=False)
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_fill_made_while_the_handler_was_dead_is_reported(sim, asked):
+    accountkit.fill_while_dead_is_reported(Harness, sim, asked)
 
 
 # The handler's process, as a system runs it: its own process, killed with SIGKILL mid-run.

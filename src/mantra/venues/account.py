@@ -225,6 +225,7 @@ class OrderProtocol:
         self.last_fill_ns = 0  # venue time of the newest fill seen (the gap fetch starts there)
         self.balances: dict[str, int] = {}  # asset -> total last emitted (at balance_scale)
         self.late_cancelled: set[str] = set()
+        self.asking: dict = {}  # order id -> an order we did not know, asked about (``_ask_unknown``)
         self.started = False
 
     # -- what subclasses call
@@ -318,10 +319,14 @@ class OrderProtocol:
 
     def check_change(self, r: OrderRequest, inst, now: int):
         """The order a CANCEL / AMEND ``r`` is about if it may be sent: a live order of ours, a valid
-        amend (above what is filled); an order that ended is reported as it ended."""
+        amend (above what is filled); an order that ended is reported as it ended; one we do not know
+        is asked about (``_ask_unknown``)."""
         o = self.orders.get(r.ref_id)
         if o is None:
-            self.reject(r, Reject.UNKNOWN_ORDER, now)
+            if r.action in (CANCEL, AMEND):
+                self._ask_unknown(r, inst, now)  # a predecessor's, maybe: the venue is asked first
+            else:
+                self.reject(r, Reject.UNKNOWN_ORDER, now)
             return None
         if not o.live:  # it ended: say how (FILLED, CANCELLED...) rather than refuse
             self.counts["request_on_ended_order"] += 1
@@ -406,6 +411,51 @@ class OrderProtocol:
 
     def _query(self, o: VenueOrder, now: int, rid: int = 0) -> None:
         raise NotImplementedError
+
+    def _ask_unknown(self, r: OrderRequest, inst, now: int) -> None:
+        """A CANCEL / AMEND about an order this handler does not know.  A predecessor killed before the
+        NEW's answer may have placed it (filled, even) while the overseer still waits: UNKNOWN_ORDER
+        would end it there as never placed.  Its client id follows from its order id, so the venue is
+        asked first (``_query``, as for a NEW whose outcome is unknown) and ``_answer_unknown`` answers.
+        Until then the order stands as the request describes it (the overseer's carries its side,
+        price, size and flags), under a request of an unknown outcome (never timed out)."""
+        if r.ref_id < 0:
+            self.reject(r, Reject.UNKNOWN_ORDER, now)
+            return
+        if r.ref_id in self.asking:  # asked already: the overseer may ask again once the venue said
+            self.reject(r, Reject.VENUE_ERROR, now)
+            return
+        o = self.order_class(r.ref_id, client_id(r.ref_id), inst, r.side, r.price, r.size, r.flags, now)
+        q = VenueRequest(self._next_req(), r, r.action, now, "rest", o)
+        q.state = "unknown"
+        self.reqs[q.req_id] = q
+        self.asking[r.ref_id] = o
+        self.counts["asked_unknown_order"] += 1
+        self._query(o, now, q.req_id)
+
+    def _answer_unknown(self, q: VenueRequest, describe, now: int) -> None:
+        """The venue's word about the order of ``_ask_unknown``'s request ``q``: ``describe(o)`` gives
+        ``o`` the venue's description and reports it (its fills fetched), None when the venue does not
+        know it either (UNKNOWN_ORDER, then).  The order is ours from here on; if it is live, a CANCEL
+        goes on and an AMEND is refused (VENUE_ERROR: the overseer may ask again, now it is known)."""
+        o = self.asking.pop(q.order.order_id)
+        self._answered(q)
+        r = q.r
+        if describe is None:
+            self.reject(r, Reject.UNKNOWN_ORDER, now)
+            return
+        known = self.orders.get(o.order_id)
+        if known is None:
+            self._register(o)
+            self.counts["known_from_question"] += 1
+        else:  # learnt meanwhile (from its fills, the open orders): that one is ours
+            o = known
+        describe(o)
+        if o.live:
+            if r.action == CANCEL:
+                self.submit(r, now)
+            else:
+                self._update(o, now, status=S.CANCEL_REJECTED, reason=Reject.VENUE_ERROR, about=r.ref_id)
 
     def _time_out(self, now: int) -> None:
         """Requests unanswered for ``timeout_ns``: their outcome is unknown."""

@@ -789,6 +789,12 @@ class BinanceOrders(OrderProtocol):
             self._venue_error("order.status", f"{code} {emsg}")
             self.retry_at[f"query:{rid}:{oid}:{cid}"] = now + self.retry_ns
             return
+        if oid in self.asking:  # an order we did not know (``_ask_unknown``)
+            if q is not None:
+                d = result if isinstance(result, dict) else {}
+                self._answer_unknown(q, None if status != 200 else
+                                     lambda o: self._apply_order(o, d, now, answer=True), now)
+            return
         if o is None:
             return
         if status != 200:  # the venue does not know it
@@ -1188,7 +1194,7 @@ class BinanceOrders(OrderProtocol):
                 del self.aux[rid]
                 self.counts["timeouts"] += 1
                 if kind == "status":  # ask again, over REST
-                    o = self.orders.get(d[1])
+                    o = self.orders.get(d[1]) or self.asking.get(d[1])
                     if o is not None:
                         self._rest(f"query:{d[0]}:{d[1]}:{d[2]}", "GET", "/api/v3/order",
                                    (("symbol", o.inst.symbol), ("origClientOrderId", d[2])), now, WEIGHT["order"])
@@ -1226,6 +1232,6 @@ class BinanceOrders(OrderProtocol):
                 self._subscribe(now)
         elif kind == "query":
             rid, oid, cid = rest.split(":", 2)
-            o = self.orders.get(int(oid))
+            o = self.orders.get(int(oid)) or self.asking.get(int(oid))
             if o is not None:
                 self._query(o, now, int(rid), cid)

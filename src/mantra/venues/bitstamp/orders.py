@@ -211,6 +211,7 @@ _Req = VenueRequest
 
 class BitstampOrders(OrderProtocol):
     venue = "bitstamp"
+    order_class = _Order
 
     def __init__(self, creds, instruments, *, ws_url: str = WS_URL, rest_url: str = REST_URL, timeout_s: float = 5.0,
                  auth_window_s: float = 150.0, unknown_orders: str = "cancel", reconcile_s: float = 60.0,
@@ -830,6 +831,10 @@ class BitstampOrders(OrderProtocol):
             self._venue_error("order_status", f"{err[0]} {err[1]}")
             self._retry(f"query:{rest}", now)
             return
+        if oid in self.asking:  # an order we did not know (``_ask_unknown``)
+            if q is not None:
+                self._answer_unknown(q, None if err else lambda o: self._status_asked(o, doc, now), now)
+            return
         if o is None:
             return
         if err:  # not found
@@ -862,6 +867,16 @@ class BitstampOrders(OrderProtocol):
         elif q.action == CANCEL and o.live:  # still open: the cancel did not happen; the overseer may ask again
             o.cancelling = False
             self._update(o, now, status=S.CANCEL_REJECTED, reason=Reject.VENUE_ERROR, about=q.r.ref_id)
+
+    def _status_asked(self, o: _Order, d: dict, now: int) -> None:
+        """``o``, an order asked about (``_ask_unknown``), as ``order_status`` describes it: its price and
+        size first (what filled is the size less ``amount_remaining``)."""
+        inst = o.inst
+        if d.get("price") not in (None, ""):
+            o.price = _fx(d["price"], inst.price_scale)
+        if d.get("amount") not in (None, ""):
+            o.size = _fx(d["amount"], inst.size_scale)
+        self._status_order(o, d, now)
 
     def _status_order(self, o: _Order, d: dict, now: int) -> None:
         """Apply an ``order_status`` answer to ``o``: its trades, filled amount and status."""
@@ -1002,7 +1017,7 @@ class BitstampOrders(OrderProtocol):
         kind, _, rest = what.partition(":")
         if kind == "query":
             rid_text, _, oid_text = rest.partition(":")
-            o = self.orders.get(int(oid_text))
+            o = self.orders.get(int(oid_text)) or self.asking.get(int(oid_text))
             if o is not None:
                 self._query(o, now, int(rid_text))
         elif kind == "map":

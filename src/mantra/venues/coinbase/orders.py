@@ -459,7 +459,9 @@ class CoinbaseOrders(OrderProtocol):
 
     def _find_by_cid(self, o: _Order, now: int, rid: int, cursor: str = "") -> None:
         """The product's orders since just before ``o`` was sent: the one with our client id."""
-        q = [("product_ids", o.inst.symbol), ("start_date", utc(max(o.placed - 60_000_000_000, 0), 6)),
+        # one asked about (``_ask_unknown``) was sent by a predecessor, when we cannot tell: the recent ones
+        since = o.placed - (self.recent_fills_ns if o.order_id in self.asking else 60_000_000_000)
+        q = [("product_ids", o.inst.symbol), ("start_date", utc(max(since, 0), 6)),
              ("limit", PAGE)] + ([("cursor", cursor)] if cursor else [])
         what = f"find:{rid}:{o.order_id}"
         self._rest(what + (f"|{cursor}" if cursor else ""), "GET", API + "/orders/historical/batch", now, query=q)
@@ -526,6 +528,10 @@ class CoinbaseOrders(OrderProtocol):
         """The venue's word about the order ``oid`` that request ``rid`` (0: none) asked for; ``d``
         None: the venue does not have it."""
         q = self.reqs.get(rid) if rid else None
+        if oid in self.asking:  # an order we did not know (``_ask_unknown``)
+            if q is not None:
+                self._answer_unknown(q, None if d is None else lambda o: self._apply_rest(o, d, now, answer=True), now)
+            return
         o = self.orders.get(oid)
         if o is None:
             return
@@ -894,7 +900,7 @@ class CoinbaseOrders(OrderProtocol):
         if status != 200 or not isinstance(doc, dict):
             self._refused(what, status, doc, now)
             return
-        o = self.orders.get(int(oid))
+        o = self.orders.get(int(oid)) or self.asking.get(int(oid))
         if o is None:
             return
         found = next((d for d in doc.get("orders") or () if d.get("client_order_id") == o.cid), None)
@@ -1105,7 +1111,7 @@ class CoinbaseOrders(OrderProtocol):
                 self._rest(what, "GET", f"{API}/orders/historical/{rest}", now)
         elif kind in ("query", "find"):
             rid, _, oid = rest.partition(":")
-            o = self.orders.get(int(oid))
+            o = self.orders.get(int(oid)) or self.asking.get(int(oid))
             if o is not None:
                 self._query(o, now, int(rid))
         elif kind == "subscribe":

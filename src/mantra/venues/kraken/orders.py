@@ -908,6 +908,11 @@ class KrakenOrders(OrderProtocol):
             self._retry(f"query:{rest}", now)
             return
         found = {k: v for k, v in result.items() if isinstance(v, dict)} if not err else {}
+        if oid in self.asking:  # an order we did not know (``_ask_unknown``)
+            if q is not None:
+                txid, d = next(iter(found.items())) if found else ("", {})
+                self._answer_unknown(q, None if not found else lambda o: self._rest_order(txid, d, now, q=q), now)
+            return
         if o is None:
             return
         if not found:
@@ -1065,7 +1070,7 @@ class KrakenOrders(OrderProtocol):
             self._rest("cancel_all", "CancelAll", (), now)
         elif kind == "query":
             rid_text, _, oid_text = rest.partition(":")
-            o = self.orders.get(int(oid_text))
+            o = self.orders.get(int(oid_text)) or self.asking.get(int(oid_text))
             if o is not None:
                 self._query(o, now, int(rid_text))
 
