@@ -420,12 +420,14 @@ def test_cancel_of_a_filled_order_reports_how_it_ended():
 def test_pre_checks_refuse_before_sending():
     p = live()
     for r, why in ((new(1, price=0), Reject.BAD_REQUEST), (new(2, size=1_000_001), Reject.LOT),
-                   (new(3, inst=Instrument(9, "binance", "XYZ")), Reject.UNKNOWN_INSTRUMENT),
-                   (cancel(4, 99), Reject.UNKNOWN_ORDER)):
+                   (new(3, inst=Instrument(9, "binance", "XYZ")), Reject.UNKNOWN_INSTRUMENT)):
         p.submit(r, T0)
         ev = take(p)
         assert not sent(ev)
         assert updates(ev)[0].reason == why
+    # An order this handler does not know (a predecessor's?) is not refused: the venue is asked first.
+    p.submit(cancel(4, 99), T0)
+    assert not updates(take(p)) and p.counts["asked_unknown_order"] == 1
 
 
 def test_rest_fallback_while_the_socket_is_down():

@@ -400,14 +400,15 @@ def test_pre_checks_refuse_before_sending():
     p = live()
     p.submit(new(1, inst=Instrument(99, "coinbase", "DOGE-USD")), T0)
     p.submit(new(2, price=0), T0)
-    p.submit(cancel(4, 12345), T0)
     p.submit(new(5), T0)
     p.submit(new(5), T0)  # the same NEW again
     ev = take(p)
     assert len(https(ev)) == 1 and p.counts["duplicate_new"] == 1
     assert [(u.order_id, u.status, u.reason) for u in ev if type(u) is OrderUpdate] == [
-        (1, S.REJECTED, Reject.UNKNOWN_INSTRUMENT), (2, S.REJECTED, Reject.BAD_REQUEST),
-        (12345, S.CANCEL_REJECTED, Reject.UNKNOWN_ORDER)]
+        (1, S.REJECTED, Reject.UNKNOWN_INSTRUMENT), (2, S.REJECTED, Reject.BAD_REQUEST)]
+    # An order this handler does not know (a predecessor's?) is not refused: the venue is asked first.
+    p.submit(cancel(4, 12345), T0)
+    assert not [e for e in take(p) if type(e) is OrderUpdate] and p.counts["asked_unknown_order"] == 1
 
 
 # ---------------------------------------------------------------------------------------- UNKNOWN outcomes

@@ -280,12 +280,14 @@ def test_pre_checks_refuse_before_sending():
     p.submit(new(1, inst=Instrument(99, "kraken", "DOGE/USD")), T0)
     p.submit(new(2, price=0), T0)
     p.submit(new(3, inst=ETH, price=12343), T0)  # tick 0.05
-    p.submit(cancel(4, 12345), T0)
     ev = take(p)
     assert not sent(ev)
     assert [(u.order_id, u.status, u.reason) for u in ev] == [
         (1, S.REJECTED, Reject.UNKNOWN_INSTRUMENT), (2, S.REJECTED, Reject.BAD_REQUEST),
-        (3, S.REJECTED, Reject.TICK), (12345, S.CANCEL_REJECTED, Reject.UNKNOWN_ORDER)]
+        (3, S.REJECTED, Reject.TICK)]
+    # An order this handler does not know (a predecessor's?) is not refused: the venue is asked first.
+    p.submit(cancel(4, 12345), T0)
+    assert not [e for e in take(p) if type(e) is OrderUpdate] and p.counts["asked_unknown_order"] == 1
 
 
 def test_same_new_is_never_sent_twice():
