@@ -781,6 +781,10 @@ class BitfinexOrders(OrderProtocol):
             self.counts["drift_corrected"] += 1
         if changed or (nq is not None and nq is not q):
             self._update(o, now, reason=reason)
+        if changed and o.filled > o.fill_qty + sum(o.te.values()):
+            # it says more executed than its trades we hold (they went to a predecessor's socket, say)
+            self.counts["fills_behind_order"] += 1
+            self._fetch_trades(now, o.placed - 60_000_000_000)
         return o
 
     def _unknown_order(self, a, now: int) -> None:
