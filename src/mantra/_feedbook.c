@@ -272,6 +272,7 @@ static int truncate_to(Book *b, Py_ssize_t depth, PyObject *out) {
         }
         memmove(a, a + cut, (size_t)depth * sizeof(Level));
         b->n[s] = depth;
+        if (b->watch.on) b->watch.hit = 1; /* levels dropped: a watcher must look */
         if (depth < TOP_TRACKED) b->ver[s]++; /* levels went from within the best TOP_TRACKED */
     }
     return 0;

@@ -897,6 +897,12 @@ typedef struct {
         long value;
     } ck[2]; /* the last Kraken / Bitfinex checksum, valid while its key matches */
     void *frags; /* the checksums' text per level (_feedbook.c), or NULL */
+    struct {      /* Book.watch: what wakes the owner of a book (a mock venue's resting orders) */
+        Level *at;               /* (price as key, side in size, queue ahead in taken) */
+        Py_ssize_t n;
+        int on, hit;             /* hit: a watched level fell below its queue, or the book was cleared */
+        int64_t buy_max, sell_min; /* the highest resting buy, the lowest resting sell */
+    } watch;
 } Book;
 
 #define TOP_TRACKED 25 /* the deepest checksum (Bitfinex's top 25) */
@@ -910,6 +916,7 @@ typedef struct {
 #define L2_CLEAR 4
 
 static void Book_dealloc(Book *self) {
+    PyMem_Free(self->watch.at);
     PyMem_Free(self->frags);
     PyMem_Free(self->lv[0]);
     PyMem_Free(self->lv[1]);
@@ -927,6 +934,24 @@ static inline Py_ssize_t lower(const Level *a, Py_ssize_t n, int64_t key) {
     return lo;
 }
 
+/* A watched level now holds `left`: below an order's queue ahead, its owner must look. */
+static inline void watch_level(Book *b, int side, int64_t price, int64_t left) {
+    for (Py_ssize_t j = 0; j < b->watch.n; j++) {
+        const Level *w = b->watch.at + j;
+        if (w->key == price && w->size == side && left < w->taken) b->watch.hit = 1;
+    }
+}
+
+/* After a message: is there anything for the watcher to do?  (A level fell below a queue, the book
+ * was cleared, or it reaches a resting order's price.)  Clears the hit. */
+static inline int watch_due(Book *b) {
+    int due = b->watch.hit;
+    b->watch.hit = 0;
+    if (b->n[1] && -b->lv[1][b->n[1] - 1].key <= b->watch.buy_max) due = 1;
+    if (b->n[0] && b->lv[0][b->n[0] - 1].key >= b->watch.sell_min) due = 1;
+    return due;
+}
+
 static int book_apply(Book *b, int side, int64_t price, int64_t size) {
     if (size < 0) {
         PyErr_Format(PyExc_ValueError, "negative size %lld at price %lld", (long long)size, (long long)price);
@@ -941,6 +966,7 @@ static int book_apply(Book *b, int side, int64_t price, int64_t size) {
     Level *a = b->lv[s];
     Py_ssize_t n = b->n[s], i = lower(a, n, key);
     if (i >= n - TOP_TRACKED) b->ver[s]++; /* the best are last */
+    if (b->watch.on) watch_level(b, side > 0 ? 1 : -1, price, size);
     if (i < n && a[i].key == key) {
         if (size) a[i].size = size, a[i].taken = 0;
         else memmove(a + i, a + i + 1, (size_t)(n - i - 1) * sizeof(Level)), b->n[s]--;
@@ -986,6 +1012,7 @@ static PyObject *Book_apply(Book *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *Book_clear(Book *self, PyObject *unused) {
+    if (self->watch.on) self->watch.hit = 1;
     self->n[0] = self->n[1] = 0;
     self->ver[0]++, self->ver[1]++;
     Py_RETURN_NONE;
@@ -1070,7 +1097,59 @@ static PyObject *Book_take(Book *self, PyObject *const *args, Py_ssize_t nargs) 
         return NULL;
     }
     if (l) l->taken = taken;
+    if (l && self->watch.on) watch_level(self, s ? -1 : 1, price, l->size > taken ? l->size - taken : 0);
     Py_RETURN_NONE;
+}
+
+/* watch(orders): orders = [(side, price, queue ahead)] resting on this book, or None.  While watched,
+ * an input port in book mode calls its handler at the end of a message only when the message moved
+ * the book onto something watched (see watch_due); the handler must re-watch whenever its orders
+ * change (a stale, larger queue or a gone order only wakes it more often).  None: every message. */
+static PyObject *Book_watch(Book *self, PyObject *orders) {
+    if (orders == Py_None) {
+        PyMem_Free(self->watch.at);
+        self->watch.at = NULL, self->watch.on = self->watch.hit = 0, self->watch.n = 0;
+        Py_RETURN_NONE;
+    }
+    PyObject *seq = PySequence_Fast(orders, "watch(orders): a sequence of (side, price, queue), or None");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Level *at = n ? PyMem_Malloc((size_t)n * sizeof(Level)) : NULL;
+    if (n && !at) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    int64_t buy_max = INT64_MIN, sell_min = INT64_MAX;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        long long side, price, queue;
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, j);
+        if (!PyTuple_Check(it)) {
+            PyErr_Format(PyExc_TypeError, "watch(orders): expected (side, price, queue) tuples, got %.50s", Py_TYPE(it)->tp_name);
+            goto bad;
+        }
+        if (!PyArg_ParseTuple(it, "LLL", &side, &price, &queue)) goto bad;
+        if (side != 1 && side != -1) {
+            PyErr_Format(PyExc_ValueError, "side must be 1 (bid) or -1 (ask), got %lld", side);
+            goto bad;
+        }
+        at[j].key = price, at[j].size = side, at[j].taken = queue;
+        if (side > 0 && price > buy_max) buy_max = price;
+        if (side < 0 && price < sell_min) sell_min = price;
+    }
+    Py_DECREF(seq);
+    PyMem_Free(self->watch.at);
+    self->watch.at = at, self->watch.n = n, self->watch.on = 1;
+    self->watch.buy_max = buy_max, self->watch.sell_min = sell_min;
+    Py_RETURN_NONE;
+bad:
+    Py_DECREF(seq);
+    PyMem_Free(at);
+    return NULL;
+}
+
+/* due() -> whether the watcher must look at the book now (clears the hit); True when not watched. */
+static PyObject *Book_due(Book *self, PyObject *unused) {
+    return PyBool_FromLong(!self->watch.on || watch_due(self));
 }
 
 /* tops(records, itemsize) -> (bytes, bad): apply a run of whole L2Update records (one instrument's,
@@ -1150,6 +1229,8 @@ static PyMethodDef Book_methods[] = {
     {"top", (PyCFunction)(void (*)(void))Book_levels, METH_FASTCALL, "top(side, n): the best n levels"},
     {"size", (PyCFunction)(void (*)(void))Book_size, METH_FASTCALL, "size(side, price) -> size left at the level, 0 if none"},
     {"take", (PyCFunction)(void (*)(void))Book_take, METH_FASTCALL, "take(side, price, size): we took it (until the level is next set)"},
+    {"watch", (PyCFunction)Book_watch, METH_O, "watch([(side, price, queue ahead)] or None): wake a book-mode input's handler only when a message reaches these orders"},
+    {"due", (PyCFunction)Book_due, METH_NOARGS, "due() -> True if a watched order must be looked at (clears it); True when not watched"},
     {"tops", (PyCFunction)(void (*)(void))Book_tops, METH_FASTCALL, "tops(records, itemsize) -> (bytes of (index, bid, ask) int64 at each message end, bad)"},
     {NULL}};
 
@@ -1391,6 +1472,15 @@ static int keep_going(Input *self, Failure *f) {
     return 1;
 }
 
+/* A simulated clock's view of "now": the record's publish time. */
+static int set_clock(PyObject *clock, uint64_t pub) {
+    PyObject *t = PyLong_FromUnsignedLongLong(pub);
+    if (!t) return -1;
+    int r = PyObject_SetAttr(clock, s_t, t);
+    Py_DECREF(t);
+    return r;
+}
+
 /* Handle up to max_n records; returns the count, or -1 with an exception set.  A handler that
  * raises consumes its record (`failed` set, `errors` counted); with `f` the next records are still
  * served and the first failure is left in `f`, without it the call stops there. */
@@ -1438,13 +1528,23 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
                 goto fail;
             }
             uint8_t fl = *(const uint8_t *)(b + L2_FLAGS);
-            if (fl & L2_CLEAR) ((Book *)bk)->n[0] = ((Book *)bk)->n[1] = 0;
+            if (fl & L2_CLEAR) {
+                ((Book *)bk)->n[0] = ((Book *)bk)->n[1] = 0;
+                if (((Book *)bk)->watch.on) ((Book *)bk)->watch.hit = 1;
+            }
             if (book_apply((Book *)bk, *(const int8_t *)(b + L2_SIDE), price, size) < 0) {
                 n++, self->handled++, handled_total++;
                 if (keep_going(self, f)) continue;
                 goto fail;
             }
             if (!(fl & L2_LAST)) {
+                n++, self->handled++, handled_total++;
+                continue;
+            }
+            if (((Book *)bk)->watch.on && !watch_due((Book *)bk)) {
+                /* nothing the owner watches was reached: no call, but time moves on as if it ran */
+                memcpy(&pub, self->buf + 8, 8);
+                if (self->clock && set_clock(self->clock, pub) < 0) goto fail;
                 n++, self->handled++, handled_total++;
                 continue;
             }
@@ -1459,14 +1559,7 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
             goto fail;
         }
         Py_DECREF(o);
-        if (self->clock) {
-            PyObject *t = PyLong_FromUnsignedLongLong(pub);
-            if (!t || PyObject_SetAttr(self->clock, s_t, t) < 0) {
-                Py_XDECREF(t);
-                goto fail;
-            }
-            Py_DECREF(t);
-        }
+        if (self->clock && set_clock(self->clock, pub) < 0) goto fail;
         PyObject *msg = build(self);
         if (!msg) goto fail;
         uint64_t start = self->timing ? clock_ns() : 0;

@@ -184,3 +184,22 @@ def test_an_interrupt_in_a_handler_stops_the_pass_at_once(sysdir):
     with pytest.raises(KeyboardInterrupt):
         _spine.dispatch_each(ins, 10)
     assert seen == []
+
+
+def test_a_watched_book_calls_its_handler_only_when_a_message_reaches_what_is_watched(sysdir):
+    a = Ring.create(sysdir / "a", L2Update, 64)
+    clock, books, seen = SimClock(1), {1: Book()}, []
+    books[1].watch([(1, 100, 5)])  # a resting bid at 100 with 5 ahead of it
+    inp = make_input(a, lambda m: seen.append((m.price, clock.now())), clock, books=books)
+    msgs = [L2Update(100, 9, 0, 1, 1, 0), L2Update(110, 5, 0, 1, -1, LAST),  # away from it: no call
+            L2Update(100, 3, 0, 1, 1, LAST),  # the level fell below the queue ahead
+            L2Update(101, 5, 0, 1, 1, LAST),  # elsewhere
+            L2Update(100, 5, 0, 1, -1, LAST)]  # an ask at our bid's price: the book reached it
+    for k, m in enumerate(msgs):
+        publish(a, m, at=10 + k)
+    assert inp.dispatch() == 5 and inp.handled == 5
+    assert seen == [(100, 12), (100, 14)]
+    assert books[1].levels(1) == [(101, 5), (100, 3)]
+    publish(a, L2Update(100, 0, 0, 1, -1, 0), at=20)  # the ask at our price goes (a venue would have filled us)
+    publish(a, L2Update(120, 1, 0, 1, -1, LAST), at=21)
+    assert inp.dispatch() == 2 and seen[-1] == (100, 14) and clock.now() == 21  # time moved on without a call

@@ -161,6 +161,8 @@ class Matching:
         self.books: dict[int, Book] = {} if books is None else books
         self.books.update((i, Book()) for i in self.served)  # what we take is remembered there (Book.take)
         self.resting: dict[int, dict[int, _Order]] = {i: {} for i in self.served}
+        for i in self.served:
+            self._watch(i)
         self.orders: dict[int, _Order] = {}  # live orders by id
         self.done: OrderedDict[int, _Order] = OrderedDict()  # the last ``retain`` finished ones
         self.retain = retain
@@ -213,6 +215,7 @@ class Matching:
             if (o.side > 0 and ba is not None and ba <= o.price) or (o.side < 0 and bb is not None and bb >= o.price):
                 ts = ts or self.stamp(now)
                 self._cross(o, ts, at=o.price)
+        self._watch(iid)  # queues ahead only shrank: fewer wake-ups
         if ts:
             self._flush(ts)
 
@@ -238,6 +241,7 @@ class Matching:
             if q > 0:
                 ts = ts or self.stamp(now)
                 self._fill(o, o.price, q, Liquidity.MAKER, ts)
+        self._watch(iid)
         if ts:
             self._flush(ts)
 
@@ -371,6 +375,7 @@ class Matching:
             return
         o.queue = self._level(o)
         self.resting[inst.id][o.id] = o
+        self._watch(inst.id)
         if not o.filled:
             self._update(o, S.OPEN, ts)
 
@@ -394,6 +399,7 @@ class Matching:
         o.price, o.size = r.price, r.size
         if requeue:
             o.queue = self._level(o)
+        self._watch(inst.id)
         self._update(o, S.PARTIALLY_FILLED if o.filled else S.OPEN, ts)
         self._cross(o, ts)
 
@@ -408,7 +414,8 @@ class Matching:
 
     def _close(self, o: _Order, status: S, ts: int) -> None:
         self.orders.pop(o.id, None)
-        self.resting[o.inst.id].pop(o.id, None)
+        if self.resting[o.inst.id].pop(o.id, None) is not None:
+            self._watch(o.inst.id)
         self._lock(o, -o.lock)
         self._update(o, status, ts)
         self._retire(o)
@@ -427,6 +434,12 @@ class Matching:
                                                        o.side, int(why), o.vid))
 
     # ------------------------------------------------------------------ matching
+    def _watch(self, iid: int) -> None:
+        """Tell the book what can make ``book_moved`` act (``Book.watch``), so that a caller fed by an
+        input port in book mode (the mock exchange) is woken only for those messages.  Called
+        wherever an order joins, moves or leaves ``resting``; a queue ahead only shrinks between."""
+        self.books[iid].watch([(o.side, o.price, o.queue) for o in self.resting[iid].values()])
+
     def _level(self, o: _Order) -> int:
         return self.books[o.inst.id].size(o.side, o.price)
 
