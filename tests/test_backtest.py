@@ -48,6 +48,20 @@ def test_quoting_backtest_is_deterministic_and_accounts_exactly(data, tmp_path):
     assert set(fills["order_id"].tolist()) <= set(req["order_id"].tolist())
 
 
+@pytest.mark.parametrize("config", ["backtest_quote.toml", "backtest_mm.toml"])
+def test_waking_the_mock_exchange_only_when_the_market_reaches_its_orders_changes_nothing(data, tmp_path, monkeypatch,
+                                                                                           config):
+    """Book.watch lets the runtime skip the mock exchange's handlers for messages and trades that
+    cannot reach its resting orders; unwatched, it is handed every one (the reference)."""
+    root, _ = data
+    fast = backtest.run(CONFIGS / config, root, tmp_path / "fast")
+    monkeypatch.setattr("mantra.trading.matching.Matching._watch", lambda self, iid: self.books[iid].watch(None))
+    ref = backtest.run(CONFIGS / config, root, tmp_path / "ref")
+    assert fast["fills"] > 0 and fast["orders"] > 0
+    assert (fast["digest"], fast["pnl"], fast["fills"]) == (ref["digest"], ref["pnl"], ref["fills"])
+    assert fast["handled"]["exchange"] == ref["handled"]["exchange"]  # every record still counted as handled
+
+
 # -- what a result tells a user -------------------------------------------------------------------
 
 def test_result_has_the_data_range_every_fill_and_exact_money(data, tmp_path):

@@ -913,6 +913,8 @@ typedef struct {
 #define L2_SIDE 52
 #define L2_FLAGS 53
 #define L2_LAST 1
+#define TRADE_PRICE 24
+#define TRADE_INSTRUMENT 56
 #define L2_CLEAR 4
 
 static void Book_dealloc(Book *self) {
@@ -1269,6 +1271,7 @@ typedef struct {
     PyObject *books;                       /* book mode: {instrument: Book}, or NULL */
     uint32_t key;
     int nfields, failed, stop_after;       /* stop_after: dispatch_all returns after each record */
+    int trades;                            /* book mode on a TradeUpdate port: only trades that can reach */
     uint16_t off[MAX_FIELDS], size[MAX_FIELDS];
     char code[MAX_FIELDS];
     char *buf;
@@ -1319,13 +1322,13 @@ static int parse_layout(PyObject *layout, size_t rec, uint16_t *offs, uint16_t *
 static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     PyObject *reader, *handler, *cls, *layout, *track, *clock, *timing, *owner = Py_None, *books = Py_None;
     unsigned int key;
-    int stop_after = 0;
+    int stop_after = 0, trades = 0;
     if (self->reader) {
         PyErr_SetString(PyExc_TypeError, "Input is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "O!OOO!OOOI|OpO", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
-                          &clock, &timing, &key, &owner, &stop_after, &books))
+    if (!PyArg_ParseTuple(args, "O!OOO!OOOI|OpOp", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
+                          &clock, &timing, &key, &owner, &stop_after, &books, &trades))
         return -1;
     if (!((Reader *)reader)->m.base) {
         PyErr_SetString(PyExc_ValueError, "reader is " CLOSED_MSG);
@@ -1344,8 +1347,9 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     size_t rec = ((Reader *)reader)->m.slot_size - 8;
-    if (books != Py_None && rec < L2_FLAGS + 1) {
-        PyErr_SetString(PyExc_ValueError, "book-mode input: records must be L2Updates");
+    if (books != Py_None && rec < (trades ? TRADE_INSTRUMENT + 4 : L2_FLAGS + 1)) {
+        PyErr_SetString(PyExc_ValueError, trades ? "book-mode input: records must be TradeUpdates"
+                                                  : "book-mode input: records must be L2Updates");
         return -1;
     }
     int n = parse_layout(layout, rec, self->off, self->size, self->code);
@@ -1365,6 +1369,7 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     self->timing = timing == Py_None ? NULL : (Py_INCREF(timing), (Writer *)timing);
     self->owner = owner == Py_None ? NULL : (Py_INCREF(owner), owner);
     self->books = books == Py_None ? NULL : (Py_INCREF(books), books);
+    self->trades = trades;
     self->key = key;
     self->stop_after = stop_after;
     return 0;
@@ -1481,6 +1486,37 @@ static int set_clock(PyObject *clock, uint64_t pub) {
     return r;
 }
 
+/* A TradeUpdate in the buffer: 1 if it cannot fill any order watched on its book (its price is above
+ * every resting buy and below every resting sell; Matching.trade) and the owner has nothing due by
+ * its time (the mock exchange acts on due requests before a trade), 0 if the handler must see it
+ * (not watched, no book: the handler decides), -1 with an exception set. */
+static int trade_unreachable(Input *self) {
+    uint32_t inst;
+    int64_t price;
+    uint64_t pub;
+    memcpy(&inst, self->buf + TRADE_INSTRUMENT, 4);
+    memcpy(&price, self->buf + TRADE_PRICE, 8);
+    memcpy(&pub, self->buf + 8, 8);
+    PyObject *iid = PyLong_FromUnsignedLong(inst);
+    if (!iid) return -1;
+    PyObject *bk = PyDict_GetItemWithError(self->books, iid);
+    Py_DECREF(iid);
+    if (!bk) return PyErr_Occurred() ? -1 : 0;
+    if (!PyObject_TypeCheck(bk, &BookType)) {
+        PyErr_SetString(PyExc_TypeError, "book-mode input: books must hold mantra._spine.Book");
+        return -1;
+    }
+    Book *b = (Book *)bk;
+    if (!b->watch.on || price <= b->watch.buy_max || price >= b->watch.sell_min) return 0;
+    if (!self->owner) return 0;
+    PyObject *w = PyObject_GetAttr(self->owner, s_wakeup);
+    if (!w) return -1;
+    unsigned long long due = PyLong_AsUnsignedLongLong(w);
+    Py_DECREF(w);
+    if (due == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    return !(due && due <= pub);
+}
+
 /* Handle up to max_n records; returns the count, or -1 with an exception set.  A handler that
  * raises consumes its record (`failed` set, `errors` counted); with `f` the next records are still
  * served and the first failure is left in `f`, without it the call stops there. */
@@ -1505,7 +1541,20 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
             if (!peek_publish(r, &pub) || pub > limit) break;
         }
         if (!ring_read(r, self->buf)) break;
-        if (self->books) { /* apply in C; Python sees only the record that ends a message */
+        if (self->books && self->trades) { /* a trade that cannot reach a watched book's orders: no call */
+            int skip = trade_unreachable(self);
+            if (skip < 0) {
+                n++, self->handled++, handled_total++;
+                if (keep_going(self, f)) continue;
+                goto fail;
+            }
+            if (skip) {
+                memcpy(&pub, self->buf + 8, 8);
+                if (self->clock && set_clock(self->clock, pub) < 0) goto fail;
+                n++, self->handled++, handled_total++;
+                continue;
+            }
+        } else if (self->books) { /* apply in C; Python sees only the record that ends a message */
             const char *b = self->buf;
             uint32_t inst;
             int64_t price, size;
@@ -1647,8 +1696,10 @@ static PyTypeObject InputType = {
     .tp_free = PyObject_GC_Del,
     .tp_methods = Input_methods,
     .tp_getset = Input_getset,
-    .tp_doc = "Input(reader, handler, cls, layout, track, clock, timing, key, owner=None, stop_after=False): "
-              "an actor's input port; layout: [(offset in record, size, struct code)] per field",
+    .tp_doc = "Input(reader, handler, cls, layout, track, clock, timing, key, owner=None, stop_after=False, books=None, "
+              "trades=False): an actor's input port; layout: [(offset in record, size, struct code)] per field; "
+              "books: {instrument: Book}, L2Updates applied to them (trades: TradeUpdates that cannot reach a "
+              "watched book's orders skipped)",
 };
 
 /* The inputs of a call, as a tuple of our own (a handler may change the caller's list). */
@@ -2058,6 +2109,8 @@ PyMODINIT_FUNC PyInit__spine(void) {
     PyModule_AddObject(m, "Lane", (PyObject *)&LaneType);
     PyObject *l2 = Py_BuildValue("(iiiii)", L2_PRICE, L2_SIZE, L2_INSTRUMENT, L2_SIDE, L2_FLAGS);
     if (!l2 || PyModule_AddObject(m, "L2_OFFSETS", l2) < 0) return NULL; /* checked against L2Update */
+    PyObject *tr = Py_BuildValue("(ii)", TRADE_PRICE, TRADE_INSTRUMENT);
+    if (!tr || PyModule_AddObject(m, "TRADE_OFFSETS", tr) < 0) return NULL; /* checked against TradeUpdate */
     TornRead = PyErr_NewExceptionWithDoc("mantra._spine.TornRead",
                                          "A seqlock slot stayed mid-write: its writer died or froze while writing it.",
                                          PyExc_RuntimeError, NULL);

@@ -203,3 +203,23 @@ def test_a_watched_book_calls_its_handler_only_when_a_message_reaches_what_is_wa
     publish(a, L2Update(100, 0, 0, 1, -1, 0), at=20)  # the ask at our price goes (a venue would have filled us)
     publish(a, L2Update(120, 1, 0, 1, -1, LAST), at=21)
     assert inp.dispatch() == 2 and seen[-1] == (100, 14) and clock.now() == 21  # time moved on without a call
+
+
+def test_a_trade_port_with_watched_books_hands_over_only_trades_that_can_reach_them(sysdir):
+    t = Ring.create(sysdir / "t", TradeUpdate, 64)
+    clock, books, seen, owner = SimClock(1), {1: Book()}, [], Owner()
+    books[1].watch([(1, 100, 5), (-1, 110, 0)])  # a bid at 100 and an ask at 110 rest
+    inp = _spine.Input(t.reader("t").reader, lambda m: seen.append(m.price), TradeUpdate, list(TradeUpdate.FIELDS_AT),
+                       Tracking(), clock, None, 1, owner, False, books, True)
+    for k, price in enumerate([105, 100, 109, 111, 101]):
+        publish(t, TradeUpdate(price, 1, 0, k, 1, 1), at=10 + k)
+    publish(t, TradeUpdate(105, 1, 0, 9, 2, 1), at=15)  # an instrument without a book: the handler decides
+    assert inp.dispatch() == 6 and inp.handled == 6
+    assert seen == [100, 111, 105] and clock.now() == 15
+    owner.wakeup = 20  # a request falls due at 20: a trade then must reach the handler after it acts
+    publish(t, TradeUpdate(105, 1, 0, 10, 1, 1), at=19)
+    publish(t, TradeUpdate(106, 1, 0, 11, 1, 1), at=20)
+    assert inp.dispatch() == 2 and seen[-1] == 106
+    books[1].watch(None)  # not watched: every trade
+    publish(t, TradeUpdate(105, 1, 0, 12, 1, 1), at=21)
+    assert inp.dispatch() == 1 and seen[-1] == 105

@@ -14,7 +14,7 @@ import time
 
 from .. import _spine
 from ..spine import Ring, SeqArray
-from ..spine.messages import ActorState, ActorStatus, L2Update, Timing
+from ..spine.messages import ActorState, ActorStatus, L2Update, Timing, TradeUpdate
 from . import paths
 from .actor import Actor, ArrayPort, Output, Tracking
 from .clock import RealClock
@@ -29,6 +29,7 @@ MAX_PARK_NS = 100_000_000
 
 # where the C book reads price, size, instrument, side and flags in an L2Update record
 _L2_AT = tuple(L2Update.FIELDS_AT[i][0] for i in (0, 1, 3, 4, 5))
+_TRADE_AT = tuple(TradeUpdate.FIELDS_AT[i][0] for i in (0, 4))  # and price, instrument in a TradeUpdate
 
 
 class _Input:
@@ -42,11 +43,15 @@ class _Input:
         self.errors_seen = 0  # of c.errors, already counted against the actor
         t = consumer.msg_type
         books = actor.book_ports.get(port)
-        if books is not None and (t is not L2Update or _L2_AT != _spine.L2_OFFSETS):
-            raise ValueError(f"actor {actor.name}: book port {port!r} must carry L2Update")
+        # a book port carries L2Update (applied to the books in C) or TradeUpdate (handed over only
+        # when it can reach what the owner watches on the book: Book.watch)
+        trades = books is not None and t is TradeUpdate
+        if books is not None and not (t is L2Update and _L2_AT == _spine.L2_OFFSETS
+                                      or trades and _TRADE_AT == _spine.TRADE_OFFSETS):
+            raise ValueError(f"actor {actor.name}: book port {port!r} must carry L2Update or TradeUpdate")
         self.c = _spine.Input(consumer.reader, handler, t, list(t.FIELDS_AT), track,
                               clock if clock.simulated else None, timing._w if timing else None, key,
-                              actor, actor.loop_after_input and type(actor).loop is not Actor.loop, books)
+                              actor, actor.loop_after_input and type(actor).loop is not Actor.loop, books, trades)
 
 
 class _Slot:

@@ -241,7 +241,6 @@ class Matching:
             if q > 0:
                 ts = ts or self.stamp(now)
                 self._fill(o, o.price, q, Liquidity.MAKER, ts)
-        self._watch(iid)
         if ts:
             self._flush(ts)
 

@@ -50,7 +50,9 @@ class MockExchange(AccountHandler):
     def __init__(self, **params):
         super().__init__(**params)
         self.books: dict[int, Book] = {}  # the runtime applies L2Updates to them in C
-        self.book_ports = {p: self.books for p in self.l2_ports}
+        # the matching engine watches them (Book.watch): only messages and trades that can reach our
+        # resting orders call the handlers below
+        self.book_ports = {p: self.books for p in (*self.l2_ports, *self.trade_ports)}
         self.inputs = ("requests",) + bind_ports(self, self.l2_ports, self._on_l2) + \
             bind_ports(self, self.trade_ports, self._on_trade)
         self.messages = {**self.messages, **{p: L2Update for p in self.l2_ports},
