@@ -95,7 +95,7 @@ class Persister(Actor):
                 b = c.read_batch(8192)
                 if not len(b):
                     break
-                self.pending[q].append(b.copy())
+                self.pending[q].append(b.tobytes())  # bytes join cheaply; small record arrays do not
                 self.npending[q] += len(b)
                 n += len(b)
                 if self.npending[q] >= self.chunk_records:
@@ -110,7 +110,7 @@ class Persister(Actor):
             parts = self.pending[name]
             if not parts:
                 continue
-            recs = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            recs = np.frombuffer(b"".join(parts) if len(parts) > 1 else parts[0], self.rings[name].msg_type.DTYPE)
             # pending holds everything read so far: the reader's position is just past its last record
             self._writer(name, int(recs["publish"][0])).append(
                 recs, ring=self.rings[name].header["created_ns"], seq=self.readers[name].seq)
