@@ -909,6 +909,7 @@ typedef struct {
 
 #define L2_PRICE 24
 #define L2_SIZE 32
+#define L2_EXCH_TS 40
 #define L2_INSTRUMENT 48
 #define L2_SIDE 52
 #define L2_FLAGS 53
@@ -1272,6 +1273,7 @@ typedef struct {
     uint32_t key;
     int nfields, failed, stop_after;       /* stop_after: dispatch_all returns after each record */
     int trades;                            /* book mode on a TradeUpdate port: only trades that can reach */
+    int book_call;                         /* book mode: handler(instrument, book, exch_ts), no message */
     uint16_t off[MAX_FIELDS], size[MAX_FIELDS];
     char code[MAX_FIELDS];
     char *buf;
@@ -1322,13 +1324,13 @@ static int parse_layout(PyObject *layout, size_t rec, uint16_t *offs, uint16_t *
 static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     PyObject *reader, *handler, *cls, *layout, *track, *clock, *timing, *owner = Py_None, *books = Py_None;
     unsigned int key;
-    int stop_after = 0, trades = 0;
+    int stop_after = 0, trades = 0, book_call = 0;
     if (self->reader) {
         PyErr_SetString(PyExc_TypeError, "Input is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "O!OOO!OOOI|OpOp", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
-                          &clock, &timing, &key, &owner, &stop_after, &books, &trades))
+    if (!PyArg_ParseTuple(args, "O!OOO!OOOI|OpOpp", &ReaderType, &reader, &handler, &cls, &PyList_Type, &layout, &track,
+                          &clock, &timing, &key, &owner, &stop_after, &books, &trades, &book_call))
         return -1;
     if (!((Reader *)reader)->m.base) {
         PyErr_SetString(PyExc_ValueError, "reader is " CLOSED_MSG);
@@ -1370,6 +1372,7 @@ static int Input_init(Input *self, PyObject *args, PyObject *kw) {
     self->owner = owner == Py_None ? NULL : (Py_INCREF(owner), owner);
     self->books = books == Py_None ? NULL : (Py_INCREF(books), books);
     self->trades = trades;
+    self->book_call = book_call && books != Py_None && !trades;
     self->key = key;
     self->stop_after = stop_after;
     return 0;
@@ -1541,6 +1544,7 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
             if (!peek_publish(r, &pub) || pub > limit) break;
         }
         if (!ring_read(r, self->buf)) break;
+        PyObject *bk = NULL; /* book mode: the message's book (borrowed from the dict) */
         if (self->books && self->trades) { /* a trade that cannot reach a watched book's orders: no call */
             int skip = trade_unreachable(self);
             if (skip < 0) {
@@ -1563,7 +1567,7 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
             memcpy(&size, b + L2_SIZE, 8);
             PyObject *iid = PyLong_FromUnsignedLong(inst);
             if (!iid) goto fail;
-            PyObject *bk = PyDict_GetItemWithError(self->books, iid);
+            bk = PyDict_GetItemWithError(self->books, iid);
             Py_DECREF(iid);
             if (!bk) {
                 if (PyErr_Occurred()) goto fail;
@@ -1609,11 +1613,29 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
         }
         Py_DECREF(o);
         if (self->clock && set_clock(self->clock, pub) < 0) goto fail;
-        PyObject *msg = build(self);
-        if (!msg) goto fail;
-        uint64_t start = self->timing ? clock_ns() : 0;
-        PyObject *res = PyObject_CallOneArg(handler, msg);
-        Py_DECREF(msg);
+        PyObject *res;
+        uint64_t start;
+        if (self->book_call) { /* handler(instrument, book, exch_ts): the book holds the message */
+            uint32_t inst;
+            int64_t ets;
+            memcpy(&inst, self->buf + L2_INSTRUMENT, 4);
+            memcpy(&ets, self->buf + L2_EXCH_TS, 8);
+            PyObject *a[4] = {NULL, PyLong_FromUnsignedLong(inst), bk, PyLong_FromLongLong(ets)};
+            if (!a[1] || !a[3]) {
+                Py_XDECREF(a[1]), Py_XDECREF(a[3]);
+                goto fail;
+            }
+            Py_INCREF(bk); /* the handler may drop it from the dict */
+            start = self->timing ? clock_ns() : 0;
+            res = PyObject_Vectorcall(handler, a + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            Py_DECREF(a[1]), Py_DECREF(bk), Py_DECREF(a[3]);
+        } else {
+            PyObject *msg = build(self);
+            if (!msg) goto fail;
+            start = self->timing ? clock_ns() : 0;
+            res = PyObject_CallOneArg(handler, msg);
+            Py_DECREF(msg);
+        }
         n++;
         self->handled++;
         handled_total++;
@@ -1699,7 +1721,7 @@ static PyTypeObject InputType = {
     .tp_doc = "Input(reader, handler, cls, layout, track, clock, timing, key, owner=None, stop_after=False, books=None, "
               "trades=False): an actor's input port; layout: [(offset in record, size, struct code)] per field; "
               "books: {instrument: Book}, L2Updates applied to them (trades: TradeUpdates that cannot reach a "
-              "watched book's orders skipped)",
+              "watched book's orders skipped; book_call: the handler called as handler(instrument, book, exch_ts))",
 };
 
 /* The inputs of a call, as a tuple of our own (a handler may change the caller's list). */
@@ -2107,7 +2129,7 @@ PyMODINIT_FUNC PyInit__spine(void) {
     PyModule_AddObject(m, "Port", (PyObject *)&PortType);
     Py_INCREF(&LaneType);
     PyModule_AddObject(m, "Lane", (PyObject *)&LaneType);
-    PyObject *l2 = Py_BuildValue("(iiiii)", L2_PRICE, L2_SIZE, L2_INSTRUMENT, L2_SIDE, L2_FLAGS);
+    PyObject *l2 = Py_BuildValue("(iiiiii)", L2_PRICE, L2_SIZE, L2_EXCH_TS, L2_INSTRUMENT, L2_SIDE, L2_FLAGS);
     if (!l2 || PyModule_AddObject(m, "L2_OFFSETS", l2) < 0) return NULL; /* checked against L2Update */
     PyObject *tr = Py_BuildValue("(ii)", TRADE_PRICE, TRADE_INSTRUMENT);
     if (!tr || PyModule_AddObject(m, "TRADE_OFFSETS", tr) < 0) return NULL; /* checked against TradeUpdate */

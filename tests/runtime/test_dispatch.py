@@ -223,3 +223,17 @@ def test_a_trade_port_with_watched_books_hands_over_only_trades_that_can_reach_t
     books[1].watch(None)  # not watched: every trade
     publish(t, TradeUpdate(105, 1, 0, 12, 1, 1), at=21)
     assert inp.dispatch() == 1 and seen[-1] == 105
+
+
+def test_a_book_call_port_hands_over_instrument_book_and_exchange_time_without_a_message(sysdir):
+    a = Ring.create(sysdir / "a", L2Update, 64)
+    clock, books, seen, track = SimClock(1), {1: Book(), 3: Book()}, [], Tracking()
+    inp = _spine.Input(a.reader("t").reader, lambda iid, book, ets: seen.append((iid, book is books[iid], ets,
+                                                                                book.best_bid(), clock.now(), track.origin)),
+                       L2Update, list(L2Update.FIELDS_AT), track, clock, None, 1, None, False, books, False, True)
+    publish(a, L2Update(100, 5, 777, 1, 1, 0), at=10, origin=50)
+    publish(a, L2Update(101, 5, 778, 1, 1, LAST), at=11, origin=51)
+    publish(a, L2Update(7, 1, 2**40, 2, 1, LAST), at=12)  # an instrument without a book
+    publish(a, L2Update(9, 1, -5, 3, 1, LAST), at=13, origin=53)
+    assert inp.dispatch() == 4
+    assert seen == [(1, True, 778, 101, 11, 51), (3, True, -5, 9, 13, 53)]

@@ -116,7 +116,10 @@ def l2(actor, msg, port: str = "l2") -> None:
         book.clear()
     book.apply(msg.side, msg.price, msg.size)
     if msg.flags & L2Flags.LAST:
-        getattr(actor, f"on_{port}")(msg)
+        if port in actor.book_calls:
+            getattr(actor, f"on_{port}")(msg.instrument, book, msg.exch_ts)
+        else:
+            getattr(actor, f"on_{port}")(msg)
 
 
 def route(msgs, overseer=None, models=()):

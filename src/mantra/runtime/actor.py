@@ -102,6 +102,9 @@ class Actor:
     # these books in C; the handler is called only for the record that ends an exchange message
     # (flags LAST), when the book holds the whole message.  Records of other instruments are skipped.
     book_ports: dict = {}
+    # book ports whose handler is called as handler(instrument id, book, exch_ts) instead of with the
+    # message: no message is built for what the book already holds
+    book_calls: tuple = ()
     # {port: message type}: what each port carries (ports not listed take any type); checked
     # against the queue or array the configuration binds it to
     messages: dict = {}

@@ -27,8 +27,8 @@ STATUS_EVERY_NS = 100_000_000
 MAX_PARK_NS = 100_000_000
 
 
-# where the C book reads price, size, instrument, side and flags in an L2Update record
-_L2_AT = tuple(L2Update.FIELDS_AT[i][0] for i in (0, 1, 3, 4, 5))
+# where the C book reads price, size, exch_ts, instrument, side and flags in an L2Update record
+_L2_AT = tuple(L2Update.FIELDS_AT[i][0] for i in (0, 1, 2, 3, 4, 5))
 _TRADE_AT = tuple(TradeUpdate.FIELDS_AT[i][0] for i in (0, 4))  # and price, instrument in a TradeUpdate
 
 
@@ -51,7 +51,8 @@ class _Input:
             raise ValueError(f"actor {actor.name}: book port {port!r} must carry L2Update or TradeUpdate")
         self.c = _spine.Input(consumer.reader, handler, t, list(t.FIELDS_AT), track,
                               clock if clock.simulated else None, timing._w if timing else None, key,
-                              actor, actor.loop_after_input and type(actor).loop is not Actor.loop, books, trades)
+                              actor, actor.loop_after_input and type(actor).loop is not Actor.loop, books, trades,
+                              port in actor.book_calls)
 
 
 class _Slot:

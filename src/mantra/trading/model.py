@@ -51,6 +51,7 @@ class TradeModel(Actor):
         super().__init__(**params)
         self.books: dict[int, Book] = {}  # followed instruments; the runtime applies L2Updates in C
         self.book_ports = {p: self.books for p in self.l2_ports}
+        self.book_calls = tuple(self.l2_ports)  # _on_l2 gets (instrument, book, exch_ts)
         self.inputs = (bind_ports(self, self.l2_ports, self._on_l2) + bind_ports(self, self.trade_ports, self._on_trade)
                        + bind_ports(self, self.status_ports, self._on_status) + ("requests", "updates", "fills"))
         self.messages = {**{p: L2Update for p in self.l2_ports}, **{p: TradeUpdate for p in self.trade_ports},
@@ -126,15 +127,13 @@ class TradeModel(Actor):
         return o is not None and (o.live or bool(o.pending))
 
     # ------------------------------------------------------------------ stream handlers
-    def _on_l2(self, m) -> None:
-        """The last record of an exchange message: the runtime has applied the whole message."""
-        iid = m.instrument
+    def _on_l2(self, iid: int, book: Book, exch_ts: int) -> None:
+        """The end of an exchange message on ``iid``: the runtime has applied the whole message."""
         if self.trusted[iid]:
-            book = self.books[iid]
             if book.crossed():
                 self.skipped_crossed += 1
                 return
-            self.on_book(iid, book, m.exch_ts)
+            self.on_book(iid, book, exch_ts)
 
     def _on_trade(self, t: TradeUpdate) -> None:
         if t.instrument in self.books:
