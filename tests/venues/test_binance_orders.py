@@ -417,6 +417,32 @@ def test_cancel_of_a_filled_order_reports_how_it_ended():
     assert https(ev, "trades")  # the fills it does not have yet are fetched
 
 
+def test_amend_of_an_order_unknown_to_the_handler_waits_for_the_venue():
+    p = live()
+    p.submit(amend(21, 7, 5_200_000, 500_000), T0)  # a predecessor's order: asked about before any answer
+    ev = take(p)
+    (q,) = sent(ev)
+    assert not updates(ev) and (q["method"], q["params"]["origClientOrderId"]) == ("order.status", client_id(7))
+    p.submit(cancel(22, 7), T0)  # asked again before the venue said: refused for now
+    assert [(u.order_id, u.status, u.reason) for u in updates(take(p))] == [
+        (7, S.CANCEL_REJECTED, Reject.VENUE_ERROR)]
+    answer(p, q, {"symbol": "BTCUSDT", "orderId": 1001, "clientOrderId": client_id(7), "price": "52000.00",
+                  "origQty": "0.01000000", "executedQty": "0.00000000", "status": "NEW"})
+    ev = take(p)
+    # the order is reported as the venue has it; the amend, made without knowing that, is not sent
+    assert [(u.order_id, u.status, u.size, u.reason) for u in updates(ev)] == [
+        (7, S.OPEN, 1_000_000, 0), (7, S.CANCEL_REJECTED, 1_000_000, Reject.VENUE_ERROR)]
+    assert not sent(ev)
+    p.submit(amend(23, 7, 5_200_000, 500_000), T0)  # asked again, now it is known: it goes out
+    assert [m["method"] for m in sent(take(p))] == ["order.amend.keepPriority"]
+    p.submit(cancel(24, 8), T0)  # an order the venue does not know either
+    (q,) = sent(take(p))
+    answer(p, q, status=400, error={"code": -2013, "msg": "Order does not exist."})
+    assert [(u.order_id, u.status, u.reason) for u in updates(take(p))] == [
+        (8, S.CANCEL_REJECTED, Reject.UNKNOWN_ORDER)]
+    assert not [q for q in p.reqs.values() if q.order.order_id == 8]  # nothing left waiting on it
+
+
 def test_pre_checks_refuse_before_sending():
     p = live()
     for r, why in ((new(1, price=0), Reject.BAD_REQUEST), (new(2, size=1_000_001), Reject.LOT),

@@ -450,6 +450,26 @@ def test_unknown_order_asked_by_the_overseer_is_found_and_cancelled():
     assert (u.order_id, u.status, u.reason) == (OID + 1, S.CANCEL_REJECTED, Reject.UNKNOWN_ORDER)
 
 
+def test_amend_of_an_order_unknown_to_the_handler_waits_for_the_venue():
+    p = live()
+    p.submit(amend(OID, "26900", "0.5"), T0)  # a predecessor's order, partly filled meanwhile
+    ev = take(p)
+    assert not updates(ev) and not frames(ev)  # neither refused nor sent blind: the venue is asked
+    (q,) = https(ev, "qa")
+    p.submit(cancel(OID), T0)  # asked again before the venue said: refused for now, never left unanswered
+    (u,) = updates(take(p))
+    assert (u.order_id, u.status, u.reason) == (OID, S.CANCEL_REJECTED, Reject.VENUE_ERROR)
+    answer(p, q, [order_arr("PARTIALLY FILLED @ 27000(0.2)", amount="0.3")], now=T0 + 10**9)
+    ev = take(p)
+    assert [(u.order_id, u.status, u.filled, u.reason) for u in updates(ev)] == [
+        (OID, S.PARTIALLY_FILLED, BTC.size("0.2"), 0), (OID, S.CANCEL_REJECTED, BTC.size("0.2"), Reject.VENUE_ERROR)]
+    assert not frames(ev)  # the amend was made without knowing that: not sent
+    answer(p, https(ev, "trades")[0], [trade(401, "0.2", 27000, fee="-0.0108", ccy="USD")])
+    assert [(f.order_id, f.size) for f in take(p, Fill)] == [(OID, BTC.size("0.2"))]  # its fill is reported
+    p.submit(amend(OID, "26900", "0.5"), T0 + 2 * 10**9)  # asked again, now it is known: it goes out
+    assert frames(take(p)) == [[0, "ou", None, {"id": VID, "price": "26900"}]]
+
+
 # ---------------------------------------------------------------------------------------- fills, balances
 def test_te_moves_the_filled_size_and_tu_emits_the_fill_once():
     p = live()

@@ -313,6 +313,11 @@ class OrderProtocol:
     def new_order(self, r: OrderRequest, inst, now: int):
         return self.order_class(r.order_id, client_id(r.order_id), inst, r.side, r.price, r.size, r.flags, now)
 
+    def asked_order(self, r: OrderRequest, inst, now: int):
+        """The order ``_ask_unknown`` asks the venue about (``r.ref_id``), as the request describes it
+        until the venue says; a venue that names orders otherwise gives it its own ids."""
+        return self.order_class(r.ref_id, client_id(r.ref_id), inst, r.side, r.price, r.size, r.flags, now)
+
     def submit_change(self, r: OrderRequest, inst, o, now: int) -> None:
         """The venue's CANCEL or AMEND of ``o``, a live order of ours."""
         raise NotImplementedError
@@ -425,7 +430,7 @@ class OrderProtocol:
         if r.ref_id in self.asking:  # asked already: the overseer may ask again once the venue said
             self.reject(r, Reject.VENUE_ERROR, now)
             return
-        o = self.order_class(r.ref_id, client_id(r.ref_id), inst, r.side, r.price, r.size, r.flags, now)
+        o = self.asked_order(r, inst, now)
         q = VenueRequest(self._next_req(), r, r.action, now, "rest", o)
         q.state = "unknown"
         self.reqs[q.req_id] = q

@@ -243,7 +243,6 @@ class BitfinexOrders(OrderProtocol):
         self.known_foreign: set[int] = set()  # venue ids of orders not ours (their fills are not asked about)
         self.unmapped: dict[int, list] = {}  # venue order id -> trades waiting for their order
         self.mapping: set[int] = set()  # venue order ids asked about
-        self.asking: dict[int, _Order] = {}  # order id -> an order we do not know, asked about
         self.te_fetch_at = 0
         self.max_tid = 0  # the highest trade id of ours seen on the stream
         self.max_vid = 0  # ... order id
@@ -307,6 +306,10 @@ class BitfinexOrders(OrderProtocol):
     def new_order(self, r, inst, now: int) -> _Order:
         gid, cid = bfx_ids(r.order_id)  # Bitfinex names our orders by integers
         return _Order(r.order_id, inst, r.side, r.price, r.size, r.flags, now, gid, cid)
+
+    def asked_order(self, r, inst, now: int) -> _Order:
+        gid, cid = bfx_ids(r.ref_id)  # what the venue is asked for it by
+        return _Order(r.ref_id, inst, r.side, r.price, r.size, r.flags, now, gid, cid)
 
     def _register(self, o: _Order) -> None:
         self.orders[o.order_id] = o
@@ -405,12 +408,6 @@ class BitfinexOrders(OrderProtocol):
             return None
         return inst
 
-    def check_change(self, r, inst, now: int):
-        if r.ref_id not in self.orders and r.action in (CANCEL, AMEND):
-            self._ask_unknown(r, inst, now)  # an order of a predecessor's: asked for by its ids
-            return None
-        return super().check_change(r, inst, now)
-
     def submit_change(self, r, inst, o: _Order, now: int) -> None:
         act = r.action
         if act == AMEND and not o.oid:  # ``ou`` names the order by its venue id only
@@ -459,37 +456,17 @@ class BitfinexOrders(OrderProtocol):
             else:
                 self._update(o, now, status=S.CANCEL_REJECTED, reason=Reject.RATE_LIMITED, about=r.ref_id)
 
-    def _ask_unknown(self, r, inst, now: int) -> None:
-        """A CANCEL / AMEND about an order we do not know (a restarted handler, asked by the overseer):
-        its ids follow from its order id, so the venue is asked how it stands before answering."""
-        gid, cid = bfx_ids(r.ref_id)
-        o = _Order(r.ref_id, inst, r.side, 0, 0, 0, now, gid, cid)
-        q = _Req(self._next_req(), r, r.action, now, "rest", o)
-        q.state = "unknown"
-        self.reqs[q.req_id] = q
-        self.asking[r.ref_id] = o
-        self.counts["asked_unknown_order"] += 1
-        self._query(o, now, q.req_id)
-
-    def _asked_unknown(self, q: _Req, found, now: int) -> None:
-        """The venue's answer about an order we did not know (``_ask_unknown``)."""
-        o = self.asking.pop(q.order.order_id)
-        self._answered(q)
-        if found is None:
-            self.reject(q.r, Reject.UNKNOWN_ORDER, now)
-            return
-        st, post_only = order_status(found[O_STATUS])
-        o = self._from_array(o.order_id, found, o.inst, now)
-        o.status = S.REJECTED if post_only and not o.filled else st or S.OPEN
-        self._register(o)
-        self.counts["known_from_question"] += 1
+    def _describe_asked(self, o: _Order, a, now: int) -> None:
+        """``o``, an order asked about (``_ask_unknown``), as the venue's array ``a`` has it: side, price
+        and size too (the request's are the overseer's view); reported, its fills fetched."""
+        v = self._from_array(o.order_id, a, o.inst, now)
+        o.side, o.price, o.size, o.cid_date = v.side, v.price, v.size, v.cid_date
+        o.filled = max(o.filled, v.filled)
+        self._set_oid(o, v.oid)
+        st, post_only = order_status(a[O_STATUS])
+        self._set_status(o, S.REJECTED if post_only and not o.filled else st or S.OPEN)
         self._update(o, now, reason=Reject.POST_ONLY if o.status == S.REJECTED else 0)
-        if o.live:
-            if q.action == CANCEL:
-                self._send(q.r, CANCEL, o, now)
-            else:  # an amend of an order just learnt: refused, the overseer may ask again
-                self._update(o, now, status=S.CANCEL_REJECTED, reason=Reject.VENUE_ERROR, about=q.r.ref_id)
-        self._fetch_trades(now, o.placed - 60_000_000_000)  # its fills, if it had any
+        self._fetch_trades(now, o.placed - 60_000_000_000)
 
     def cancel_all(self, now: int) -> None:
         """The kill switch: every open order, by the venue's cancel-all (also with a halt)."""
@@ -1061,9 +1038,9 @@ class BitfinexOrders(OrderProtocol):
             return
         # what we learn here the stream did not say (in time): the wallets it sent around it are suspect
         self._late(now)
-        if oid in self.asking:
+        if oid in self.asking:  # an order we did not know (``_ask_unknown``)
             if q is not None:
-                self._asked_unknown(q, found, now)
+                self._answer_unknown(q, None if found is None else lambda o: self._describe_asked(o, found, now), now)
             return
         if found is None:
             if q is None:
