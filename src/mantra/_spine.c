@@ -155,7 +155,7 @@ static inline int get_buf(PyObject *o, Py_buffer *b, int writable) {
 
 /* Messages published and array slots written by this process (timing records excluded): the
  * deterministic dispatcher stops as soon as a handler has reacted, so loops run at that instant. */
-static uint64_t activity, handled_total;
+static uint64_t activity, handled_total, calls; /* calls: handlers called (dispatch_all: could a wake-up have changed) */
 
 /* ---------------------------------------------------------------- ring slots
  *
@@ -1626,12 +1626,14 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
                 goto fail;
             }
             Py_INCREF(bk); /* the handler may drop it from the dict */
+            calls++;
             start = self->timing ? clock_ns() : 0;
             res = PyObject_Vectorcall(handler, a + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             Py_DECREF(a[1]), Py_DECREF(bk), Py_DECREF(a[3]);
         } else {
             PyObject *msg = build(self);
             if (!msg) goto fail;
+            calls++;
             start = self->timing ? clock_ns() : 0;
             res = PyObject_CallOneArg(handler, msg);
             Py_DECREF(msg);
@@ -1809,12 +1811,12 @@ static PyObject *dispatch_all(PyObject *mod, PyObject *const *args, Py_ssize_t n
             if (peek_publish(in->reader, &pub) && pub < limit && (!best || pub < bt)) best = in, bi = i, bt = pub;
         }
         if (!best) break;
-        uint64_t before = activity;
+        uint64_t before = activity, called = calls;
         if (dispatch(best, 0, 1, NULL) < 0) goto fail;
         if (bi < 63) mask |= 1ull << bi;
         if (activity != before) break;
         if (best->stop_after && limit > bt + 1) limit = bt + 1; /* the rest of this instant, then its loop */
-        if (best->owner) {
+        if (best->owner && calls != called) { /* only a handler that ran can have asked for a wake-up */
             int64_t w = owner_wakeup(best);
             if (w < 0) goto fail;
             if (w && (uint64_t)w <= bt) break;
