@@ -1030,10 +1030,11 @@ static inline PyObject *best(Book *b, int s) {
 static PyObject *Book_best_bid(Book *self, PyObject *unused) { return best(self, 0); }
 static PyObject *Book_best_ask(Book *self, PyObject *unused) { return best(self, 1); }
 
-static PyObject *Book_crossed(Book *self, PyObject *unused) {
-    return PyBool_FromLong(self->n[0] && self->n[1] &&
-                           self->lv[0][self->n[0] - 1].key >= -self->lv[1][self->n[1] - 1].key);
+static inline int book_crossed(const Book *b) {
+    return b->n[0] && b->n[1] && b->lv[0][b->n[0] - 1].key >= -b->lv[1][b->n[1] - 1].key;
 }
+
+static PyObject *Book_crossed(Book *self, PyObject *unused) { return PyBool_FromLong(book_crossed(self)); }
 
 /* levels(side, n=all) -> [(price, size left)] best first; top(side, n) is the same with n. */
 static PyObject *Book_levels(Book *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1279,6 +1280,7 @@ typedef struct {
     char *buf;
     size_t cap;
     uint64_t handled, errors;              /* errors: records whose handler raised */
+    uint64_t crossed;                      /* book_call: messages that left the book crossed (no call) */
 } Input;
 
 static PyObject *s_origin, *s_t, *s_wakeup; /* interned attribute names */
@@ -1594,8 +1596,11 @@ static Py_ssize_t dispatch(Input *self, uint64_t limit, Py_ssize_t max_n, Failur
                 n++, self->handled++, handled_total++;
                 continue;
             }
-            if (((Book *)bk)->watch.on && !watch_due((Book *)bk)) {
-                /* nothing the owner watches was reached: no call, but time moves on as if it ran */
+            int crossed = self->book_call && book_crossed((Book *)bk);
+            self->crossed += crossed;
+            if (crossed || (((Book *)bk)->watch.on && !watch_due((Book *)bk))) {
+                /* a crossed book for a book_call handler (it trades only on a consistent book), or
+                 * nothing the owner watches was reached: no call, but time moves on as if it ran */
                 memcpy(&pub, self->buf + 8, 8);
                 if (self->clock && set_clock(self->clock, pub) < 0) goto fail;
                 n++, self->handled++, handled_total++;
@@ -1689,6 +1694,7 @@ static PyObject *Input_dispatch(Input *self, PyObject *const *args, Py_ssize_t n
 
 static PyObject *Input_get_handled(Input *self, void *c) { return PyLong_FromUnsignedLongLong(self->handled); }
 static PyObject *Input_get_errors(Input *self, void *c) { return PyLong_FromUnsignedLongLong(self->errors); }
+static PyObject *Input_get_crossed(Input *self, void *c) { return PyLong_FromUnsignedLongLong(self->crossed); }
 static PyObject *Input_get_failed(Input *self, void *c) { return PyBool_FromLong(self->failed); }
 static int Input_set_failed(Input *self, PyObject *v, void *c) {
     int t = v ? PyObject_IsTrue(v) : 0;
@@ -1705,6 +1711,7 @@ static PyMethodDef Input_methods[] = {
 static PyGetSetDef Input_getset[] = {
     {"handled", (getter)Input_get_handled, NULL, "records handed to the handler so far", NULL},
     {"errors", (getter)Input_get_errors, NULL, "records whose handler raised, so far", NULL},
+    {"crossed", (getter)Input_get_crossed, NULL, "book_call: messages not handed over because they left the book crossed", NULL},
     {"failed", (getter)Input_get_failed, (setter)Input_set_failed, "a handler raised since this was last cleared", NULL},
     {NULL}};
 
@@ -1723,7 +1730,8 @@ static PyTypeObject InputType = {
     .tp_doc = "Input(reader, handler, cls, layout, track, clock, timing, key, owner=None, stop_after=False, books=None, "
               "trades=False): an actor's input port; layout: [(offset in record, size, struct code)] per field; "
               "books: {instrument: Book}, L2Updates applied to them (trades: TradeUpdates that cannot reach a "
-              "watched book's orders skipped; book_call: the handler called as handler(instrument, book, exch_ts))",
+              "watched book's orders skipped; book_call: the handler called as handler(instrument, book, exch_ts), "
+              "only on an uncrossed book)",
 };
 
 /* The inputs of a call, as a tuple of our own (a handler may change the caller's list). */

@@ -237,3 +237,7 @@ def test_a_book_call_port_hands_over_instrument_book_and_exchange_time_without_a
     publish(a, L2Update(9, 1, -5, 3, 1, LAST), at=13, origin=53)
     assert inp.dispatch() == 4
     assert seen == [(1, True, 778, 101, 11, 51), (3, True, -5, 9, 13, 53)]
+    publish(a, L2Update(101, 1, 779, 1, -1, LAST), at=14)  # an ask at the bid: crossed, not handed over
+    publish(a, L2Update(101, 0, 780, 1, -1, LAST), at=15)  # uncrossed again
+    assert inp.dispatch() == 2 and inp.crossed == 1
+    assert [x[2] for x in seen] == [778, -5, 780] and clock.now() == 15

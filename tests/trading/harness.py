@@ -117,7 +117,8 @@ def l2(actor, msg, port: str = "l2") -> None:
     book.apply(msg.side, msg.price, msg.size)
     if msg.flags & L2Flags.LAST:
         if port in actor.book_calls:
-            getattr(actor, f"on_{port}")(msg.instrument, book, msg.exch_ts)
+            if not book.crossed():
+                getattr(actor, f"on_{port}")(msg.instrument, book, msg.exch_ts)
         else:
             getattr(actor, f"on_{port}")(msg)
 

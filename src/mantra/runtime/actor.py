@@ -103,7 +103,8 @@ class Actor:
     # (flags LAST), when the book holds the whole message.  Records of other instruments are skipped.
     book_ports: dict = {}
     # book ports whose handler is called as handler(instrument id, book, exch_ts) instead of with the
-    # message: no message is built for what the book already holds
+    # message (no message is built for what the book already holds), and only when the message left
+    # the book uncrossed (the others are counted on the input: ``_Input.c.crossed``)
     book_calls: tuple = ()
     # {port: message type}: what each port carries (ports not listed take any type); checked
     # against the queue or array the configuration binds it to

@@ -51,8 +51,10 @@ class TradeModel(Actor):
         super().__init__(**params)
         self.books: dict[int, Book] = {}  # followed instruments; the runtime applies L2Updates in C
         self.book_ports = {p: self.books for p in self.l2_ports}
-        self.book_calls = tuple(self.l2_ports)  # _on_l2 gets (instrument, book, exch_ts)
-        self.inputs = (bind_ports(self, self.l2_ports, self._on_l2) + bind_ports(self, self.trade_ports, self._on_trade)
+        self.book_calls = tuple(self.l2_ports)  # (instrument, book, exch_ts), on an uncrossed book
+        # with no status ports every book is trusted: the runtime calls on_book itself (book_calls)
+        on_l2 = self._on_l2 if self.status_ports else self.on_book
+        self.inputs = (bind_ports(self, self.l2_ports, on_l2) + bind_ports(self, self.trade_ports, self._on_trade)
                        + bind_ports(self, self.status_ports, self._on_status) + ("requests", "updates", "fills"))
         self.messages = {**{p: L2Update for p in self.l2_ports}, **{p: TradeUpdate for p in self.trade_ports},
                          **{p: BookStatus for p in self.status_ports}, "requests": OrderRequest,
@@ -67,7 +69,6 @@ class TradeModel(Actor):
         # flags) as a plain tuple, None before the first write, _STALE once its order ended
         self.written: list = [None] * self.ideal.size
         self._write = self.ideal.write  # one C call: the fields go straight into the slot
-        self.skipped_crossed = 0
         for i in range(self.ideal.size):  # a restarted model must not leave its old wishes standing
             v, msg = self.ideal.read(i)
             if msg is not None and msg.size:
@@ -128,11 +129,9 @@ class TradeModel(Actor):
 
     # ------------------------------------------------------------------ stream handlers
     def _on_l2(self, iid: int, book: Book, exch_ts: int) -> None:
-        """The end of an exchange message on ``iid``: the runtime has applied the whole message."""
+        """The end of an exchange message on ``iid`` that left its book uncrossed (the runtime has
+        applied the whole message and counts the crossed ones)"""
         if self.trusted[iid]:
-            if book.crossed():
-                self.skipped_crossed += 1
-                return
             self.on_book(iid, book, exch_ts)
 
     def _on_trade(self, t: TradeUpdate) -> None:
