@@ -726,6 +726,25 @@ def test_periodic_reconcile_finds_drift():
     assert p.counts["drift_balances"] == 1
 
 
+def test_a_rest_balance_asked_before_a_stream_balance_is_not_applied():
+    """outboundAccountPosition came after the account request went out: its answer may predate it."""
+    p = live()
+    take(p)
+    p._reconcile(T0 + 10)
+    (h,) = https(take(p), "account")
+    p.on_frame("api", json.dumps(MSG["uds_account_position"]["message"]), T0 + 20)  # ETH 10000
+    rest(p, h, {"balances": [{"asset": "ETH", "free": "9000", "locked": "0"},
+                             {"asset": "BTC", "free": "1", "locked": "0"}]}, now=T0 + 30)
+    bals = [(b.asset.rstrip(b"\0"), b.total) for b in take(p) if type(b) is BalanceUpdate]
+    assert bals == [(b"ETH", 10000 * 10**8), (b"BTC", 10**8)]
+    assert p.counts["rest_balance_older"] == 1 and p.counts["drift_balances"] == 0
+    p._reconcile(T0 + 40)  # nothing from the stream since: the check says which figure is true
+    rest(p, https(take(p), "account")[0], {"balances": [{"asset": "ETH", "free": "9000", "locked": "0"}]},
+         now=T0 + 50)
+    assert [b.total for b in take(p) if type(b) is BalanceUpdate] == [9000 * 10**8]
+    assert p.counts["drift_balances"] == 1
+
+
 def test_keepalive_ping_when_idle():
     p = live(keepalive_s=30)
     p.on_timer(T0 + 31 * SEC)

@@ -453,6 +453,26 @@ def test_balances_map_kraken_asset_names():
     assert (b.total, b.available) == (805_954_943_000_000, 540_954_943_000_000)
 
 
+def test_a_rest_balance_asked_before_a_stream_balance_is_not_applied():
+    """The stream spoke of USD after the periodic check went out: the check's figure may predate a
+    fill the stream already counted, and nothing would correct it until the next check."""
+    p = live()
+    take(p)
+    p._reconcile(T0 + 10)
+    (h,) = https(take(p), "balance")
+    upd = {"channel": "balances", "type": "update", "sequence": 1,
+           "data": [{"asset": "USD", "asset_class": "currency", "balance": 100.5, "type": "trade"}]}
+    p.on_frame("private", json.dumps(upd), T0 + 20)
+    answer_rest(p, h, {"ZUSD": "90", "XXBT": "2"}, now=T0 + 30)
+    bal = [(text(b.asset), b.total) for b in take(p) if type(b) is BalanceUpdate]
+    assert bal == [("USD", 1_005_000_000_000), ("BTC", 20_000_000_000)]
+    assert p.counts["rest_balance_older"] == 1 and p.counts["drift_balances"] == 0
+    p._reconcile(T0 + 40)  # nothing from the stream since: the check says which figure is true
+    answer_rest(p, https(take(p), "balance")[0], {"ZUSD": "95"}, now=T0 + 50)
+    assert [(text(b.asset), b.total) for b in take(p) if type(b) is BalanceUpdate] == [("USD", 950_000_000_000)]
+    assert p.counts["drift_balances"] == 1
+
+
 # ---------------------------------------------------------------------------------------- rate limits
 def test_rate_counter_refuses_before_sending_and_decays():
     p = live(rate_threshold=60, rate_decay=1.0)

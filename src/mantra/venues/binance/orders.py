@@ -271,6 +271,8 @@ class BinanceOrders(OrderProtocol):
         headers, query, body = auth.rest_request(self.creds.key, self.creds.secret, params, self._ms(now),
                                                  self.recv_window)
         self.counts[f"rest_{path.rsplit('/', 1)[-1]}"] += 1
+        if tag == "account":
+            self._asking_balances(now)
         self.rate.add(weight, 0, now)
         self.events.append(Http(tag, method, f"{self.rest_url}{path}?{query}", headers, body))
 
@@ -975,7 +977,7 @@ class BinanceOrders(OrderProtocol):
         if self._other_asset(asset):
             return
         f = _fx(free, self.balance_scale, ROUND_FLOOR)
-        self._put_balance(asset, f + _fx(locked, self.balance_scale, ROUND_FLOOR), f, ts, check)
+        self._put_balance(asset, f + _fx(locked, self.balance_scale, ROUND_FLOOR), f, ts, check, now)
 
     # ------------------------------------------------------------------------------ REST answers
     def on_http(self, tag: str, status: int, headers: dict, body: bytes, now: int) -> None:

@@ -247,8 +247,7 @@ class BitfinexOrders(OrderProtocol):
         self.max_tid = 0  # the highest trade id of ours seen on the stream
         self.max_vid = 0  # ... order id
         self.stream_mts = 0  # ... venue time (ms)
-        self.sent_at: dict[str, int] = {}  # "open" / "wallets" -> when the last such REST call went out
-        self.bal_stream_at: dict[str, int] = {}  # asset -> when the stream last gave its balance
+        self.sent_at: dict[str, int] = {}  # "open" / ... -> when the last such REST call went out
         self.rest_nonce_refusals = 0
         self.rest_inflight = 0  # REST calls signed and not yet answered
         self.auth_wanted = False  # the log-on waits for them: it must not overtake their nonces
@@ -279,6 +278,8 @@ class BitfinexOrders(OrderProtocol):
             return False
         win.append(now)
         self.sent_at[what] = now
+        if what == "wallets":
+            self._asking_balances(now)
         self.rest_inflight += 1
         self.nonce = auth.next_nonce(self.nonce, now)
         headers, body = auth.rest_request(self.creds.key, self.creds.secret, path, self.nonce, params)
@@ -873,17 +874,12 @@ class BitfinexOrders(OrderProtocol):
         asset = str(w[W_CCY])
         if self._other_asset(asset) or w[W_BALANCE] is None:
             return
-        if stream:
-            self.bal_stream_at[asset] = now
-        elif self.bal_stream_at.get(asset, -1) >= self.sent_at.get("wallets", 0):
-            self.counts["rest_balance_older"] += 1  # the stream spoke since we asked: it is newer
-            return
         total = _fx(w[W_BALANCE], self.balance_scale, ROUND_FLOOR)
         if w[W_AVAILABLE] is not None:
             free = _fx(w[W_AVAILABLE], self.balance_scale, ROUND_FLOOR)
         else:  # the venue computes it only when asked: ours
             free = max(total - self._hold(asset), 0)
-        self._put_balance(asset, total, free, now, not stream)
+        self._put_balance(asset, total, free, now, not stream, now)
 
     # ------------------------------------------------------------------------------ REST answers
     def on_http(self, tag: str, status: int, headers: dict, body: bytes, now: int) -> None:

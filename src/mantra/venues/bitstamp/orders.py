@@ -269,6 +269,8 @@ class BitstampOrders(OrderProtocol):
                                           params)
         self.calls.setdefault(tag, deque()).append((path, params, nonce, ts))
         self.counts[f"rest_{path[len(API):].split('/', 1)[0]}"] += 1
+        if tag.startswith("balance"):
+            self._asking_balances(now)
         self.events.append(Http(tag, "POST", self.rest_url + path, headers, body))
         return True
 
@@ -960,7 +962,7 @@ class BitstampOrders(OrderProtocol):
                     continue
                 total = _fx(b["total"], self.balance_scale, ROUND_FLOOR)
                 free = _fx(b.get("available", b["total"]), self.balance_scale, ROUND_FLOOR)
-                self._put_balance(asset, total, free, now, rest == "check")
+                self._put_balance(asset, total, free, now, rest == "check", now)
             except (ValueError, KeyError, TypeError, AttributeError, FixedPointError) as e:
                 self._bad("balance", b, e)
 

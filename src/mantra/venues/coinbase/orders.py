@@ -800,7 +800,7 @@ class CoinbaseOrders(OrderProtocol):
         avail = (a.get("available_balance") or {}).get("value") or "0"
         hold = (a.get("hold") or {}).get("value") or "0"
         free = _fx(avail, self.balance_scale, ROUND_FLOOR)
-        self._put_balance(asset, free + _fx(hold, self.balance_scale, ROUND_FLOOR), free, now, False)
+        self._put_balance(asset, free + _fx(hold, self.balance_scale, ROUND_FLOOR), free, now, False, now)
 
     # ------------------------------------------------------------------------------ REST answers
     def on_http(self, tag: str, status: int, headers: dict, body: bytes, now: int) -> None:

@@ -237,6 +237,8 @@ class KrakenOrders(OrderProtocol):
         path = f"/0/private/{method}"
         headers, body = auth.rest_request(self.creds.key, self.creds.secret, path, self.nonce, params)
         self.counts[f"rest_{method}"] += 1
+        if tag == "balance":
+            self._asking_balances(now)
         self.events.append(Http(tag, "POST", self.rest_url + path, headers, body))
 
     def _ws(self, method: str, params: dict, req_id: int) -> None:
@@ -718,7 +720,7 @@ class KrakenOrders(OrderProtocol):
         except FixedPointError as e:
             self._bad("balance", total_text, e)
             return
-        self._put_balance(asset, total, max(total - self._hold(asset), 0), ts, check)
+        self._put_balance(asset, total, max(total - self._hold(asset), 0), ts, check, now)
 
     def _on_balances(self, msg: dict, now: int) -> None:
         self._check_seq("balances", msg, now)
