@@ -12,6 +12,10 @@
  *   send(msg) -> seq                 a ring record from msg's fields (any tuple of them)
  *   write(index, msg) -> version     an array slot, tracked like send
  *   put(index, msg, origin, publisher, now=0) -> version   an array slot, stamps given
+ *   quote(written, slot, instrument, side, price, size, flags=0) -> bool   (an IdealOrder array's)
+ *     TradeModel.quote in one call (trading/model.py, the reference): msg = (price, size,
+ *     instrument, side, flags); False if written[slot] == msg, else written[slot] = msg, the slot
+ *     written as write(slot, msg), True.  A hypothesis test holds the two equal.
  *   latest(index) -> (version, msg or None, origin, publisher)   built in C, no struct unpack
  *   changed(seen, tags=None) -> [(tag, version, msg or None, origin, publisher), ...]
  *     what a reader has not seen yet, read in one call: seen is [the array's write count (-1: never
@@ -667,12 +671,49 @@ static PyObject *Port_serve(Port *self, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
+static PyObject *Port_quote(Port *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 6 || nargs > 7) {
+        PyErr_SetString(PyExc_TypeError, "quote(written, slot, instrument, side, price, size, flags=0)");
+        return NULL;
+    }
+    if (self->nfields != 5) {
+        PyErr_SetString(PyExc_TypeError, "quote: this port's messages are not IdealOrders");
+        return NULL;
+    }
+    if (attrs_ready() < 0) return NULL;
+    PyObject *written = args[0], *slot = args[1];
+    PyObject *msg = PyTuple_Pack(5, args[4], args[5], args[2], args[3], nargs > 6 ? args[6] : k_zero);
+    if (!msg) return NULL;
+    PyObject *w = PyObject_GetItem(written, slot);
+    int same = w ? PyObject_RichCompareBool(w, msg, Py_EQ) : -1;
+    Py_XDECREF(w);
+    if (same) { /* equal (nothing to write) or an error (its exception) */
+        Py_DECREF(msg);
+        return same < 0 ? NULL : Py_NewRef(Py_False);
+    }
+    /* as the reference: remembered first, then written (a value the slot refuses raises) */
+    int rc = PyObject_SetItem(written, slot, msg);
+    uint64_t i, origin, now;
+    char buf[self->payload + 1];
+    if (rc < 0 || array_index(self, slot, &i) < 0 || pack_fields(self, msg, buf) < 0 ||
+        stamps(self, &origin, &now) < 0) {
+        Py_DECREF(msg);
+        return NULL;
+    }
+    Py_DECREF(msg);
+    self->sent++;
+    array_put((Array *)self->target, i, origin, now, self->publisher, buf, self->payload);
+    return Py_NewRef(Py_True);
+}
+
 static PyObject *Port_get_sent(Port *self, void *c) { return PyLong_FromUnsignedLongLong(self->sent); }
 
 static PyMethodDef Port_methods[] = {
     {"send", (PyCFunction)Port_send, METH_O, "send(msg) -> seq: publish msg's fields, tracked"},
     {"write", (PyCFunction)(void (*)(void))Port_write, METH_FASTCALL, "write(index, msg) -> version, tracked"},
     {"put", (PyCFunction)(void (*)(void))Port_put, METH_FASTCALL, "put(index, msg, origin, publisher, now=0) -> version"},
+    {"quote", (PyCFunction)(void (*)(void))Port_quote, METH_FASTCALL,
+     "quote(written, slot, instrument, side, price, size, flags=0) -> bool: TradeModel.quote in one call"},
     {"latest", (PyCFunction)Port_latest, METH_O, "latest(index) -> (version, msg or None, origin, publisher)"},
     {"changed", (PyCFunction)(void (*)(void))Port_changed, METH_FASTCALL,
      "changed(seen, tags=None) -> [(tag, version, msg or None, origin, publisher)] of the slots written since seen"},

@@ -179,3 +179,42 @@ def test_changed_refuses_what_is_not_its_state(tmp_path):
     r = Ring.create(tmp_path / "q", IdealOrder, 4)
     with pytest.raises(TypeError):
         _spine.Port(r.writer()._w, IdealOrder, IdealOrder.FIELDS_AT, IdealOrder.STRUCT.size).changed([-1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("quote"), st.integers(-1, 3), st.sampled_from([1, 2, -1, 2**32]), st.sampled_from([1, -1, 200]),
+              st.sampled_from([10, 11, -5, 2**63]), st.sampled_from([0, 3, 4]), st.sampled_from([0, 1, 256, None])),
+    st.tuples(st.just("ended"), st.integers(0, 2))), max_size=30))
+def test_quote_is_the_trade_models(tmp_path_factory, steps):
+    """``Port.quote`` (one C call per slot) does what ``TradeModel.quote`` does with the port's
+    ``write``: the same return, the same remembered content, the same slots written (content, stamps
+    and versions), the same refusals; an ended order's slot (_STALE) is written again."""
+    from types import SimpleNamespace
+
+    from mantra.spine.messages import IdealOrder
+    from mantra.trading.model import _STALE, TradeModel
+
+    d = tmp_path_factory.mktemp("quote")
+    arrays = [SeqArray.create(d / n, IdealOrder, 3) for n in ("ref", "fast")]
+    track, clock = Tracking(), SimClock(5)
+    ports = [ArrayPort(a, track, clock, 7) for a in arrays]
+    ref = SimpleNamespace(written=[None] * 3, _write=ports[0].write)
+    fast = [None] * 3
+    for k, step in enumerate(steps):
+        track.origin, clock.t = k, 100 + k
+        if step[0] == "ended":
+            ref.written[step[1]] = fast[step[1]] = _STALE
+            continue
+        _, slot, iid, side, price, size, flags = step
+        args = (slot, iid, side, price, size) + (() if flags is None else (flags,))
+        try:
+            want = TradeModel.quote(ref, *args)
+        except Exception as e:
+            want = type(e)
+        try:
+            got = ports[1].quote(fast, *args)
+        except Exception as e:
+            got = type(e)
+        assert got == want and fast == ref.written
+        assert [arrays[0].latest(i) for i in range(3)] == [arrays[1].latest(i) for i in range(3)]

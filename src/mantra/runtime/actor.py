@@ -68,13 +68,15 @@ class Output:
 
 
 class ArrayPort:
-    """A seqlock-array port: ``write(i, msg)`` (tracked like Output.send, one C call) and ``read(i)``."""
+    """A seqlock-array port: ``write(i, msg)`` (tracked like Output.send, one C call) and ``read(i)``;
+    ``quote``: TradeModel.quote in one C call (an IdealOrder array's)."""
 
-    __slots__ = ("array", "write")
+    __slots__ = ("array", "write", "quote")
 
     def __init__(self, array, track: Tracking, clock, actor_id: int):
         self.array = array
-        self.write = array.port(track, clock, actor_id).write
+        port = array.port(track, clock, actor_id)
+        self.write, self.quote = port.write, port.quote
 
     def read(self, index: int):
         return self.array.read(index)

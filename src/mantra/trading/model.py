@@ -27,6 +27,8 @@ venue cannot prove in step, ``Status.UNVERIFIED``; default no); ports ``requests
 
 from __future__ import annotations
 
+from types import MethodType
+
 from ..book import Book
 from ..instruments import Instrument
 from ..runtime.actor import Actor
@@ -69,6 +71,9 @@ class TradeModel(Actor):
         # flags) as a plain tuple, None before the first write, _STALE once its order ended
         self.written: list = [None] * self.ideal.size
         self._write = self.ideal.write  # one C call: the fields go straight into the slot
+        cq = getattr(self.ideal, "quote", None)
+        if cq is not None and type(self).quote is TradeModel.quote:  # quote below, in one C call
+            self.quote = MethodType(cq, self.written)  # (binds written with no copy of the arguments)
         for i in range(self.ideal.size):  # a restarted model must not leave its old wishes standing
             v, msg = self.ideal.read(i)
             if msg is not None and msg.size:
@@ -98,7 +103,8 @@ class TradeModel(Actor):
                 self.withdraw(slot)
 
     def quote(self, slot: int, iid: int, side: int, price: int, size: int, flags: int = 0) -> bool:
-        """Set the ideal order of ``slot``; True if written."""
+        """Set the ideal order of ``slot``; True if written.  (The reference of the C ``Port.quote``
+        that replaces it at start when the array is the runtime's.)"""
         msg = (price, size, iid, side, flags)
         if self.written[slot] == msg:
             return False

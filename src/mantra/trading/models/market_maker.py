@@ -43,12 +43,14 @@ class MarketMaker(TradeModel):
         self.positions = self.orders.positions
 
     _seen = None
+    _pos = None
 
     def on_book(self, iid: int, book, exch_ts: int) -> None:
         bb, ba = book.best_bid(), book.best_ask()
         pos = self.positions.get(iid, 0)
         w = self.written
-        seen = (bb, ba, pos, w[0], w[1])
+        w0, w1 = w
+        seen = (bb, ba, pos, w0, w1)
         if seen == self._seen:
             return  # quotes are a function of exactly these: most messages change none of them
         self._seen = seen
@@ -56,35 +58,49 @@ class MarketMaker(TradeModel):
             self.withdraw(0)
             self.withdraw(1)
             return
-        tick, size = self.tick, self.size_i
-        shift = _toward_zero(self.skew_i * pos, self.unit) if pos else 0  # symmetric for longs and shorts
-        bid = (bb + ba - self.spread_i) // 2 - shift
-        ask = -(-(bb + ba + self.spread_i) // 2) - shift
+        if pos != self._pos:
+            self._sizes(pos)
+        tick, r = self.tick, self.refresh_i
+        shift = self._shift
         # (conditionals, not min/max: a builtin call costs ~100 ns here, the whole handler ~1 us)
+        bid = (bb + ba - self.spread_i) // 2 - shift
         bid -= bid % tick
         if bid > ba - tick:
             bid = ba - tick
+        if bid >= self._bid_min:
+            size = self._bid_size  # moved only by ``refresh`` or more, or while no longer passive
+            if not (type(w0) is tuple and w0[1] == size and -r < w0[0] - bid < r and w0[0] < ba):
+                self.quote(0, iid, 1, bid, size, _POST_ONLY)
+        else:
+            self.withdraw(0)
+        ask = -(-(bb + ba + self.spread_i) // 2) - shift
         ask += -ask % tick
         if ask < bb + tick:
             ask = bb + tick
-        bsize = self.max_inv - pos
-        if bsize > size:
-            bsize = size
-        asize = self.max_inv + pos
-        if asize > size:
-            asize = size
-        self._side(0, iid, 1, bid, bsize - bsize % self.lot, ba)
-        self._side(1, iid, -1, ask, asize - asize % self.lot, bb)
+        if ask >= self._ask_min:
+            size = self._ask_size
+            if not (type(w1) is tuple and w1[1] == size and -r < w1[0] - ask < r and w1[0] > bb):
+                self.quote(1, iid, -1, ask, size, _POST_ONLY)
+        else:
+            self.withdraw(1)
 
-    def _side(self, slot: int, iid: int, side: int, price: int, size: int, touch: int) -> None:
-        if size <= 0 or size < self.min_size or price <= 0 or price * size // self.unit < self.min_notional:
-            self.withdraw(slot)
-            return
-        w = self.written[slot]  # (price, size, instrument, side, flags) or None / stale
-        if (type(w) is tuple and w[1] == size and -self.refresh_i < w[0] - price < self.refresh_i
-                and (w[0] < touch if side > 0 else w[0] > touch)):
-            return  # close enough, still passive: keep the queue place
-        self.quote(slot, iid, side, price, size, _POST_ONLY)
+    def _sizes(self, pos: int) -> None:
+        """What depends on the position alone: the skew's shift, each side's size (room left under
+        ``max_inventory``, in lots) and the lowest price at which that size is a valid order
+        (``min_size``, ``min_notional``; no valid price: withdrawn)."""
+        self._pos = pos
+        self._shift = _toward_zero(self.skew_i * pos, self.unit) if pos else 0  # symmetric for longs and shorts
+        b = min(self.max_inv - pos, self.size_i)
+        a = min(self.max_inv + pos, self.size_i)
+        self._bid_size, self._bid_min = b - b % self.lot, self._min_price(b - b % self.lot)
+        self._ask_size, self._ask_min = a - a % self.lot, self._min_price(a - a % self.lot)
+
+    def _min_price(self, size: int):
+        """The lowest price at which an order of ``size`` is valid: price * size // unit >=
+        min_notional, i.e. price >= ceil(min_notional * unit / size); inf if no price is."""
+        if size <= 0 or size < self.min_size:
+            return float("inf")
+        return max(1, -(-self.min_notional * self.unit // size))
 
 
 def _toward_zero(a: int, b: int) -> int:
