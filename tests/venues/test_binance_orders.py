@@ -745,6 +745,29 @@ def test_a_rest_balance_asked_before_a_stream_balance_is_not_applied():
     assert p.counts["drift_balances"] == 1
 
 
+def test_an_open_orders_answer_asked_before_an_amend_does_not_undo_it():
+    """The amend down was answered after openOrders went out: the snapshot's larger size must not
+    come back (until a reconcile with nothing newer says so)."""
+    p = live()
+    placed(p, 7)
+    p._reconcile(T0 + 10)
+    (h,) = https(take(p), "open")
+    p.submit(amend(20, 7, 5_200_000, 600_000), T0 + 20)
+    (m,) = sent(take(p))
+    answer(p, m, {"transactTime": MS0, "executionId": 3, "amendedOrder": {
+        "symbol": "BTCUSDT", "orderId": 1001, "clientOrderId": client_id(7), "origClientOrderId": client_id(7),
+        "price": "52000.00", "qty": "0.00600000", "executedQty": "0.00000000", "status": "NEW"}}, now=T0 + 30)
+    assert updates(take(p))[-1].size == 600_000
+    old = [_open_order(client_id(7), vid=1001)]  # 0.01 as placed
+    rest(p, h, old, now=T0 + 40)
+    assert not updates(take(p))
+    assert p.counts["rest_order_older"] == 1 and p.counts["drift_corrected"] == 0
+    p._reconcile(T0 + 50)  # nothing newer since this one went out: the venue's word stands
+    rest(p, https(take(p), "open")[0], old, now=T0 + 60)
+    (u,) = updates(take(p))
+    assert u.size == 1_000_000 and p.counts["drift_corrected"] == 1
+
+
 def test_keepalive_ping_when_idle():
     p = live(keepalive_s=30)
     p.on_timer(T0 + 31 * SEC)

@@ -658,6 +658,26 @@ def test_periodic_reconcile_finds_drift():
     assert (u.status, u.filled) == (S.PARTIALLY_FILLED, BTC.size("0.1")) and p.counts["drift_corrected"] == 1
 
 
+def test_an_open_orders_answer_asked_before_an_amend_does_not_undo_it():
+    """The amend came on the stream after the open orders were asked for: the snapshot's old price
+    and size must not come back (until a reconcile with nothing newer says so)."""
+    p = live()
+    r = placed(p)
+    p._reconcile(T0 + 10)
+    (h,) = https(take(p), "open")
+    p.submit(amend(r.order_id, "26990", "0.7"), T0 + 20)
+    take(p)
+    p.on_frame("private", notify("ou-req", order_arr(amount="0.7", orig="0.7", price=26990)), T0 + 30)
+    assert updates(take(p))[-1].price == BTC.price("26990")
+    answer(p, h, [order_arr()], now=T0 + 40)  # 0.5 at 27000, as placed
+    assert not updates(take(p))
+    assert p.counts["rest_order_older"] == 1 and p.counts["drift_corrected"] == 0
+    p._reconcile(T0 + 50)  # nothing newer since this one went out: the venue's word stands
+    answer(p, https(take(p), "open")[0], [order_arr()], now=T0 + 60)
+    (u,) = updates(take(p))
+    assert u.price == BTC.price("27000") and p.counts["drift_corrected"] == 1
+
+
 def test_fills_of_orders_from_before_are_mapped_and_foreign_ones_ignored():
     p = live()
     p._http_trades("", [trade(7, "0.5", 27000, fee="-0.01", ccy="USD", vid=321, cid=CID),

@@ -690,6 +690,25 @@ def test_periodic_reconcile_finds_drift():
     assert (u.order_id, u.status) == (7, S.CANCELLED)
 
 
+def test_an_open_orders_answer_asked_before_an_edit_does_not_undo_it():
+    """The edit was answered after the open orders were asked for: the snapshot's old price and
+    size must not come back (until a reconcile with nothing newer says so)."""
+    p = placed(live())
+    p._reconcile(T0 + 10)
+    (h,) = https(take(p), "open")
+    p.submit(amend(9, 7, 999900, 150_000), T0 + 20)
+    answer(p, https(take(p), "req")[0], {"success": True, "errors": []}, now=T0 + 30)
+    (u,) = take(p, OrderUpdate)
+    assert (u.price, u.size) == (999900, 150_000)
+    answer(p, h, {"orders": [rest_order(7)], "has_next": False}, now=T0 + 40)  # 10000.00 x 0.001, as placed
+    assert not take(p, OrderUpdate)
+    assert p.counts["rest_order_older"] == 1 and p.counts["drift_corrected"] == 0
+    p._reconcile(T0 + 50)  # nothing newer since this one went out: the venue's word stands
+    answer(p, https(take(p), "open")[0], {"orders": [rest_order(7)], "has_next": False}, now=T0 + 60)
+    (u,) = take(p, OrderUpdate)
+    assert (u.price, u.size) == (1_000_000, 100_000) and p.counts["drift_corrected"] == 1
+
+
 def test_fills_of_an_unknown_order_are_mapped():
     p = live(unknown_orders="cancel")
     p._fetch_fills(T0, T0)

@@ -595,6 +595,33 @@ def test_periodic_reconcile_finds_drift():
     assert (u.order_id, u.status) == (7, S.CANCELLED)
 
 
+def test_an_open_orders_answer_asked_before_an_amend_does_not_undo_it():
+    """The amend was acknowledged after OpenOrders went out: the snapshot may show the old price and
+    size, which must not come back (until a reconcile with nothing newer says so)."""
+    p = live()
+    p.submit(new(7), T0)
+    (m,) = sent(take(p))
+    p.on_frame("private", json.dumps({"method": "add_order", "req_id": m["req_id"], "success": True,
+                                      "result": {"order_id": "OGONE1-AAAAA-AAAAAA"}}), T0)
+    take(p)
+    p._reconcile(T0 + 10)
+    (h,) = https(take(p), "open")
+    p.submit(amend(9, 7, 265010, 100_000_000), T0 + 20)
+    (m,) = sent(take(p))
+    p.on_frame("private", json.dumps(dict(MSG["v2_amend_order_response"]["message"], req_id=m["req_id"])), T0 + 30)
+    (u,) = take(p)
+    assert (u.price, u.size) == (265010, 100_000_000)
+    old = {"OGONE1-AAAAA-AAAAAA": {"cl_ord_id": client_id(7), "status": "open", "vol": "1.2", "vol_exec": "0",
+                                   "descr": {"pair": "XBTUSD", "type": "buy", "price": "26500.4"}}}
+    answer_rest(p, h, {"open": old}, now=T0 + 40)
+    assert not [e for e in take(p) if type(e) is OrderUpdate]
+    assert p.counts["rest_order_older"] == 1 and p.counts["drift_corrected"] == 0
+    p._reconcile(T0 + 50)  # nothing newer since this one went out: the venue's word stands
+    answer_rest(p, https(take(p), "open")[0], {"open": old}, now=T0 + 60)
+    (u,) = [e for e in take(p) if type(e) is OrderUpdate]
+    assert (u.price, u.size) == (265004, 120_000_000) and p.counts["drift_corrected"] == 1
+
+
 def test_secrets_never_logged(caplog):
     caplog.set_level(logging.DEBUG, logger="mantra")
     p = live()

@@ -136,7 +136,7 @@ class VenueOrder:
     """One order of ours as a venue's order protocol tracks it; a venue adds its own ids."""
 
     __slots__ = ("order_id", "cid", "inst", "side", "price", "size", "flags", "filled", "fill_qty", "status",
-                 "placed", "trades", "lost", "exch_ts")
+                 "placed", "trades", "lost", "exch_ts", "changed_at")
 
     def __init__(self, order_id, cid, inst, side, price, size, flags, placed):
         self.order_id, self.cid, self.inst = order_id, cid, inst
@@ -148,6 +148,7 @@ class VenueOrder:
         self.trades: set[int] = set()
         self.lost = False  # declared REJECTED: not found on the venue after an UNKNOWN outcome
         self.exch_ts = 0
+        self.changed_at = 0  # when we last heard of it (an update emitted, a stream message): ``_open_older``
 
     @property
     def live(self) -> bool:
@@ -225,6 +226,7 @@ class OrderProtocol:
         self.last_fill_ns = 0  # venue time of the newest fill seen (the gap fetch starts there)
         self.balances: dict[str, int] = {}  # asset -> total last emitted (at balance_scale)
         self.balances_asked = 0  # when the last REST balance request went out (``_asking_balances``)
+        self.open_asked = 0  # when the last REST open-orders request went out (``_open_older``)
         self.balance_heard: dict[str, int] = {}  # asset -> when a figure other than a check's came
         self.late_cancelled: set[str] = set()
         self.asking: dict = {}  # order id -> an order we did not know, asked about (``_ask_unknown``)
@@ -357,6 +359,7 @@ class OrderProtocol:
     def _update(self, o: VenueOrder, now: int, status=None, reason: int = 0, about: int | None = None,
                 price=None, size=None) -> None:
         st = o.status if status is None else status
+        o.changed_at = now
         self.events.append(OrderUpdate(o.order_id if about is None else about,
                                        o.price if price is None else price, o.size if size is None else size,
                                        o.filled, o.exch_ts or now, o.inst.id, st, o.side, int(reason),
@@ -584,6 +587,15 @@ class OrderProtocol:
         """True (and counted) if no instrument of ours trades ``asset``."""
         if self.assets and asset not in self.assets:
             self.counts["other_assets"] += 1
+            return True
+        return False
+
+    def _open_older(self, o: VenueOrder) -> bool:
+        """True (and counted) if a REST open-orders answer must not be applied to ``o``: we told of
+        a change to it after the request went out (a stream message, an answer), so the snapshot may
+        predate it — an amend's price and size would go back until the next reconcile."""
+        if o.changed_at > self.open_asked:
+            self.counts["rest_order_older"] += 1
             return True
         return False
 

@@ -273,6 +273,8 @@ class BinanceOrders(OrderProtocol):
         self.counts[f"rest_{path.rsplit('/', 1)[-1]}"] += 1
         if tag == "account":
             self._asking_balances(now)
+        elif tag == "open":
+            self.open_asked = now
         self.rate.add(weight, 0, now)
         self.events.append(Http(tag, method, f"{self.rest_url}{path}?{query}", headers, body))
 
@@ -1095,7 +1097,8 @@ class BinanceOrders(OrderProtocol):
                                   d.get("executedQty"), st, now)
             return
         seen.add(o.order_id)
-        self._apply_order(o, d, now, reconcile=True)
+        if not self._open_older(o):
+            self._apply_order(o, d, now, reconcile=True)
 
     def _http_account(self, rest, status, doc, code, emsg, now) -> None:
         if status != 200 or not isinstance(doc, dict):

@@ -198,7 +198,7 @@ def _ns(mts, now: int) -> int:
 
 
 class _Order(VenueOrder):
-    __slots__ = ("oid", "gid", "cid_date", "te", "stream_at", "mts")
+    __slots__ = ("oid", "gid", "cid_date", "te", "mts")
 
     def __init__(self, order_id, inst, side, price, size, flags, placed, gid=0, cid=0):
         VenueOrder.__init__(self, order_id, cid, inst, side, price, size, flags, placed)
@@ -206,7 +206,6 @@ class _Order(VenueOrder):
         self.oid = 0  # the venue's order id, once known
         self.cid_date = utc_date(placed)
         self.te: dict[int, int] = {}  # trade id -> size, executions seen on ``te`` whose ``tu`` is awaited
-        self.stream_at = 0  # when the stream last spoke of it (a REST answer asked before is older)
         self.mts = 0  # the venue's MTS_UPDATE of the newest stream message about it
 
     def venue_ref(self) -> bytes:
@@ -247,7 +246,6 @@ class BitfinexOrders(OrderProtocol):
         self.max_tid = 0  # the highest trade id of ours seen on the stream
         self.max_vid = 0  # ... order id
         self.stream_mts = 0  # ... venue time (ms)
-        self.sent_at: dict[str, int] = {}  # "open" / ... -> when the last such REST call went out
         self.rest_nonce_refusals = 0
         self.rest_inflight = 0  # REST calls signed and not yet answered
         self.auth_wanted = False  # the log-on waits for them: it must not overtake their nonces
@@ -277,9 +275,10 @@ class BitfinexOrders(OrderProtocol):
             self._retry(what, now, win[0] + 60_000_000_000 - now)
             return False
         win.append(now)
-        self.sent_at[what] = now
         if what == "wallets":
             self._asking_balances(now)
+        elif what == "open":
+            self.open_asked = now
         self.rest_inflight += 1
         self.nonce = auth.next_nonce(self.nonce, now)
         headers, body = auth.rest_request(self.creds.key, self.creds.secret, path, self.nonce, params)
@@ -717,7 +716,7 @@ class BitfinexOrders(OrderProtocol):
             o.cid_date = utc_date(a[O_CREATE] * 1_000_000)
         o.exch_ts = max(o.exch_ts, _ns(a[O_UPDATE], now))
         if stream:
-            o.stream_at = now
+            o.changed_at = now  # the stream spoke of it: a REST answer asked before is older
         nq = self._pending(o, NEW)
         if nq is not None and nq is not q:  # the order exists: that answers its NEW
             self.counts["answered_by_stream"] += 1
@@ -989,19 +988,19 @@ class BitfinexOrders(OrderProtocol):
             self._venue_error("cancel", doc[7] if len(doc) > 7 else doc)
 
     def _http_open(self, rest, doc, now) -> None:
-        asked = self.sent_at.get("open", 0)
+        asked = self.open_asked
         seen = set()
         for a in doc:
             try:
                 seen.add(a[O_ID])
                 o = self.by_oid.get(a[O_ID])
-                if o is not None and o.stream_at >= asked:  # the stream spoke since we asked: it is newer
+                if o is not None and self._open_older(o):
                     continue
                 self._order_array(a, now, reconcile=True)
             except (ValueError, KeyError, TypeError, IndexError, FixedPointError) as e:
                 self._bad("order", a, e)
         for o in list(self.orders.values()):
-            if o.live and o.oid and o.oid not in seen and o.placed < asked and o.stream_at < asked \
+            if o.live and o.oid and o.oid not in seen and o.placed < asked and o.changed_at <= asked \
                     and not any(q.order is o for q in self.reqs.values()):
                 self.counts["drift_orders"] += 1
                 log.warning("bitfinex: order %d (%d) is live for us but not open on the venue: asking",

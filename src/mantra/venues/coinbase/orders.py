@@ -314,6 +314,8 @@ class CoinbaseOrders(OrderProtocol):
         q = [("order_status", "OPEN"), ("limit", PAGE)] + [("product_ids", s) for s in self.symbols]
         if cursor:
             q.append(("cursor", cursor))
+        elif tag == "open":
+            self.open_asked = now  # the snapshot's first page: later pages are no older
         self._rest(f"{tag}|{cursor}" if cursor else tag, "GET", API + "/orders/historical/batch", now, query=q)
 
     def _fetch_accounts(self, now: int, cursor: str = "") -> None:
@@ -923,7 +925,7 @@ class CoinbaseOrders(OrderProtocol):
                 elif o.lost:
                     self._set_vid(o, vid, now)
                     self._late_accept(o, now)
-                else:
+                elif not self._open_older(o):
                     self._apply_rest(o, d, now, reconcile=True)
             except (ValueError, KeyError, TypeError, AttributeError, FixedPointError) as e:
                 self._bad("open order", d, e)

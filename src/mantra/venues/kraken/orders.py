@@ -239,6 +239,8 @@ class KrakenOrders(OrderProtocol):
         self.counts[f"rest_{method}"] += 1
         if tag == "balance":
             self._asking_balances(now)
+        elif tag == "open":
+            self.open_asked = now
         self.events.append(Http(tag, "POST", self.rest_url + path, headers, body))
 
     def _ws(self, method: str, params: dict, req_id: int) -> None:
@@ -836,7 +838,9 @@ class KrakenOrders(OrderProtocol):
         seen = set()
         for txid, d in open_.items():
             seen.add(txid)
-            self._rest_order(txid, d, now, reconcile=True)
+            o = self._find(txid, d.get("cl_ord_id") or None)
+            if o is None or not self._open_older(o):
+                self._rest_order(txid, d, now, reconcile=True)
         for o in list(self.orders.values()):
             if o.live and o.txid and o.txid not in seen and now - o.placed > self.timeout_ns \
                     and not any(q.order is o for q in self.reqs.values()):
