@@ -675,7 +675,8 @@ def test_an_open_orders_answer_asked_before_an_amend_does_not_undo_it():
     p._reconcile(T0 + 50)  # nothing newer since this one went out: the venue's word stands
     answer(p, https(take(p), "open")[0], [order_arr()], now=T0 + 60)
     (u,) = updates(take(p))
-    assert u.price == BTC.price("27000") and p.counts["drift_corrected"] == 1
+    assert (u.price, u.size, u.filled) == (BTC.price("27000"), BTC.size("0.5"), 0)
+    assert p.counts["drift_corrected"] == 1
 
 
 def test_fills_of_orders_from_before_are_mapped_and_foreign_ones_ignored():

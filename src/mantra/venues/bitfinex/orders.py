@@ -745,6 +745,10 @@ class BitfinexOrders(OrderProtocol):
                 p = _fx(a[O_PRICE], inst.price_scale)
                 changed |= p != o.price
                 o.price = p
+            if a[O_AMOUNT_ORIG] is not None:  # its size as the venue has it (an amend's delta moves it)
+                s = _fx(_abs(a[O_AMOUNT_ORIG]), inst.size_scale)
+                changed |= s != o.size
+                o.size = s
             if a[O_AMOUNT] is not None:
                 done = o.size - _fx(_abs(a[O_AMOUNT]), inst.size_scale)  # what left the order executed
                 if done > o.filled:
