@@ -23,7 +23,7 @@ from mantra.venues.check import DISCOVER, TICK_NS, _json, _norm, _Replay
 from mantra.venues.events import BookState, Level, Reconnect, Send, Status, Trade
 from mantra.venues.registry import make_protocol
 
-from conftest import CAPTURES
+from fixtures import CAPTURES
 
 # venue -> (recordings, how many of the WebSocket records to replay)
 CASES = {
