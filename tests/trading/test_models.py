@@ -44,6 +44,14 @@ def test_market_maker_quotes_around_the_mid_post_only():
     assert slots(arr) == [IdealOrder(10030, 500, BTC, 1, POST), IdealOrder(10070, 500, BTC, -1, POST)]
 
 
+def test_market_maker_quotes_with_more_slots_than_it_uses():
+    arr = Array(4)  # a configuration may give its array spare slots
+    m = make(MarketMaker, Clock(), actor_id=11, arrays={"ideal": arr}, instruments=INSTRUMENTS,
+             instrument="binance:BTCUSDT", spread="0.40", size="0.5", skew="0.10", max_inventory="1")
+    book(m, BTC, [(1, 10000, 1000), (-1, 10100, 1000)], clear=True)
+    assert slots(arr) == [IdealOrder(10030, 500, BTC, 1, POST), IdealOrder(10070, 500, BTC, -1, POST), None, None]
+
+
 def test_inventory_skews_both_quotes_and_caps_the_side_that_adds():
     m, arr = mm()
     book(m, BTC, [(1, 10000, 1000), (-1, 10100, 1000)], clear=True)

@@ -49,7 +49,7 @@ class MarketMaker(TradeModel):
         bb, ba = book.best_bid(), book.best_ask()
         pos = self.positions.get(iid, 0)
         w = self.written
-        w0, w1 = w
+        w0, w1 = w[0], w[1]
         seen = (bb, ba, pos, w0, w1)
         if seen == self._seen:
             return  # quotes are a function of exactly these: most messages change none of them
@@ -92,8 +92,8 @@ class MarketMaker(TradeModel):
         self._shift = _toward_zero(self.skew_i * pos, self.unit) if pos else 0  # symmetric for longs and shorts
         b = min(self.max_inv - pos, self.size_i)
         a = min(self.max_inv + pos, self.size_i)
-        self._bid_size, self._bid_min = b - b % self.lot, self._min_price(b - b % self.lot)
-        self._ask_size, self._ask_min = a - a % self.lot, self._min_price(a - a % self.lot)
+        self._bid_size, self._ask_size = b - b % self.lot, a - a % self.lot
+        self._bid_min, self._ask_min = self._min_price(self._bid_size), self._min_price(self._ask_size)
 
     def _min_price(self, size: int):
         """The lowest price at which an order of ``size`` is valid: price * size // unit >=
