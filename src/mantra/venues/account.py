@@ -225,8 +225,9 @@ class OrderProtocol:
         self.retry_at: dict[str, int] = {}  # REST fetch kind -> when to retry it
         self.last_fill_ns = 0  # venue time of the newest fill seen (the gap fetch starts there)
         self.balances: dict[str, int] = {}  # asset -> total last emitted (at balance_scale)
-        self.balances_asked = 0  # when the last REST balance request went out (``_asking_balances``)
-        self.open_asked = 0  # when the last REST open-orders request went out (``_open_older``)
+        # when the last REST balance / open-orders request went out (each venue's ``_rest`` sets
+        # them): ``_put_balance`` and ``_open_older`` tell an answer older than the stream by them
+        self.balances_asked = self.open_asked = 0
         self.balance_heard: dict[str, int] = {}  # asset -> when a figure other than a check's came
         self.late_cancelled: set[str] = set()
         self.asking: dict = {}  # order id -> an order we did not know, asked about (``_ask_unknown``)
@@ -599,16 +600,12 @@ class OrderProtocol:
             return True
         return False
 
-    def _asking_balances(self, now: int) -> None:
-        """A REST balance request goes out now (each venue's ``_rest`` says so)."""
-        self.balances_asked = now
-
     def _put_balance(self, asset: str, total: int, free: int, ts: int, check: bool, now: int) -> None:
         """Emit ``asset``'s balance.  ``check``: a periodic REST answer, which says which figure is
         true unless the stream (or another answer) spoke of the asset since the request went out: it
         may have been computed before that figure, and nothing would correct it until the next check."""
         if check:
-            if self.balance_heard.get(asset, -1) >= self.balances_asked:
+            if self.balance_heard.get(asset, -1) > self.balances_asked:
                 self.counts["rest_balance_older"] += 1
                 return
         else:

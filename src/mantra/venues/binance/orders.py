@@ -272,7 +272,7 @@ class BinanceOrders(OrderProtocol):
                                                  self.recv_window)
         self.counts[f"rest_{path.rsplit('/', 1)[-1]}"] += 1
         if tag == "account":
-            self._asking_balances(now)
+            self.balances_asked = now
         elif tag == "open":
             self.open_asked = now
         self.rate.add(weight, 0, now)

@@ -276,7 +276,7 @@ class BitfinexOrders(OrderProtocol):
             return False
         win.append(now)
         if what == "wallets":
-            self._asking_balances(now)
+            self.balances_asked = now
         elif what == "open":
             self.open_asked = now
         self.rest_inflight += 1

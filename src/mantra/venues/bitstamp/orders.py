@@ -270,7 +270,7 @@ class BitstampOrders(OrderProtocol):
         self.calls.setdefault(tag, deque()).append((path, params, nonce, ts))
         self.counts[f"rest_{path[len(API):].split('/', 1)[0]}"] += 1
         if tag.startswith("balance"):
-            self._asking_balances(now)
+            self.balances_asked = now
         self.events.append(Http(tag, "POST", self.rest_url + path, headers, body))
         return True
 

@@ -238,7 +238,7 @@ class KrakenOrders(OrderProtocol):
         headers, body = auth.rest_request(self.creds.key, self.creds.secret, path, self.nonce, params)
         self.counts[f"rest_{method}"] += 1
         if tag == "balance":
-            self._asking_balances(now)
+            self.balances_asked = now
         elif tag == "open":
             self.open_asked = now
         self.events.append(Http(tag, "POST", self.rest_url + path, headers, body))
@@ -838,9 +838,7 @@ class KrakenOrders(OrderProtocol):
         seen = set()
         for txid, d in open_.items():
             seen.add(txid)
-            o = self._find(txid, d.get("cl_ord_id") or None)
-            if o is None or not self._open_older(o):
-                self._rest_order(txid, d, now, reconcile=True)
+            self._rest_order(txid, d, now, reconcile=True)
         for o in list(self.orders.values()):
             if o.live and o.txid and o.txid not in seen and now - o.placed > self.timeout_ns \
                     and not any(q.order is o for q in self.reqs.values()):
@@ -876,6 +874,8 @@ class KrakenOrders(OrderProtocol):
                 return
             self._adopt_or_cancel(oid, cid, txid, inst, descr.get("type"), descr.get("price"), d.get("vol"),
                                   d.get("vol_exec"), st, now)
+            return
+        if reconcile and self._open_older(o):
             return
         changed = False
         if not o.txid:
